@@ -1,0 +1,197 @@
+//! The OpenPGP side of the agent: making the signing certificate, loading its
+//! secret key, and producing the two signatures APT wants over a Release file:
+//! InRelease (cleartext-signed, so one download carries file and signature) and
+//! Release.gpg (an armored detached signature, for older clients and `sqv`).
+//!
+//! Keys are v4 with a single primary key that certifies and signs: no subkey
+//! means no embedded back-signature, and the primary-user-ID flag is written
+//! non-critical, because rpm 4.18 refuses certificates with unknown critical
+//! subpackets (NOTES.md). The pure-Rust crypto backend's RSA is variable-time;
+//! that is acceptable only because the key signs inside this one process.
+
+use std::io::Write;
+
+use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::crypto::{KeyPair, Password};
+use openpgp::packet::signature::SignatureBuilder;
+use openpgp::packet::signature::subpacket::{Subpacket, SubpacketValue};
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Armorer, Message, Signer};
+use openpgp::types::{Features, HashAlgorithm, KeyFlags, SignatureType};
+use openpgp::{Cert, Profile, armor};
+use sequoia_openpgp as openpgp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyAlgo {
+    /// Ed25519 (EdDSA): small, fast; apt, gpgv and rpm >= 4.16 verify it.
+    Ed25519,
+    /// RSA 4096: for clients that cannot verify Ed25519 (EL7/EL8 rpm, FIPS mode).
+    Rsa4096,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("OpenPGP: {0:#}")]
+    OpenPgp(#[from] anyhow::Error),
+    #[error("the signing key is passphrase-protected and no passphrase was given")]
+    NeedPassphrase,
+    #[error("wrong passphrase for the signing key")]
+    WrongPassphrase,
+    #[error("the key file holds no usable signing key")]
+    NoSigningKey,
+}
+
+/// Generate the repository signing certificate (secret parts included).
+pub fn generate(
+    userid: &str,
+    algo: KeyAlgo,
+    passphrase: Option<Password>,
+) -> Result<Cert, KeyError> {
+    let suite = match algo {
+        KeyAlgo::Ed25519 => CipherSuite::Cv25519,
+        KeyAlgo::Rsa4096 => CipherSuite::RSA4k,
+    };
+    let uid_template = SignatureBuilder::new(SignatureType::PositiveCertification)
+        .modify_hashed_area(|mut area| {
+            area.replace(Subpacket::new(SubpacketValue::PrimaryUserID(true), false)?)?;
+            Ok(area)
+        })?;
+    let (cert, _revocation) = CertBuilder::new()
+        .set_profile(Profile::RFC4880)?
+        .set_cipher_suite(suite)
+        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
+        .set_validity_period(None)
+        .set_features(Features::empty().set_seipdv1())?
+        .set_password(passphrase)
+        .add_userid_with(userid, uid_template)?
+        .generate()?;
+    Ok(cert)
+}
+
+pub fn secret_armored(cert: &Cert) -> Result<Vec<u8>, KeyError> {
+    Ok(cert.as_tsk().armored().to_vec()?)
+}
+
+pub fn public_armored(cert: &Cert) -> Result<Vec<u8>, KeyError> {
+    Ok(cert.armored().to_vec()?)
+}
+
+pub fn public_binary(cert: &Cert) -> Result<Vec<u8>, KeyError> {
+    Ok(cert.to_vec()?)
+}
+
+pub fn parse_cert(bytes: &[u8]) -> Result<Cert, KeyError> {
+    Ok(Cert::from_bytes(bytes)?)
+}
+
+pub fn fingerprint(cert: &Cert) -> String {
+    cert.fingerprint().to_hex()
+}
+
+/// True if the certificate's signing key material is passphrase-protected.
+pub fn needs_passphrase(cert: &Cert) -> Result<bool, KeyError> {
+    let policy = StandardPolicy::new();
+    let key = cert
+        .keys()
+        .secret()
+        .with_policy(&policy, None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .ok_or(KeyError::NoSigningKey)?;
+    Ok(key.key().secret().is_encrypted())
+}
+
+/// Unlock the signing key. The decrypted key lives only in sequoia's protected memory.
+pub fn signing_keypair(cert: &Cert, passphrase: Option<&Password>) -> Result<KeyPair, KeyError> {
+    let policy = StandardPolicy::new();
+    let key = cert
+        .keys()
+        .secret()
+        .with_policy(&policy, None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .ok_or(KeyError::NoSigningKey)?
+        .key()
+        .clone();
+    if key.secret().is_encrypted() {
+        let passphrase = passphrase.ok_or(KeyError::NeedPassphrase)?;
+        let unlocked = key
+            .decrypt_secret(passphrase)
+            .map_err(|_| KeyError::WrongPassphrase)?;
+        Ok(unlocked.into_keypair()?)
+    } else {
+        Ok(key.into_keypair()?)
+    }
+}
+
+/// InRelease: the text with its signature in one cleartext-signed message.
+pub fn clearsign(keypair: &KeyPair, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    // gpg never signs the final line ending; dropping it gives gpg-identical framing.
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut out = Vec::new();
+    let message = Message::new(&mut out);
+    let mut signer = Signer::new(message, keypair.clone())?
+        .hash_algo(HashAlgorithm::SHA512)?
+        .cleartext()
+        .build()?;
+    signer.write_all(body).map_err(anyhow::Error::from)?;
+    signer.finalize()?;
+    Ok(out)
+}
+
+/// Release.gpg / repomd.xml.asc: an armored detached signature.
+pub fn detach_sign(keypair: &KeyPair, data: &[u8], armored: bool) -> Result<Vec<u8>, KeyError> {
+    let mut out = Vec::new();
+    let message = Message::new(&mut out);
+    let message = if armored {
+        Armorer::new(message).kind(armor::Kind::Signature).build()?
+    } else {
+        message
+    };
+    let mut signer = Signer::new(message, keypair.clone())?
+        .hash_algo(HashAlgorithm::SHA512)?
+        .detached()
+        .build()?;
+    signer.write_all(data).map_err(anyhow::Error::from)?;
+    signer.finalize()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passphrase_protects_and_unlocks() {
+        let cert = generate(
+            "t <t@localhost>",
+            KeyAlgo::Ed25519,
+            Some("correct horse".into()),
+        )
+        .unwrap();
+        let reloaded = parse_cert(&secret_armored(&cert).unwrap()).unwrap();
+        assert!(needs_passphrase(&reloaded).unwrap());
+        assert!(matches!(
+            signing_keypair(&reloaded, None),
+            Err(KeyError::NeedPassphrase)
+        ));
+        assert!(matches!(
+            signing_keypair(&reloaded, Some(&"wrong".into())),
+            Err(KeyError::WrongPassphrase)
+        ));
+        let pair = signing_keypair(&reloaded, Some(&"correct horse".into())).unwrap();
+        let signed = clearsign(&pair, b"Origin: x\nSuite: stable\n").unwrap();
+        let text = String::from_utf8(signed).unwrap();
+        assert!(text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: x\nSuite: stable\n-----BEGIN PGP SIGNATURE-----"), "{text}");
+        let public = public_armored(&reloaded).unwrap();
+        assert!(!String::from_utf8_lossy(&public).contains("PRIVATE"));
+    }
+}

@@ -1,0 +1,8 @@
+//! APT repositories: the pool layout, the Packages and Release indices, and the
+//! publisher that turns cells into a signed, by-hash-addressed suite.
+
+pub mod compress;
+pub mod packages;
+pub mod pool;
+pub mod publish;
+pub mod release;

@@ -1,0 +1,233 @@
+//! Publishing a suite: read the repository definition and the head of every cell,
+//! render Packages (plain, .gz, .xz) per component and architecture, write Release,
+//! have the agent sign it (InRelease, Release.gpg), store every file as a blob and
+//! only then advance the suite's published ref. Readers resolve paths through
+//! one published manifest, so they see the old suite or the new one, never a mix.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::release::IndexFile;
+use super::{compress, packages, release};
+use crate::agent::{AgentClient, AgentClientError};
+use crate::cells;
+use crate::model::{self, AptPackage, AptPublication, AptRepo, FileEntry, ManifestKind};
+use crate::store::{RefEntry, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Agent(#[from] AgentClientError),
+    #[error("repository apt/{0} does not exist")]
+    NoRepo(String),
+    #[error("repository apt/{0} has no suite {1}")]
+    NoSuite(String, String),
+    #[error("compressing an index: {0}")]
+    Compress(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub head: RefEntry,
+    pub publication: AptPublication,
+    /// False when the suite was already up to date and nothing was written.
+    pub changed: bool,
+}
+
+/// The repository and cell generations a publication of this suite would be built from.
+pub async fn current_inputs(
+    store: &Store,
+    repo: &str,
+    suite: &str,
+) -> Result<(AptRepo, BTreeMap<String, u64>), PublishError> {
+    let repo_ref = model::repo_ref(repo)?;
+    let repo_head = store
+        .ref_head(&repo_ref)
+        .await?
+        .ok_or_else(|| PublishError::NoRepo(repo.to_string()))?;
+    let definition: AptRepo = store.get_json(&repo_head.target).await?;
+    let suite_def = definition
+        .suites
+        .iter()
+        .find(|s| s.name == suite)
+        .ok_or_else(|| PublishError::NoSuite(repo.to_string(), suite.to_string()))?;
+    let mut inputs = BTreeMap::new();
+    inputs.insert(repo_ref.to_string(), repo_head.generation);
+    for component in &suite_def.components {
+        for arch in suite_def
+            .architectures
+            .iter()
+            .map(String::as_str)
+            .chain(["all"])
+        {
+            let cell = model::cell_ref(repo, suite, component, arch)?;
+            if let Some(head) = store.ref_head(&cell).await? {
+                inputs.insert(cell.to_string(), head.generation);
+            }
+        }
+    }
+    Ok((definition, inputs))
+}
+
+/// Publish a suite if its inputs changed since the last publication.
+pub async fn publish_suite(
+    store: &Store,
+    agent: &AgentClient,
+    repo: &str,
+    suite: &str,
+) -> Result<Published, PublishError> {
+    let publication_ref = model::publication_ref(repo, suite)?;
+    loop {
+        let (definition, inputs) = current_inputs(store, repo, suite).await?;
+        let current = store.ref_head(&publication_ref).await?;
+        if let Some(head) = &current {
+            let existing: AptPublication = store.get_json(&head.target).await?;
+            if existing.inputs == inputs {
+                return Ok(Published {
+                    head: head.clone(),
+                    publication: existing,
+                    changed: false,
+                });
+            }
+        }
+        let publication = build(store, agent, &definition, suite, inputs).await?;
+        let stored = store.put_json(&publication).await?;
+        let note = format!(
+            "publish {} files, {} packages",
+            publication.files.len(),
+            publication.pool.len()
+        );
+        match store
+            .ref_advance(
+                &publication_ref,
+                current.map(|h| h.generation),
+                stored.digest,
+                "manager",
+                &note,
+            )
+            .await
+        {
+            Ok(head) => {
+                return Ok(Published {
+                    head,
+                    publication,
+                    changed: true,
+                });
+            }
+            // Another publisher (another daemon on the same bucket) got there first: re-check against theirs.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn build(
+    store: &Store,
+    agent: &AgentClient,
+    definition: &AptRepo,
+    suite: &str,
+    inputs: BTreeMap<String, u64>,
+) -> Result<AptPublication, PublishError> {
+    let suite_def = definition
+        .suites
+        .iter()
+        .find(|s| s.name == suite)
+        .ok_or_else(|| PublishError::NoSuite(definition.name.clone(), suite.to_string()))?;
+    let repo = definition.name.as_str();
+    let dists = format!("dists/{suite}");
+    let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
+    let mut pool: BTreeMap<String, FileEntry> = BTreeMap::new();
+    let mut index_files: Vec<IndexFile> = Vec::new();
+
+    for component in &suite_def.components {
+        let arch_all = load_cell_packages(store, repo, suite, component, "all").await?;
+        for arch in &suite_def.architectures {
+            let own = load_cell_packages(store, repo, suite, component, arch).await?;
+            let mut listed: Vec<&AptPackage> = own.iter().chain(arch_all.iter()).collect();
+            for p in &listed {
+                pool.insert(
+                    p.filename.clone(),
+                    FileEntry {
+                        sha256: p.sha256,
+                        size: p.size,
+                    },
+                );
+            }
+            let text = packages::render(&mut listed);
+            let dir = format!("{component}/binary-{arch}");
+            let (plain, gz, xz) = tokio::task::spawn_blocking(move || {
+                let gz = compress::gzip(text.as_bytes())?;
+                let xz = compress::xz(text.as_bytes())?;
+                Ok::<_, std::io::Error>((Bytes::from(text), gz, xz))
+            })
+            .await
+            .map_err(|e| PublishError::Compress(e.to_string()))?
+            .map_err(|e| PublishError::Compress(e.to_string()))?;
+            for (name, bytes) in [
+                ("Packages", plain),
+                ("Packages.gz", Bytes::from(gz)),
+                ("Packages.xz", Bytes::from(xz)),
+            ] {
+                let meta = store.put_blob(bytes).await?;
+                let entry = FileEntry {
+                    sha256: meta.digest,
+                    size: meta.size,
+                };
+                files.insert(format!("{dists}/{dir}/{name}"), entry);
+                files.insert(
+                    format!("{dists}/{dir}/by-hash/SHA256/{}", meta.digest),
+                    entry,
+                );
+                index_files.push(IndexFile {
+                    path: format!("{dir}/{name}"),
+                    size: meta.size,
+                    sha256: meta.digest.hex(),
+                });
+            }
+        }
+    }
+
+    let built_at = crate::time::now_unix();
+    let release_text = release::render(definition, suite_def, built_at, &index_files);
+    let in_release = agent.clearsign(release_text.as_bytes()).await?;
+    let release_gpg = agent.detach_sign(release_text.as_bytes(), true).await?;
+    for (name, bytes) in [
+        ("Release", Bytes::from(release_text)),
+        ("InRelease", Bytes::from(in_release)),
+        ("Release.gpg", Bytes::from(release_gpg)),
+    ] {
+        let meta = store.put_blob(bytes).await?;
+        files.insert(
+            format!("{dists}/{name}"),
+            FileEntry {
+                sha256: meta.digest,
+                size: meta.size,
+            },
+        );
+    }
+
+    Ok(AptPublication {
+        kind: ManifestKind::AptPublication,
+        repo: repo.to_string(),
+        suite: suite.to_string(),
+        built_at,
+        inputs,
+        files,
+        pool,
+    })
+}
+
+async fn load_cell_packages(
+    store: &Store,
+    repo: &str,
+    suite: &str,
+    component: &str,
+    arch: &str,
+) -> Result<Vec<AptPackage>, PublishError> {
+    let (_, cell) =
+        cells::load_cell(store, &model::cell_ref(repo, suite, component, arch)?).await?;
+    Ok(cells::all_packages(store, &cell).await?)
+}

@@ -1,0 +1,38 @@
+//! The `Release` file: the root of trust for one suite. It names every index
+//! file with its size and SHA256; apt checks the signature on Release (InRelease
+//! or Release.gpg) and then each index against it. `Acquire-By-Hash: yes` tells
+//! apt to fetch indices as `by-hash/SHA256/<hex>`, which never change, so a
+//! client that read an older Release can still fetch the matching indices while
+//! a new publish replaces the named files (no "Hash Sum mismatch").
+
+use crate::model::{AptRepo, SuiteDef};
+
+pub struct IndexFile {
+    /// Path relative to `dists/<suite>/`, e.g. `main/binary-amd64/Packages.xz`.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub fn render(repo: &AptRepo, suite: &SuiteDef, date_unix: i64, files: &[IndexFile]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("Origin: {}\n", repo.origin));
+    out.push_str(&format!("Label: {}\n", repo.label));
+    out.push_str(&format!("Suite: {}\n", suite.name));
+    out.push_str(&format!("Codename: {}\n", suite.codename));
+    out.push_str(&format!("Date: {}\n", crate::time::rfc2822_utc(date_unix)));
+    out.push_str(&format!(
+        "Architectures: {}\n",
+        suite.architectures.join(" ")
+    ));
+    out.push_str(&format!("Components: {}\n", suite.components.join(" ")));
+    out.push_str("Acquire-By-Hash: yes\n");
+    out.push_str("SHA256:\n");
+    for file in files {
+        out.push_str(&format!(
+            " {} {:>16} {}\n",
+            file.sha256, file.size, file.path
+        ));
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! Capabilities: bearer tokens that grant rights (upload, read, publish, admin)
+//! over one scope, verified offline against the data dir's ed25519 root key. A
+//! build worker's cap names exactly one cell, so it can publish its arch and
+//! tamper with nothing else.
+
+pub mod keys;
+pub mod scope;
+pub mod token;
+
+pub use scope::Scope;
+pub use token::{CapError, Grant, Right, Token};

@@ -1,0 +1,141 @@
+//! The `caprepo` command line: one binary for the operator (init, repo, serve,
+//! agent, key), the release manager (cap) and build workers (upload). Library
+//! errors get context here, and every failure exits non-zero with a message that
+//! says what to do next.
+
+mod agent;
+mod cap;
+mod demo;
+mod init;
+mod key;
+mod passphrase;
+mod repo;
+mod upload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "caprepo",
+    version,
+    about = "APT repository manager on content-addressed storage, with capability-scoped uploads",
+    long_about = "caprepo keeps every package and index as a blob named by its sha256, publishes a suite \
+by flipping one pointer, and lets each build worker upload into exactly one \
+dists/<suite>/<component>/binary-<arch> cell with a capability token.\n\n\
+Typical first run:\n  caprepo init --data DIR\n  caprepo repo add --data DIR apt NAME --suites stable --components main --architectures amd64\n  \
+caprepo serve --data DIR --listen 127.0.0.1:8080\n  CAP=$(caprepo cap issue --data DIR --scope apt/NAME/dists/stable/main/binary-amd64 --rights upload --expires 1h)\n  \
+caprepo upload --server http://127.0.0.1:8080 --cap \"$CAP\" --wait hello_2.10-3_amd64.deb"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text (logs go to stderr; filter with CAPREPO_LOG, e.g. CAPREPO_LOG=debug).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data dir: config, agent signing key, cap root key. Refuses to overwrite.
+    Init(init::Args),
+    /// Define repositories (stored in the store, so a running server picks them up).
+    #[command(subcommand)]
+    Repo(repo::Command),
+    /// Serve the repositories over HTTP, accept uploads and publish signed indices.
+    Serve(ServeArgs),
+    /// Run the signing agent: holds the OpenPGP secret key and signs on a Unix socket.
+    Agent(agent::Args),
+    /// Issue and inspect capability tokens.
+    #[command(subcommand)]
+    Cap(cap::Command),
+    /// Upload .deb files to a server with an upload cap.
+    Upload(upload::Args),
+    /// The repository signing key.
+    #[command(subcommand)]
+    Key(key::Command),
+    /// One command for a local try-out: a demo data dir, repository and key, then serve.
+    Demo(demo::Args),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The data dir made by `caprepo init`.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Address to listen on (default: server.listen in caprepo.toml, 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Use an agent started separately (`caprepo agent`) instead of starting one.
+    #[arg(long, value_name = "PATH")]
+    agent_socket: Option<PathBuf>,
+}
+
+fn init_logging(json: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPREPO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let long_running = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Agent(_) | Command::Demo(_)
+    );
+    init_logging(cli.log_json, if long_running { "info" } else { "warn" });
+    // reqwest and object_store's S3 client speak TLS through rustls; pick its ring backend once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("caprepo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Init(args) => init::run(args).await,
+            Command::Repo(command) => repo::run(command).await,
+            Command::Serve(args) => crate::daemon::serve(crate::daemon::ServeOptions {
+                data: crate::config::DataDir::new(args.data),
+                listen: args.listen,
+                agent_socket: args.agent_socket,
+            })
+            .await
+            .map(|()| ExitCode::SUCCESS),
+            Command::Agent(args) => agent::run(args).await,
+            Command::Cap(command) => cap::run(command).await,
+            Command::Upload(args) => upload::run(args).await,
+            Command::Key(command) => key::run(command).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("caprepo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse `a,b,c` lists given to --suites and friends.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}

@@ -1,0 +1,165 @@
+//! Running `caprepo serve`: open the store, reach the signing agent (starting a
+//! child `caprepo agent` when none is configured, so the embedded default is one
+//! command), start the manager, and serve HTTP until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::agent::AgentClient;
+use crate::caps::keys as cap_keys;
+use crate::config::{Config, DataDir};
+use crate::deb::Limits;
+use crate::manager;
+use crate::metrics::Metrics;
+use crate::server::{self, AppState};
+use crate::store::Store;
+
+pub struct ServeOptions {
+    pub data: DataDir,
+    pub listen: Option<String>,
+    pub agent_socket: Option<PathBuf>,
+}
+
+/// An agent child that dies with us: its stdin is a pipe we hold, and it exits on EOF.
+pub struct AgentChild {
+    child: tokio::process::Child,
+}
+
+impl AgentChild {
+    pub async fn spawn(
+        data: &DataDir,
+        socket: &std::path::Path,
+        passphrase_file: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let exe =
+            std::env::current_exe().context("cannot find our own executable to start the agent")?;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg("agent")
+            .arg("--data")
+            .arg(data.root())
+            .arg("--socket")
+            .arg(socket)
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(file) = passphrase_file {
+            command.arg("--passphrase-file").arg(file);
+        }
+        let child = command.spawn().context("starting the signing agent")?;
+        Ok(AgentChild { child })
+    }
+
+    /// Wait until the agent answers, failing early if it exits (wrong passphrase, ...).
+    pub async fn wait_ready(&mut self, client: &AgentClient) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "the signing agent exited ({status}) before it was ready; see its message above"
+                );
+            }
+            if client.public_key(true).await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the signing agent did not start within 5 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn serve(options: ServeOptions) -> Result<()> {
+    let config = Config::load(&options.data)?;
+    let store = Store::open(&config.storage, options.data.root()).context("opening the store")?;
+    let root_key = cap_keys::parse_public(&config.caps.root_public_key)?;
+
+    let configured_socket = options
+        .agent_socket
+        .clone()
+        .or_else(|| config.agent.socket.clone());
+    let (agent, _child) = match configured_socket {
+        Some(socket) => {
+            let client = AgentClient::new(socket);
+            client
+                .wait_ready(Duration::from_secs(10))
+                .await
+                .context("the configured signing agent does not answer")?;
+            (client, None)
+        }
+        None => {
+            let socket = options.data.default_agent_socket();
+            let client = AgentClient::new(&socket);
+            let mut child = AgentChild::spawn(
+                &options.data,
+                &socket,
+                config.agent.passphrase_file.as_deref(),
+            )
+            .await?;
+            child.wait_ready(&client).await?;
+            (client, Some(child))
+        }
+    };
+    let public_key_armored: Arc<[u8]> = agent.public_key(true).await?.into();
+    let public_key_binary: Arc<[u8]> = agent.public_key(false).await?.into();
+
+    let metrics = Arc::new(Metrics::default());
+    let (manager, handle) = manager::new(store.clone(), agent.clone(), Arc::clone(&metrics));
+    if let Err(e) = manager::load_published(&store, &handle.views).await {
+        tracing::warn!(error = %e, "could not load every published suite at start; the manager will republish");
+    }
+    tokio::spawn(manager.run());
+
+    let listen = options
+        .listen
+        .unwrap_or_else(|| config.server.listen.clone());
+    let address: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:8080"))?;
+    let state = AppState {
+        store,
+        data: Arc::new(options.data.clone()),
+        config: Arc::new(config),
+        root_key,
+        manager: handle,
+        metrics,
+        limits: Arc::new(Limits::default()),
+        public_key_armored,
+        public_key_binary,
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, store = state.store.description(), "serving");
+    eprintln!("caprepo: serving http://{bound}/ (Ctrl-C to stop)");
+    axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Debian binary packages (`.deb`): the ar container, the control paragraph, and
+//! the bounded inspection that turns an uploaded file into a package record.
+
+pub mod ar;
+pub mod control;
+pub mod inspect;
+pub mod limits;
+
+pub use control::Control;
+pub use inspect::{DebError, DebInfo, inspect_deb};
+pub use limits::Limits;

@@ -1,0 +1,325 @@
+//! The upload pipeline shared by HTTP uploads and local imports: inspect the
+//! spooled file, decide which cell it belongs to and whether the cap covers that
+//! cell, refuse identity conflicts, and only then store the blob and add the
+//! package to its cell. Every refusal happens before anything is written.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::apt::pool::pool_path;
+use crate::caps::Scope;
+use crate::cells::{self, AddOutcome};
+use crate::deb::{self, DebError, DebInfo, Limits};
+use crate::digest::Digest;
+use crate::model::{self, AptPackage, AptRepo};
+use crate::repos::{self, RepoError};
+use crate::store::{Store, StoreError};
+
+/// A cell of an APT repository: where one package lands.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CellAddr {
+    pub repo: String,
+    pub suite: String,
+    pub component: String,
+    /// An architecture of the suite, or `all`.
+    pub arch: String,
+}
+
+impl CellAddr {
+    pub fn ref_name(&self) -> Result<crate::store::RefName, StoreError> {
+        model::cell_ref(&self.repo, &self.suite, &self.component, &self.arch)
+    }
+
+    /// The scope string a cap names for this cell.
+    pub fn scope_string(&self) -> String {
+        format!(
+            "apt/{}/dists/{}/{}/binary-{}",
+            self.repo, self.suite, self.component, self.arch
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadTarget(String),
+    #[error(
+        "{name} {version} ({arch}) already exists in {cell} with different contents (sha256 {existing}); \
+         bump the version to publish a rebuild"
+    )]
+    Conflict {
+        name: String,
+        version: String,
+        arch: String,
+        cell: String,
+        existing: Digest,
+    },
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("inspection task failed: {0}")]
+    Internal(String),
+}
+
+impl From<RepoError> for IngestError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::Store(s) => IngestError::Store(s),
+            RepoError::NotFound(name) => IngestError::NotFound(format!("no repository apt/{name}")),
+            other => IngestError::BadTarget(other.to_string()),
+        }
+    }
+}
+
+impl IngestError {
+    /// HTTP status for this refusal: 4xx for anything the uploader can fix.
+    pub fn status(&self) -> u16 {
+        match self {
+            IngestError::Deb(e) if e.is_limit() => 413,
+            IngestError::Deb(DebError::Io(_)) => 500,
+            IngestError::Deb(_) => 400,
+            IngestError::Forbidden(_) => 403,
+            IngestError::NotFound(_) => 404,
+            IngestError::BadTarget(_) => 400,
+            IngestError::Conflict { .. } => 409,
+            IngestError::Store(_) | IngestError::Internal(_) => 500,
+        }
+    }
+
+    /// A short machine-readable code for the JSON answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Deb(DebError::TooLarge { .. }) => "too-large",
+            IngestError::Deb(DebError::Io(_)) => "io",
+            IngestError::Deb(_) => "invalid-package",
+            IngestError::Forbidden(_) => "outside-scope",
+            IngestError::NotFound(_) => "no-such-cell",
+            IngestError::BadTarget(_) => "bad-target",
+            IngestError::Conflict { .. } => "conflict",
+            IngestError::Store(_) => "storage",
+            IngestError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ingested {
+    pub digest: Digest,
+    pub size: u64,
+    pub package: PackageId,
+    pub cell: String,
+    pub pool_path: String,
+    /// `stored`, or `already-present` when the same bytes were uploaded before.
+    pub status: &'static str,
+    pub cell_generation: u64,
+    #[serde(skip)]
+    pub addr: CellAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageId {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+}
+
+/// Inspect a spooled upload off the async threads (it decompresses).
+pub async fn inspect(spool: &Path, limits: &Limits) -> Result<DebInfo, IngestError> {
+    let path = spool.to_path_buf();
+    let limits = limits.clone();
+    tokio::task::spawn_blocking(move || deb::inspect_deb(&path, &limits))
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?
+        .map_err(IngestError::from)
+}
+
+/// Decide the cell for a package of architecture `arch`, given the scope the
+/// uploader aims at (`target`, at least down to the component) and the scope
+/// its cap grants.
+pub fn resolve_cell(
+    definition: &AptRepo,
+    target: &Scope,
+    granted: &Scope,
+    arch: &str,
+) -> Result<CellAddr, IngestError> {
+    if !granted.covers(target) {
+        return Err(IngestError::Forbidden(format!(
+            "the target {target} is outside the cap's scope {granted}"
+        )));
+    }
+    let (Some(suite), Some(component), target_arch) = target.apt_parts() else {
+        return Err(IngestError::BadTarget(format!(
+            "the cap covers {target}, which is more than one component: name the target cell, \
+             e.g. `caprepo upload --to {target}/<suite>/<component>` (or ?target= on the HTTP API)"
+        )));
+    };
+    let suite_def = definition
+        .suites
+        .iter()
+        .find(|s| s.name == suite)
+        .ok_or_else(|| {
+            IngestError::NotFound(format!(
+                "repository apt/{} has no suite {suite}",
+                definition.name
+            ))
+        })?;
+    if !suite_def.components.iter().any(|c| c == component) {
+        return Err(IngestError::NotFound(format!(
+            "suite {suite} of apt/{} has no component {component}",
+            definition.name
+        )));
+    }
+    let addr = |arch: &str| CellAddr {
+        repo: definition.name.clone(),
+        suite: suite.to_string(),
+        component: component.to_string(),
+        arch: arch.to_string(),
+    };
+    if arch == "all" {
+        // Architecture: all lands in the component's shared cell; any binary-<arch> cap of the
+        // component may put it there, since it is listed in every arch's index anyway.
+        if let Some(target_arch) = target_arch
+            && !suite_def.architectures.iter().any(|a| a == target_arch)
+        {
+            return Err(IngestError::NotFound(format!(
+                "suite {suite} has no architecture {target_arch}"
+            )));
+        }
+        return Ok(addr("all"));
+    }
+    let cell = addr(arch);
+    let cell_scope = Scope::apt_cell(&cell.repo, &cell.suite, &cell.component, arch)
+        .map_err(|e| IngestError::BadTarget(e.to_string()))?;
+    if !target.covers(&cell_scope) || !granted.covers(&cell_scope) {
+        return Err(IngestError::Forbidden(format!(
+            "the package is for architecture {arch}, but the cap only covers {granted}"
+        )));
+    }
+    if !suite_def.architectures.iter().any(|a| a == arch) {
+        return Err(IngestError::NotFound(format!(
+            "suite {suite} of apt/{} has no architecture {arch} (it has {})",
+            definition.name,
+            suite_def.architectures.join(", ")
+        )));
+    }
+    Ok(cell)
+}
+
+/// A spooled upload: a local file and its digest, computed while it was received.
+pub struct Spooled {
+    pub path: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Everything after authentication: inspect, place, refuse conflicts, store, add.
+pub async fn ingest(
+    store: &Store,
+    limits: &Limits,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+    actor: &str,
+) -> Result<Ingested, IngestError> {
+    let repo = target
+        .repo()
+        .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
+    if target.kind() != "apt" {
+        return Err(IngestError::BadTarget(format!(
+            "{target} is not an APT scope; .deb files go to apt/..."
+        )));
+    }
+    let definition = repos::load_apt_repo(store, repo).await?;
+    let info = inspect(&spooled.path, limits).await?;
+    let control = &info.control;
+    let addr = resolve_cell(&definition, target, granted, control.architecture())?;
+    let cell_ref = addr.ref_name()?;
+    let id = PackageId {
+        name: control.package().to_string(),
+        version: control.version().to_string(),
+        architecture: control.architecture().to_string(),
+    };
+    let filename = pool_path(
+        &addr.component,
+        control.source_name(),
+        &id.name,
+        &id.version,
+        &id.architecture,
+    );
+    let conflict = |existing| IngestError::Conflict {
+        name: id.name.clone(),
+        version: id.version.clone(),
+        arch: id.architecture.clone(),
+        cell: addr.scope_string(),
+        existing,
+    };
+    let answer = |status, generation| Ingested {
+        digest: spooled.digest,
+        size: spooled.size,
+        package: id.clone(),
+        cell: addr.scope_string(),
+        pool_path: filename.clone(),
+        status,
+        cell_generation: generation,
+        addr: addr.clone(),
+    };
+
+    if let Some(existing) =
+        cells::find(store, &cell_ref, &id.name, &id.version, &id.architecture).await?
+    {
+        if existing.sha256 != spooled.digest {
+            return Err(conflict(existing.sha256));
+        }
+        let generation = store.ref_head(&cell_ref).await?.map_or(0, |h| h.generation);
+        return Ok(answer("already-present", generation));
+    }
+
+    let blob = store.put_blob_file(&spooled.path, spooled.digest).await?;
+    let mut file_list = info.files.join("\n");
+    if !file_list.is_empty() {
+        file_list.push('\n');
+    }
+    let files = store.put_blob(Bytes::from(file_list)).await?;
+    let package = AptPackage {
+        name: id.name.clone(),
+        version: id.version.clone(),
+        architecture: id.architecture.clone(),
+        source: control.source_name().to_string(),
+        control: control.text().to_string(),
+        filename: filename.clone(),
+        size: blob.size,
+        sha256: blob.digest,
+        files: files.digest,
+        uploaded_at: crate::time::now_unix(),
+        uploaded_by: actor.to_string(),
+    };
+    match cells::add_package(store, &cell_ref, package, actor).await? {
+        AddOutcome::Added { generation } => Ok(answer("stored", generation)),
+        AddOutcome::AlreadyPresent { generation } => Ok(answer("already-present", generation)),
+        AddOutcome::Conflict { existing } => Err(conflict(existing)),
+    }
+}
+
+/// Hash a local file (for imports that did not come through the HTTP spool).
+pub fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crate::digest::Hasher::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish())
+}

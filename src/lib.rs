@@ -1,0 +1,28 @@
+//! caprepo: an APT repository manager built on content-addressed storage.
+//!
+//! Packages and indices are blobs named by their sha256 ([`store`]); repository
+//! state is immutable manifests ([`model`]) reached through compare-and-swap
+//! refs; build workers upload with capability tokens ([`caps`]) scoped to one
+//! cell; the [`manager`] publishes suites signed by a separate [`agent`]
+//! process; [`server`] serves them to apt.
+
+pub mod agent;
+pub mod apt;
+pub mod caps;
+pub mod cells;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod deb;
+pub mod digest;
+pub mod ingest;
+pub mod manager;
+pub mod metrics;
+pub mod model;
+pub mod repos;
+pub mod server;
+pub mod store;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,307 @@
+//! The manager inside `caprepo serve`: it notices changed suites (from this
+//! server's uploads at once, and from anything else writing to the store by
+//! polling refs every second), publishes them one at a time, and keeps the
+//! in-memory view that HTTP readers resolve paths through. Uploads that arrive
+//! while a publish runs pile up in the dirty set and go out together next round.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::AgentClient;
+use crate::apt::publish::{self, Published};
+use crate::metrics::Metrics;
+use crate::model::{self, AptPublication, FileEntry};
+use crate::repos;
+use crate::store::Store;
+
+/// (repository, suite)
+pub type SuiteKey = (String, String);
+
+/// How many superseded publications keep their by-hash and pool files reachable.
+/// A client that read an older InRelease fetches indices by hash; they must still resolve.
+const KEEP_SUPERSEDED: usize = 16;
+
+/// What readers see of one suite.
+#[derive(Debug, Clone)]
+pub struct SuiteView {
+    pub generation: u64,
+    pub current: Arc<AptPublication>,
+    /// Paths of superseded publications that stay fetchable: `by-hash/` files and pool files.
+    pub retained: HashMap<String, FileEntry>,
+    retained_order: Vec<Arc<AptPublication>>,
+}
+
+impl SuiteView {
+    fn new(
+        generation: u64,
+        current: Arc<AptPublication>,
+        previous: Option<&SuiteView>,
+    ) -> SuiteView {
+        let mut retained_order: Vec<Arc<AptPublication>> = previous
+            .map(|p| {
+                let mut order = p.retained_order.clone();
+                order.push(Arc::clone(&p.current));
+                order
+            })
+            .unwrap_or_default();
+        if retained_order.len() > KEEP_SUPERSEDED {
+            retained_order.drain(..retained_order.len() - KEEP_SUPERSEDED);
+        }
+        let mut retained = HashMap::new();
+        for old in &retained_order {
+            for (path, entry) in old.files.iter().filter(|(p, _)| p.contains("/by-hash/")) {
+                retained.insert(path.clone(), *entry);
+            }
+            for (path, entry) in &old.pool {
+                retained.insert(path.clone(), *entry);
+            }
+        }
+        SuiteView {
+            generation,
+            current,
+            retained,
+            retained_order,
+        }
+    }
+
+    /// Resolve a path relative to the repository root.
+    pub fn lookup(&self, path: &str) -> Option<FileEntry> {
+        let current = if path.starts_with("pool/") {
+            self.current.pool.get(path)
+        } else {
+            self.current.files.get(path)
+        };
+        current
+            .copied()
+            .or_else(|| self.retained.get(path).copied())
+    }
+}
+
+/// Published state of every suite, shared with the HTTP handlers.
+#[derive(Default)]
+pub struct Views {
+    suites: RwLock<HashMap<SuiteKey, Arc<SuiteView>>>,
+}
+
+impl Views {
+    pub fn get(&self, repo: &str, suite: &str) -> Option<Arc<SuiteView>> {
+        let suites = self.suites.read().ok()?;
+        suites.get(&(repo.to_string(), suite.to_string())).cloned()
+    }
+
+    pub fn suites_of(&self, repo: &str) -> Vec<Arc<SuiteView>> {
+        let Ok(suites) = self.suites.read() else {
+            return Vec::new();
+        };
+        let mut found: Vec<_> = suites
+            .iter()
+            .filter(|((r, _), _)| r == repo)
+            .map(|(_, v)| Arc::clone(v))
+            .collect();
+        found.sort_by(|a, b| a.current.suite.cmp(&b.current.suite));
+        found
+    }
+
+    pub fn repos(&self) -> BTreeSet<String> {
+        self.suites
+            .read()
+            .map(|s| s.keys().map(|(r, _)| r.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn install(&self, key: SuiteKey, generation: u64, publication: AptPublication) {
+        if let Ok(mut suites) = self.suites.write() {
+            let previous = suites.get(&key).cloned();
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.generation >= generation)
+            {
+                return;
+            }
+            let view = SuiteView::new(generation, Arc::new(publication), previous.as_deref());
+            suites.insert(key, Arc::new(view));
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ManagerHandle {
+    dirty: mpsc::UnboundedSender<SuiteKey>,
+    published: watch::Receiver<u64>,
+    pub views: Arc<Views>,
+}
+
+impl ManagerHandle {
+    pub fn mark_dirty(&self, repo: &str, suite: &str) {
+        let _ = self.dirty.send((repo.to_string(), suite.to_string()));
+    }
+
+    /// Wait until the published suite includes `cell` at `generation` or later.
+    pub async fn wait_published(
+        &self,
+        repo: &str,
+        suite: &str,
+        cell: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> bool {
+        let mut published = self.published.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let covered = self
+                .views
+                .get(repo, suite)
+                .and_then(|v| v.current.inputs.get(cell).copied())
+                .is_some_and(|g| g >= generation);
+            if covered {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, published.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+pub struct Manager {
+    store: Store,
+    agent: AgentClient,
+    views: Arc<Views>,
+    metrics: Arc<Metrics>,
+    dirty_rx: mpsc::UnboundedReceiver<SuiteKey>,
+    published_tx: watch::Sender<u64>,
+}
+
+pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager, ManagerHandle) {
+    let (dirty_tx, dirty_rx) = mpsc::unbounded_channel();
+    let (published_tx, published_rx) = watch::channel(0);
+    let views = Arc::new(Views::default());
+    let handle = ManagerHandle {
+        dirty: dirty_tx,
+        published: published_rx,
+        views: Arc::clone(&views),
+    };
+    (
+        Manager {
+            store,
+            agent,
+            views,
+            metrics,
+            dirty_rx,
+            published_tx,
+        },
+        handle,
+    )
+}
+
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Manager {
+    pub async fn run(mut self) {
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut dirty: BTreeSet<SuiteKey> = BTreeSet::new();
+            tokio::select! {
+                received = self.dirty_rx.recv() => match received {
+                    Some(key) => { dirty.insert(key); }
+                    None => return,
+                },
+                _ = poll.tick() => {
+                    match self.stale_suites().await {
+                        Ok(stale) => dirty.extend(stale),
+                        Err(e) => tracing::warn!(error = %e, "polling the store for changes failed"),
+                    }
+                }
+            }
+            // Everything that arrived meanwhile goes into this round.
+            while let Ok(key) = self.dirty_rx.try_recv() {
+                dirty.insert(key);
+            }
+            for (repo, suite) in dirty {
+                self.publish(&repo, &suite).await;
+            }
+        }
+    }
+
+    async fn publish(&self, repo: &str, suite: &str) {
+        let started = Instant::now();
+        match publish::publish_suite(&self.store, &self.agent, repo, suite).await {
+            Ok(Published {
+                head,
+                publication,
+                changed,
+            }) => {
+                if changed {
+                    let elapsed = started.elapsed();
+                    self.metrics.record_publish(elapsed);
+                    tracing::info!(
+                        repo,
+                        suite,
+                        generation = head.generation,
+                        ms = elapsed.as_millis() as u64,
+                        "published"
+                    );
+                }
+                self.views.install(
+                    (repo.to_string(), suite.to_string()),
+                    head.generation,
+                    publication,
+                );
+                self.published_tx.send_modify(|n| *n += 1);
+            }
+            Err(e) => {
+                self.metrics.publish_failures.inc();
+                tracing::error!(repo, suite, error = %e, "publish failed; will retry on the next poll");
+            }
+        }
+    }
+
+    /// Suites whose inputs moved past what we serve, or that another daemon published.
+    async fn stale_suites(
+        &self,
+    ) -> Result<Vec<SuiteKey>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut stale = Vec::new();
+        for repo in repos::list_apt_repos(&self.store).await? {
+            let definition = repos::load_apt_repo(&self.store, &repo).await?;
+            for suite in &definition.suites {
+                let (_, inputs) = publish::current_inputs(&self.store, &repo, &suite.name).await?;
+                let view = self.views.get(&repo, &suite.name);
+                if view.as_ref().is_some_and(|v| v.current.inputs == inputs) {
+                    continue;
+                }
+                stale.push((repo.clone(), suite.name.clone()));
+            }
+        }
+        Ok(stale)
+    }
+}
+
+/// Load what is already published, so a restarted server serves at once.
+pub async fn load_published(
+    store: &Store,
+    views: &Views,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    for repo in repos::list_apt_repos(store).await? {
+        let definition = repos::load_apt_repo(store, &repo).await?;
+        for suite in &definition.suites {
+            let reference = model::publication_ref(&repo, &suite.name)?;
+            let Some(head) = store.ref_head(&reference).await? else {
+                continue;
+            };
+            // Replay the last few generations too, so their by-hash files stay fetchable after a restart.
+            let first = head.generation.saturating_sub(KEEP_SUPERSEDED as u64);
+            for generation in first..=head.generation {
+                if let Some(entry) = store.ref_entry(&reference, generation).await? {
+                    let publication: AptPublication = store.get_json(&entry.target).await?;
+                    views.install((repo.clone(), suite.name.clone()), generation, publication);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Counters for `/metrics`, in the Prometheus text exposition format. A handful
+//! of atomics is all a repository server needs; no metrics library required.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub uploads_stored: Counter,
+    pub uploads_already_present: Counter,
+    pub uploads_refused: Counter,
+    pub upload_bytes: Counter,
+    pub publishes: Counter,
+    pub publish_failures: Counter,
+    publish_micros: Counter,
+    pub http_requests: Counter,
+    pub http_not_found: Counter,
+    pub http_bytes_served: Counter,
+}
+
+impl Metrics {
+    pub fn record_publish(&self, elapsed: Duration) {
+        self.publishes.inc();
+        self.publish_micros.add(elapsed.as_micros() as u64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "caprepo_uploads_stored_total",
+            "Packages stored by uploads.",
+            self.uploads_stored.get(),
+        );
+        counter(
+            "caprepo_uploads_already_present_total",
+            "Uploads of bytes that were already stored (no-ops).",
+            self.uploads_already_present.get(),
+        );
+        counter(
+            "caprepo_uploads_refused_total",
+            "Uploads refused with a 4xx.",
+            self.uploads_refused.get(),
+        );
+        counter(
+            "caprepo_upload_bytes_total",
+            "Bytes received in uploads.",
+            self.upload_bytes.get(),
+        );
+        counter(
+            "caprepo_publishes_total",
+            "Suite publications written.",
+            self.publishes.get(),
+        );
+        counter(
+            "caprepo_publish_failures_total",
+            "Suite publications that failed.",
+            self.publish_failures.get(),
+        );
+        counter(
+            "caprepo_http_requests_total",
+            "HTTP requests answered.",
+            self.http_requests.get(),
+        );
+        counter(
+            "caprepo_http_not_found_total",
+            "HTTP requests answered 404.",
+            self.http_not_found.get(),
+        );
+        counter(
+            "caprepo_http_served_bytes_total",
+            "Bytes of repository files served.",
+            self.http_bytes_served.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP caprepo_publish_seconds_total Time spent publishing.\n# TYPE caprepo_publish_seconds_total counter\ncaprepo_publish_seconds_total {:.6}",
+            self.publish_micros.get() as f64 / 1e6
+        );
+        out
+    }
+}

@@ -1,0 +1,118 @@
+//! Repository definitions live in the store (`repos/apt/<name>`), not in the
+//! config file, so `caprepo repo add` on a running server's data dir (or on
+//! another machine sharing the bucket) takes effect without a restart: the
+//! manager sees the new ref on its next poll and publishes the empty suites.
+
+use crate::caps::scope::validate_name;
+use crate::model::{self, AptRepo, ManifestKind, SuiteDef};
+use crate::store::{RefEntry, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("repository apt/{0} already exists")]
+    Exists(String),
+    #[error("no repository apt/{0}; create it with `caprepo repo add --data DIR apt {0} ...`")]
+    NotFound(String),
+}
+
+pub struct NewAptRepo {
+    pub name: String,
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    pub architectures: Vec<String>,
+    pub origin: Option<String>,
+    pub label: Option<String>,
+    pub private: bool,
+}
+
+fn check_list(kind: &str, items: &[String]) -> Result<(), RepoError> {
+    if items.is_empty() {
+        return Err(RepoError::Invalid(format!("give at least one {kind}")));
+    }
+    for item in items {
+        validate_name(kind, item).map_err(RepoError::Invalid)?;
+    }
+    let mut sorted = items.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != items.len() {
+        return Err(RepoError::Invalid(format!("a {kind} is listed twice")));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), RepoError> {
+    if value.is_empty() || value.len() > 200 || value.chars().any(|c| c.is_control()) {
+        return Err(RepoError::Invalid(format!(
+            "{field} must be one line of 1-200 characters"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn add_apt_repo(
+    store: &Store,
+    new: NewAptRepo,
+    actor: &str,
+) -> Result<RefEntry, RepoError> {
+    validate_name("repository", &new.name).map_err(RepoError::Invalid)?;
+    check_list("suite", &new.suites)?;
+    check_list("component", &new.components)?;
+    check_list("architecture", &new.architectures)?;
+    if new
+        .architectures
+        .iter()
+        .any(|a| a == "all" || a == "source")
+    {
+        return Err(RepoError::Invalid(
+            "'all' is not an architecture to list: Architecture: all packages appear in every architecture's index".into(),
+        ));
+    }
+    let origin = new.origin.unwrap_or_else(|| new.name.clone());
+    let label = new.label.unwrap_or_else(|| new.name.clone());
+    check_text("origin", &origin)?;
+    check_text("label", &label)?;
+    let definition = AptRepo {
+        kind: ManifestKind::AptRepo,
+        name: new.name.clone(),
+        origin,
+        label,
+        private: new.private,
+        suites: new
+            .suites
+            .iter()
+            .map(|s| SuiteDef {
+                name: s.clone(),
+                codename: s.clone(),
+                components: new.components.clone(),
+                architectures: new.architectures.clone(),
+            })
+            .collect(),
+    };
+    let stored = store.put_json(&definition).await?;
+    let reference = model::repo_ref(&new.name)?;
+    match store
+        .ref_advance(&reference, None, stored.digest, actor, "create repository")
+        .await
+    {
+        Ok(entry) => Ok(entry),
+        Err(StoreError::Conflict(_)) => Err(RepoError::Exists(new.name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list_apt_repos(store: &Store) -> Result<Vec<String>, RepoError> {
+    Ok(store.ref_children("repos/apt").await?)
+}
+
+pub async fn load_apt_repo(store: &Store, name: &str) -> Result<AptRepo, RepoError> {
+    let head = store
+        .ref_head(&model::repo_ref(name)?)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
+    Ok(store.get_json(&head.target).await?)
+}

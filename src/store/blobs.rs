@@ -1,0 +1,218 @@
+//! Blobs: immutable byte strings stored at `blobs/sha256/<aa>/<hex>`. Writing the
+//! same digest twice is harmless (same bytes), so blob writes need no lock; big
+//! blobs are streamed from a spool file so a package is never held in memory.
+
+use std::ops::Range;
+use std::path::Path as FsPath;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, PutPayload, WriteMultipart};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+
+use super::{Result, Store, StoreError};
+use crate::digest::{Digest, Hasher};
+
+/// Part size for streamed uploads: S3 wants at least 5 MiB per part.
+const STREAM_PART: usize = 8 * 1024 * 1024;
+
+/// Manifests and index files are read whole; nothing we write ourselves is near this.
+pub const MAX_INLINE_BLOB: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BlobMeta {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+pub struct BlobStream {
+    pub size: u64,
+    pub range: Range<u64>,
+    pub body: BoxStream<'static, Result<Bytes>>,
+}
+
+pub(crate) fn blob_path(digest: &Digest) -> Path {
+    let hex = digest.hex();
+    Path::from(format!("blobs/sha256/{}/{}", &hex[..2], hex))
+}
+
+impl Store {
+    /// Store a small in-memory blob (an index, a manifest, a signature).
+    pub async fn put_blob(&self, bytes: Bytes) -> Result<BlobMeta> {
+        let digest = Digest::of(&bytes);
+        let size = bytes.len() as u64;
+        let path = blob_path(&digest);
+        if !self.exists(&path).await? {
+            self.raw_put(
+                &path,
+                PutPayload::from(bytes),
+                object_store::PutMode::Overwrite,
+            )
+            .await?;
+        }
+        Ok(BlobMeta { digest, size })
+    }
+
+    /// Store a local file whose digest the caller already computed while spooling it.
+    /// The file is re-hashed on the way in, so a spool file changed behind our back
+    /// can never be stored under the wrong name.
+    pub async fn put_blob_file(&self, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
+        let path = blob_path(&expected);
+        let io_err = |e| StoreError::Io(file.to_path_buf(), e);
+        let mut reader = tokio::fs::File::open(file).await.map_err(io_err)?;
+        if let Ok(meta) = self.raw_head(&path).await {
+            return Ok(BlobMeta {
+                digest: expected,
+                size: meta.size,
+            });
+        }
+        let upload = self
+            .inner
+            .put_multipart_opts(&path, Default::default())
+            .await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, STREAM_PART);
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            writer.wait_for_capacity(4).await?;
+            writer.write(&buf[..n]);
+        }
+        let (digest, size) = hasher.finish();
+        if digest != expected {
+            writer.abort().await?;
+            return Err(StoreError::Corrupt(
+                file.display().to_string(),
+                format!("changed while being stored: expected {expected}, read {digest}"),
+            ));
+        }
+        writer.finish().await?;
+        Ok(BlobMeta { digest, size })
+    }
+
+    pub async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        self.exists(&blob_path(digest)).await
+    }
+
+    pub async fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        match self.raw_head(&blob_path(digest)).await {
+            Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StoreError::NotFound(format!("blob {digest}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read a whole blob and check it against its name.
+    pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes> {
+        let result = match self
+            .inner
+            .get_opts(&blob_path(digest), GetOptions::default())
+            .await
+        {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::NotFound(format!("blob {digest}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if result.meta.size > MAX_INLINE_BLOB {
+            return Err(StoreError::TooLarge(
+                format!("blob {digest}"),
+                MAX_INLINE_BLOB,
+            ));
+        }
+        let bytes = result.bytes().await?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::Corrupt(
+                format!("blob {digest}"),
+                format!("content hashes to {actual}"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Stream a blob, or a byte range of it, without holding it in memory.
+    pub async fn stream_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = match self.inner.get_opts(&blob_path(digest), options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::NotFound(format!("blob {digest}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = result.meta.size;
+        let range = result.range.clone();
+        let body = result.into_stream().map_err(StoreError::from).boxed();
+        Ok(BlobStream { size, range, body })
+    }
+
+    /// Manifests are canonical JSON: struct fields in declaration order, maps sorted
+    /// (BTreeMap), no insignificant whitespace, so equal state always hashes equal.
+    pub async fn put_json<T: Serialize>(&self, value: &T) -> Result<BlobMeta> {
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            StoreError::Corrupt("manifest".into(), format!("cannot serialize: {e}"))
+        })?;
+        self.put_blob(Bytes::from(bytes)).await
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, digest: &Digest) -> Result<T> {
+        let bytes = self.get_blob(digest).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("manifest {digest}"), e.to_string()))
+    }
+
+    pub(crate) async fn exists(&self, path: &Path) -> Result<bool> {
+        match self.raw_head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Store {
+    // The `ObjectStoreExt` conveniences return futures that are not `Send`; the
+    // core trait methods are, so everything here goes through them.
+    pub(crate) async fn raw_put(
+        &self,
+        path: &Path,
+        payload: PutPayload,
+        mode: object_store::PutMode,
+    ) -> object_store::Result<object_store::PutResult> {
+        let options = object_store::PutOptions {
+            mode,
+            ..Default::default()
+        };
+        self.inner.put_opts(path, payload, options).await
+    }
+
+    pub(crate) async fn raw_head(
+        &self,
+        path: &Path,
+    ) -> object_store::Result<object_store::ObjectMeta> {
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        Ok(self.inner.get_opts(path, options).await?.meta)
+    }
+}

@@ -1,0 +1,199 @@
+//! One behavioural test suite for the store, run against every backend we ship:
+//! local disk (the embedded default), memory, and an S3-compatible server on
+//! 127.0.0.1 (moto), so the compare-and-swap semantics are checked where they run.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{RefName, Store, StoreError};
+use crate::digest::Digest;
+
+pub(crate) async fn run_all(store: &Store) {
+    blobs_are_content_addressed(store).await;
+    streamed_file_blob(store).await;
+    refs_compare_and_swap(store).await;
+    concurrent_advances_lose_nothing(store).await;
+}
+
+async fn blobs_are_content_addressed(store: &Store) {
+    let a = store
+        .put_blob(Bytes::from_static(b"hello blob"))
+        .await
+        .unwrap();
+    assert_eq!(a.digest, Digest::of(b"hello blob"));
+    let again = store
+        .put_blob(Bytes::from_static(b"hello blob"))
+        .await
+        .unwrap();
+    assert_eq!(a.digest, again.digest, "same bytes, same name");
+    assert_eq!(
+        store.get_blob(&a.digest).await.unwrap(),
+        Bytes::from_static(b"hello blob")
+    );
+    let missing = Digest::of(b"never stored");
+    assert!(matches!(
+        store.get_blob(&missing).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let ranged = store.stream_blob(&a.digest, Some(6..10)).await.unwrap();
+    assert_eq!(ranged.size, 10);
+    use futures::TryStreamExt;
+    let body: Vec<Bytes> = ranged.body.try_collect().await.unwrap();
+    assert_eq!(body.concat(), b"blob");
+}
+
+async fn streamed_file_blob(store: &Store) {
+    // Larger than one multipart part, so the streaming path really splits it.
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    let mut hasher = crate::digest::Hasher::new();
+    for _ in 0..9 {
+        file.write_all(&chunk).unwrap();
+        hasher.update(&chunk);
+    }
+    file.flush().unwrap();
+    let (digest, size) = hasher.finish();
+    let meta = store.put_blob_file(file.path(), digest).await.unwrap();
+    assert_eq!((meta.digest, meta.size), (digest, size));
+    assert_eq!(store.blob_size(&digest).await.unwrap(), size);
+
+    // A spool file that does not match the digest the caller claims is refused, and nothing is stored.
+    let wrong = Digest::of(b"a different claim");
+    assert!(matches!(
+        store.put_blob_file(file.path(), wrong).await,
+        Err(StoreError::Corrupt(..))
+    ));
+    assert!(!store.has_blob(&wrong).await.unwrap());
+}
+
+async fn refs_compare_and_swap(store: &Store) {
+    let name = RefName::new("test/cas").unwrap();
+    assert!(store.ref_head(&name).await.unwrap().is_none());
+    let one = Digest::of(b"1");
+    let two = Digest::of(b"2");
+    let first = store
+        .ref_advance(&name, None, one, "test", "create")
+        .await
+        .unwrap();
+    assert_eq!(first.generation, 0);
+    // A second creator that also believed the ref absent loses.
+    assert!(matches!(
+        store.ref_advance(&name, None, two, "test", "racer").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let second = store
+        .ref_advance(&name, Some(0), two, "test", "update")
+        .await
+        .unwrap();
+    assert_eq!(second.generation, 1);
+    assert!(matches!(
+        store
+            .ref_advance(&name, Some(0), one, "test", "stale")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let head = store.ref_head(&name).await.unwrap().unwrap();
+    assert_eq!((head.generation, head.target), (1, two));
+    assert_eq!(store.ref_generations(&name).await.unwrap(), vec![0, 1]);
+    assert_eq!(
+        store.ref_entry(&name, 0).await.unwrap().unwrap().target,
+        one
+    );
+
+    // A second handle on the same backend (another daemon) sees the head too.
+    let other = Store::from_object_store(Arc::clone(store.object_store()), "other".into());
+    assert_eq!(other.ref_head(&name).await.unwrap().unwrap().generation, 1);
+    other
+        .ref_advance(&name, Some(1), one, "other", "from elsewhere")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ref_head(&name).await.unwrap().unwrap().generation,
+        2,
+        "probing finds newer generations"
+    );
+    assert_eq!(
+        store.ref_children("test").await.unwrap(),
+        vec!["cas".to_string()]
+    );
+
+    for bad in ["", "a//b", "../x", "a/./b", "a b", "a/\u{2215}b"] {
+        assert!(RefName::new(bad).is_err(), "{bad:?}");
+    }
+}
+
+async fn concurrent_advances_lose_nothing(store: &Store) {
+    let name = RefName::new("test/counter").unwrap();
+    let writers = 8;
+    let per_writer = 5;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store =
+            Store::from_object_store(Arc::clone(store.object_store()), format!("writer {w}"));
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for i in 0..per_writer {
+                loop {
+                    let head = store.ref_head(&name).await.unwrap();
+                    let target = Digest::of(format!("{w}-{i}").as_bytes());
+                    match store
+                        .ref_advance(
+                            &name,
+                            head.map(|h| h.generation),
+                            target,
+                            "w",
+                            &format!("{w}-{i}"),
+                        )
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict(_)) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let generations = store.ref_generations(&name).await.unwrap();
+    assert_eq!(
+        generations.len(),
+        writers * per_writer,
+        "every advance got its own generation"
+    );
+    let mut notes = Vec::new();
+    for g in generations {
+        notes.push(store.ref_entry(&name, g).await.unwrap().unwrap().note);
+    }
+    notes.sort();
+    notes.dedup();
+    assert_eq!(
+        notes.len(),
+        writers * per_writer,
+        "no write was lost or duplicated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_filesystem_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    run_all(&Store::local(dir.path()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_memory_backend() {
+    run_all(&Store::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_backend_on_loopback() {
+    let server = crate::testing::S3Server::start().await;
+    let store = Store::open(&server.config("conformance"), std::path::Path::new("/")).unwrap();
+    run_all(&store).await;
+}

@@ -1,0 +1,153 @@
+//! The content-addressed store: immutable blobs named by their sha256 and a
+//! handful of append-only ref logs, all inside one `object_store` (local disk,
+//! memory, or an S3-compatible bucket). Nothing here is ever rewritten in place,
+//! which is what makes publishing a pointer flip and history free.
+
+mod blobs;
+mod refs;
+
+pub use blobs::{BlobMeta, BlobStream};
+pub use refs::{RefEntry, RefName};
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend: {0}")]
+    Backend(#[from] object_store::Error),
+    #[error("{0} not found in the store")]
+    NotFound(String),
+    #[error("stored object {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    #[error("ref {0} moved on while we were writing (compare-and-swap lost); retry")]
+    Conflict(String),
+    #[error(
+        "invalid ref name {0:?}: segments may only use a-z A-Z 0-9 . _ + - and may not be empty, '.' or '..'"
+    )]
+    BadRefName(String),
+    #[error("object {0} is larger than the {1} bytes allowed here")]
+    TooLarge(String, u64),
+    #[error("local file {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the bytes live. Deserialized from the `[storage]` table of caprepo.toml.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// A directory on local disk; writes are fsynced before they are acknowledged.
+    Local { path: PathBuf },
+    /// An S3-compatible bucket. Credentials come from the usual AWS_* environment variables.
+    S3 {
+        bucket: String,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default = "default_region")]
+        region: String,
+        #[serde(default)]
+        allow_http: bool,
+    },
+    /// Process memory; for tests only.
+    Memory,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// Last generation seen per ref, so finding a head probes forward instead of listing.
+    ref_heads: Arc<Mutex<HashMap<String, u64>>>,
+    description: Arc<str>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.description)
+    }
+}
+
+impl Store {
+    pub fn open(config: &StorageConfig, base_dir: &FsPath) -> Result<Self> {
+        match config {
+            StorageConfig::Local { path } => {
+                let root = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base_dir.join(path)
+                };
+                Self::local(&root)
+            }
+            StorageConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                allow_http,
+            } => {
+                // The S3 client speaks TLS through rustls; select its ring backend (a no-op if already chosen).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_region(region)
+                    .with_allow_http(*allow_http);
+                if let Some(endpoint) = endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(false);
+                }
+                let s3 = builder.build()?;
+                Ok(Self::from_object_store(
+                    Arc::new(s3),
+                    format!("s3://{bucket}"),
+                ))
+            }
+            StorageConfig::Memory => Ok(Self::memory()),
+        }
+    }
+
+    /// Local disk, with fsync of files and directories so an acknowledged write survives a crash.
+    pub fn local(root: &FsPath) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
+        let fs = LocalFileSystem::new_with_prefix(root)?.with_fsync(true);
+        Ok(Self::from_object_store(
+            Arc::new(fs),
+            format!("file://{}", root.display()),
+        ))
+    }
+
+    pub fn memory() -> Self {
+        Self::from_object_store(Arc::new(InMemory::new()), "memory".to_string())
+    }
+
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, description: String) -> Self {
+        Store {
+            inner,
+            ref_heads: Arc::default(),
+            description: description.into(),
+        }
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

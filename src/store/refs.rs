@@ -1,0 +1,227 @@
+//! Refs: the only mutable state. A ref is an append-only log of generations,
+//! `refs/<name>/<generation, 20 digits>.json`, each entry naming a manifest digest.
+//! Advancing a ref creates generation N+1 with a create-if-absent put, which every
+//! `object_store` backend implements (a hard link on local disk, `If-None-Match: *`
+//! on S3); losing that race is a compare-and-swap failure the caller retries.
+
+use std::fmt;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{GetOptions, PutMode, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::{Result, Store, StoreError};
+use crate::digest::Digest;
+
+/// One generation of a ref. Kept small: it is read on every head probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefEntry {
+    pub generation: u64,
+    pub target: Digest,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+    /// Who made the change: a cap id, `cli`, or `manager`.
+    pub actor: String,
+    /// What changed, for history and audit.
+    pub note: String,
+}
+
+/// A validated ref name such as `cells/apt/demo/stable/main/amd64`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RefName(String);
+
+impl RefName {
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let ok = !name.is_empty()
+            && name.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+            });
+        if ok {
+            Ok(RefName(name))
+        } else {
+            Err(StoreError::BadRefName(name))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn dir(&self) -> Path {
+        Path::from(format!("refs/{}", self.0))
+    }
+
+    fn generation_path(&self, generation: u64) -> Path {
+        Path::from(format!("refs/{}/{:020}.json", self.0, generation))
+    }
+}
+
+impl fmt::Display for RefName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse_generation(file_name: &str) -> Option<u64> {
+    let digits = file_name.strip_suffix(".json")?;
+    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+impl Store {
+    async fn read_generation(&self, name: &RefName, generation: u64) -> Result<Option<RefEntry>> {
+        match self
+            .inner
+            .get_opts(&name.generation_path(generation), GetOptions::default())
+            .await
+        {
+            Ok(found) => {
+                let bytes = found.bytes().await?;
+                let entry: RefEntry = serde_json::from_slice(&bytes).map_err(|e| {
+                    StoreError::Corrupt(
+                        format!("ref {name} generation {generation}"),
+                        e.to_string(),
+                    )
+                })?;
+                if entry.generation != generation {
+                    return Err(StoreError::Corrupt(
+                        format!("ref {name} generation {generation}"),
+                        format!("entry says generation {}", entry.generation),
+                    ));
+                }
+                Ok(Some(entry))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All generations present, ascending. Lists the ref's directory.
+    pub async fn ref_generations(&self, name: &RefName) -> Result<Vec<u64>> {
+        let listed = self.inner.list_with_delimiter(Some(&name.dir())).await?;
+        let mut generations: Vec<u64> = listed
+            .objects
+            .iter()
+            .filter_map(|meta| meta.location.filename().and_then(parse_generation))
+            .collect();
+        generations.sort_unstable();
+        Ok(generations)
+    }
+
+    /// The newest generation of a ref, or None if it was never written.
+    ///
+    /// Generations are dense, so once a head is known we probe N+1, N+2, ...
+    /// instead of listing the whole log on every read.
+    pub async fn ref_head(&self, name: &RefName) -> Result<Option<RefEntry>> {
+        let cached = self
+            .ref_heads
+            .lock()
+            .map(|m| m.get(name.as_str()).copied())
+            .unwrap_or(None);
+        let start = match cached {
+            Some(g) => g,
+            None => match self.ref_generations(name).await?.last() {
+                Some(&g) => g,
+                None => return Ok(None),
+            },
+        };
+        let mut head = match self.read_generation(name, start).await? {
+            Some(entry) => entry,
+            // The cached generation vanished (history pruned or store swapped): fall back to a listing.
+            None => {
+                self.forget_head(name);
+                let Some(&g) = self.ref_generations(name).await?.last() else {
+                    return Ok(None);
+                };
+                match self.read_generation(name, g).await? {
+                    Some(entry) => entry,
+                    None => return Ok(None),
+                }
+            }
+        };
+        while let Some(next) = self.read_generation(name, head.generation + 1).await? {
+            head = next;
+        }
+        self.remember_head(name, head.generation);
+        Ok(Some(head))
+    }
+
+    pub async fn ref_entry(&self, name: &RefName, generation: u64) -> Result<Option<RefEntry>> {
+        self.read_generation(name, generation).await
+    }
+
+    /// Advance a ref from `expected` (None: the ref must not exist yet) to a new
+    /// target. Fails with `StoreError::Conflict` if someone else advanced it first.
+    pub async fn ref_advance(
+        &self,
+        name: &RefName,
+        expected: Option<u64>,
+        target: Digest,
+        actor: &str,
+        note: &str,
+    ) -> Result<RefEntry> {
+        let generation = expected.map_or(0, |g| g + 1);
+        let entry = RefEntry {
+            generation,
+            target,
+            time: crate::time::now_unix(),
+            actor: actor.to_string(),
+            note: note.to_string(),
+        };
+        let body = serde_json::to_vec(&entry)
+            .map_err(|e| StoreError::Corrupt(name.to_string(), e.to_string()))?;
+        let payload = PutPayload::from(Bytes::from(body));
+        match self
+            .raw_put(&name.generation_path(generation), payload, PutMode::Create)
+            .await
+        {
+            Ok(_) => {
+                self.remember_head(name, generation);
+                Ok(entry)
+            }
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {
+                Err(StoreError::Conflict(name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names of refs directly below a prefix, e.g. the repositories under `repos/apt`.
+    pub async fn ref_children(&self, prefix: &str) -> Result<Vec<String>> {
+        let listed = self
+            .inner
+            .list_with_delimiter(Some(&Path::from(format!("refs/{prefix}"))))
+            .await?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn remember_head(&self, name: &RefName, generation: u64) {
+        if let Ok(mut heads) = self.ref_heads.lock() {
+            let slot = heads.entry(name.as_str().to_string()).or_insert(generation);
+            *slot = (*slot).max(generation);
+        }
+    }
+
+    fn forget_head(&self, name: &RefName) {
+        if let Ok(mut heads) = self.ref_heads.lock() {
+            heads.remove(name.as_str());
+        }
+    }
+}

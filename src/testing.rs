@@ -1,0 +1,87 @@
+//! Test support: an S3-compatible server (moto) on 127.0.0.1 for the store's
+//! conformance suite. Set CAPREPO_TEST_S3_ENDPOINT to use one started elsewhere.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::store::StorageConfig;
+
+pub struct S3Server {
+    endpoint: String,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        // SAFETY of test setup: credentials for the local moto server only.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            unsafe {
+                std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+                std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            }
+        }
+        if let Ok(endpoint) = std::env::var("CAPREPO_TEST_S3_ENDPOINT") {
+            return S3Server {
+                endpoint,
+                child: None,
+            };
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server is needed for the S3 tests: pip install 'moto[server]' (.ci/run installs it)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server {
+            endpoint,
+            child: Some(child),
+        }
+    }
+
+    /// A fresh bucket on this server, as a storage config.
+    pub fn config(&self, bucket: &str) -> StorageConfig {
+        let bucket = format!("{bucket}-{}", &crate::caps::token::new_id()[..8]);
+        let status = Command::new("curl")
+            .args([
+                "-fsS",
+                "-o",
+                "/dev/null",
+                "-X",
+                "PUT",
+                &format!("{}/{bucket}", self.endpoint),
+            ])
+            .status()
+            .expect("curl is needed to create the test bucket");
+        assert!(status.success(), "creating bucket {bucket} failed");
+        StorageConfig::S3 {
+            bucket,
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            allow_http: true,
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -86,6 +86,11 @@ pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
 
     let control_member = find_member(&members, "control.tar")?;
     let data_member = find_member(&members, "data.tar")?;
+    if control_member.offset > data_member.offset {
+        return Err(DebError::NotADeb(
+            "control.tar comes after data.tar; dpkg requires debian-binary, control.tar, data.tar in that order".into(),
+        ));
+    }
     let control_compression = compression_of(&control_member.name, "control.tar")?;
     let data_compression = compression_of(&data_member.name, "data.tar")?;
 
@@ -95,7 +100,7 @@ pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
             decompressor(reader, control_compression)?,
             limits.control_tar,
         );
-        read_control_file(decompressed, &control_member.name, limits.control_tar)?
+        read_control_file(decompressed, &control_member.name)?
     };
     let control = Control::parse(&control_bytes)?;
 
@@ -103,7 +108,7 @@ pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
         let reader = member_reader(&mut file, data_member)?;
         let limit = limits.data_tar_for(data_member.size);
         let decompressed = Bounded::new(decompressor(reader, data_compression)?, limit);
-        list_data_files(decompressed, &data_member.name, limit, limits)?
+        list_data_files(decompressed, &data_member.name, limits)?
     };
 
     Ok(DebInfo {
@@ -189,7 +194,7 @@ fn decompressor<'r, R: Read + 'r>(
     })
 }
 
-fn classify_io(err: io::Error, what: &str, limit: u64) -> DebError {
+fn classify_io(err: io::Error, what: &str) -> DebError {
     if let Some(limit) = limit_exceeded(&err) {
         return DebError::TooLarge {
             what: what.to_string(),
@@ -204,7 +209,6 @@ fn classify_io(err: io::Error, what: &str, limit: u64) -> DebError {
             limit,
         };
     }
-    let _ = limit;
     DebError::Truncated(format!("{what}: {err}"))
 }
 
@@ -218,13 +222,11 @@ fn normalize_tar_path(raw: &[u8]) -> Option<String> {
     }
 }
 
-fn read_control_file(reader: impl Read, member: &str, limit: u64) -> Result<Vec<u8>, DebError> {
+fn read_control_file(reader: impl Read, member: &str) -> Result<Vec<u8>, DebError> {
     let mut archive = tar::Archive::new(reader);
-    let entries = archive
-        .entries()
-        .map_err(|e| classify_io(e, member, limit))?;
+    let entries = archive.entries().map_err(|e| classify_io(e, member))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| classify_io(e, member, limit))?;
+        let mut entry = entry.map_err(|e| classify_io(e, member))?;
         let path = entry.path_bytes();
         if normalize_tar_path(&path).as_deref() == Some("control")
             && entry.header().entry_type().is_file()
@@ -234,7 +236,7 @@ fn read_control_file(reader: impl Read, member: &str, limit: u64) -> Result<Vec<
                 .by_ref()
                 .take(MAX_CONTROL_BYTES as u64 + 1)
                 .read_to_end(&mut control)
-                .map_err(|e| classify_io(e, member, limit))?;
+                .map_err(|e| classify_io(e, member))?;
             if control.len() > MAX_CONTROL_BYTES {
                 return Err(DebError::TooLarge {
                     what: "the control file".into(),
@@ -243,7 +245,7 @@ fn read_control_file(reader: impl Read, member: &str, limit: u64) -> Result<Vec<
             }
             // Keep reading to the end of control.tar so a bomb hidden after `control` is caught too.
             let mut rest = archive.into_inner();
-            io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member, limit))?;
+            io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member))?;
             return Ok(control);
         }
     }
@@ -253,17 +255,14 @@ fn read_control_file(reader: impl Read, member: &str, limit: u64) -> Result<Vec<
 fn list_data_files(
     reader: impl Read,
     member: &str,
-    limit: u64,
     limits: &Limits,
 ) -> Result<Vec<String>, DebError> {
     let mut archive = tar::Archive::new(reader);
     let mut files = Vec::new();
     let mut name_bytes = 0usize;
-    let entries = archive
-        .entries()
-        .map_err(|e| classify_io(e, member, limit))?;
+    let entries = archive.entries().map_err(|e| classify_io(e, member))?;
     for entry in entries {
-        let entry = entry.map_err(|e| classify_io(e, member, limit))?;
+        let entry = entry.map_err(|e| classify_io(e, member))?;
         if entry.header().entry_type().is_dir() {
             continue;
         }
@@ -280,6 +279,6 @@ fn list_data_files(
     }
     // tar stops at the end-of-archive marker; drain what follows so bounds still apply.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member, limit))?;
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member))?;
     Ok(files)
 }

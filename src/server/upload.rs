@@ -269,13 +269,6 @@ pub async fn wait(
         Ok(s) => s,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),
     };
-    if !grant.scope.covers(&cell) {
-        return reply::error(
-            StatusCode::FORBIDDEN,
-            "outside-scope",
-            &format!("{cell} is outside the cap's scope"),
-        );
-    }
     let (Some(repo), (Some(suite), Some(component), Some(arch))) = (cell.repo(), cell.apt_parts())
     else {
         return reply::error(
@@ -284,6 +277,19 @@ pub async fn wait(
             "name a whole cell: apt/<repo>/dists/<suite>/<component>/binary-<arch>",
         );
     };
+    // Architecture: all packages land in binary-all, which any binary-<arch> cap of the component may upload to.
+    let component_scope: Option<Scope> =
+        format!("apt/{repo}/dists/{suite}/{component}").parse().ok();
+    let allowed = grant.scope.covers(&cell)
+        || (arch == "all"
+            && component_scope.is_some_and(|c| c.covers(&grant.scope) || grant.scope.covers(&c)));
+    if !allowed {
+        return reply::error(
+            StatusCode::FORBIDDEN,
+            "outside-scope",
+            &format!("{cell} is outside the cap's scope"),
+        );
+    }
     let Ok(cell_ref) = crate::model::cell_ref(repo, suite, component, arch) else {
         return reply::error(StatusCode::BAD_REQUEST, "bad-cell", "invalid cell");
     };

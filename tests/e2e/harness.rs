@@ -1,0 +1,429 @@
+//! Test harness: real `caprepo` processes (the binary cargo built) on 127.0.0.1,
+//! real data dirs in temp directories, curl for raw HTTP, and an isolated apt.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_caprepo")
+}
+
+pub fn caprepo() -> Command {
+    let mut command = Command::new(bin());
+    command
+        .env_remove("CAPREPO_PASSPHRASE")
+        .env_remove("CAPREPO_CAP");
+    command
+}
+
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative)
+}
+
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A data dir made by `caprepo init`.
+pub struct DataDir {
+    pub tmp: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn init(extra: &[&str]) -> DataDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("data");
+        let mut command = caprepo();
+        command.args(["init", "--data"]).arg(&path);
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--passphrase") || *a == "--with-passphrase-env")
+        {
+            command.arg("--no-passphrase");
+        }
+        command.args(extra.iter().filter(|a| **a != "--with-passphrase-env"));
+        if extra.contains(&"--with-passphrase-env") {
+            command.env("CAPREPO_PASSPHRASE", "test passphrase");
+        }
+        run_ok(&mut command);
+        DataDir { tmp, path }
+    }
+
+    pub fn repo_add(&self, name: &str, suites: &str, components: &str, arches: &str) {
+        run_ok(
+            caprepo()
+                .args(["repo", "add", "--data"])
+                .arg(&self.path)
+                .args([
+                    "apt",
+                    name,
+                    "--suites",
+                    suites,
+                    "--components",
+                    components,
+                    "--architectures",
+                    arches,
+                ]),
+        );
+    }
+
+    pub fn cap(&self, scope: &str, expires: &str) -> String {
+        let out = run_ok(
+            caprepo()
+                .args(["cap", "issue", "--data"])
+                .arg(&self.path)
+                .args(["--scope", scope, "--rights", "upload", "--expires", expires]),
+        );
+        let cap = out.trim().to_string();
+        assert!(
+            cap.starts_with("caprepo1.") && !cap.contains('\n'),
+            "the cap alone on stdout: {out:?}"
+        );
+        cap
+    }
+
+    pub fn key(&self, armor: bool) -> Vec<u8> {
+        let mut command = caprepo();
+        command.args(["key", "export", "--data"]).arg(&self.path);
+        if armor {
+            command.arg("--armor");
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    }
+
+    /// Every file of the local store with its size: "nothing stored" means this did not change.
+    pub fn store_snapshot(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let root = self.path.join("store");
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path.strip_prefix(&root).unwrap().display().to_string();
+                    out.insert(rel, entry.metadata().unwrap().len());
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct Server {
+    pub url: String,
+    pub port: u16,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &DataDir) -> Server {
+        Self::start_with(data, &[], &[])
+    }
+
+    pub fn start_with(data: &DataDir, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let log = data.tmp.path().join(format!("serve-{port}.log"));
+        let mut command = caprepo();
+        command
+            .args(["serve", "--data"])
+            .arg(&data.path)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("CAPREPO_LOG", "info,caprepo=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let mut server = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+            log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "caprepo serve exited early ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            if curl(&[&format!("{}/healthz", self.url)]).status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not become healthy:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn upload(&self, cap: &str, files: &[PathBuf], wait: bool) -> Output {
+        let mut command = caprepo();
+        command.args(["upload", "--server", &self.url, "--cap", cap]);
+        if wait {
+            command.arg("--wait");
+        }
+        command.args(files).output().unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> HttpReply {
+        curl(&[&format!("{}{path}", self.url)])
+    }
+
+    /// Wait until a published file satisfies a predicate (publishing is asynchronous).
+    pub fn wait_for(
+        &self,
+        path: &str,
+        what: &str,
+        predicate: impl Fn(&HttpReply) -> bool,
+    ) -> HttpReply {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self.get(path);
+            if predicate(&reply) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {path}: {what}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Run curl with extra arguments; returns status, headers and body.
+pub fn curl(args: &[&str]) -> HttpReply {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("h");
+    let body = dir.path().join("b");
+    let out = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    HttpReply {
+        status,
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+/// Raw upload through the HTTP API, to check status codes and JSON reasons.
+pub fn put(server: &Server, name: &str, file: &Path, cap: Option<&str>, query: &str) -> HttpReply {
+    let url = format!("{}/api/v1/upload/{name}{query}", server.url);
+    let data = format!("@{}", file.display());
+    let auth;
+    let mut args = vec![
+        "-X",
+        "PUT",
+        "--data-binary",
+        data.as_str(),
+        "-H",
+        "Content-Type: application/octet-stream",
+    ];
+    if let Some(cap) = cap {
+        auth = format!("Authorization: Bearer {cap}");
+        args.extend(["-H", auth.as_str()]);
+    }
+    args.push(&url);
+    curl(&args)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// An apt isolated from the system through APT_CONFIG: its own lists, cache, state and keyring.
+pub struct Apt {
+    pub root: tempfile::TempDir,
+}
+
+impl Apt {
+    /// `status_from_system`: copy /var/lib/dpkg/status so dependencies like libc6 resolve.
+    pub fn new(sources: &str, key: &[u8], status_from_system: bool) -> Apt {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in [
+            "etc/apt/sources.list.d",
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/trusted.gpg.d",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+            "var/lib/dpkg",
+            "var/log/apt",
+        ] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        if status_from_system {
+            std::fs::copy("/var/lib/dpkg/status", r.join("var/lib/dpkg/status")).unwrap();
+        } else {
+            std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+        }
+        std::fs::write(r.join("key.gpg"), key).unwrap();
+        let d = r.display();
+        let conf = format!(
+            "Dir::Etc \"{d}/etc/apt\";\nDir::Etc::sourcelist \"{d}/etc/apt/sources.list\";\n\
+             Dir::Etc::sourceparts \"{d}/etc/apt/sources.list.d\";\nDir::Etc::parts \"{d}/etc/apt/apt.conf.d\";\n\
+             Dir::Etc::preferencesparts \"{d}/etc/apt/preferences.d\";\nDir::Etc::trusted \"{d}/etc/apt/trusted.gpg\";\n\
+             Dir::Etc::trustedparts \"{d}/etc/apt/trusted.gpg.d\";\nDir::State \"{d}/var/lib/apt\";\n\
+             Dir::State::status \"{d}/var/lib/dpkg/status\";\nDir::Cache \"{d}/var/cache/apt\";\nDir::Log \"{d}/var/log/apt\";\n\
+             APT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\nAcquire::Languages \"none\";\n\
+             Acquire::Retries \"0\";\nDebug::NoLocking \"true\";\n"
+        );
+        std::fs::write(r.join("apt.conf"), conf).unwrap();
+        std::fs::write(
+            r.join("etc/apt/sources.list.d/test.sources"),
+            sources.replace("KEYRING", &format!("{d}/key.gpg")),
+        )
+        .unwrap();
+        Apt { root }
+    }
+
+    pub fn for_repo(
+        server: &Server,
+        repo: &str,
+        suite: &str,
+        components: &str,
+        key: &[u8],
+        status: bool,
+    ) -> Apt {
+        let sources = format!(
+            "Types: deb\nURIs: {}/{repo}/\nSuites: {suite}\nComponents: {components}\nSigned-By: KEYRING\n",
+            server.url
+        );
+        Apt::new(&sources, key, status)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("apt-get")
+            .env("APT_CONFIG", self.root.path().join("apt.conf"))
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "apt-get {args:?} failed:\n{text}");
+        text
+    }
+
+    pub fn archive(&self, file_name: &str) -> PathBuf {
+        self.root
+            .path()
+            .join("var/cache/apt/archives")
+            .join(file_name)
+    }
+}

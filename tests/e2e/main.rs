@@ -1,0 +1,12 @@
+//! End-to-end tests: real caprepo processes on 127.0.0.1, real apt-get, gpgv,
+//! sqv and dpkg, real .deb fixtures. One test binary, several modules.
+
+mod harness;
+
+mod apt_client;
+mod caps_http;
+mod concurrency;
+mod http_semantics;
+mod refusals;
+mod schema;
+mod signing;

@@ -1,0 +1,112 @@
+//! The manifests a real server writes validate against the JSON Schemas in
+//! schema/: repository definitions, cells, chunks, publications, ref entries and
+//! capability blocks.
+
+use std::path::Path;
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schema")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::draft202012::new(&value)
+        .unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"))
+}
+
+fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match its schema: {errors:#?}\n{instance:#}"
+    );
+}
+
+fn newest_ref(dir: &Path) -> Value {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap()
+}
+
+fn blob(data: &DataDir, digest: &str) -> Value {
+    let path = data
+        .path
+        .join("store/blobs/sha256")
+        .join(&digest[..2])
+        .join(digest);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn real_manifests_match_the_schemas() {
+    let data = DataDir::init(&[]);
+    data.repo_add("s", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/s/dists/stable/main/binary-amd64", "1h");
+    assert!(
+        server
+            .upload(
+                &cap,
+                &[
+                    fixture("debs/hello_2.10-3_amd64.deb"),
+                    fixture("debs/lsb-base_11.6_all.deb")
+                ],
+                true
+            )
+            .status
+            .success()
+    );
+    let refs = data.path.join("store/refs");
+    let ref_entry = schema("ref-entry.schema.json");
+
+    let repo_ref = newest_ref(&refs.join("repos/apt/s"));
+    assert_valid(&ref_entry, &repo_ref, "repository ref");
+    assert_valid(
+        &schema("apt-repo.schema.json"),
+        &blob(&data, repo_ref["target"].as_str().unwrap()),
+        "repository",
+    );
+
+    let cell_ref = newest_ref(&refs.join("cells/apt/s/stable/main/amd64"));
+    assert_valid(&ref_entry, &cell_ref, "cell ref");
+    let cell = blob(&data, cell_ref["target"].as_str().unwrap());
+    assert_valid(&schema("apt-cell.schema.json"), &cell, "cell");
+    let chunk = blob(&data, cell["chunks"][0]["digest"].as_str().unwrap());
+    assert_valid(&schema("apt-chunk.schema.json"), &chunk, "chunk");
+
+    let published = newest_ref(&refs.join("published/apt/s/stable"));
+    assert_valid(&ref_entry, &published, "publication ref");
+    let publication = blob(&data, published["target"].as_str().unwrap());
+    assert_valid(
+        &schema("apt-publication.schema.json"),
+        &publication,
+        "publication",
+    );
+    assert!(publication["pool"].as_object().unwrap().len() == 2);
+
+    let block = cap.split('.').nth(1).unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(block)
+        .unwrap();
+    assert_valid(
+        &schema("cap-block.schema.json"),
+        &serde_json::from_slice(&payload).unwrap(),
+        "cap block",
+    );
+
+    // The schemas are not vacuous: a manifest with a bad digest is refused.
+    let mut broken = chunk.clone();
+    broken["packages"][0]["sha256"] = Value::String("xyz".into());
+    assert!(!schema("apt-chunk.schema.json").is_valid(&broken));
+}

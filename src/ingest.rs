@@ -52,13 +52,10 @@ pub enum IngestError {
     #[error("{0}")]
     BadTarget(String),
     #[error(
-        "{name} {version} ({arch}) already exists in {cell} with different contents (sha256 {existing}); \
-         bump the version to publish a rebuild"
+        "{identity} already exists in {cell} with different contents (sha256 {existing}); bump the version to publish a rebuild"
     )]
     Conflict {
-        name: String,
-        version: String,
-        arch: String,
+        identity: String,
         cell: String,
         existing: Digest,
     },
@@ -255,9 +252,7 @@ pub async fn ingest(
         &id.architecture,
     );
     let conflict = |existing| IngestError::Conflict {
-        name: id.name.clone(),
-        version: id.version.clone(),
-        arch: id.architecture.clone(),
+        identity: format!("{} {} ({})", id.name, id.version, id.architecture),
         cell: addr.scope_string(),
         existing,
     };

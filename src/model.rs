@@ -75,7 +75,7 @@ pub struct AptPackage {
     pub version: String,
     pub architecture: String,
     pub source: String,
-    /// The control paragraph exactly as shipped in the .deb.
+    /// The control paragraph as shipped in the .deb (surrounding blank lines dropped).
     pub control: String,
     /// Pool path relative to the repository root, `pool/<component>/<prefix>/<source>/<file>`.
     pub filename: String,
@@ -97,7 +97,7 @@ pub struct AptPublication {
     pub built_at: i64,
     /// The repository definition and cell generations this was built from.
     pub inputs: BTreeMap<String, u64>,
-    /// Paths under `dists/<suite>/`, including every `by-hash/SHA256/<hex>` alias.
+    /// Paths such as `dists/<suite>/InRelease`, including every `by-hash/SHA256/<hex>` alias.
     pub files: BTreeMap<String, FileEntry>,
     /// Pool paths of every package this suite lists.
     pub pool: BTreeMap<String, FileEntry>,

@@ -63,6 +63,10 @@ pub async fn add_apt_repo(
     check_list("suite", &new.suites)?;
     check_list("component", &new.components)?;
     check_list("architecture", &new.architectures)?;
+    for arch in &new.architectures {
+        crate::deb::control::validate_architecture(arch)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    }
     if new
         .architectures
         .iter()

@@ -32,12 +32,20 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server is needed for the S3 tests: pip install 'moto[server]' (.ci/run installs it)");
+        let port_text = port.to_string();
+        let spawn = |program: &str, prefix: &[&str]| {
+            Command::new(program)
+                .args(prefix)
+                .args(["-H", "127.0.0.1", "-p", &port_text])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let child = spawn("moto_server", &[])
+            .or_else(|_| spawn("python3", &["-m", "moto.server"]))
+            .expect(
+                "moto is needed for the S3 tests: pip install 'moto[server]' (.ci/run installs it)",
+            );
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

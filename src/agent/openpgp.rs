@@ -13,6 +13,8 @@ use std::io::Write;
 
 use openpgp::cert::{CertBuilder, CipherSuite};
 use openpgp::crypto::{KeyPair, Password};
+use openpgp::packet::Key;
+use openpgp::packet::key::{SecretParts, UnspecifiedRole};
 use openpgp::packet::signature::SignatureBuilder;
 use openpgp::packet::signature::subpacket::{Subpacket, SubpacketValue};
 use openpgp::parse::Parse;
@@ -90,10 +92,23 @@ pub fn fingerprint(cert: &Cert) -> String {
     cert.fingerprint().to_hex()
 }
 
-/// True if the certificate's signing key material is passphrase-protected.
-pub fn needs_passphrase(cert: &Cert) -> Result<bool, KeyError> {
+/// A short name of the primary key's algorithm, for the config file.
+pub fn algorithm_name(cert: &Cert) -> String {
+    match cert.primary_key().key().pk_algo() {
+        openpgp::types::PublicKeyAlgorithm::RSAEncryptSign => {
+            format!("rsa{}", cert.primary_key().key().mpis().bits().unwrap_or(0))
+        }
+        openpgp::types::PublicKeyAlgorithm::EdDSA | openpgp::types::PublicKeyAlgorithm::Ed25519 => {
+            "ed25519".into()
+        }
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// The certificate's usable signing-capable secret key (still locked if protected).
+fn signing_key(cert: &Cert) -> Result<Key<SecretParts, UnspecifiedRole>, KeyError> {
     let policy = StandardPolicy::new();
-    let key = cert
+    let amalgamation = cert
         .keys()
         .secret()
         .with_policy(&policy, None)
@@ -103,24 +118,17 @@ pub fn needs_passphrase(cert: &Cert) -> Result<bool, KeyError> {
         .for_signing()
         .next()
         .ok_or(KeyError::NoSigningKey)?;
-    Ok(key.key().secret().is_encrypted())
+    Ok(amalgamation.key().clone())
+}
+
+/// True if the certificate's signing key material is passphrase-protected.
+pub fn needs_passphrase(cert: &Cert) -> Result<bool, KeyError> {
+    Ok(signing_key(cert)?.secret().is_encrypted())
 }
 
 /// Unlock the signing key. The decrypted key lives only in sequoia's protected memory.
 pub fn signing_keypair(cert: &Cert, passphrase: Option<&Password>) -> Result<KeyPair, KeyError> {
-    let policy = StandardPolicy::new();
-    let key = cert
-        .keys()
-        .secret()
-        .with_policy(&policy, None)
-        .supported()
-        .alive()
-        .revoked(false)
-        .for_signing()
-        .next()
-        .ok_or(KeyError::NoSigningKey)?
-        .key()
-        .clone();
+    let key = signing_key(cert)?;
     if key.secret().is_encrypted() {
         let passphrase = passphrase.ok_or(KeyError::NeedPassphrase)?;
         let unlocked = key

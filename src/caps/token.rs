@@ -131,6 +131,10 @@ impl Grant {
     }
 }
 
+fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 pub fn new_id() -> String {
     let mut bytes = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
@@ -148,8 +152,8 @@ fn encode_link(block: &Block, signer: &SigningKey) -> String {
     )
 }
 
-/// Issue a new cap signed by the root key.
-pub fn issue(root: &SigningKey, rights: Vec<Right>, scope: &Scope, nbf: i64, exp: i64) -> String {
+/// A fresh block and the secret key its `next` names (the new proof).
+fn new_block(rights: Vec<Right>, scope: &Scope, nbf: i64, exp: i64) -> (Block, SigningKey) {
     let proof = SigningKey::generate(&mut rand_core::OsRng);
     let block = Block {
         v: 1,
@@ -160,6 +164,12 @@ pub fn issue(root: &SigningKey, rights: Vec<Right>, scope: &Scope, nbf: i64, exp
         exp,
         next: hex::encode(proof.verifying_key().to_bytes()),
     };
+    (block, proof)
+}
+
+/// Issue a new cap signed by the root key.
+pub fn issue(root: &SigningKey, rights: Vec<Right>, scope: &Scope, nbf: i64, exp: i64) -> String {
+    let (block, proof) = new_block(rights, scope, nbf, exp);
     format!(
         "{PREFIX}{}.{}",
         encode_link(&block, root),
@@ -200,6 +210,11 @@ impl Token {
                 .map_err(|e| CapError::Malformed(format!("block: {e}")))?;
             if block.v != 1 {
                 return Err(malformed("unknown block version"));
+            }
+            if !is_lower_hex(&block.id, 32) || !is_lower_hex(&block.next, 64) {
+                return Err(malformed(
+                    "a block's id or next key is not lowercase hex of the right length",
+                ));
             }
             let sig_bytes: [u8; 64] = decode(pair[1])?
                 .try_into()
@@ -287,16 +302,7 @@ impl Token {
 
     /// Append a block that narrows this token; the result is a new token string.
     pub fn attenuate(&self, rights: Vec<Right>, scope: &Scope, nbf: i64, exp: i64) -> String {
-        let proof = SigningKey::generate(&mut rand_core::OsRng);
-        let block = Block {
-            v: 1,
-            id: new_id(),
-            rights,
-            scope: scope.to_string(),
-            nbf,
-            exp,
-            next: hex::encode(proof.verifying_key().to_bytes()),
-        };
+        let (block, proof) = new_block(rights, scope, nbf, exp);
         let mut out = String::from(PREFIX);
         for (payload, _, signature) in &self.links {
             out.push_str(&B64.encode(payload));

@@ -24,6 +24,9 @@ pub struct Args {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Directory holding demo-signing-key.asc and demo-cap-root.key (generated fresh if absent).
+    #[arg(long, value_name = "DIR", default_value = "keys")]
+    keys: PathBuf,
     /// Directory of .deb files to import into the demo repository on first run.
     #[arg(long, value_name = "DIR", default_value = "fixtures/debs")]
     packages: PathBuf,
@@ -32,6 +35,8 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<ExitCode> {
     let data = DataDir::new(&args.data);
     if !data.config_path().exists() {
+        let demo_key = args.keys.join("demo-signing-key.asc");
+        let demo_root = args.keys.join("demo-cap-root.key");
         init::run(init::Args {
             data: args.data.clone(),
             key_algo: KeyAlgo::Ed25519,
@@ -41,6 +46,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             s3_bucket: None,
             s3_endpoint: None,
             s3_allow_http: false,
+            signing_key: demo_key.exists().then_some(demo_key),
+            cap_root_key: demo_root.exists().then_some(demo_root),
         })
         .await?;
         let config = Config::load(&data)?;

@@ -34,6 +34,12 @@ pub struct Args {
         default_value = "caprepo repository signing key <caprepo@localhost>"
     )]
     pub user_id: String,
+    /// Use this existing OpenPGP secret key file instead of generating one (it keeps its passphrase, if any).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Use this existing cap root key file (64 hex characters) instead of generating one.
+    #[arg(long, value_name = "FILE")]
+    pub cap_root_key: Option<PathBuf>,
     /// Keep the store in this S3 bucket instead of DIR/store (credentials from AWS_* variables).
     #[arg(long, value_name = "BUCKET")]
     pub s3_bucket: Option<String>,
@@ -65,26 +71,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             args.data.display()
         );
     }
-    let passphrase = if args.no_passphrase {
-        eprintln!(
-            "caprepo: WARNING: --no-passphrase stores the signing key UNENCRYPTED; use this for demos and tests only"
-        );
-        None
-    } else {
-        Some(passphrase::choose(args.passphrase_file.as_deref())?)
-    };
     std::fs::create_dir_all(data.keys_dir())
         .with_context(|| format!("creating {}", data.keys_dir().display()))?;
     std::fs::set_permissions(data.keys_dir(), std::fs::Permissions::from_mode(0o700))?;
 
-    if args.key_algo == KeyAlgo::Rsa4096 {
-        eprintln!("caprepo: generating an RSA-4096 key (this takes a few seconds)...");
-    }
-    let user_id = args.user_id.clone();
-    let algo = args.key_algo;
-    let secret = passphrase.as_ref().map(|p| p.as_str().into());
-    let cert =
-        tokio::task::spawn_blocking(move || openpgp::generate(&user_id, algo, secret)).await??;
+    let cert = match &args.signing_key {
+        Some(file) => import_signing_key(file)?,
+        None => generate_signing_key(&args).await?,
+    };
     write_new(&data.signing_key(), &openpgp::secret_armored(&cert)?, 0o600)?;
     write_new(
         &data.public_key_armored(),
@@ -97,7 +91,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         0o644,
     )?;
 
-    let root = cap_keys::generate();
+    let root = match &args.cap_root_key {
+        Some(file) => cap_keys::load(file)?,
+        None => cap_keys::generate(),
+    };
     cap_keys::save(&root, &data.cap_root_key())?;
 
     let storage = match args.s3_bucket {
@@ -120,7 +117,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         },
         signing: SigningConfig {
             fingerprint: openpgp::fingerprint(&cert),
-            algorithm: format!("{:?}", args.key_algo).to_lowercase(),
+            algorithm: openpgp::algorithm_name(&cert),
         },
     };
     write_new(&data.config_path(), config.to_toml().as_bytes(), 0o644)?;
@@ -143,4 +140,32 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         args.data.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn generate_signing_key(args: &Args) -> Result<sequoia_openpgp::Cert> {
+    let passphrase = if args.no_passphrase {
+        eprintln!(
+            "caprepo: WARNING: --no-passphrase stores the signing key UNENCRYPTED; use this for demos and tests only"
+        );
+        None
+    } else {
+        Some(passphrase::choose(args.passphrase_file.as_deref())?)
+    };
+    if args.key_algo == KeyAlgo::Rsa4096 {
+        eprintln!("caprepo: generating an RSA-4096 key (this takes a few seconds)...");
+    }
+    let user_id = args.user_id.clone();
+    let algo = args.key_algo;
+    let secret = passphrase.as_ref().map(|p| p.as_str().into());
+    Ok(tokio::task::spawn_blocking(move || openpgp::generate(&user_id, algo, secret)).await??)
+}
+
+fn import_signing_key(file: &Path) -> Result<sequoia_openpgp::Cert> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let cert = openpgp::parse_cert(&bytes)
+        .with_context(|| format!("{} is not an OpenPGP key", file.display()))?;
+    // Fails unless the file holds a usable signing-capable secret key.
+    openpgp::needs_passphrase(&cert)
+        .with_context(|| format!("{} holds no usable signing secret key", file.display()))?;
+    Ok(cert)
 }

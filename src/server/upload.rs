@@ -67,7 +67,7 @@ pub async fn upload(
     };
     let grant = match auth::require(&headers, &state.root_key, Right::Upload) {
         Ok(g) => g,
-        Err(response) => return refused(response),
+        Err(denied) => return refused(denied.into_response()),
     };
     if !valid_file_name(&file_name) {
         return refused(reply::error(
@@ -263,7 +263,7 @@ pub async fn wait(
 ) -> Response {
     let grant = match auth::require(&headers, &state.root_key, Right::Upload) {
         Ok(g) => g,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     let cell: Scope = match query.cell.parse() {
         Ok(s) => s,

@@ -16,6 +16,7 @@ use crate::digest::Digest;
 
 /// One generation of a ref. Kept small: it is read on every head probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RefEntry {
     pub generation: u64,
     pub target: Digest,

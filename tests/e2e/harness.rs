@@ -137,7 +137,6 @@ impl DataDir {
 
 pub struct Server {
     pub url: String,
-    pub port: u16,
     child: Child,
     pub log: PathBuf,
 }
@@ -166,7 +165,6 @@ impl Server {
         let child = command.spawn().unwrap();
         let mut server = Server {
             url: format!("http://127.0.0.1:{port}"),
-            port,
             child,
             log,
         };

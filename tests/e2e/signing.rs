@@ -23,24 +23,22 @@ fn verify_suite(server: &Server, data: &DataDir, repo: &str) {
     std::fs::write(dir.path().join("Release"), &release.body).unwrap();
     std::fs::write(dir.path().join("InRelease"), &in_release.body).unwrap();
     std::fs::write(dir.path().join("Release.gpg"), &release_gpg.body).unwrap();
-    let gpgv = |args: &[&str]| {
-        Command::new("gpgv")
-            .arg("--keyring")
-            .arg(&keyring)
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
+    // gpgv and sqv take the same arguments: --keyring FILE [SIGNATURE] FILE.
+    let verifier = |tool: &'static str| {
+        let keyring = keyring.clone();
+        let cwd = dir.path().to_path_buf();
+        move |args: &[&str]| {
+            Command::new(tool)
+                .arg("--keyring")
+                .arg(&keyring)
+                .args(args)
+                .current_dir(&cwd)
+                .output()
+                .unwrap()
+        }
     };
-    let sqv = |args: &[&str]| {
-        Command::new("sqv")
-            .arg("--keyring")
-            .arg(&keyring)
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
+    let gpgv = verifier("gpgv");
+    let sqv = verifier("sqv");
     let ok = |out: std::process::Output, what: &str| {
         assert!(
             out.status.success(),

@@ -123,10 +123,11 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         .parse()
         .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:8080"))?;
     let state = AppState {
-        store,
+        store: store.clone(),
         data: Arc::new(options.data.clone()),
         config: Arc::new(config),
         root_key,
+        revocations: Arc::new(crate::caps::registry::RevocationCheck::new(store.clone())),
         manager: handle,
         metrics,
         limits: Arc::new(Limits::default()),

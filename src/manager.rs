@@ -84,6 +84,8 @@ impl SuiteView {
 #[derive(Default)]
 pub struct Views {
     suites: RwLock<HashMap<SuiteKey, Arc<SuiteView>>>,
+    /// Repository name -> private. A repository missing here is treated as private (fail closed).
+    private: RwLock<HashMap<String, bool>>,
 }
 
 impl Views {
@@ -103,6 +105,20 @@ impl Views {
             .collect();
         found.sort_by(|a, b| a.current.suite.cmp(&b.current.suite));
         found
+    }
+
+    pub fn set_private(&self, repo: &str, private: bool) {
+        if let Ok(mut map) = self.private.write() {
+            map.insert(repo.to_string(), private);
+        }
+    }
+
+    /// True only for repositories known to be public: private and unknown ones need a read cap.
+    pub fn is_public(&self, repo: &str) -> bool {
+        self.private
+            .read()
+            .map(|m| m.get(repo) == Some(&false))
+            .unwrap_or(false)
     }
 
     pub fn repos(&self) -> BTreeSet<String> {
@@ -268,6 +284,7 @@ impl Manager {
         let mut stale = Vec::new();
         for repo in repos::list_apt_repos(&self.store).await? {
             let definition = repos::load_apt_repo(&self.store, &repo).await?;
+            self.views.set_private(&repo, definition.private);
             for suite in &definition.suites {
                 let (_, inputs) = publish::current_inputs(&self.store, &repo, &suite.name).await?;
                 let view = self.views.get(&repo, &suite.name);
@@ -288,6 +305,7 @@ pub async fn load_published(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for repo in repos::list_apt_repos(store).await? {
         let definition = repos::load_apt_repo(store, &repo).await?;
+        views.set_private(&repo, definition.private);
         for suite in &definition.suites {
             let reference = model::publication_ref(&repo, &suite.name)?;
             let Some(head) = store.ref_head(&reference).await? else {

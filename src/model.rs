@@ -39,6 +39,8 @@ pub enum ManifestKind {
     AptCell,
     AptChunk,
     AptPublication,
+    CapRegistry,
+    CapRevocations,
 }
 
 /// `cells/apt/<repo>/<suite>/<component>/<arch>`: the packages of one cell. `all`

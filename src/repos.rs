@@ -60,6 +60,12 @@ pub async fn add_apt_repo(
     actor: &str,
 ) -> Result<RefEntry, RepoError> {
     validate_name("repository", &new.name).map_err(RepoError::Invalid)?;
+    if crate::server::RESERVED_NAMES.contains(&new.name.as_str()) {
+        return Err(RepoError::Invalid(format!(
+            "{:?} is a path the server uses itself; pick another repository name",
+            new.name
+        )));
+    }
     check_list("suite", &new.suites)?;
     check_list("component", &new.components)?;
     check_list("architecture", &new.architectures)?;

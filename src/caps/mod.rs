@@ -4,8 +4,13 @@
 //! tamper with nothing else.
 
 pub mod keys;
+pub mod links;
+pub mod registry;
 pub mod scope;
 pub mod token;
+
+#[cfg(test)]
+mod properties;
 
 pub use scope::Scope;
 pub use token::{CapError, Grant, Right, Token};

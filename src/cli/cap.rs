@@ -1,5 +1,6 @@
-//! `caprepo cap`: issue capability tokens from the data dir's root key, and
-//! show what a token grants.
+//! `caprepo cap`: issue caps from the data dir's root key, attenuate any cap
+//! offline, revoke and list issued caps, show what a cap grants, and print the
+//! setup a user needs for a read cap.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,25 +8,69 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::{repo::open_store, split_list};
+use crate::caps::links;
+use crate::caps::registry::{self, IssuedCap};
 use crate::caps::{Right, Scope, Token, keys as cap_keys};
 use crate::config::{Config, DataDir};
 use crate::repos;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Issue a cap; prints the cap alone on stdout.
+    /// Issue a cap from the root key; prints the cap alone on stdout.
     Issue(IssueArgs),
-    /// Show what a cap grants (no secret parts). Verifies it when --data is given.
+    /// Derive a narrower cap offline, without the server or the root key; prints it on stdout.
+    ///
+    /// The result is the intersection with CAP: a scope inside CAP's, a subset of its rights,
+    /// an expiry no later than its. Asking for more is refused.
+    Attenuate {
+        /// The cap to narrow (or set CAPREPO_CAP).
+        #[arg(env = "CAPREPO_CAP", hide_env_values = true)]
+        cap: String,
+        /// A scope inside the cap's, e.g. apt/NAME/dists/stable/main/binary-amd64.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Comma-separated subset of the cap's rights.
+        #[arg(long)]
+        rights: Option<String>,
+        /// Lifetime from now, e.g. 1h; may not end after the cap's own expiry.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Revoke a cap by id: it and every cap derived from it stop working on the next request.
+    Revoke {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The cap id (see `cap list` or `cap inspect`).
+        id: String,
+    },
+    /// List the caps issued from this data dir.
+    List {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a cap grants (no secret parts). With --data, also whether it verifies and is revoked.
     Inspect {
         /// The cap (or set CAPREPO_CAP).
         #[arg(env = "CAPREPO_CAP", hide_env_values = true)]
         cap: String,
-        /// Verify against this data dir's root key.
+        /// Verify against this data dir's root key and revocation list.
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print what a user needs to read through a read cap: key URL, .sources stanza, .list line.
+    Publish {
+        /// The read cap (or set CAPREPO_CAP).
+        #[arg(env = "CAPREPO_CAP", hide_env_values = true)]
+        cap: String,
+        /// The server's public base URL, e.g. https://apt.example.org.
+        #[arg(long, value_name = "URL")]
+        server: String,
     },
 }
 
@@ -36,116 +81,378 @@ pub struct IssueArgs {
     /// What the cap covers: apt/NAME, apt/NAME/dists/SUITE, ..., apt/NAME/dists/SUITE/COMPONENT/binary-ARCH.
     #[arg(long)]
     scope: String,
-    /// Comma-separated rights: upload (read, publish, admin are reserved for later versions).
+    /// Comma-separated rights: upload (into cells), read (a repository or suite), publish, admin.
     #[arg(long, default_value = "upload")]
     rights: String,
     /// Lifetime, e.g. 1h, 30d, 90min.
     #[arg(long, default_value = "1h")]
     expires: String,
+    /// Valid only from this long from now, e.g. 1h (default: at once).
+    #[arg(long, value_name = "DURATION")]
+    not_before: Option<String>,
+    /// For read-only caps: print the full, attenuable cap instead of its short read link
+    /// (apt cannot use the full form in a URL: its cache file names would pass 255 bytes).
+    #[arg(long)]
+    long: bool,
 }
 
 pub async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Issue(args) => issue(args).await,
-        Command::Inspect { cap, data, json } => inspect(&cap, data, json),
+        Command::Attenuate {
+            cap,
+            scope,
+            rights,
+            expires,
+        } => attenuate(&cap, scope, rights, expires),
+        Command::Revoke { data, id } => revoke(data, &id).await,
+        Command::List { data, json } => list(data, json).await,
+        Command::Inspect { cap, data, json } => inspect(&cap, data, json).await,
+        Command::Publish { cap, server } => publish(&cap, &server).await,
     }
+}
+
+fn parse_rights(text: &str) -> Result<Vec<Right>> {
+    let mut rights = split_list(text)
+        .iter()
+        .map(|r| r.parse::<Right>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    rights.sort();
+    rights.dedup();
+    if rights.is_empty() {
+        bail!("--rights needs at least one right");
+    }
+    Ok(rights)
+}
+
+fn seconds(text: &str) -> Result<i64> {
+    Ok(crate::time::parse_duration(text)
+        .map_err(anyhow::Error::msg)?
+        .as_secs() as i64)
+}
+
+/// Refuse scopes that name things that do not exist, and read caps below suite level.
+async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<()> {
+    let (suite, component, arch) = scope.apt_parts();
+    if rights.contains(&Right::Read) && component.is_some() {
+        bail!(
+            "a read cap names a repository or a suite (apt/NAME or apt/NAME/dists/SUITE): apt reads whole suites"
+        );
+    }
+    let (Some(repo), "apt") = (scope.repo(), scope.kind()) else {
+        return Ok(());
+    };
+    let store = open_store(data)?;
+    let definition = repos::load_apt_repo(&store, repo).await?;
+    if let Some(suite) = suite {
+        let Some(def) = definition.suites.iter().find(|s| s.name == suite) else {
+            bail!("apt/{repo} has no suite {suite}");
+        };
+        if let Some(component) = component
+            && !def.components.iter().any(|c| c == component)
+        {
+            bail!("suite {suite} has no component {component}");
+        }
+        if let Some(arch) = arch
+            && !def.architectures.iter().any(|a| a == arch)
+        {
+            bail!(
+                "suite {suite} has no architecture {arch} (it has {})",
+                def.architectures.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn issue(args: IssueArgs) -> Result<ExitCode> {
     let data = DataDir::new(&args.data);
     let scope: Scope = args.scope.parse()?;
-    let rights = split_list(&args.rights)
-        .iter()
-        .map(|r| r.parse::<Right>().map_err(anyhow::Error::msg))
-        .collect::<Result<Vec<_>>>()?;
-    if rights.is_empty() {
-        bail!("--rights needs at least one right");
-    }
-    let lifetime = crate::time::parse_duration(&args.expires).map_err(anyhow::Error::msg)?;
-    if scope.kind() == "apt"
-        && let Some(repo) = scope.repo()
-    {
-        let store = open_store(&data)?;
-        let definition = repos::load_apt_repo(&store, repo).await?;
-        let (suite, component, arch) = scope.apt_parts();
-        if let Some(suite) = suite {
-            let Some(def) = definition.suites.iter().find(|s| s.name == suite) else {
-                bail!("apt/{repo} has no suite {suite}");
-            };
-            if let Some(component) = component
-                && !def.components.iter().any(|c| c == component)
-            {
-                bail!("suite {suite} has no component {component}");
-            }
-            if let Some(arch) = arch
-                && !def.architectures.iter().any(|a| a == arch)
-            {
-                bail!(
-                    "suite {suite} has no architecture {arch} (it has {})",
-                    def.architectures.join(", ")
-                );
-            }
-        }
-    }
+    let rights = parse_rights(&args.rights)?;
+    let lifetime = seconds(&args.expires)?;
+    check_scope(&data, &scope, &rights).await?;
     let root = cap_keys::load(&data.cap_root_key())
         .context("loading the cap root key (only the data dir's owner can issue caps)")?;
     let now = crate::time::now_unix();
-    let expires = now.saturating_add(lifetime.as_secs() as i64);
-    let token = crate::caps::token::issue(&root, rights, &scope, now - 60, expires);
-    println!("{token}");
+    // A minute of slack absorbs clock skew between this machine and the servers.
+    let nbf = match &args.not_before {
+        Some(delay) => now + seconds(delay)?,
+        None => now - 60,
+    };
+    let exp = nbf.max(now).saturating_add(lifetime);
+    let token = crate::caps::token::issue(&root, rights.clone(), &scope, nbf, exp);
+    let id = Token::parse(&token)?.summary().id;
+    let store = open_store(&data)?;
+    let record = IssuedCap {
+        scope: scope.to_string(),
+        rights,
+        nbf,
+        exp,
+        issued_at: now,
+        issued_by: "cli".into(),
+    };
+    let read_only = record.rights == [Right::Read];
+    registry::record_issued(&store, &id, record)
+        .await
+        .context("recording the cap in the registry")?;
+    if read_only && !args.long {
+        println!(
+            "{}",
+            links::register(&store, &token)
+                .await
+                .context("storing the read link")?
+        );
+    } else {
+        println!("{token}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(cap: &str, data: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+fn attenuate(
+    cap: &str,
+    scope: Option<String>,
+    rights: Option<String>,
+    expires: Option<String>,
+) -> Result<ExitCode> {
+    if links::is_link(cap) {
+        bail!(
+            "{cap} is a read link, a reference to a cap kept by the server; attenuate a full cap (cap issue --long)"
+        );
+    }
     let token = Token::parse(cap)?;
-    let verified = match data {
-        Some(dir) => {
-            let config = Config::load(&DataDir::new(dir))?;
-            let root = cap_keys::parse_public(&config.caps.root_public_key)?;
-            Some(token.verify(&root, crate::time::now_unix()))
-        }
-        None => None,
+    let parent = token.summary();
+    let parent_scope: Scope = parent.scope.parse()?;
+    let scope: Scope = match scope {
+        Some(text) => text.parse()?,
+        None => parent_scope.clone(),
     };
+    if !parent_scope.covers(&scope) {
+        bail!("refusing to widen: {scope} is not inside the cap's scope {parent_scope}");
+    }
+    let rights = match rights {
+        Some(text) => parse_rights(&text)?,
+        None => parent.rights.clone(),
+    };
+    if let Some(extra) = rights.iter().find(|r| !parent.rights.contains(r)) {
+        bail!(
+            "refusing to widen: the cap does not hold the {extra} right (it has {})",
+            registry::rights_text(&parent.rights)
+        );
+    }
+    let exp = match expires {
+        Some(text) => {
+            let wanted = crate::time::now_unix().saturating_add(seconds(&text)?);
+            if wanted > parent.exp {
+                bail!(
+                    "refusing to widen: the cap expires at {}, before {text} from now",
+                    crate::time::rfc3339(parent.exp)
+                );
+            }
+            wanted
+        }
+        None => parent.exp,
+    };
+    println!("{}", token.attenuate(rights, &scope, parent.nbf, exp));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn revoke(data: PathBuf, id: &str) -> Result<ExitCode> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "{id:?} is not a cap id (32 hex characters; see `caprepo cap list` or `caprepo cap inspect`)"
+        );
+    }
+    let data = DataDir::new(data);
+    let store = open_store(&data)?;
+    let known = registry::issued(&store).await?.caps.contains_key(id);
+    registry::revoke(&store, &id.to_ascii_lowercase(), "cli").await?;
+    println!(
+        "revoked {id}{}",
+        if known {
+            ""
+        } else {
+            " (not issued here: an attenuated cap's id, or a typo)"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(data: PathBuf, json: bool) -> Result<ExitCode> {
+    let store = open_store(&DataDir::new(data))?;
+    let issued = registry::issued(&store).await?;
+    let revoked = registry::revocations(&store).await?;
+    let now = crate::time::now_unix();
+    let rows: Vec<serde_json::Value> = issued
+        .caps
+        .iter()
+        .map(|(id, cap)| {
+            let state = if revoked.revoked.contains_key(id) {
+                "revoked"
+            } else if now >= cap.exp {
+                "expired"
+            } else {
+                "valid"
+            };
+            serde_json::json!({
+                "id": id,
+                "scope": cap.scope,
+                "rights": cap.rights,
+                "not_before": crate::time::rfc3339(cap.nbf),
+                "expires": crate::time::rfc3339(cap.exp),
+                "issued": crate::time::rfc3339(cap.issued_at),
+                "state": state,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for row in &rows {
+            println!(
+                "{}  {:<8} {:<16} {}  expires {}",
+                row["id"].as_str().unwrap_or_default(),
+                row["state"].as_str().unwrap_or_default(),
+                row["rights"]
+                    .as_array()
+                    .map(|r| r
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                row["scope"].as_str().unwrap_or_default(),
+                row["expires"].as_str().unwrap_or_default(),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn inspect(cap: &str, data: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let resolved;
+    let cap = if links::is_link(cap) {
+        let Some(dir) = &data else {
+            bail!("{cap} is a read link; give --data DIR to look up the cap it names");
+        };
+        let store = open_store(&DataDir::new(dir))?;
+        resolved = links::resolve(&store, cap)
+            .await?
+            .with_context(|| format!("no read link {cap} in this store"))?;
+        resolved.as_str()
+    } else {
+        cap
+    };
+    let token = Token::parse(cap)?;
     let summary = token.summary();
+    let mut problem: Option<String> = None;
+    let mut revoked: Option<bool> = None;
+    if let Some(dir) = data {
+        let data = DataDir::new(dir);
+        let config = Config::load(&data)?;
+        let root = cap_keys::parse_public(&config.caps.root_public_key)?;
+        if let Err(e) = token.verify(&root, crate::time::now_unix()) {
+            problem = Some(e.to_string());
+        }
+        let list = registry::revocations(&open_store(&data)?).await?;
+        let hit = summary
+            .chain_ids
+            .iter()
+            .find(|id| list.revoked.contains_key(*id));
+        revoked = Some(hit.is_some());
+        if let (Some(id), None) = (hit, &problem) {
+            problem = Some(format!("capability {id} has been revoked"));
+        }
+    }
+    let rights: Vec<String> = summary.rights.iter().map(|r| r.to_string()).collect();
     if json {
         let mut value = serde_json::json!({
             "id": summary.id,
             "chain": summary.chain_ids,
             "scope": summary.scope,
-            "rights": summary.rights.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "rights": rights,
             "not_before": crate::time::rfc3339(summary.nbf),
             "expires": crate::time::rfc3339(summary.exp),
         });
-        if let Some(result) = &verified {
-            value["valid"] = serde_json::Value::Bool(result.is_ok());
-            if let Err(e) = result {
-                value["problem"] = serde_json::Value::String(e.to_string());
-            }
+        if let Some(revoked) = revoked {
+            value["revoked"] = serde_json::Value::Bool(revoked);
+            value["valid"] = serde_json::Value::Bool(problem.is_none());
+        }
+        if let Some(problem) = &problem {
+            value["problem"] = serde_json::Value::String(problem.clone());
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("id:         {}", summary.id);
+        if summary.chain_ids.len() > 1 {
+            println!("chain:      {}", summary.chain_ids.join(" > "));
+        }
         println!("scope:      {}", summary.scope);
-        println!(
-            "rights:     {}",
-            summary
-                .rights
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        println!("rights:     {}", rights.join(","));
         println!("not before: {}", crate::time::rfc3339(summary.nbf));
         println!("expires:    {}", crate::time::rfc3339(summary.exp));
-        match &verified {
-            Some(Ok(_)) => println!("valid:      yes"),
-            Some(Err(e)) => println!("valid:      no ({e})"),
-            None => println!("valid:      not checked (give --data DIR to verify)"),
+        match (&revoked, &problem) {
+            (None, _) => println!("valid:      not checked (give --data DIR to verify)"),
+            (Some(_), None) => println!("valid:      yes"),
+            (Some(_), Some(p)) => println!("valid:      no ({p})"),
         }
     }
-    Ok(if matches!(verified, Some(Err(_))) {
+    Ok(if problem.is_some() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn publish(cap: &str, server: &str) -> Result<ExitCode> {
+    let base = server.trim_end_matches('/');
+    let client = reqwest::Client::builder().build()?;
+    let (link, expires) = if links::is_link(cap) {
+        (cap.to_string(), None)
+    } else {
+        let summary = Token::parse(cap)?.summary();
+        if !summary.rights.contains(&Right::Read) {
+            bail!("this cap has no read right; issue one with --rights read");
+        }
+        // Full caps are too long for apt's cache file names: register the short link.
+        let response = client
+            .post(format!("{base}/api/v1/links"))
+            .bearer_auth(cap)
+            .send()
+            .await
+            .with_context(|| format!("asking {base} (is it the server's public URL?)"))?;
+        let status = response.status();
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
+        if !status.is_success() {
+            bail!(
+                "the server refused the read cap ({status}): {}",
+                body["reason"].as_str().unwrap_or("no reason")
+            );
+        }
+        let link = body["link"]
+            .as_str()
+            .context("the server answered no link")?
+            .to_string();
+        (link, Some(summary.exp))
+    };
+    let response = client
+        .get(format!("{base}/r/{link}/"))
+        .header(reqwest::header::ACCEPT, "text/plain")
+        .send()
+        .await
+        .with_context(|| format!("asking {base} (is it the server's public URL?)"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!(
+            "the server refused the read cap ({status}): {}",
+            text.trim()
+        );
+    }
+    print!("{text}");
+    let until = expires
+        .map(|e| format!(" It expires {}.", crate::time::rfc3339(e)))
+        .unwrap_or_default();
+    println!("# The URL above carries a read capability: treat it as a secret.{until}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -74,6 +74,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         "{}",
         crate::server::sources_snippet(
             &base,
+            &format!("{base}/demo/"),
             "demo",
             &[("stable".to_string(), vec!["main".to_string()])]
         )

@@ -45,6 +45,9 @@ pub struct AddArgs {
     /// Release file Label (default: the name).
     #[arg(long)]
     label: Option<String>,
+    /// Readable only through read caps (`caprepo cap issue --rights read`); the public path answers 404.
+    #[arg(long)]
+    private: bool,
 }
 
 pub fn open_store(data: &DataDir) -> Result<Store> {
@@ -69,7 +72,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                 architectures: split_list(&args.architectures),
                 origin: args.origin,
                 label: args.label,
-                private: false,
+                private: args.private,
             };
             repos::add_apt_repo(&store, new, "cli").await?;
             println!(

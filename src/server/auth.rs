@@ -7,6 +7,7 @@ use axum::response::Response;
 use ed25519_dalek::VerifyingKey;
 
 use super::reply;
+use crate::caps::registry::RevocationCheck;
 use crate::caps::{CapError, Grant, Right, Token};
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -23,6 +24,8 @@ pub enum Denied {
     Unauthorized(String),
     /// A valid cap without the needed right: 403.
     Forbidden(String),
+    /// The revocation list could not be read: 503, try again.
+    Unavailable,
 }
 
 impl Denied {
@@ -34,17 +37,46 @@ impl Denied {
             Denied::Forbidden(reason) => {
                 reply::error(StatusCode::FORBIDDEN, "missing-right", &reason)
             }
+            Denied::Unavailable => reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the revocation list cannot be read right now; try again",
+            ),
         }
     }
 }
 
-/// Verify the request's cap and require one right.
-pub fn require(headers: &HeaderMap, root: &VerifyingKey, right: Right) -> Result<Grant, Denied> {
+/// Verify the request's bearer cap (signatures, time, revocation) and require one right.
+pub async fn require(
+    headers: &HeaderMap,
+    root: &VerifyingKey,
+    revocations: &RevocationCheck,
+    right: Right,
+) -> Result<Grant, Denied> {
     let token =
         bearer(headers).ok_or_else(|| Denied::Unauthorized(CapError::Missing.to_string()))?;
+    verify(token, root, revocations, right).await
+}
+
+/// Verify a cap given in full (a bearer token, or the `<cap>` of a `/r/<cap>/` URL).
+pub async fn verify(
+    token: &str,
+    root: &VerifyingKey,
+    revocations: &RevocationCheck,
+    right: Right,
+) -> Result<Grant, Denied> {
     let grant = Token::parse(token)
         .and_then(|t| t.verify(root, crate::time::now_unix()))
         .map_err(|e| Denied::Unauthorized(e.to_string()))?;
+    match revocations.revoked_id(&grant).await {
+        Ok(None) => {}
+        Ok(Some(id)) => return Err(Denied::Unauthorized(CapError::Revoked(id).to_string())),
+        Err(e) => {
+            // Fail closed: a revocation we cannot read is a revocation we cannot honour.
+            tracing::error!(error = %e, "cannot read the revocation list");
+            return Err(Denied::Unavailable);
+        }
+    }
     if !grant.has(right) {
         return Err(Denied::Forbidden(format!(
             "cap {} does not grant the {right} right",

@@ -1,11 +1,14 @@
-//! `caprepo serve`'s HTTP surface: the repository trees apt fetches from, the
-//! upload API build workers push to, the public key, a setup page, `/healthz`
-//! and `/metrics`. Every repository path is resolved through the published
-//! view, so a reader sees one whole publication or the next, never a mix.
+//! `caprepo serve`'s HTTP surface: the repository trees apt fetches from (public
+//! at `/<repo>/`, or through a read cap at `/r/<cap>/`), the upload API build
+//! workers push to, the public key, setup pages, `/healthz` and `/metrics`.
+//! Every repository path is resolved through the published view, so a reader
+//! sees one whole publication or the next, never a mix.
 
+mod access_log;
 mod auth;
 mod files;
 pub mod pages;
+mod readcap;
 mod reply;
 mod upload;
 
@@ -13,16 +16,23 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use ed25519_dalek::VerifyingKey;
 
+use crate::caps::registry::RevocationCheck;
 use crate::config::{Config, DataDir};
 use crate::deb::Limits;
-use crate::manager::ManagerHandle;
+use crate::manager::{ManagerHandle, Views};
 use crate::metrics::Metrics;
+use crate::model::FileEntry;
 use crate::store::Store;
+
+pub use pages::sources_snippet;
+
+/// Top-level path segments the server uses itself; no repository may take these names.
+pub const RESERVED_NAMES: &[&str] = &["r", "api", "key.asc", "key.gpg", "healthz", "metrics"];
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +40,7 @@ pub struct AppState {
     pub data: Arc<DataDir>,
     pub config: Arc<Config>,
     pub root_key: VerifyingKey,
+    pub revocations: Arc<RevocationCheck>,
     pub manager: ManagerHandle,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
@@ -50,10 +61,15 @@ pub fn router(state: AppState) -> Router {
             put(upload::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/wait", get(upload::wait))
+        .route("/api/v1/links", axum::routing::post(readcap::register))
+        .route("/r/{cap}", get(readcap::page))
+        .route("/r/{cap}/", get(readcap::page))
+        .route("/r/{cap}/{*path}", get(readcap::file))
         .route("/{repo}", get(pages::repo_page))
         .route("/{repo}/", get(pages::repo_page))
         .route("/{repo}/{*path}", get(repository_file))
         .fallback(|| async { reply::not_found("no such page") })
+        .layer(axum::middleware::from_fn(access_log::log))
         .with_state(state)
 }
 
@@ -70,49 +86,57 @@ async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
-/// `GET /<repo>/dists/...` and `/<repo>/pool/...`.
+fn safe_path(path: &str) -> bool {
+    !path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+}
+
+/// Resolve a path of a repository's tree, optionally limited to one suite.
+pub(crate) fn resolve(
+    views: &Views,
+    repo: &str,
+    only_suite: Option<&str>,
+    path: &str,
+) -> Option<FileEntry> {
+    if crate::caps::scope::validate_name("repository", repo).is_err() || !safe_path(path) {
+        return None;
+    }
+    if let Some(rest) = path.strip_prefix("dists/") {
+        let suite = rest.split('/').next().unwrap_or_default();
+        if only_suite.is_some_and(|only| only != suite) {
+            return None;
+        }
+        views.get(repo, suite).and_then(|view| view.lookup(path))
+    } else if path.starts_with("pool/") {
+        views
+            .suites_of(repo)
+            .iter()
+            .filter(|view| only_suite.is_none_or(|only| view.current.suite == only))
+            .find_map(|view| view.lookup(path))
+    } else {
+        None
+    }
+}
+
+/// `GET /<repo>/dists/...` and `/<repo>/pool/...` of public repositories.
 async fn repository_file(
     State(state): State<AppState>,
     Path((repo, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     state.metrics.http_requests.inc();
-    let not_found = || {
-        state.metrics.http_not_found.inc();
-        reply::not_found("no such file in the published repository")
-    };
-    if crate::caps::scope::validate_name("repository", &repo).is_err()
-        || path
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return not_found();
-    }
-    let entry = if let Some(rest) = path.strip_prefix("dists/") {
-        let suite = rest.split('/').next().unwrap_or_default();
-        state
-            .manager
-            .views
-            .get(&repo, suite)
-            .and_then(|view| view.lookup(&path))
-    } else if path.starts_with("pool/") {
-        state
-            .manager
-            .views
-            .suites_of(&repo)
-            .iter()
-            .find_map(|view| view.lookup(&path))
+    let views = &state.manager.views;
+    let entry = if views.is_public(&repo) {
+        resolve(views, &repo, None, &path)
     } else {
         None
     };
     match entry {
         Some(entry) => files::serve(&state.store, &state.metrics, &path, entry, &headers).await,
-        None => not_found(),
+        None => {
+            state.metrics.http_not_found.inc();
+            reply::not_found("no such file in the published repository")
+        }
     }
-}
-
-pub use pages::sources_snippet;
-
-pub fn status_json(status: StatusCode, code: &str, reason: &str) -> Response {
-    reply::error(status, code, reason)
 }

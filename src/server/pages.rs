@@ -30,7 +30,13 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
     let mut body = String::from(
         "<!doctype html><meta charset=utf-8><title>caprepo</title><h1>caprepo</h1><ul>",
     );
-    for repo in state.manager.views.repos() {
+    for repo in state
+        .manager
+        .views
+        .repos()
+        .into_iter()
+        .filter(|r| state.manager.views.is_public(r))
+    {
         let r = escape(&repo);
         body.push_str(&format!("<li><a href=\"/{r}/\">{r}</a></li>"));
     }
@@ -38,23 +44,98 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
     Html(body)
 }
 
-/// The setup text for one repository, also printed by `caprepo demo`.
-pub fn sources_snippet(base: &str, repo: &str, suites: &[(String, Vec<String>)]) -> String {
+/// The setup text for one repository, also printed by `caprepo demo` and `caprepo cap publish`.
+/// `uri` is the repository root (`http://host/<repo>/` or `http://host/r/<cap>/`),
+/// `name` names the keyring and the sources file.
+pub fn sources_snippet(
+    base: &str,
+    uri: &str,
+    name: &str,
+    suites: &[(String, Vec<String>)],
+) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "curl -fsSL {base}/key.gpg | sudo tee /etc/apt/keyrings/{repo}.gpg >/dev/null\n\n"
+        "# the signing key: {base}/key.gpg (armored: {base}/key.asc)
+"
+    ));
+    out.push_str(&format!(
+        "curl -fsSL {base}/key.gpg | sudo tee /etc/apt/keyrings/{name}.gpg >/dev/null
+
+"
     ));
     for (suite, components) in suites {
+        let components = components.join(" ");
         out.push_str(&format!(
-            "# /etc/apt/sources.list.d/{repo}-{suite}.sources\nTypes: deb\nURIs: {base}/{repo}/\nSuites: {suite}\nComponents: {}\nSigned-By: /etc/apt/keyrings/{repo}.gpg\n\n",
-            components.join(" ")
+            "# /etc/apt/sources.list.d/{name}-{suite}.sources
+Types: deb
+URIs: {uri}
+Suites: {suite}
+Components: {components}
+Signed-By: /etc/apt/keyrings/{name}.gpg
+
+"
         ));
         out.push_str(&format!(
-            "# or one line in /etc/apt/sources.list.d/{repo}-{suite}.list\ndeb [signed-by=/etc/apt/keyrings/{repo}.gpg] {base}/{repo}/ {suite} {}\n\n",
-            components.join(" ")
+            "# or one line in /etc/apt/sources.list.d/{name}-{suite}.list
+deb [signed-by=/etc/apt/keyrings/{name}.gpg] {uri} {suite} {components}
+
+"
         ));
     }
     out
+}
+
+/// Suites and their components as readers see them, optionally limited to one suite.
+pub fn published_suites(
+    views: &crate::manager::Views,
+    repo: &str,
+    only: Option<&str>,
+) -> Vec<(String, Vec<String>)> {
+    views
+        .suites_of(repo)
+        .iter()
+        .filter(|v| only.is_none_or(|o| v.current.suite == o))
+        .map(|v| {
+            let prefix = format!("dists/{}/", v.current.suite);
+            let mut components: Vec<String> = v
+                .current
+                .files
+                .keys()
+                .filter_map(|p| {
+                    p.strip_prefix(&prefix)
+                        .and_then(|r| r.split_once("/binary-"))
+                        .map(|(c, _)| c.to_string())
+                })
+                .collect();
+            components.dedup();
+            (v.current.suite.clone(), components)
+        })
+        .collect()
+}
+
+pub fn base_url_of(headers: &HeaderMap) -> String {
+    base_url(headers)
+}
+
+/// HTML for browsers, plain text for `curl` and `caprepo cap publish`.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+pub fn setup_page(title: &str, snippet: &str, headers: &HeaderMap) -> Response {
+    if wants_html(headers) {
+        Html(format!(
+            "<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1><h2>Setup</h2><pre>{1}</pre>",
+            escape(title),
+            escape(snippet)
+        ))
+        .into_response()
+    } else {
+        snippet.to_string().into_response()
+    }
 }
 
 pub async fn repo_page(
@@ -62,44 +143,14 @@ pub async fn repo_page(
     Path(repo): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let views = state.manager.views.suites_of(&repo);
-    if views.is_empty() {
+    let views = &state.manager.views;
+    if !views.is_public(&repo) || views.suites_of(&repo).is_empty() {
         return reply::not_found("no such repository");
     }
-    let suites: Vec<(String, Vec<String>)> = views
-        .iter()
-        .map(|v| {
-            let mut components: Vec<String> = v
-                .current
-                .files
-                .keys()
-                .filter_map(|p| {
-                    p.strip_prefix(&format!("dists/{}/", v.current.suite))
-                        .and_then(|r| r.split_once('/'))
-                        .map(|(c, _)| c.to_string())
-                })
-                .filter(|c| !c.contains('.') && c != "by-hash")
-                .collect();
-            components.dedup();
-            (v.current.suite.clone(), components)
-        })
-        .collect();
-    let snippet = sources_snippet(&base_url(&headers), &repo, &suites);
-    let mut body = format!(
-        "<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1><h2>Setup</h2><pre>{1}</pre><h2>Suites</h2><ul>",
-        escape(&repo),
-        escape(&snippet)
-    );
-    for view in &views {
-        body.push_str(&format!(
-            "<li>{} (generation {}, {} packages)</li>",
-            escape(&view.current.suite),
-            view.generation,
-            view.current.pool.len()
-        ));
-    }
-    body.push_str("</ul>");
-    Html(body).into_response()
+    let base = base_url(&headers);
+    let suites = published_suites(views, &repo, None);
+    let snippet = sources_snippet(&base, &format!("{base}/{repo}/"), &repo, &suites);
+    setup_page(&repo, &snippet, &headers)
 }
 
 fn key_response(bytes: &[u8], content_type: &'static str) -> Response {

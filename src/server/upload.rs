@@ -65,10 +65,11 @@ pub async fn upload(
         state.metrics.uploads_refused.inc();
         response
     };
-    let grant = match auth::require(&headers, &state.root_key, Right::Upload) {
-        Ok(g) => g,
-        Err(denied) => return refused(denied.into_response()),
-    };
+    let grant =
+        match auth::require(&headers, &state.root_key, &state.revocations, Right::Upload).await {
+            Ok(g) => g,
+            Err(denied) => return refused(denied.into_response()),
+        };
     if !valid_file_name(&file_name) {
         return refused(reply::error(
             StatusCode::BAD_REQUEST,
@@ -261,10 +262,11 @@ pub async fn wait(
     Query(query): Query<WaitQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let grant = match auth::require(&headers, &state.root_key, Right::Upload) {
-        Ok(g) => g,
-        Err(denied) => return denied.into_response(),
-    };
+    let grant =
+        match auth::require(&headers, &state.root_key, &state.revocations, Right::Upload).await {
+            Ok(g) => g,
+            Err(denied) => return denied.into_response(),
+        };
     let cell: Scope = match query.cell.parse() {
         Ok(s) => s,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),

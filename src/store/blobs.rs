@@ -190,6 +190,43 @@ impl Store {
 }
 
 impl Store {
+    /// Write a small named object unless it exists (same name, same content by construction).
+    pub async fn put_named_once(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = named_path(name)?;
+        match self
+            .raw_put(
+                &path,
+                PutPayload::from(bytes),
+                object_store::PutMode::Create,
+            )
+            .await
+        {
+            Ok(_)
+            | Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read a small named object, if present.
+    pub async fn get_named(&self, name: &str, max: u64) -> Result<Option<Bytes>> {
+        let path = named_path(name)?;
+        match self.inner.get_opts(&path, GetOptions::default()).await {
+            Ok(found) if found.meta.size > max => Err(StoreError::TooLarge(name.to_string(), max)),
+            Ok(found) => Ok(Some(found.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Named objects outside blobs/ and refs/ (read links): same alphabet as ref names.
+fn named_path(name: &str) -> Result<Path> {
+    let valid = super::RefName::new(name)?;
+    Ok(Path::from(valid.as_str()))
+}
+
+impl Store {
     // The `ObjectStoreExt` conveniences return futures that are not `Send`; the
     // core trait methods are, so everything here goes through them.
     pub(crate) async fn raw_put(

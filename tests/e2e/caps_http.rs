@@ -8,16 +8,16 @@ use crate::harness::*;
 #[test]
 fn cap_failures_are_401_and_scope_failures_are_403() {
     let data = DataDir::init(&[]);
-    data.repo_add("r", "stable,testing", "main,contrib", "amd64,arm64");
+    data.repo_add("rp", "stable,testing", "main,contrib", "amd64,arm64");
     data.repo_add("other", "stable", "main", "amd64");
     let server = Server::start(&data);
     let deb = fixture("debs/hello_2.10-3_amd64.deb");
-    let good = data.cap("apt/r/dists/stable/main/binary-amd64", "1h");
+    let good = data.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
 
     let foreign = DataDir::init(&[]);
-    foreign.repo_add("r", "stable", "main", "amd64");
-    let forged = foreign.cap("apt/r/dists/stable/main/binary-amd64", "1h");
-    let short = data.cap("apt/r/dists/stable/main/binary-amd64", "1s");
+    foreign.repo_add("rp", "stable", "main", "amd64");
+    let forged = foreign.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
+    let short = data.cap("apt/rp/dists/stable/main/binary-amd64", "1s");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let mut tampered = good.clone();
     let last = tampered.pop().unwrap();
@@ -43,10 +43,10 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
 
     // Siblings of the cap's cell: other suite, component, arch, repository.
     for target in [
-        "apt/r/dists/testing/main",
-        "apt/r/dists/stable/contrib",
+        "apt/rp/dists/testing/main",
+        "apt/rp/dists/stable/contrib",
         "apt/other/dists/stable/main",
-        "apt/r/dists/stable/main/binary-arm64",
+        "apt/rp/dists/stable/main/binary-arm64",
     ] {
         let reply = put(
             &server,
@@ -67,7 +67,7 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
     assert_eq!(arm.status, 403);
 
     // An arch-all package through an arm64 cap lands in every arch's index.
-    let arm_cap = data.cap("apt/r/dists/stable/main/binary-arm64", "1h");
+    let arm_cap = data.cap("apt/rp/dists/stable/main/binary-arm64", "1h");
     let out = server.upload(&arm_cap, &[fixture("debs/lsb-base_11.6_all.deb")], true);
     assert!(
         out.status.success(),
@@ -76,13 +76,13 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
     );
     for arch in ["amd64", "arm64"] {
         let packages = server
-            .get(&format!("/r/dists/stable/main/binary-{arch}/Packages"))
+            .get(&format!("/rp/dists/stable/main/binary-{arch}/Packages"))
             .text();
         assert!(packages.contains("Package: lsb-base\n"), "{arch}");
     }
 
     // A suite-wide cap needs a target naming the component, and works with one.
-    let wide = data.cap("apt/r/dists/stable", "1h");
+    let wide = data.cap("apt/rp/dists/stable", "1h");
     let reply = put(&server, "hello.deb", &deb, Some(&wide), "");
     assert_eq!(reply.status, 400);
     assert!(reply.json()["reason"].as_str().unwrap().contains("--to"));
@@ -92,7 +92,7 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
             "--server",
             &server.url,
             "--to",
-            "apt/r/dists/stable/contrib",
+            "apt/rp/dists/stable/contrib",
             "--wait",
         ])
         .env("CAPREPO_CAP", &wide)
@@ -106,7 +106,7 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
     );
     assert!(
         server
-            .get("/r/dists/stable/contrib/binary-amd64/Packages")
+            .get("/rp/dists/stable/contrib/binary-amd64/Packages")
             .text()
             .contains("Package: hello")
     );
@@ -114,10 +114,10 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
     // cap issue refuses scopes that name nothing real.
     for scope in [
         "apt/nosuch",
-        "apt/r/dists/sid",
-        "apt/r/dists/stable/non-free",
-        "apt/r/dists/stable/main/binary-s390x",
-        "apt/r/../x",
+        "apt/rp/dists/sid",
+        "apt/rp/dists/stable/non-free",
+        "apt/rp/dists/stable/main/binary-s390x",
+        "apt/rp/../x",
     ] {
         let out = caprepo()
             .args(["cap", "issue", "--data"])
@@ -143,8 +143,8 @@ fn cap_failures_are_401_and_scope_failures_are_403() {
 #[test]
 fn cap_inspect_shows_what_a_cap_grants() {
     let data = DataDir::init(&[]);
-    data.repo_add("r", "stable", "main", "amd64");
-    let cap = data.cap("apt/r/dists/stable/main/binary-amd64", "1h");
+    data.repo_add("rp", "stable", "main", "amd64");
+    let cap = data.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
     let out = run_ok(
         caprepo()
             .args(["cap", "inspect", "--json", "--data"])
@@ -152,7 +152,7 @@ fn cap_inspect_shows_what_a_cap_grants() {
             .arg(&cap),
     );
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["scope"], "apt/r/dists/stable/main/binary-amd64");
+    assert_eq!(json["scope"], "apt/rp/dists/stable/main/binary-amd64");
     assert_eq!(json["rights"], serde_json::json!(["upload"]));
     assert_eq!(json["valid"], true);
     assert!(json["expires"].as_str().unwrap().ends_with('Z'));

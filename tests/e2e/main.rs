@@ -7,6 +7,7 @@ mod apt_client;
 mod caps_http;
 mod concurrency;
 mod http_semantics;
+mod readcaps;
 mod refusals;
 mod schema;
 mod signing;

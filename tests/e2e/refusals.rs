@@ -75,9 +75,9 @@ const CASES: &[Case] = &[
 #[test]
 fn each_bad_package_is_refused_with_a_reason_and_nothing_is_stored() {
     let data = DataDir::init(&[]);
-    data.repo_add("r", "stable", "main", "amd64,arm64");
+    data.repo_add("rp", "stable", "main", "amd64,arm64");
     let server = Server::start(&data);
-    let cap = data.cap("apt/r/dists/stable/main/binary-amd64", "1h");
+    let cap = data.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
     // One good upload first, so "unchanged" covers an existing package too.
     assert!(
         server
@@ -86,7 +86,7 @@ fn each_bad_package_is_refused_with_a_reason_and_nothing_is_stored() {
             .success()
     );
     server.wait_for(
-        "/r/dists/stable/main/binary-amd64/Packages",
+        "/rp/dists/stable/main/binary-amd64/Packages",
         "hello listed",
         |r| r.text().contains("hello"),
     );
@@ -128,9 +128,9 @@ fn each_bad_package_is_refused_with_a_reason_and_nothing_is_stored() {
 #[test]
 fn same_identity_with_other_bytes_conflicts_and_same_bytes_is_a_no_op() {
     let data = DataDir::init(&[]);
-    data.repo_add("r", "stable", "main", "amd64");
+    data.repo_add("rp", "stable", "main", "amd64");
     let server = Server::start(&data);
-    let cap = data.cap("apt/r/dists/stable/main/binary-amd64", "1h");
+    let cap = data.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
     let first = put(
         &server,
         "hello_2.10-3_amd64.deb",
@@ -143,7 +143,7 @@ fn same_identity_with_other_bytes_conflicts_and_same_bytes_is_a_no_op() {
     assert_eq!(json["status"], "stored");
     assert_eq!(json["published"], true);
     assert_eq!(json["package"]["name"], "hello");
-    assert_eq!(json["cell"], "apt/r/dists/stable/main/binary-amd64");
+    assert_eq!(json["cell"], "apt/rp/dists/stable/main/binary-amd64");
     assert_eq!(
         json["digest"],
         sha256_hex(&std::fs::read(fixture("debs/hello_2.10-3_amd64.deb")).unwrap())
@@ -188,9 +188,9 @@ fn same_identity_with_other_bytes_conflicts_and_same_bytes_is_a_no_op() {
 #[test]
 fn bad_requests_get_4xx_not_5xx() {
     let data = DataDir::init(&[]);
-    data.repo_add("r", "stable", "main", "amd64");
+    data.repo_add("rp", "stable", "main", "amd64");
     let server = Server::start(&data);
-    let cap = data.cap("apt/r/dists/stable/main/binary-amd64", "1h");
+    let cap = data.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
     let deb = fixture("debs/hello_2.10-3_amd64.deb");
     let empty = data.tmp.path().join("empty.deb");
     std::fs::write(&empty, b"").unwrap();
@@ -198,7 +198,7 @@ fn bad_requests_get_4xx_not_5xx() {
         ("hello.rpm", &deb, "", 400),
         ("..%2Fhello.deb", &deb, "", 400),
         ("hello.deb", &empty, "", 400),
-        ("hello.deb", &deb, "?target=apt/r/dists/testing/main", 403),
+        ("hello.deb", &deb, "?target=apt/rp/dists/testing/main", 403),
         ("hello.deb", &deb, "?target=apt/../x", 400),
     ] {
         let reply = put(&server, name, file, Some(&cap), query);
@@ -206,10 +206,10 @@ fn bad_requests_get_4xx_not_5xx() {
         assert!(reply.json()["reason"].is_string());
     }
     for path in [
-        "/r/dists/stable/../../../etc/passwd",
-        "/r/pool/%2e%2e/x",
-        "/R/dists/stable/InRelease",
-        "/r/dists/nosuch/InRelease",
+        "/rp/dists/stable/../../../etc/passwd",
+        "/rp/pool/%2e%2e/x",
+        "/RP/dists/stable/InRelease",
+        "/rp/dists/nosuch/InRelease",
     ] {
         let reply = server.get(path);
         assert!(

@@ -1,0 +1,126 @@
+//! Read capabilities in URLs: `/r/<cap>/` serves the tree of the repository the
+//! cap names, limited to one suite when the scope names one, so apt needs
+//! nothing but the URL. This is how private repositories are read. The cap is
+//! checked (signatures, time, revocation) on every request.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::auth::Denied;
+use super::{AppState, auth, files, pages, reply, resolve};
+use crate::caps::{Grant, Right, links};
+
+/// The repository and (optionally) suite a read cap opens.
+fn read_target(grant: &Grant) -> Result<(String, Option<String>), Denied> {
+    let scope = &grant.scope;
+    let (suite, component, _) = scope.apt_parts();
+    match (scope.kind(), scope.repo(), component) {
+        ("apt", Some(repo), None) => Ok((repo.to_string(), suite.map(str::to_string))),
+        _ => Err(Denied::Forbidden(format!(
+            "a read cap names a repository or a suite (apt/NAME or apt/NAME/dists/SUITE), not {scope}"
+        ))),
+    }
+}
+
+/// Accept a full cap or a read link (`cr1-...`), which names a full cap kept in the store.
+async fn authorize(state: &AppState, cap: &str) -> Result<(String, Option<String>), Denied> {
+    let token = if links::is_link(cap) {
+        match links::resolve(&state.store, cap).await {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                return Err(Denied::Unauthorized("unknown read link".into()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a read link");
+                return Err(Denied::Unavailable);
+            }
+        }
+    } else {
+        cap.to_string()
+    };
+    let grant = auth::verify(&token, &state.root_key, &state.revocations, Right::Read).await?;
+    read_target(&grant)
+}
+
+/// `POST /api/v1/links` with a read cap as bearer: keep it in the store and answer its short link.
+pub async fn register(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let grant =
+        match auth::require(&headers, &state.root_key, &state.revocations, Right::Read).await {
+            Ok(g) => g,
+            Err(denied) => return denied.into_response(),
+        };
+    if let Err(denied) = read_target(&grant) {
+        return denied.into_response();
+    }
+    let Some(token) = auth::bearer(&headers) else {
+        return reply::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no capability given",
+        );
+    };
+    match links::register(&state.store, token).await {
+        Ok(link) => {
+            #[derive(serde::Serialize)]
+            struct Answer {
+                link: String,
+                path: String,
+            }
+            let path = format!("/r/{link}/");
+            reply::json(StatusCode::OK, &Answer { link, path })
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a read link");
+            reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the link could not be stored; try again",
+            )
+        }
+    }
+}
+
+/// `GET /r/<cap>/...`
+pub async fn file(
+    State(state): State<AppState>,
+    Path((cap, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    state.metrics.http_requests.inc();
+    match path.as_str() {
+        "key.gpg" => return pages::key_binary(State(state)).await,
+        "key.asc" => return pages::key_armored(State(state)).await,
+        _ => {}
+    }
+    let (repo, suite) = match authorize(&state, &cap).await {
+        Ok(target) => target,
+        Err(denied) => return denied.into_response(),
+    };
+    match resolve(&state.manager.views, &repo, suite.as_deref(), &path) {
+        Some(entry) => files::serve(&state.store, &state.metrics, &path, entry, &headers).await,
+        None => {
+            state.metrics.http_not_found.inc();
+            reply::not_found("no such file in what this read cap opens")
+        }
+    }
+}
+
+/// `GET /r/<cap>/`: the setup text (or page, for a browser) for this read cap.
+pub async fn page(
+    State(state): State<AppState>,
+    Path(cap): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (repo, suite) = match authorize(&state, &cap).await {
+        Ok(target) => target,
+        Err(denied) => return denied.into_response(),
+    };
+    let suites = pages::published_suites(&state.manager.views, &repo, suite.as_deref());
+    if suites.is_empty() {
+        return reply::not_found("nothing is published yet in what this read cap opens");
+    }
+    let base = pages::base_url_of(&headers);
+    let snippet = pages::sources_snippet(&base, &format!("{base}/r/{cap}/"), &repo, &suites);
+    pages::setup_page(&format!("{repo} (read capability)"), &snippet, &headers)
+}

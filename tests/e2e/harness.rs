@@ -89,15 +89,21 @@ impl DataDir {
     }
 
     pub fn cap(&self, scope: &str, expires: &str) -> String {
+        self.cap_with(scope, "upload", expires, &[])
+    }
+
+    /// `cap issue` with any rights and extra flags; checks the cap alone is on stdout.
+    pub fn cap_with(&self, scope: &str, rights: &str, expires: &str, extra: &[&str]) -> String {
         let out = run_ok(
             caprepo()
                 .args(["cap", "issue", "--data"])
                 .arg(&self.path)
-                .args(["--scope", scope, "--rights", "upload", "--expires", expires]),
+                .args(["--scope", scope, "--rights", rights, "--expires", expires])
+                .args(extra),
         );
         let cap = out.trim().to_string();
         assert!(
-            cap.starts_with("caprepo1.") && !cap.contains('\n'),
+            (cap.starts_with("caprepo1.") || cap.starts_with("cr1-")) && !cap.contains('\n'),
             "the cap alone on stdout: {out:?}"
         );
         cap

@@ -8,15 +8,7 @@ use std::process::Command;
 use crate::harness::*;
 
 fn issue(data: &DataDir, scope: &str, rights: &str, extra: &[&str]) -> String {
-    run_ok(
-        caprepo()
-            .args(["cap", "issue", "--data"])
-            .arg(&data.path)
-            .args(["--scope", scope, "--rights", rights, "--expires", "30d"])
-            .args(extra),
-    )
-    .trim()
-    .to_string()
+    data.cap_with(scope, rights, "30d", extra)
 }
 
 fn cap_id(data: &DataDir, cap: &str) -> String {

@@ -105,6 +105,40 @@ fn real_manifests_match_the_schemas() {
         "cap block",
     );
 
+    // The cap registry and the revocation list.
+    let read = data.cap_with("apt/s", "read", "1d", &[]);
+    let id = serde_json::from_str::<Value>(&run_ok(
+        caprepo()
+            .args(["cap", "inspect", "--json", "--data"])
+            .arg(&data.path)
+            .arg(&read),
+    ))
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run_ok(
+        caprepo()
+            .args(["cap", "revoke", "--data"])
+            .arg(&data.path)
+            .arg(&id),
+    );
+    let issued = newest_ref(&refs.join("caps/issued"));
+    assert_valid(&ref_entry, &issued, "registry ref");
+    let registry = blob(&data, issued["target"].as_str().unwrap());
+    assert_valid(
+        &schema("cap-registry.schema.json"),
+        &registry,
+        "cap registry",
+    );
+    assert_eq!(registry["caps"].as_object().unwrap().len(), 2);
+    let revoked = newest_ref(&refs.join("caps/revoked"));
+    assert_valid(
+        &schema("cap-revocations.schema.json"),
+        &blob(&data, revoked["target"].as_str().unwrap()),
+        "revocations",
+    );
+
     // The schemas are not vacuous: a manifest with a bad digest is refused.
     let mut broken = chunk.clone();
     broken["packages"][0]["sha256"] = Value::String("xyz".into());

@@ -36,11 +36,25 @@ pub enum Command {
         #[arg(long)]
         expires: Option<String>,
     },
-    /// Revoke a cap by id: it and every cap derived from it stop working on the next request.
+    /// Revoke a cap: it and every cap derived from it stop working on the next request.
+    ///
+    /// Locally with --data DIR, or through a server with an admin cap covering the cap's scope.
     Revoke {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        /// The cap id (see `cap list` or `cap inspect`).
+        /// The data dir (the operator's way).
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "server",
+            conflicts_with = "server"
+        )]
+        data: Option<PathBuf>,
+        /// A server to ask instead, with --admin-cap.
+        #[arg(long, value_name = "URL", requires = "admin_cap")]
+        server: Option<String>,
+        /// An admin cap whose scope covers the cap to revoke (or set CAPREPO_ADMIN_CAP).
+        #[arg(long, env = "CAPREPO_ADMIN_CAP", hide_env_values = true)]
+        admin_cap: Option<String>,
+        /// The cap id (see `cap list` or `cap inspect`), or the cap itself.
         id: String,
     },
     /// List the caps issued from this data dir.
@@ -105,7 +119,16 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             rights,
             expires,
         } => attenuate(&cap, scope, rights, expires),
-        Command::Revoke { data, id } => revoke(data, &id).await,
+        Command::Revoke {
+            data,
+            server,
+            admin_cap,
+            id,
+        } => match (data, server, admin_cap) {
+            (Some(data), _, _) => revoke(data, &id).await,
+            (None, Some(server), Some(admin)) => revoke_remote(&server, &admin, &id).await,
+            _ => bail!("give --data DIR, or --server URL with --admin-cap CAP"),
+        },
         Command::List { data, json } => list(data, json).await,
         Command::Inspect { cap, data, json } => inspect(&cap, data, json).await,
         Command::Publish { cap, server } => publish(&cap, &server).await,
@@ -256,7 +279,48 @@ fn attenuate(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn revoke_remote(server: &str, admin: &str, target: &str) -> Result<ExitCode> {
+    let body = if target.starts_with(crate::caps::token::PREFIX) {
+        serde_json::json!({ "cap": target })
+    } else {
+        serde_json::json!({ "id": target })
+    };
+    let base = server.trim_end_matches('/');
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/revoke"))
+        .bearer_auth(admin)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?;
+    let status = response.status();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "refused ({status}): {}",
+            answer["reason"].as_str().unwrap_or("no reason")
+        );
+    }
+    println!("revoked {}", answer["revoked"].as_str().unwrap_or(target));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn revoke(data: PathBuf, id: &str) -> Result<ExitCode> {
+    // A whole cap names the id of its last block: revoking it spares its parents.
+    let owned;
+    let id = if id.starts_with(crate::caps::token::PREFIX) {
+        owned = Token::parse(id)?
+            .summary()
+            .chain_ids
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        owned.as_str()
+    } else {
+        id
+    };
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!(
             "{id:?} is not a cap id (32 hex characters; see `caprepo cap list` or `caprepo cap inspect`)"

@@ -5,6 +5,7 @@
 //! sees one whole publication or the next, never a mix.
 
 mod access_log;
+mod admin;
 mod auth;
 mod files;
 pub mod pages;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/wait", get(upload::wait))
         .route("/api/v1/links", axum::routing::post(readcap::register))
+        .route("/api/v1/revoke", axum::routing::post(admin::revoke))
         .route("/r/{cap}", get(readcap::page))
         .route("/r/{cap}/", get(readcap::page))
         .route("/r/{cap}/{*path}", get(readcap::file))

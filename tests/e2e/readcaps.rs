@@ -407,3 +407,89 @@ print("caprepo1." + ".".join(parts[:-1] + [e(payload), e(sig), e(raw)]))
     assert_eq!(reply.status, 401, "{}", reply.text());
     assert!(reply.json()["reason"].as_str().unwrap().contains("widen"));
 }
+
+#[test]
+fn admin_caps_revoke_within_their_scope_only() {
+    let data = DataDir::init(&[]);
+    data.repo_add("rp", "stable", "main", "amd64");
+    data.repo_add("other", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let admin = data.cap_with("apt/rp", "admin", "1h", &[]);
+    let foreign_admin = data.cap_with("apt/other", "admin", "1h", &[]);
+    let upload = data.cap("apt/rp/dists/stable/main/binary-amd64", "1h");
+    let attenuated = run_ok(
+        caprepo()
+            .args(["cap", "attenuate", "--expires", "30min"])
+            .arg(&upload),
+    )
+    .trim()
+    .to_string();
+    let revoke = |admin: &str, target: &str| {
+        caprepo()
+            .args([
+                "cap",
+                "revoke",
+                "--server",
+                &server.url,
+                "--admin-cap",
+                admin,
+                target,
+            ])
+            .output()
+            .unwrap()
+    };
+
+    // Not an admin, or an admin of another repository: refused, nothing revoked.
+    let out = revoke(&upload, &cap_id(&data, &upload));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = revoke(&foreign_admin, &cap_id(&data, &upload));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside"));
+    assert!(
+        server
+            .upload(&attenuated, &[fixture("debs/hello_2.10-3_amd64.deb")], true)
+            .status
+            .success()
+    );
+
+    // The admin revokes an attenuated cap by presenting it: its parent keeps working.
+    let out = revoke(&admin, &attenuated);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = put(
+        &server,
+        "tree.deb",
+        &fixture("debs/tree_2.1.0-1_amd64.deb"),
+        Some(&attenuated),
+        "",
+    );
+    assert_eq!(reply.status, 401);
+    let reply = put(
+        &server,
+        "tree.deb",
+        &fixture("debs/tree_2.1.0-1_amd64.deb"),
+        Some(&upload),
+        "",
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+
+    // And an issued cap by id.
+    assert!(revoke(&admin, &cap_id(&data, &upload)).status.success());
+    let reply = put(
+        &server,
+        "gobjc.deb",
+        &fixture("debs/gobjc_12.2.0-3_amd64.deb"),
+        Some(&upload),
+        "",
+    );
+    assert_eq!(reply.status, 401);
+    assert!(reply.json()["reason"].as_str().unwrap().contains("revoked"));
+}

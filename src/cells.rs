@@ -4,7 +4,7 @@
 //! none of their packages is lost.
 
 use crate::digest::Digest;
-use crate::model::{AptCell, AptChunk, AptPackage, ChunkRef, ManifestKind, bucket_of};
+use crate::model::{Cell, Chunk, ChunkRef, Record, bucket_of};
 use crate::store::{RefEntry, RefName, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,92 +17,93 @@ pub enum AddOutcome {
     Conflict { existing: Digest },
 }
 
-pub async fn load_cell(store: &Store, name: &RefName) -> Result<(Option<RefEntry>, AptCell)> {
+pub async fn load_cell<P: Record>(
+    store: &Store,
+    name: &RefName,
+) -> Result<(Option<RefEntry>, Cell)> {
     match store.ref_head(name).await? {
         Some(head) => {
-            let cell: AptCell = store.get_json(&head.target).await?;
+            let cell: Cell = store.get_json(&head.target).await?;
             Ok((Some(head), cell))
         }
         None => Ok((
             None,
-            AptCell {
-                kind: ManifestKind::AptCell,
+            Cell {
+                kind: P::CELL_KIND,
                 chunks: Vec::new(),
             },
         )),
     }
 }
 
-async fn load_chunk(store: &Store, cell: &AptCell, bucket: u8) -> Result<AptChunk> {
+async fn load_chunk<P: Record>(store: &Store, cell: &Cell, bucket: u8) -> Result<Chunk<P>> {
     match cell.chunks.iter().find(|c| c.bucket == bucket) {
         Some(chunk) => store.get_json(&chunk.digest).await,
-        None => Ok(AptChunk {
-            kind: ManifestKind::AptChunk,
+        None => Ok(Chunk {
+            kind: P::CHUNK_KIND,
             packages: Vec::new(),
         }),
     }
 }
 
-/// Look up one package by identity.
-pub async fn find(
+/// Look up one package by identity (name, full version, architecture).
+pub async fn find<P: Record>(
     store: &Store,
     name: &RefName,
     package: &str,
     version: &str,
     arch: &str,
-) -> Result<Option<AptPackage>> {
-    let (_, cell) = load_cell(store, name).await?;
-    let chunk = load_chunk(store, &cell, bucket_of(package)).await?;
+) -> Result<Option<P>> {
+    let (_, cell) = load_cell::<P>(store, name).await?;
+    let chunk = load_chunk::<P>(store, &cell, bucket_of(package)).await?;
     Ok(chunk
         .packages
         .into_iter()
-        .find(|p| p.name == package && p.version == version && p.architecture == arch))
+        .find(|p| p.identity() == (package, version.to_string(), arch)))
 }
 
 /// Every package of a cell, in chunk order.
-pub async fn all_packages(store: &Store, cell: &AptCell) -> Result<Vec<AptPackage>> {
+pub async fn all_packages<P: Record>(store: &Store, cell: &Cell) -> Result<Vec<P>> {
     let mut out = Vec::new();
     for chunk in &cell.chunks {
-        let loaded: AptChunk = store.get_json(&chunk.digest).await?;
+        let loaded: Chunk<P> = store.get_json(&chunk.digest).await?;
         out.extend(loaded.packages);
     }
     Ok(out)
 }
 
 /// Add a package to a cell, retrying on compare-and-swap conflicts.
-pub async fn add_package(
+pub async fn add_package<P: Record>(
     store: &Store,
     name: &RefName,
-    package: AptPackage,
+    package: P,
     actor: &str,
 ) -> Result<AddOutcome> {
     const MAX_ATTEMPTS: usize = 64;
     for attempt in 0..MAX_ATTEMPTS {
-        let (head, mut cell) = load_cell(store, name).await?;
-        let bucket = bucket_of(&package.name);
-        let mut chunk = load_chunk(store, &cell, bucket).await?;
-        if let Some(existing) = chunk.packages.iter().find(|p| {
-            p.name == package.name
-                && p.version == package.version
-                && p.architecture == package.architecture
-        }) {
+        let (head, mut cell) = load_cell::<P>(store, name).await?;
+        let bucket = bucket_of(package.name());
+        let mut chunk = load_chunk::<P>(store, &cell, bucket).await?;
+        if let Some(existing) = chunk
+            .packages
+            .iter()
+            .find(|p| p.identity() == package.identity())
+        {
             let generation = head.map_or(0, |h| h.generation);
-            return Ok(if existing.sha256 == package.sha256 {
+            return Ok(if existing.upload_digest() == package.upload_digest() {
                 AddOutcome::AlreadyPresent { generation }
             } else {
                 AddOutcome::Conflict {
-                    existing: existing.sha256,
+                    existing: existing.upload_digest(),
                 }
             });
         }
-        let note = format!(
-            "add {} {} {}",
-            package.name, package.version, package.architecture
-        );
+        let (id_name, id_version, id_arch) = package.identity();
+        let note = format!("add {id_name} {id_version} {id_arch}");
         chunk.packages.push(package.clone());
-        chunk.packages.sort_by(|a, b| {
-            (&a.name, &a.version, &a.architecture).cmp(&(&b.name, &b.version, &b.architecture))
-        });
+        chunk
+            .packages
+            .sort_by(|a, b| a.identity().cmp(&b.identity()));
         let stored = store.put_json(&chunk).await?;
         let chunk_ref = ChunkRef {
             bucket,

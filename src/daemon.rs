@@ -127,6 +127,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         data: Arc::new(options.data.clone()),
         config: Arc::new(config),
         root_key,
+        agent: agent.clone(),
         revocations: Arc::new(crate::caps::registry::RevocationCheck::new(store.clone())),
         manager: handle,
         metrics,

@@ -46,6 +46,8 @@ pub enum IngestError {
     #[error(transparent)]
     Deb(#[from] DebError),
     #[error("{0}")]
+    BadPackage(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
@@ -82,6 +84,7 @@ impl IngestError {
             IngestError::Deb(e) if e.is_limit() => 413,
             IngestError::Deb(DebError::Io(_)) => 500,
             IngestError::Deb(_) => 400,
+            IngestError::BadPackage(_) => 400,
             IngestError::Forbidden(_) => 403,
             IngestError::NotFound(_) => 404,
             IngestError::BadTarget(_) => 400,
@@ -95,7 +98,7 @@ impl IngestError {
         match self {
             IngestError::Deb(DebError::TooLarge { .. }) => "too-large",
             IngestError::Deb(DebError::Io(_)) => "io",
-            IngestError::Deb(_) => "invalid-package",
+            IngestError::Deb(_) | IngestError::BadPackage(_) => "invalid-package",
             IngestError::Forbidden(_) => "outside-scope",
             IngestError::NotFound(_) => "no-such-cell",
             IngestError::BadTarget(_) => "bad-target",
@@ -118,7 +121,16 @@ pub struct Ingested {
     pub status: &'static str,
     pub cell_generation: u64,
     #[serde(skip)]
-    pub addr: CellAddr,
+    pub target: PublishTarget,
+}
+
+/// What to republish after an upload, and which cell generation to wait for.
+#[derive(Debug, Clone)]
+pub struct PublishTarget {
+    pub repo: String,
+    /// Published trees that list the cell: an APT suite, or RPM `<release>/<arch>` trees.
+    pub trees: Vec<String>,
+    pub cell_ref: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -264,11 +276,15 @@ pub async fn ingest(
         pool_path: filename.clone(),
         status,
         cell_generation: generation,
-        addr: addr.clone(),
+        target: PublishTarget {
+            repo: addr.repo.clone(),
+            trees: vec![addr.suite.clone()],
+            cell_ref: cell_ref.to_string(),
+        },
     };
 
     if let Some(existing) =
-        cells::find(store, &cell_ref, &id.name, &id.version, &id.architecture).await?
+        cells::find::<AptPackage>(store, &cell_ref, &id.name, &id.version, &id.architecture).await?
     {
         if existing.sha256 != spooled.digest {
             return Err(conflict(existing.sha256));

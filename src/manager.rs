@@ -24,6 +24,15 @@ pub type SuiteKey = (String, String);
 /// A client that read an older InRelease fetches indices by hash; they must still resolve.
 const KEEP_SUPERSEDED: usize = 16;
 
+/// Index files whose names never change meaning: APT's by-hash aliases and RPM's
+/// `repodata/<sha256>-*.xml.gz`. These stay fetchable after a newer publish.
+fn immutable_path(path: &str) -> bool {
+    path.contains("/by-hash/")
+        || path
+            .rsplit_once("/repodata/")
+            .is_some_and(|(_, name)| name.len() > 65 && name.as_bytes()[64] == b'-')
+}
+
 /// What readers see of one suite.
 #[derive(Debug, Clone)]
 pub struct SuiteView {
@@ -52,7 +61,7 @@ impl SuiteView {
         }
         let mut retained = HashMap::new();
         for old in &retained_order {
-            for (path, entry) in old.files.iter().filter(|(p, _)| p.contains("/by-hash/")) {
+            for (path, entry) in old.files.iter().filter(|(p, _)| immutable_path(p)) {
                 retained.insert(path.clone(), *entry);
             }
             for (path, entry) in &old.pool {
@@ -69,14 +78,12 @@ impl SuiteView {
 
     /// Resolve a path relative to the repository root.
     pub fn lookup(&self, path: &str) -> Option<FileEntry> {
-        let current = if path.starts_with("pool/") {
-            self.current.pool.get(path)
-        } else {
-            self.current.files.get(path)
-        };
-        current
+        self.current
+            .files
+            .get(path)
+            .or_else(|| self.current.pool.get(path))
+            .or_else(|| self.retained.get(path))
             .copied()
-            .or_else(|| self.retained.get(path).copied())
     }
 }
 
@@ -155,11 +162,18 @@ impl ManagerHandle {
         let _ = self.dirty.send((repo.to_string(), suite.to_string()));
     }
 
-    /// Wait until the published suite includes `cell` at `generation` or later.
+    /// True once some published tree of the repository lists `cell` at `generation` or later.
+    pub fn is_published(&self, repo: &str, cell: &str, generation: u64) -> bool {
+        self.views
+            .suites_of(repo)
+            .iter()
+            .any(|v| v.current.inputs.get(cell).is_some_and(|g| *g >= generation))
+    }
+
+    /// Wait until `is_published`, or the timeout.
     pub async fn wait_published(
         &self,
         repo: &str,
-        suite: &str,
         cell: &str,
         generation: u64,
         timeout: Duration,
@@ -167,12 +181,7 @@ impl ManagerHandle {
         let mut published = self.published.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let covered = self
-                .views
-                .get(repo, suite)
-                .and_then(|v| v.current.inputs.get(cell).copied())
-                .is_some_and(|g| g >= generation);
-            if covered {
+            if self.is_published(repo, cell, generation) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, published.changed()).await {
@@ -246,7 +255,13 @@ impl Manager {
 
     async fn publish(&self, repo: &str, suite: &str) {
         let started = Instant::now();
-        match publish::publish_suite(&self.store, &self.agent, repo, suite).await {
+        // RPM trees are `<release>/<arch>`; APT suite names never contain a slash.
+        let result = if suite.contains('/') {
+            crate::rpmrepo::publish::publish_tree(&self.store, &self.agent, repo, suite).await
+        } else {
+            publish::publish_suite(&self.store, &self.agent, repo, suite).await
+        };
+        match result {
             Ok(Published {
                 head,
                 publication,
@@ -294,6 +309,18 @@ impl Manager {
                 stale.push((repo.clone(), suite.name.clone()));
             }
         }
+        for repo in repos::list_rpm_repos(&self.store).await? {
+            let definition = repos::load_rpm_repo(&self.store, &repo).await?;
+            self.views.set_private(&repo, definition.private);
+            for tree in crate::rpmrepo::publish::trees(&definition) {
+                let (_, inputs) =
+                    crate::rpmrepo::publish::current_inputs(&self.store, &repo, &tree).await?;
+                let view = self.views.get(&repo, &tree);
+                if view.as_ref().is_none_or(|v| v.current.inputs != inputs) {
+                    stale.push((repo.clone(), tree));
+                }
+            }
+        }
         Ok(stale)
     }
 }
@@ -318,6 +345,20 @@ pub async fn load_published(
                     let publication: AptPublication = store.get_json(&entry.target).await?;
                     views.install((repo.clone(), suite.name.clone()), generation, publication);
                 }
+            }
+        }
+    }
+    for repo in repos::list_rpm_repos(store).await? {
+        let definition = repos::load_rpm_repo(store, &repo).await?;
+        views.set_private(&repo, definition.private);
+        for (tree, head, history) in crate::rpmrepo::publish::published_trees(store, &repo).await? {
+            let first = head + 1 - history.len() as u64;
+            for (offset, publication) in history.into_iter().enumerate() {
+                views.install(
+                    (repo.clone(), tree.clone()),
+                    first + offset as u64,
+                    publication,
+                );
             }
         }
     }

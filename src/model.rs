@@ -39,18 +39,25 @@ pub enum ManifestKind {
     AptCell,
     AptChunk,
     AptPublication,
+    RpmRepo,
+    RpmCell,
+    RpmChunk,
+    RpmPublication,
     CapRegistry,
     CapRevocations,
 }
 
-/// `cells/apt/<repo>/<suite>/<component>/<arch>`: the packages of one cell. `all`
-/// is a cell of its own per component and is merged into every arch's index.
+/// `cells/apt/<repo>/<suite>/<component>/<arch>` or `cells/rpm/<repo>/<release>/<arch>`:
+/// the packages of one cell. For APT, `all` is a cell of its own per component and
+/// is merged into every arch's index; for RPM, `noarch` and `src` are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AptCell {
+pub struct Cell {
     pub kind: ManifestKind,
     pub chunks: Vec<ChunkRef>,
 }
+
+pub type AptCell = Cell;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,10 +70,37 @@ pub struct ChunkRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AptChunk {
+pub struct Chunk<P> {
     pub kind: ManifestKind,
-    /// Sorted by (name, version, architecture).
-    pub packages: Vec<AptPackage>,
+    /// Sorted by identity (name, version, architecture).
+    pub packages: Vec<P>,
+}
+
+pub type AptChunk = Chunk<AptPackage>;
+
+/// What cells need to know of a package record, APT or RPM.
+pub trait Record: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {
+    const CELL_KIND: ManifestKind;
+    const CHUNK_KIND: ManifestKind;
+    fn name(&self) -> &str;
+    /// Name, full version and architecture: two packages with the same identity conflict.
+    fn identity(&self) -> (&str, String, &str);
+    /// The uploaded bytes: the same identity with other bytes is a conflict.
+    fn upload_digest(&self) -> Digest;
+}
+
+impl Record for AptPackage {
+    const CELL_KIND: ManifestKind = ManifestKind::AptCell;
+    const CHUNK_KIND: ManifestKind = ManifestKind::AptChunk;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn identity(&self) -> (&str, String, &str) {
+        (&self.name, self.version.clone(), &self.architecture)
+    }
+    fn upload_digest(&self) -> Digest {
+        self.sha256
+    }
 }
 
 /// One binary package in a cell.
@@ -126,4 +160,76 @@ pub fn publication_ref(repo: &str, suite: &str) -> Result<RefName> {
 
 pub fn bucket_of(name: &str) -> u8 {
     Digest::of(name.as_bytes()).as_bytes()[0]
+}
+
+/// `repos/rpm/<name>`: an RPM repository's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmRepo {
+    pub kind: ManifestKind,
+    pub name: String,
+    pub private: bool,
+    /// Releases, e.g. `12`, `13`: what `$releasever` expands to.
+    pub releases: Vec<String>,
+    /// Binary architectures, e.g. `x86_64`; `noarch` and `src` packages are added to these.
+    pub architectures: Vec<String>,
+    /// Sign every uploaded package's header with the agent's key.
+    pub sign_packages: bool,
+}
+
+/// One package in an RPM cell. Its repodata entries are rendered at upload and kept as blobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmPackage {
+    pub name: String,
+    pub epoch: u32,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    /// Path relative to the release/arch tree, `Packages/<first letter>/<file>`.
+    pub location: String,
+    /// The stored (signed, when the repository signs) package.
+    pub size: u64,
+    pub sha256: Digest,
+    /// The bytes the build worker uploaded; identity conflicts are judged on these.
+    pub uploaded_sha256: Digest,
+    pub signed: bool,
+    pub primary: Digest,
+    pub filelists: Digest,
+    pub other: Digest,
+    pub uploaded_at: i64,
+    pub uploaded_by: String,
+}
+
+impl RpmPackage {
+    pub fn evr(&self) -> String {
+        format!("{}:{}-{}", self.epoch, self.version, self.release)
+    }
+}
+
+impl Record for RpmPackage {
+    const CELL_KIND: ManifestKind = ManifestKind::RpmCell;
+    const CHUNK_KIND: ManifestKind = ManifestKind::RpmChunk;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn identity(&self) -> (&str, String, &str) {
+        (&self.name, self.evr(), &self.arch)
+    }
+    fn upload_digest(&self) -> Digest {
+        self.uploaded_sha256
+    }
+}
+
+pub fn rpm_repo_ref(repo: &str) -> Result<RefName> {
+    RefName::new(format!("repos/rpm/{repo}"))
+}
+
+pub fn rpm_cell_ref(repo: &str, release: &str, arch: &str) -> Result<RefName> {
+    RefName::new(format!("cells/rpm/{repo}/{release}/{arch}"))
+}
+
+/// A published RPM tree: `<release>/<arch>` or `<release>/source`.
+pub fn rpm_publication_ref(repo: &str, release: &str, tree: &str) -> Result<RefName> {
+    RefName::new(format!("published/rpm/{repo}/{release}/{tree}"))
 }

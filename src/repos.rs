@@ -4,7 +4,7 @@
 //! manager sees the new ref on its next poll and publishes the empty suites.
 
 use crate::caps::scope::validate_name;
-use crate::model::{self, AptRepo, ManifestKind, SuiteDef};
+use crate::model::{self, AptRepo, ManifestKind, RpmRepo, SuiteDef};
 use crate::store::{RefEntry, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +13,7 @@ pub enum RepoError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
-    #[error("repository apt/{0} already exists")]
+    #[error("a repository named {0} already exists")]
     Exists(String),
     #[error("no repository apt/{0}; create it with `caprepo repo add --data DIR apt {0} ...`")]
     NotFound(String),
@@ -103,6 +103,7 @@ pub async fn add_apt_repo(
             })
             .collect(),
     };
+    refuse_name_taken(store, &new.name).await?;
     let stored = store.put_json(&definition).await?;
     let reference = model::repo_ref(&new.name)?;
     match store
@@ -122,6 +123,86 @@ pub async fn list_apt_repos(store: &Store) -> Result<Vec<String>, RepoError> {
 pub async fn load_apt_repo(store: &Store, name: &str) -> Result<AptRepo, RepoError> {
     let head = store
         .ref_head(&model::repo_ref(name)?)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
+    Ok(store.get_json(&head.target).await?)
+}
+
+/// APT and RPM repositories share the URL space `/<name>/`, so a name is taken once.
+async fn refuse_name_taken(store: &Store, name: &str) -> Result<(), RepoError> {
+    if store.ref_head(&model::repo_ref(name)?).await?.is_some()
+        || store.ref_head(&model::rpm_repo_ref(name)?).await?.is_some()
+    {
+        return Err(RepoError::Exists(name.to_string()));
+    }
+    Ok(())
+}
+
+pub struct NewRpmRepo {
+    pub name: String,
+    pub releases: Vec<String>,
+    pub architectures: Vec<String>,
+    pub private: bool,
+    pub sign_packages: bool,
+}
+
+pub async fn add_rpm_repo(
+    store: &Store,
+    new: NewRpmRepo,
+    actor: &str,
+) -> Result<RefEntry, RepoError> {
+    validate_name("repository", &new.name).map_err(RepoError::Invalid)?;
+    if crate::server::RESERVED_NAMES.contains(&new.name.as_str()) {
+        return Err(RepoError::Invalid(format!(
+            "{:?} is a path the server uses itself; pick another repository name",
+            new.name
+        )));
+    }
+    check_list("release", &new.releases)?;
+    check_list("architecture", &new.architectures)?;
+    for arch in &new.architectures {
+        let ok = arch
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok || matches!(arch.as_str(), "noarch" | "src" | "source") {
+            return Err(RepoError::Invalid(format!(
+                "{arch:?} is not a binary architecture like x86_64 or aarch64 (noarch and src packages go into every architecture's tree)"
+            )));
+        }
+    }
+    refuse_name_taken(store, &new.name).await?;
+    let definition = RpmRepo {
+        kind: ManifestKind::RpmRepo,
+        name: new.name.clone(),
+        private: new.private,
+        releases: new.releases,
+        architectures: new.architectures,
+        sign_packages: new.sign_packages,
+    };
+    let stored = store.put_json(&definition).await?;
+    match store
+        .ref_advance(
+            &model::rpm_repo_ref(&new.name)?,
+            None,
+            stored.digest,
+            actor,
+            "create repository",
+        )
+        .await
+    {
+        Ok(entry) => Ok(entry),
+        Err(StoreError::Conflict(_)) => Err(RepoError::Exists(new.name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list_rpm_repos(store: &Store) -> Result<Vec<String>, RepoError> {
+    Ok(store.ref_children("repos/rpm").await?)
+}
+
+pub async fn load_rpm_repo(store: &Store, name: &str) -> Result<RpmRepo, RepoError> {
+    let head = store
+        .ref_head(&model::rpm_repo_ref(name)?)
         .await?
         .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
     Ok(store.get_json(&head.target).await?)

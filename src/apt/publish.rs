@@ -228,6 +228,7 @@ async fn load_cell_packages(
     arch: &str,
 ) -> Result<Vec<AptPackage>, PublishError> {
     let (_, cell) =
-        cells::load_cell(store, &model::cell_ref(repo, suite, component, arch)?).await?;
+        cells::load_cell::<AptPackage>(store, &model::cell_ref(repo, suite, component, arch)?)
+            .await?;
     Ok(cells::all_packages(store, &cell).await?)
 }

@@ -157,10 +157,28 @@ fn seconds(text: &str) -> Result<i64> {
 /// Refuse scopes that name things that do not exist, and read caps below suite level.
 async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<()> {
     let (suite, component, arch) = scope.apt_parts();
-    if rights.contains(&Right::Read) && component.is_some() {
+    if rights.contains(&Right::Read) && scope.kind() == "apt" && component.is_some() {
         bail!(
             "a read cap names a repository or a suite (apt/NAME or apt/NAME/dists/SUITE): apt reads whole suites"
         );
+    }
+    if let (Some(repo), "rpm") = (scope.repo(), scope.kind()) {
+        let definition = repos::load_rpm_repo(&open_store(data)?, repo).await?;
+        let segments = scope.segments();
+        if let Some(release) = segments.get(2)
+            && !definition.releases.contains(release)
+        {
+            bail!("rpm/{repo} has no release {release}");
+        }
+        if let Some(arch) = segments.get(3)
+            && !definition.architectures.contains(arch)
+        {
+            bail!(
+                "rpm/{repo} has no architecture {arch} (it has {})",
+                definition.architectures.join(", ")
+            );
+        }
+        return Ok(());
     }
     let (Some(repo), "apt") = (scope.repo(), scope.kind()) else {
         return Ok(());

@@ -13,7 +13,8 @@ use crate::store::Store;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Add a repository, e.g. `repo add --data DIR apt NAME --suites stable,testing --components main --architectures amd64,arm64`.
+    /// Add a repository: `repo add --data DIR apt NAME --suites stable,testing --components main --architectures amd64,arm64`
+    /// or `repo add --data DIR rpm NAME --releases 12,13 --architectures x86_64,aarch64`.
     Add(AddArgs),
     /// List repositories.
     List {
@@ -26,17 +27,23 @@ pub enum Command {
 pub struct AddArgs {
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// Repository kind: apt.
+    /// Repository kind: apt or rpm.
     kind: String,
     /// Repository name: lowercase letters, digits, . _ + -.
     name: String,
-    /// Comma-separated suites, e.g. stable,testing.
-    #[arg(long, value_name = "LIST")]
-    suites: String,
-    /// Comma-separated components, e.g. main,contrib.
-    #[arg(long, value_name = "LIST")]
-    components: String,
-    /// Comma-separated architectures, e.g. amd64,arm64 (Architecture: all packages go into every one).
+    /// APT: comma-separated suites, e.g. stable,testing.
+    #[arg(long, value_name = "LIST", required_if_eq("kind", "apt"))]
+    suites: Option<String>,
+    /// APT: comma-separated components, e.g. main,contrib.
+    #[arg(long, value_name = "LIST", required_if_eq("kind", "apt"))]
+    components: Option<String>,
+    /// RPM: comma-separated releases, what $releasever expands to, e.g. 12,13.
+    #[arg(long, value_name = "LIST", required_if_eq("kind", "rpm"))]
+    releases: Option<String>,
+    /// RPM: do not sign uploaded packages with the agent's key (signing is on by default).
+    #[arg(long)]
+    no_sign_packages: bool,
+    /// Comma-separated architectures, e.g. amd64,arm64 or x86_64,aarch64 (all/noarch packages go into every one).
     #[arg(long, value_name = "LIST")]
     architectures: String,
     /// Release file Origin (default: the name).
@@ -58,27 +65,40 @@ pub fn open_store(data: &DataDir) -> Result<Store> {
 pub async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Add(args) => {
-            if args.kind != "apt" {
-                bail!(
-                    "unknown repository kind {:?}: this version manages apt repositories",
-                    args.kind
-                );
-            }
             let store = open_store(&DataDir::new(&args.data))?;
-            let new = NewAptRepo {
-                name: args.name.clone(),
-                suites: split_list(&args.suites),
-                components: split_list(&args.components),
-                architectures: split_list(&args.architectures),
-                origin: args.origin,
-                label: args.label,
-                private: args.private,
-            };
-            repos::add_apt_repo(&store, new, "cli").await?;
-            println!(
-                "Added apt/{}; a running server publishes its empty suites within a second.",
-                args.name
-            );
+            match args.kind.as_str() {
+                "apt" => {
+                    let new = NewAptRepo {
+                        name: args.name.clone(),
+                        suites: split_list(args.suites.as_deref().unwrap_or_default()),
+                        components: split_list(args.components.as_deref().unwrap_or_default()),
+                        architectures: split_list(&args.architectures),
+                        origin: args.origin,
+                        label: args.label,
+                        private: args.private,
+                    };
+                    repos::add_apt_repo(&store, new, "cli").await?;
+                    println!(
+                        "Added apt/{}; a running server publishes its empty suites within a second.",
+                        args.name
+                    );
+                }
+                "rpm" => {
+                    let new = repos::NewRpmRepo {
+                        name: args.name.clone(),
+                        releases: split_list(args.releases.as_deref().unwrap_or_default()),
+                        architectures: split_list(&args.architectures),
+                        private: args.private,
+                        sign_packages: !args.no_sign_packages,
+                    };
+                    repos::add_rpm_repo(&store, new, "cli").await?;
+                    println!(
+                        "Added rpm/{}; a running server publishes its empty trees within a second.",
+                        args.name
+                    );
+                }
+                other => bail!("unknown repository kind {other:?}: use apt or rpm"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::List { data } => {
@@ -93,6 +113,15 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         suite.architectures.join(",")
                     );
                 }
+            }
+            for name in repos::list_rpm_repos(&store).await? {
+                let repo = repos::load_rpm_repo(&store, &name).await?;
+                println!(
+                    "rpm/{name}\t{}\t{}\tsign={}",
+                    repo.releases.join(","),
+                    repo.architectures.join(","),
+                    repo.sign_packages
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub data: Arc<DataDir>,
     pub config: Arc<Config>,
     pub root_key: VerifyingKey,
+    /// The signing agent: rpm uploads are signed on the way in.
+    pub agent: crate::agent::AgentClient,
     pub revocations: Arc<RevocationCheck>,
     pub manager: ManagerHandle,
     pub metrics: Arc<Metrics>,
@@ -94,19 +96,23 @@ fn safe_path(path: &str) -> bool {
         .any(|seg| seg.is_empty() || seg == "." || seg == "..")
 }
 
-/// Resolve a path of a repository's tree, optionally limited to one suite.
+/// Resolve a path of a repository's tree. `only` limits it to what a read cap opens:
+/// an APT suite, or an RPM release (`12`) or tree (`12/x86_64`).
 pub(crate) fn resolve(
     views: &Views,
     repo: &str,
-    only_suite: Option<&str>,
+    only: Option<&str>,
     path: &str,
 ) -> Option<FileEntry> {
     if crate::caps::scope::validate_name("repository", repo).is_err() || !safe_path(path) {
         return None;
     }
+    let allowed = |tree: &str| {
+        only.is_none_or(|o| tree == o || tree.strip_prefix(o).is_some_and(|r| r.starts_with('/')))
+    };
     if let Some(rest) = path.strip_prefix("dists/") {
         let suite = rest.split('/').next().unwrap_or_default();
-        if only_suite.is_some_and(|only| only != suite) {
+        if !allowed(suite) {
             return None;
         }
         views.get(repo, suite).and_then(|view| view.lookup(path))
@@ -114,10 +120,16 @@ pub(crate) fn resolve(
         views
             .suites_of(repo)
             .iter()
-            .filter(|view| only_suite.is_none_or(|only| view.current.suite == only))
+            .filter(|view| allowed(&view.current.suite))
             .find_map(|view| view.lookup(path))
     } else {
-        None
+        // RPM: `<release>/<arch>/...`
+        let mut parts = path.splitn(3, '/');
+        let tree = format!("{}/{}", parts.next()?, parts.next()?);
+        if !allowed(&tree) {
+            return None;
+        }
+        views.get(repo, &tree).and_then(|view| view.lookup(path))
     }
 }
 

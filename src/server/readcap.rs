@@ -14,11 +14,15 @@ use crate::caps::{Grant, Right, links};
 /// The repository and (optionally) suite a read cap opens.
 fn read_target(grant: &Grant) -> Result<(String, Option<String>), Denied> {
     let scope = &grant.scope;
-    let (suite, component, _) = scope.apt_parts();
-    match (scope.kind(), scope.repo(), component) {
-        ("apt", Some(repo), None) => Ok((repo.to_string(), suite.map(str::to_string))),
+    let segments = scope.segments();
+    match (scope.kind(), scope.repo(), scope.apt_parts()) {
+        ("apt", Some(repo), (suite, None, _)) => Ok((repo.to_string(), suite.map(str::to_string))),
+        ("rpm", Some(repo), _) => Ok((
+            repo.to_string(),
+            (segments.len() > 2).then(|| segments[2..].join("/")),
+        )),
         _ => Err(Denied::Forbidden(format!(
-            "a read cap names a repository or a suite (apt/NAME or apt/NAME/dists/SUITE), not {scope}"
+            "a read cap names a repository or a suite (apt/NAME, apt/NAME/dists/SUITE, rpm/NAME[/RELEASE[/ARCH]]), not {scope}"
         ))),
     }
 }

@@ -47,7 +47,7 @@ impl Drop for SpoolGuard {
 
 fn valid_file_name(name: &str) -> bool {
     name.len() <= 255
-        && name.ends_with(".deb")
+        && (name.ends_with(".deb") || name.ends_with(".rpm"))
         && !name.starts_with('.')
         && name
             .bytes()
@@ -74,7 +74,7 @@ pub async fn upload(
         return refused(reply::error(
             StatusCode::BAD_REQUEST,
             "bad-file-name",
-            "the file name must end in .deb and use only letters, digits and . _ + ~ : - (no slashes)",
+            "the file name must end in .deb or .rpm and use only letters, digits and . _ + ~ : - (no slashes)",
         ));
     }
     let target: Scope = match query.target.as_deref() {
@@ -119,15 +119,33 @@ pub async fn upload(
     state.metrics.upload_bytes.add(spooled.size);
 
     let actor = grant.log_id().to_string();
-    let result = ingest::ingest(
-        &state.store,
-        &state.limits,
-        &spooled,
-        &target,
-        &grant.scope,
-        &actor,
-    )
-    .await;
+    let result = if file_name.ends_with(".rpm") || target.kind() == "rpm" {
+        if target.kind() != "rpm" || !file_name.ends_with(".rpm") {
+            Err(ingest::IngestError::BadTarget(format!(
+                ".rpm files go to rpm/... scopes and .deb files to apt/... scopes (got {file_name} for {target})"
+            )))
+        } else {
+            crate::rpmrepo::ingest::ingest(
+                &state.store,
+                &state.agent,
+                &spooled,
+                &target,
+                &grant.scope,
+                &actor,
+            )
+            .await
+        }
+    } else {
+        ingest::ingest(
+            &state.store,
+            &state.limits,
+            &spooled,
+            &target,
+            &grant.scope,
+            &actor,
+        )
+        .await
+    };
     drop(guard);
     let ingested = match result {
         Ok(i) => i,
@@ -150,26 +168,26 @@ pub async fn upload(
         cap = %actor, package = %ingested.package.name, version = %ingested.package.version,
         cell = %ingested.cell, status = ingested.status, "upload accepted"
     );
-    let addr = &ingested.addr;
-    state.manager.mark_dirty(&addr.repo, &addr.suite);
+    let target = &ingested.target;
+    for tree in &target.trees {
+        state.manager.mark_dirty(&target.repo, tree);
+    }
     let wait = query
         .wait
         .as_deref()
         .is_some_and(|w| w == "true" || w == "1");
-    let cell_ref = addr.ref_name().map(|r| r.to_string()).unwrap_or_default();
+    let manager = &state.manager;
     let published = if wait {
-        state
-            .manager
+        manager
             .wait_published(
-                &addr.repo,
-                &addr.suite,
-                &cell_ref,
+                &target.repo,
+                &target.cell_ref,
                 ingested.cell_generation,
                 WAIT_TIMEOUT,
             )
             .await
     } else {
-        is_published(&state, &ingested, &cell_ref)
+        manager.is_published(&target.repo, &target.cell_ref, ingested.cell_generation)
     };
     let status = if ingested.status == "stored" {
         StatusCode::CREATED
@@ -183,15 +201,6 @@ pub async fn upload(
             published,
         },
     )
-}
-
-fn is_published(state: &AppState, ingested: &Ingested, cell_ref: &str) -> bool {
-    state
-        .manager
-        .views
-        .get(&ingested.addr.repo, &ingested.addr.suite)
-        .and_then(|v| v.current.inputs.get(cell_ref).copied())
-        .is_some_and(|g| g >= ingested.cell_generation)
 }
 
 async fn receive(
@@ -271,20 +280,20 @@ pub async fn wait(
         Ok(s) => s,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),
     };
-    let (Some(repo), (Some(suite), Some(component), Some(arch))) = (cell.repo(), cell.apt_parts())
-    else {
+    let Some((repo, cell_ref, shared)) = cell_ref_of(&cell) else {
         return reply::error(
             StatusCode::BAD_REQUEST,
             "bad-cell",
-            "name a whole cell: apt/<repo>/dists/<suite>/<component>/binary-<arch>",
+            "name a whole cell: apt/<repo>/dists/<suite>/<component>/binary-<arch> or rpm/<repo>/<release>/<arch>",
         );
     };
-    // Architecture: all packages land in binary-all, which any binary-<arch> cap of the component may upload to.
-    let component_scope: Option<Scope> =
-        format!("apt/{repo}/dists/{suite}/{component}").parse().ok();
+    // Shared cells (APT `all`, RPM `noarch`/`src`) may be reached by any arch cap one level up.
+    let parent: Option<Scope> = cell.segments()[..cell.segments().len() - 1]
+        .join("/")
+        .parse()
+        .ok();
     let allowed = grant.scope.covers(&cell)
-        || (arch == "all"
-            && component_scope.is_some_and(|c| c.covers(&grant.scope) || grant.scope.covers(&c)));
+        || (shared && parent.is_some_and(|p| p.covers(&grant.scope) || grant.scope.covers(&p)));
     if !allowed {
         return reply::error(
             StatusCode::FORBIDDEN,
@@ -292,13 +301,10 @@ pub async fn wait(
             &format!("{cell} is outside the cap's scope"),
         );
     }
-    let Ok(cell_ref) = crate::model::cell_ref(repo, suite, component, arch) else {
-        return reply::error(StatusCode::BAD_REQUEST, "bad-cell", "invalid cell");
-    };
     let timeout = Duration::from_secs(query.timeout.unwrap_or(120).min(600));
     let published = state
         .manager
-        .wait_published(repo, suite, cell_ref.as_str(), query.generation, timeout)
+        .wait_published(&repo, &cell_ref, query.generation, timeout)
         .await;
     #[derive(Serialize)]
     struct Answer {
@@ -310,4 +316,27 @@ pub async fn wait(
         StatusCode::ACCEPTED
     };
     reply::json(status, &Answer { published })
+}
+
+/// (repository, cell ref name, whether the cell is shared by every arch) for a whole-cell scope.
+fn cell_ref_of(cell: &Scope) -> Option<(String, String, bool)> {
+    let repo = cell.repo()?.to_string();
+    let s = cell.segments();
+    let (name, shared) = match (cell.kind(), s.len()) {
+        ("apt", 6) => {
+            let (Some(suite), Some(component), Some(arch)) = cell.apt_parts() else {
+                return None;
+            };
+            (
+                crate::model::cell_ref(&repo, suite, component, arch).ok()?,
+                arch == "all",
+            )
+        }
+        ("rpm", 4) => (
+            crate::model::rpm_cell_ref(&repo, &s[2], &s[3]).ok()?,
+            s[3] == "noarch" || s[3] == "src",
+        ),
+        _ => return None,
+    };
+    Some((repo, name.to_string(), shared))
 }

@@ -9,5 +9,6 @@ mod concurrency;
 mod http_semantics;
 mod readcaps;
 mod refusals;
+mod rpm;
 mod schema;
 mod signing;

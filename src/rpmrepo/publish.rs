@@ -1,0 +1,272 @@
+//! Publishing one RPM tree (`<release>/<arch>` or `<release>/source`): gather the
+//! package entries rendered at upload, wrap them into primary, filelists and
+//! other XML, gzip them under content-addressed names, write repomd.xml and have
+//! the agent sign it (repomd.xml.asc, for `repo_gpgcheck=1`). Blobs first, then
+//! one ref flip, as for APT.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::agent::AgentClient;
+use crate::apt::compress;
+use crate::apt::publish::{PublishError, Published};
+use crate::cells;
+use crate::model::{self, AptPublication, FileEntry, ManifestKind, RpmPackage, RpmRepo};
+use crate::repos;
+use crate::store::{Store, StoreError};
+
+/// The cells a tree lists: its arch plus noarch, or src for the source tree.
+fn tree_cells(tree_arch: &str) -> Vec<&str> {
+    if tree_arch == "source" {
+        vec!["src"]
+    } else {
+        vec![tree_arch, "noarch"]
+    }
+}
+
+pub async fn current_inputs(
+    store: &Store,
+    repo: &str,
+    tree: &str,
+) -> Result<(RpmRepo, BTreeMap<String, u64>), PublishError> {
+    let repo_ref = model::rpm_repo_ref(repo)?;
+    let head = store
+        .ref_head(&repo_ref)
+        .await?
+        .ok_or_else(|| PublishError::NoRepo(repo.to_string()))?;
+    let definition: RpmRepo = store.get_json(&head.target).await?;
+    let (release, tree_arch) = tree
+        .split_once('/')
+        .ok_or_else(|| PublishError::NoSuite(repo.to_string(), tree.to_string()))?;
+    let known = definition.releases.iter().any(|r| r == release)
+        && (tree_arch == "source" || definition.architectures.iter().any(|a| a == tree_arch));
+    if !known {
+        return Err(PublishError::NoSuite(repo.to_string(), tree.to_string()));
+    }
+    let mut inputs = BTreeMap::new();
+    inputs.insert(repo_ref.to_string(), head.generation);
+    for arch in tree_cells(tree_arch) {
+        let cell = model::rpm_cell_ref(repo, release, arch)?;
+        if let Some(head) = store.ref_head(&cell).await? {
+            inputs.insert(cell.to_string(), head.generation);
+        }
+    }
+    Ok((definition, inputs))
+}
+
+/// Every tree of a repository: `<release>/<arch>` for each pair, and `<release>/source`.
+pub fn trees(definition: &RpmRepo) -> Vec<String> {
+    let mut out = Vec::new();
+    for release in &definition.releases {
+        for arch in &definition.architectures {
+            out.push(format!("{release}/{arch}"));
+        }
+        out.push(format!("{release}/source"));
+    }
+    out
+}
+
+pub async fn publish_tree(
+    store: &Store,
+    agent: &AgentClient,
+    repo: &str,
+    tree: &str,
+) -> Result<Published, PublishError> {
+    let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
+    let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
+    loop {
+        let (_, inputs) = current_inputs(store, repo, tree).await?;
+        let current = store.ref_head(&reference).await?;
+        if let Some(head) = &current {
+            let existing: AptPublication = store.get_json(&head.target).await?;
+            if existing.inputs == inputs {
+                return Ok(Published {
+                    head: head.clone(),
+                    publication: existing,
+                    changed: false,
+                });
+            }
+        }
+        let publication = build(store, agent, repo, tree, inputs).await?;
+        let stored = store.put_json(&publication).await?;
+        let note = format!("publish {} packages", publication.pool.len());
+        match store
+            .ref_advance(
+                &reference,
+                current.map(|h| h.generation),
+                stored.digest,
+                "manager",
+                &note,
+            )
+            .await
+        {
+            Ok(head) => {
+                return Ok(Published {
+                    head,
+                    publication,
+                    changed: true,
+                });
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+const PRIMARY_OPEN: &str = "<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\"";
+const FILELISTS_OPEN: &str = "<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\"";
+const OTHER_OPEN: &str = "<otherdata xmlns=\"http://linux.duke.edu/metadata/other\"";
+
+async fn document(
+    store: &Store,
+    open: &str,
+    close: &str,
+    parts: &[crate::digest::Digest],
+) -> Result<Vec<u8>, PublishError> {
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{}\">\n",
+        parts.len()
+    )
+    .into_bytes();
+    for part in parts {
+        out.extend_from_slice(&store.get_blob(part).await?);
+    }
+    out.extend_from_slice(close.as_bytes());
+    Ok(out)
+}
+
+async fn build(
+    store: &Store,
+    agent: &AgentClient,
+    repo: &str,
+    tree: &str,
+    inputs: BTreeMap<String, u64>,
+) -> Result<AptPublication, PublishError> {
+    let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
+    let mut packages: Vec<RpmPackage> = Vec::new();
+    for arch in tree_cells(tree_arch) {
+        let (_, cell) =
+            cells::load_cell::<RpmPackage>(store, &model::rpm_cell_ref(repo, release, arch)?)
+                .await?;
+        packages.extend(cells::all_packages::<RpmPackage>(store, &cell).await?);
+    }
+    // createrepo_c orders packages by file name.
+    packages.sort_by(|a, b| {
+        a.location
+            .rsplit('/')
+            .next()
+            .cmp(&b.location.rsplit('/').next())
+    });
+
+    let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
+    let mut pool: BTreeMap<String, FileEntry> = BTreeMap::new();
+    for p in &packages {
+        pool.insert(
+            format!("{tree}/{}", p.location),
+            FileEntry {
+                sha256: p.sha256,
+                size: p.size,
+            },
+        );
+    }
+    let built_at = crate::time::now_unix();
+    let pick =
+        |f: fn(&RpmPackage) -> crate::digest::Digest| packages.iter().map(f).collect::<Vec<_>>();
+    let documents = [
+        (
+            "primary",
+            document(store, PRIMARY_OPEN, "</metadata>", &pick(|p| p.primary)).await?,
+        ),
+        (
+            "filelists",
+            document(
+                store,
+                FILELISTS_OPEN,
+                "</filelists>",
+                &pick(|p| p.filelists),
+            )
+            .await?,
+        ),
+        (
+            "other",
+            document(store, OTHER_OPEN, "</otherdata>", &pick(|p| p.other)).await?,
+        ),
+    ];
+    let mut repomd = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{built_at}</revision>\n"
+    );
+    for (kind, open) in documents {
+        let open_digest = crate::digest::Digest::of(&open);
+        let open_size = open.len();
+        let gz = tokio::task::spawn_blocking(move || compress::gzip(&open))
+            .await
+            .map_err(|e| PublishError::Compress(e.to_string()))?
+            .map_err(|e| PublishError::Compress(e.to_string()))?;
+        let meta = store.put_blob(Bytes::from(gz)).await?;
+        let href = format!("repodata/{}-{kind}.xml.gz", meta.digest);
+        files.insert(
+            format!("{tree}/{href}"),
+            FileEntry {
+                sha256: meta.digest,
+                size: meta.size,
+            },
+        );
+        repomd.push_str(&format!(
+            "  <data type=\"{kind}\">\n    <checksum type=\"sha256\">{}</checksum>\n    <open-checksum type=\"sha256\">{open_digest}</open-checksum>\n    <location href=\"{href}\"/>\n    <timestamp>{built_at}</timestamp>\n    <size>{}</size>\n    <open-size>{open_size}</open-size>\n  </data>\n",
+            meta.digest, meta.size
+        ));
+    }
+    repomd.push_str("</repomd>\n");
+    let signature = agent.detach_sign(repomd.as_bytes(), true).await?;
+    let key = agent.public_key(true).await?;
+    for (name, bytes) in [
+        ("repomd.xml", Bytes::from(repomd)),
+        ("repomd.xml.asc", Bytes::from(signature)),
+        ("repomd.xml.key", Bytes::from(key)),
+    ] {
+        let meta = store.put_blob(bytes).await?;
+        files.insert(
+            format!("{tree}/repodata/{name}"),
+            FileEntry {
+                sha256: meta.digest,
+                size: meta.size,
+            },
+        );
+    }
+    Ok(AptPublication {
+        kind: ManifestKind::RpmPublication,
+        repo: repo.to_string(),
+        suite: tree.to_string(),
+        built_at,
+        inputs,
+        files,
+        pool,
+    })
+}
+
+/// Load what is published for every tree of an RPM repository.
+pub async fn published_trees(
+    store: &Store,
+    repo: &str,
+) -> Result<Vec<(String, u64, Vec<AptPublication>)>, PublishError> {
+    let definition = repos::load_rpm_repo(store, repo)
+        .await
+        .map_err(|_| PublishError::NoRepo(repo.to_string()))?;
+    let mut out = Vec::new();
+    for tree in trees(&definition) {
+        let (release, tree_arch) = tree.split_once('/').unwrap_or((&tree, ""));
+        let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
+        let Some(head) = store.ref_head(&reference).await? else {
+            continue;
+        };
+        let mut history = Vec::new();
+        for generation in head.generation.saturating_sub(16)..=head.generation {
+            if let Some(entry) = store.ref_entry(&reference, generation).await? {
+                history.push(store.get_json(&entry.target).await?);
+            }
+        }
+        out.push((tree, head.generation, history));
+    }
+    Ok(out)
+}

@@ -1,0 +1,390 @@
+//! RPM end to end: scoped rpm uploads signed by the agent, createrepo_c-equal
+//! repodata, real dnf (gpgcheck=1, repo_gpgcheck=1) and zypper installing from a
+//! caprepo server, rpmkeys verifying the signature, tampering caught by the
+//! clients, refusals, and an APT repository beside it in the same server.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::*;
+
+fn rpm(name: &str) -> PathBuf {
+    fixture(&format!("rpms/{name}"))
+}
+
+fn add_rpm_repo(data: &DataDir, name: &str, extra: &[&str]) {
+    run_ok(
+        caprepo()
+            .args(["repo", "add", "--data"])
+            .arg(&data.path)
+            .args([
+                "rpm",
+                name,
+                "--releases",
+                "12,13",
+                "--architectures",
+                "x86_64,aarch64",
+            ])
+            .args(extra),
+    );
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An isolated dnf: its own config, reposdir, cache and installroot.
+struct Dnf {
+    dir: tempfile::TempDir,
+}
+
+impl Dnf {
+    fn new(server: &Server, repo: &str) -> Dnf {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::create_dir_all(dir.path().join("repos.d")).unwrap();
+        std::fs::write(
+            dir.path().join("dnf.conf"),
+            format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nlogdir={d}/log\npersistdir={d}/persist\nplugins=0\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("repos.d/caprepo.repo"),
+            format!(
+                "[caprepo]\nname=caprepo\nbaseurl={}/{repo}/$releasever/$basearch/\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}/key.asc\nmetadata_expire=0\n",
+                server.url, server.url
+            ),
+        )
+        .unwrap();
+        Dnf { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("dnf")
+            .arg("-c")
+            .arg(self.dir.path().join("dnf.conf"))
+            .arg(format!("--installroot={}", self.root().display()))
+            .args(["--releasever=12", "-y"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+}
+
+fn installed(root: &Path) -> String {
+    String::from_utf8_lossy(
+        &Command::new("rpm")
+            .arg("--root")
+            .arg(root)
+            .arg("-qa")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn dnf_zypper_and_rpmkeys_accept_what_caprepo_publishes_and_it_equals_createrepo_c() {
+    let data = DataDir::init(&[]);
+    add_rpm_repo(&data, "fed", &[]);
+    data.repo_add("debs", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("rpm/fed/12/x86_64", "1h");
+    let files: Vec<PathBuf> = [
+        "hello-caprepo-1.0-1.x86_64.rpm",
+        "hello-caprepo-1.0-2.x86_64.rpm",
+        "noarch-caprepo-0.5-1.noarch.rpm",
+        "standalone-caprepo-1.0-1.noarch.rpm",
+        "hello-caprepo-1.0-1.src.rpm",
+        "lzma-caprepo-1.0-1.x86_64.rpm",
+    ]
+    .iter()
+    .map(|f| rpm(f))
+    .collect();
+    let out = server.upload(&cap, &files, true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    // An APT repository lives beside it in the same data dir and server.
+    let deb_cap = data.cap("apt/debs/dists/stable/main/binary-amd64", "1h");
+    assert!(
+        server
+            .upload(&deb_cap, &[fixture("debs/hello_2.10-3_amd64.deb")], true)
+            .status
+            .success()
+    );
+    Apt::for_repo(&server, "debs", "stable", "main", &data.key(false), true).run_ok(&["update"]);
+
+    // noarch is listed for aarch64 too; src goes to the source tree.
+    let aarch64 = server.get("/fed/12/aarch64/repodata/repomd.xml");
+    assert_eq!(aarch64.status, 200);
+    assert_eq!(server.get("/fed/12/source/repodata/repomd.xml").status, 200);
+    assert_eq!(
+        server.get("/fed/13/x86_64/repodata/repomd.xml").status,
+        200,
+        "empty releases are valid repositories"
+    );
+
+    // The key imports into rpm 4.18, and the served package verifies with it.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("key.asc"), data.key(true)).unwrap();
+    let db = work.path().join("rpmdb");
+    run_ok(
+        Command::new("rpmkeys")
+            .arg("--dbpath")
+            .arg(&db)
+            .arg("--import")
+            .arg(work.path().join("key.asc")),
+    );
+    let served = server.get("/fed/12/x86_64/Packages/h/hello-caprepo-1.0-1.x86_64.rpm");
+    assert_eq!(served.status, 200);
+    std::fs::write(work.path().join("hello.rpm"), &served.body).unwrap();
+    let checked = run_ok(
+        Command::new("rpmkeys")
+            .arg("--dbpath")
+            .arg(&db)
+            .args(["--define", "_pkgverify_level signature", "-K"])
+            .arg(work.path().join("hello.rpm")),
+    );
+    assert!(checked.contains("digests signatures OK"), "{checked}");
+    assert_ne!(
+        served.body,
+        std::fs::read(rpm("hello-caprepo-1.0-1.x86_64.rpm")).unwrap(),
+        "the served package is the signed one"
+    );
+
+    // createrepo_c over the very packages we serve writes the same records.
+    for tree in ["12/x86_64", "12/source"] {
+        let ours = work.path().join(format!("ours-{}", tree.replace('/', "-")));
+        let theirs = work
+            .path()
+            .join(format!("theirs-{}", tree.replace('/', "-")));
+        std::fs::create_dir_all(ours.join("repodata")).unwrap();
+        let repomd = server.get(&format!("/fed/{tree}/repodata/repomd.xml"));
+        std::fs::write(ours.join("repodata/repomd.xml"), &repomd.body).unwrap();
+        for href in repomd
+            .text()
+            .split("href=\"")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+        {
+            std::fs::write(
+                ours.join(&href),
+                server.get(&format!("/fed/{tree}/{href}")).body,
+            )
+            .unwrap();
+        }
+        let primary = Command::new("sh")
+            .arg("-c")
+            .arg(format!("zcat {}/repodata/*-primary.xml.gz", ours.display()))
+            .output()
+            .unwrap();
+        for location in String::from_utf8_lossy(&primary.stdout)
+            .split("location href=\"")
+            .skip(1)
+        {
+            let location = location.split('"').next().unwrap();
+            let path = theirs.join(location);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, server.get(&format!("/fed/{tree}/{location}")).body).unwrap();
+        }
+        run_ok(
+            Command::new("createrepo_c")
+                .arg("--no-database")
+                .arg(&theirs),
+        );
+        let compared = run_ok(
+            Command::new("python3")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/compare_repodata.py"))
+                .arg(&ours)
+                .arg(&theirs),
+        );
+        assert!(compared.contains(", 0 differences"), "{tree}: {compared}");
+    }
+
+    // dnf with gpgcheck=1 and repo_gpgcheck=1 installs into its own root.
+    let dnf = Dnf::new(&server, "fed");
+    let out = dnf.run(&["install", "standalone-caprepo"]);
+    assert!(out.status.success(), "dnf install: {}", output_text(&out));
+    assert!(installed(&dnf.root()).contains("standalone-caprepo-1.0-1.noarch"));
+    assert!(
+        dnf.root()
+            .join("usr/share/standalone-caprepo/hello.txt")
+            .exists()
+    );
+    let info = dnf.run(&["repoquery", "--info", "hello-caprepo"]);
+    assert!(output_text(&info).contains("1.0"), "{}", output_text(&info));
+
+    // zypper (its own root) refreshes, installs and downloads with gpg checks on.
+    let zroot = work.path().join("zypper-root");
+    std::fs::create_dir_all(zroot.join("etc/zypp/repos.d")).unwrap();
+    std::fs::write(
+        zroot.join("etc/zypp/repos.d/caprepo.repo"),
+        format!(
+            "[caprepo]\nname=caprepo\nbaseurl={}/fed/$releasever/$basearch/\nenabled=1\nautorefresh=1\ntype=rpm-md\ngpgcheck=1\nrepo_gpgcheck=1\npkg_gpgcheck=1\ngpgkey={}/key.asc\n",
+            server.url, server.url
+        ),
+    )
+    .unwrap();
+    let zypper = |args: &[&str]| {
+        Command::new("zypper")
+            .arg("--root")
+            .arg(&zroot)
+            .args([
+                "--non-interactive",
+                "--gpg-auto-import-keys",
+                "--releasever",
+                "12",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["refresh"][..],
+        &["install", "standalone-caprepo"],
+        &["download", "hello-caprepo"],
+    ] {
+        let out = zypper(args);
+        assert!(
+            out.status.success(),
+            "zypper {args:?}: {}",
+            output_text(&out)
+        );
+    }
+    assert!(installed(&zroot).contains("standalone-caprepo-1.0-1.noarch"));
+}
+
+#[test]
+fn clients_refuse_a_tampered_index_or_a_swapped_package() {
+    let data = DataDir::init(&[]);
+    add_rpm_repo(&data, "fed", &[]);
+    let server = Server::start(&data);
+    let cap = data.cap("rpm/fed/12/x86_64", "1h");
+    assert!(
+        server
+            .upload(&cap, &[rpm("standalone-caprepo-1.0-1.noarch.rpm")], true)
+            .status
+            .success()
+    );
+    let blob_file = |digest: &str| {
+        data.path
+            .join("store/blobs/sha256")
+            .join(&digest[..2])
+            .join(digest)
+    };
+
+    // Someone with write access to the bucket swaps the package for the unsigned original.
+    let served = server.get("/fed/12/x86_64/Packages/s/standalone-caprepo-1.0-1.noarch.rpm");
+    let etag = served.header("etag").unwrap().trim_matches('"').to_string();
+    std::fs::copy(rpm("standalone-caprepo-1.0-1.noarch.rpm"), blob_file(&etag)).unwrap();
+    let out = Dnf::new(&server, "fed").run(&["install", "standalone-caprepo"]);
+    assert!(!out.status.success(), "dnf must refuse a swapped package");
+    assert!(!installed(&Dnf::new(&server, "fed").root()).contains("standalone"));
+
+    // ... or edits primary.xml.gz: repomd.xml's checksum no longer matches.
+    let repomd = server.get("/fed/12/x86_64/repodata/repomd.xml").text();
+    let primary = repomd
+        .split("href=\"repodata/")
+        .nth(1)
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let tampered = {
+        let gz = std::fs::read(blob_file(&primary)).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(
+            &mut enc,
+            text.replace("Dependency-free", "Trojaned").as_bytes(),
+        )
+        .unwrap();
+        enc.finish().unwrap()
+    };
+    std::fs::write(blob_file(&primary), tampered).unwrap();
+    let out = Dnf::new(&server, "fed").run(&["makecache"]);
+    assert!(
+        !out.status.success(),
+        "dnf must refuse a tampered primary.xml.gz: {}",
+        output_text(&out)
+    );
+}
+
+#[test]
+fn bad_rpms_are_refused_with_a_reason_and_nothing_is_stored() {
+    let data = DataDir::init(&[]);
+    add_rpm_repo(&data, "fed", &[]);
+    let server = Server::start(&data);
+    let cap = data.cap("rpm/fed/12/x86_64", "1h");
+    let good = put(
+        &server,
+        "hello.rpm",
+        &rpm("hello-caprepo-1.0-1.x86_64.rpm"),
+        Some(&cap),
+        "?wait=true",
+    );
+    assert_eq!(good.status, 201, "{}", good.text());
+    assert_eq!(good.json()["package"]["version"], "2:1.0-1");
+    assert_eq!(good.json()["published"], true);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = data.store_snapshot();
+    for (file, status, reason) in [
+        ("malformed/not-an-rpm.rpm", 400, "not an RPM"),
+        ("malformed/truncated.rpm", 400, "headers"),
+        ("malformed/truncated-payload.rpm", 400, "digest mismatch"),
+        ("malformed/corrupt-payload.rpm", 400, "digest mismatch"),
+        (
+            "aarch64-caprepo-1.0-1.aarch64.rpm",
+            403,
+            "architecture aarch64",
+        ),
+        (
+            "malformed/hello-caprepo-conflict-1.0-1.x86_64.rpm",
+            409,
+            "already exists",
+        ),
+        ("hello-caprepo-1.0-1.x86_64.rpm", 200, ""),
+    ] {
+        let reply = put(&server, "x.rpm", &rpm(file), Some(&cap), "");
+        assert_eq!(reply.status, status, "{file}: {}", reply.text());
+        if status >= 400 {
+            let why = reply.json()["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(why.contains(reason), "{file}: {why}");
+            let out = server.upload(&cap, &[rpm(file)], false);
+            assert!(!out.status.success(), "{file}");
+        } else {
+            assert_eq!(reply.json()["status"], "already-present");
+        }
+    }
+    // A .rpm aimed at an APT scope, and a .deb at an RPM scope, are refused too.
+    assert_eq!(
+        put(
+            &server,
+            "hello.deb",
+            &fixture("debs/hello_2.10-3_amd64.deb"),
+            Some(&cap),
+            ""
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        data.store_snapshot(),
+        before,
+        "a refused upload changed the store"
+    );
+}

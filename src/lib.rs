@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod manager;
 pub mod metrics;
 pub mod model;
+pub mod publication;
 pub mod repos;
 pub mod rpmrepo;
 pub mod server;

@@ -59,13 +59,7 @@ pub async fn add_apt_repo(
     new: NewAptRepo,
     actor: &str,
 ) -> Result<RefEntry, RepoError> {
-    validate_name("repository", &new.name).map_err(RepoError::Invalid)?;
-    if crate::server::RESERVED_NAMES.contains(&new.name.as_str()) {
-        return Err(RepoError::Invalid(format!(
-            "{:?} is a path the server uses itself; pick another repository name",
-            new.name
-        )));
-    }
+    check_repo_name(&new.name)?;
     check_list("suite", &new.suites)?;
     check_list("component", &new.components)?;
     check_list("architecture", &new.architectures)?;
@@ -103,17 +97,14 @@ pub async fn add_apt_repo(
             })
             .collect(),
     };
-    refuse_name_taken(store, &new.name).await?;
-    let stored = store.put_json(&definition).await?;
-    let reference = model::repo_ref(&new.name)?;
-    match store
-        .ref_advance(&reference, None, stored.digest, actor, "create repository")
-        .await
-    {
-        Ok(entry) => Ok(entry),
-        Err(StoreError::Conflict(_)) => Err(RepoError::Exists(new.name)),
-        Err(e) => Err(e.into()),
-    }
+    create(
+        store,
+        model::repo_ref(&new.name)?,
+        &new.name,
+        &definition,
+        actor,
+    )
+    .await
 }
 
 pub async fn list_apt_repos(store: &Store) -> Result<Vec<String>, RepoError> {
@@ -151,13 +142,7 @@ pub async fn add_rpm_repo(
     new: NewRpmRepo,
     actor: &str,
 ) -> Result<RefEntry, RepoError> {
-    validate_name("repository", &new.name).map_err(RepoError::Invalid)?;
-    if crate::server::RESERVED_NAMES.contains(&new.name.as_str()) {
-        return Err(RepoError::Invalid(format!(
-            "{:?} is a path the server uses itself; pick another repository name",
-            new.name
-        )));
-    }
+    check_repo_name(&new.name)?;
     check_list("release", &new.releases)?;
     check_list("architecture", &new.architectures)?;
     for arch in &new.architectures {
@@ -170,7 +155,6 @@ pub async fn add_rpm_repo(
             )));
         }
     }
-    refuse_name_taken(store, &new.name).await?;
     let definition = RpmRepo {
         kind: ManifestKind::RpmRepo,
         name: new.name.clone(),
@@ -179,21 +163,14 @@ pub async fn add_rpm_repo(
         architectures: new.architectures,
         sign_packages: new.sign_packages,
     };
-    let stored = store.put_json(&definition).await?;
-    match store
-        .ref_advance(
-            &model::rpm_repo_ref(&new.name)?,
-            None,
-            stored.digest,
-            actor,
-            "create repository",
-        )
-        .await
-    {
-        Ok(entry) => Ok(entry),
-        Err(StoreError::Conflict(_)) => Err(RepoError::Exists(new.name)),
-        Err(e) => Err(e.into()),
-    }
+    create(
+        store,
+        model::rpm_repo_ref(&new.name)?,
+        &new.name,
+        &definition,
+        actor,
+    )
+    .await
 }
 
 pub async fn list_rpm_repos(store: &Store) -> Result<Vec<String>, RepoError> {
@@ -206,4 +183,34 @@ pub async fn load_rpm_repo(store: &Store, name: &str) -> Result<RpmRepo, RepoErr
         .await?
         .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
     Ok(store.get_json(&head.target).await?)
+}
+
+fn check_repo_name(name: &str) -> Result<(), RepoError> {
+    validate_name("repository", name).map_err(RepoError::Invalid)?;
+    if crate::server::RESERVED_NAMES.contains(&name) {
+        return Err(RepoError::Invalid(format!(
+            "{name:?} is a path the server uses itself; pick another repository name"
+        )));
+    }
+    Ok(())
+}
+
+/// Store a new repository's definition and create its ref; losing the race means it exists.
+async fn create(
+    store: &Store,
+    reference: crate::store::RefName,
+    name: &str,
+    definition: &impl serde::Serialize,
+    actor: &str,
+) -> Result<RefEntry, RepoError> {
+    refuse_name_taken(store, name).await?;
+    let stored = store.put_json(definition).await?;
+    match store
+        .ref_advance(&reference, None, stored.digest, actor, "create repository")
+        .await
+    {
+        Ok(entry) => Ok(entry),
+        Err(StoreError::Conflict(_)) => Err(RepoError::Exists(name.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }

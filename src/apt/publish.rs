@@ -10,32 +10,13 @@ use bytes::Bytes;
 
 use super::release::IndexFile;
 use super::{compress, packages, release};
-use crate::agent::{AgentClient, AgentClientError};
+use crate::agent::AgentClient;
 use crate::cells;
 use crate::model::{self, AptPackage, AptPublication, AptRepo, FileEntry, ManifestKind};
-use crate::store::{RefEntry, Store, StoreError};
+use crate::publication;
+use crate::store::Store;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Agent(#[from] AgentClientError),
-    #[error("repository apt/{0} does not exist")]
-    NoRepo(String),
-    #[error("repository apt/{0} has no suite {1}")]
-    NoSuite(String, String),
-    #[error("compressing an index: {0}")]
-    Compress(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub head: RefEntry,
-    pub publication: AptPublication,
-    /// False when the suite was already up to date and nothing was written.
-    pub changed: bool,
-}
+pub use crate::publication::{PublishError, Published};
 
 /// The repository and cell generations a publication of this suite would be built from.
 pub async fn current_inputs(
@@ -79,47 +60,16 @@ pub async fn publish_suite(
     repo: &str,
     suite: &str,
 ) -> Result<Published, PublishError> {
-    let publication_ref = model::publication_ref(repo, suite)?;
+    let reference = model::publication_ref(repo, suite)?;
     loop {
         let (definition, inputs) = current_inputs(store, repo, suite).await?;
-        let current = store.ref_head(&publication_ref).await?;
-        if let Some(head) = &current {
-            let existing: AptPublication = store.get_json(&head.target).await?;
-            if existing.inputs == inputs {
-                return Ok(Published {
-                    head: head.clone(),
-                    publication: existing,
-                    changed: false,
-                });
-            }
+        let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
+        if let Some(published) = fresh {
+            return Ok(published);
         }
-        let publication = build(store, agent, &definition, suite, inputs).await?;
-        let stored = store.put_json(&publication).await?;
-        let note = format!(
-            "publish {} files, {} packages",
-            publication.files.len(),
-            publication.pool.len()
-        );
-        match store
-            .ref_advance(
-                &publication_ref,
-                current.map(|h| h.generation),
-                stored.digest,
-                "manager",
-                &note,
-            )
-            .await
-        {
-            Ok(head) => {
-                return Ok(Published {
-                    head,
-                    publication,
-                    changed: true,
-                });
-            }
-            // Another publisher (another daemon on the same bucket) got there first: re-check against theirs.
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
+        let built = build(store, agent, &definition, suite, inputs).await?;
+        if let Some(published) = publication::advance(store, &reference, current, built).await? {
+            return Ok(published);
         }
     }
 }

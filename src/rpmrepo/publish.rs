@@ -13,8 +13,9 @@ use crate::apt::compress;
 use crate::apt::publish::{PublishError, Published};
 use crate::cells;
 use crate::model::{self, AptPublication, FileEntry, ManifestKind, RpmPackage, RpmRepo};
+use crate::publication;
 use crate::repos;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The cells a tree lists: its arch plus noarch, or src for the source tree.
 fn tree_cells(tree_arch: &str) -> Vec<&str> {
@@ -77,39 +78,13 @@ pub async fn publish_tree(
     let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
     loop {
         let (_, inputs) = current_inputs(store, repo, tree).await?;
-        let current = store.ref_head(&reference).await?;
-        if let Some(head) = &current {
-            let existing: AptPublication = store.get_json(&head.target).await?;
-            if existing.inputs == inputs {
-                return Ok(Published {
-                    head: head.clone(),
-                    publication: existing,
-                    changed: false,
-                });
-            }
+        let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
+        if let Some(published) = fresh {
+            return Ok(published);
         }
-        let publication = build(store, agent, repo, tree, inputs).await?;
-        let stored = store.put_json(&publication).await?;
-        let note = format!("publish {} packages", publication.pool.len());
-        match store
-            .ref_advance(
-                &reference,
-                current.map(|h| h.generation),
-                stored.digest,
-                "manager",
-                &note,
-            )
-            .await
-        {
-            Ok(head) => {
-                return Ok(Published {
-                    head,
-                    publication,
-                    changed: true,
-                });
-            }
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
+        let built = build(store, agent, repo, tree, inputs).await?;
+        if let Some(published) = publication::advance(store, &reference, current, built).await? {
+            return Ok(published);
         }
     }
 }

@@ -139,6 +139,49 @@ fn real_manifests_match_the_schemas() {
         "revocations",
     );
 
+    // RPM: the repository, both cells, the chunk and the publication of a tree.
+    run_ok(
+        caprepo()
+            .args(["repo", "add", "--data"])
+            .arg(&data.path)
+            .args([
+                "rpm",
+                "fed",
+                "--releases",
+                "12",
+                "--architectures",
+                "x86_64",
+            ]),
+    );
+    let rpm_cap = data.cap("rpm/fed/12/x86_64", "1h");
+    let rpms = [
+        "hello-caprepo-1.0-1.x86_64.rpm",
+        "noarch-caprepo-0.5-1.noarch.rpm",
+    ]
+    .map(|f| fixture(&format!("rpms/{f}")));
+    assert!(server.upload(&rpm_cap, &rpms, true).status.success());
+    let rpm_repo = newest_ref(&refs.join("repos/rpm/fed"));
+    assert_valid(
+        &schema("rpm-repo.schema.json"),
+        &blob(&data, rpm_repo["target"].as_str().unwrap()),
+        "rpm repository",
+    );
+    for arch in ["x86_64", "noarch"] {
+        let cell_ref = newest_ref(&refs.join(format!("cells/rpm/fed/12/{arch}")));
+        let cell = blob(&data, cell_ref["target"].as_str().unwrap());
+        assert_valid(&schema("rpm-cell.schema.json"), &cell, "rpm cell");
+        let chunk = blob(&data, cell["chunks"][0]["digest"].as_str().unwrap());
+        assert_valid(&schema("rpm-chunk.schema.json"), &chunk, "rpm chunk");
+    }
+    let tree = newest_ref(&refs.join("published/rpm/fed/12/x86_64"));
+    let rpm_publication = blob(&data, tree["target"].as_str().unwrap());
+    assert_valid(
+        &schema("rpm-publication.schema.json"),
+        &rpm_publication,
+        "rpm publication",
+    );
+    assert_eq!(rpm_publication["pool"].as_object().unwrap().len(), 2);
+
     // The schemas are not vacuous: a manifest with a bad digest is refused.
     let mut broken = chunk.clone();
     broken["packages"][0]["sha256"] = Value::String("xyz".into());

@@ -1,0 +1,89 @@
+//! The publish step shared by APT suites and RPM trees: compare the inputs a
+//! publication would be built from with the one already published, build only
+//! when they moved, and advance the published ref by compare-and-swap. A lost
+//! race (another daemon on the same bucket) re-checks against the winner.
+
+use std::collections::BTreeMap;
+
+use crate::agent::AgentClientError;
+use crate::model::AptPublication;
+use crate::store::{RefEntry, RefName, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Agent(#[from] AgentClientError),
+    #[error("repository {0} does not exist")]
+    NoRepo(String),
+    #[error("repository {0} has no suite or tree {1}")]
+    NoSuite(String, String),
+    #[error("compressing an index: {0}")]
+    Compress(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub head: RefEntry,
+    pub publication: AptPublication,
+    /// False when the tree was already up to date and nothing was written.
+    pub changed: bool,
+}
+
+/// Ref inputs: ref name -> generation, for the repository definition and every cell read.
+pub type Inputs = BTreeMap<String, u64>;
+
+/// The published head, and the publication itself when it was built from exactly `inputs`.
+pub async fn up_to_date(
+    store: &Store,
+    reference: &RefName,
+    inputs: &Inputs,
+) -> Result<(Option<RefEntry>, Option<Published>), PublishError> {
+    let current = store.ref_head(reference).await?;
+    if let Some(head) = &current {
+        let existing: AptPublication = store.get_json(&head.target).await?;
+        if existing.inputs == *inputs {
+            let published = Published {
+                head: head.clone(),
+                publication: existing,
+                changed: false,
+            };
+            return Ok((current, Some(published)));
+        }
+    }
+    Ok((current, None))
+}
+
+/// Store a built publication and flip the ref to it. None: another publisher won the race; re-check.
+pub async fn advance(
+    store: &Store,
+    reference: &RefName,
+    current: Option<RefEntry>,
+    publication: AptPublication,
+) -> Result<Option<Published>, PublishError> {
+    let stored = store.put_json(&publication).await?;
+    let note = format!(
+        "publish {} files, {} packages",
+        publication.files.len(),
+        publication.pool.len()
+    );
+    match store
+        .ref_advance(
+            reference,
+            current.map(|h| h.generation),
+            stored.digest,
+            "manager",
+            &note,
+        )
+        .await
+    {
+        Ok(head) => Ok(Some(Published {
+            head,
+            publication,
+            changed: true,
+        })),
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -85,6 +85,35 @@ deb [signed-by=/etc/apt/keyrings/{name}.gpg] {uri} {suite} {components}
     out
 }
 
+/// The `.repo` file for an RPM repository; `uri` is the repository root, ending in `/`.
+pub fn repo_file_snippet(base: &str, uri: &str, name: &str) -> String {
+    format!(
+        "# /etc/yum.repos.d/{name}.repo (dnf, yum) or /etc/zypp/repos.d/{name}.repo (zypper)\n[{name}]\nname={name}\nbaseurl={uri}$releasever/$basearch/\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={base}/key.asc\n\n# source packages: {uri}<release>/source/\n"
+    )
+}
+
+/// Setup text for whatever a repository is: APT sources or an RPM `.repo` file.
+pub fn setup_snippet(
+    views: &crate::manager::Views,
+    base: &str,
+    uri: &str,
+    repo: &str,
+    only: Option<&str>,
+) -> Option<String> {
+    let trees = views.suites_of(repo);
+    if trees.is_empty() {
+        return None;
+    }
+    if trees.iter().any(|t| t.current.suite.contains('/')) {
+        return Some(repo_file_snippet(base, uri, repo));
+    }
+    let suites = published_suites(views, repo, only);
+    if suites.is_empty() {
+        return None;
+    }
+    Some(sources_snippet(base, uri, repo, &suites))
+}
+
 /// Suites and their components as readers see them, optionally limited to one suite.
 pub fn published_suites(
     views: &crate::manager::Views,
@@ -144,13 +173,16 @@ pub async fn repo_page(
     headers: HeaderMap,
 ) -> Response {
     let views = &state.manager.views;
-    if !views.is_public(&repo) || views.suites_of(&repo).is_empty() {
-        return reply::not_found("no such repository");
-    }
     let base = base_url(&headers);
-    let suites = published_suites(views, &repo, None);
-    let snippet = sources_snippet(&base, &format!("{base}/{repo}/"), &repo, &suites);
-    setup_page(&repo, &snippet, &headers)
+    let snippet = if views.is_public(&repo) {
+        setup_snippet(views, &base, &format!("{base}/{repo}/"), &repo, None)
+    } else {
+        None
+    };
+    match snippet {
+        Some(snippet) => setup_page(&repo, &snippet, &headers),
+        None => reply::not_found("no such repository"),
+    }
 }
 
 fn key_response(bytes: &[u8], content_type: &'static str) -> Response {

@@ -120,11 +120,12 @@ pub async fn page(
         Ok(target) => target,
         Err(denied) => return denied.into_response(),
     };
-    let suites = pages::published_suites(&state.manager.views, &repo, suite.as_deref());
-    if suites.is_empty() {
-        return reply::not_found("nothing is published yet in what this read cap opens");
-    }
     let base = pages::base_url_of(&headers);
-    let snippet = pages::sources_snippet(&base, &format!("{base}/r/{cap}/"), &repo, &suites);
+    let uri = format!("{base}/r/{cap}/");
+    let Some(snippet) =
+        pages::setup_snippet(&state.manager.views, &base, &uri, &repo, suite.as_deref())
+    else {
+        return reply::not_found("nothing is published yet in what this read cap opens");
+    };
     pages::setup_page(&format!("{repo} (read capability)"), &snippet, &headers)
 }

@@ -388,3 +388,67 @@ fn bad_rpms_are_refused_with_a_reason_and_nothing_is_stored() {
         "a refused upload changed the store"
     );
 }
+
+#[test]
+fn dnf_reads_a_private_rpm_repository_through_a_read_cap_until_it_is_revoked() {
+    let data = DataDir::init(&[]);
+    add_rpm_repo(&data, "hidden", &["--private"]);
+    let server = Server::start(&data);
+    let cap = data.cap("rpm/hidden/12/x86_64", "1h");
+    assert!(
+        server
+            .upload(&cap, &[rpm("standalone-caprepo-1.0-1.noarch.rpm")], true)
+            .status
+            .success()
+    );
+    assert_eq!(
+        server.get("/hidden/12/x86_64/repodata/repomd.xml").status,
+        404,
+        "private: no public path"
+    );
+
+    let read = data.cap_with("rpm/hidden", "read", "30d", &[]);
+    let setup = run_ok(
+        caprepo()
+            .args(["cap", "publish", "--server", &server.url])
+            .arg(&read),
+    );
+    assert!(
+        setup.contains(&format!(
+            "baseurl={}/r/{read}/$releasever/$basearch/",
+            server.url
+        )),
+        "{setup}"
+    );
+    assert!(setup.contains("repo_gpgcheck=1") && setup.contains("gpgkey="));
+
+    // The .repo stanza caprepo printed is what dnf uses.
+    let dnf = Dnf::new(&server, &format!("r/{read}"));
+    let out = dnf.run(&["install", "standalone-caprepo"]);
+    assert!(
+        out.status.success(),
+        "dnf through a read cap: {}",
+        output_text(&out)
+    );
+    assert!(installed(&dnf.root()).contains("standalone-caprepo"));
+
+    let id = serde_json::from_str::<serde_json::Value>(&run_ok(
+        caprepo()
+            .args(["cap", "inspect", "--json", "--data"])
+            .arg(&data.path)
+            .arg(&read),
+    ))
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run_ok(
+        caprepo()
+            .args(["cap", "revoke", "--data"])
+            .arg(&data.path)
+            .arg(&id),
+    );
+    let out = Dnf::new(&server, &format!("r/{read}")).run(&["makecache"]);
+    assert!(!out.status.success(), "dnf must fail after revocation");
+    assert!(output_text(&out).contains("401"), "{}", output_text(&out));
+}

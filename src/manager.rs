@@ -162,18 +162,21 @@ impl ManagerHandle {
         let _ = self.dirty.send((repo.to_string(), suite.to_string()));
     }
 
-    /// True once some published tree of the repository lists `cell` at `generation` or later.
-    pub fn is_published(&self, repo: &str, cell: &str, generation: u64) -> bool {
-        self.views
-            .suites_of(repo)
-            .iter()
-            .any(|v| v.current.inputs.get(cell).is_some_and(|g| *g >= generation))
+    /// True once every one of `trees` is published with `cell` at `generation` or later.
+    pub fn is_published(&self, repo: &str, trees: &[String], cell: &str, generation: u64) -> bool {
+        !trees.is_empty()
+            && trees.iter().all(|tree| {
+                self.views
+                    .get(repo, tree)
+                    .is_some_and(|v| v.current.inputs.get(cell).is_some_and(|g| *g >= generation))
+            })
     }
 
     /// Wait until `is_published`, or the timeout.
     pub async fn wait_published(
         &self,
         repo: &str,
+        trees: &[String],
         cell: &str,
         generation: u64,
         timeout: Duration,
@@ -181,7 +184,7 @@ impl ManagerHandle {
         let mut published = self.published.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.is_published(repo, cell, generation) {
+            if self.is_published(repo, trees, cell, generation) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, published.changed()).await {

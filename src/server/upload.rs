@@ -181,13 +181,19 @@ pub async fn upload(
         manager
             .wait_published(
                 &target.repo,
+                &target.trees,
                 &target.cell_ref,
                 ingested.cell_generation,
                 WAIT_TIMEOUT,
             )
             .await
     } else {
-        manager.is_published(&target.repo, &target.cell_ref, ingested.cell_generation)
+        manager.is_published(
+            &target.repo,
+            &target.trees,
+            &target.cell_ref,
+            ingested.cell_generation,
+        )
     };
     let status = if ingested.status == "stored" {
         StatusCode::CREATED
@@ -302,9 +308,13 @@ pub async fn wait(
         );
     }
     let timeout = Duration::from_secs(query.timeout.unwrap_or(120).min(600));
+    let trees = match trees_of_cell(&state, &cell).await {
+        Ok(trees) => trees,
+        Err(response) => return response,
+    };
     let published = state
         .manager
-        .wait_published(&repo, &cell_ref, query.generation, timeout)
+        .wait_published(&repo, &trees, &cell_ref, query.generation, timeout)
         .await;
     #[derive(Serialize)]
     struct Answer {
@@ -316,6 +326,22 @@ pub async fn wait(
         StatusCode::ACCEPTED
     };
     reply::json(status, &Answer { published })
+}
+
+/// The published trees that list a cell: its APT suite, or the RPM trees of its release.
+async fn trees_of_cell(state: &AppState, cell: &Scope) -> Result<Vec<String>, Response> {
+    let s = cell.segments();
+    if cell.kind() == "apt" {
+        return Ok(vec![s[3].clone()]);
+    }
+    match crate::repos::load_rpm_repo(&state.store, &s[1]).await {
+        Ok(definition) => Ok(crate::rpmrepo::ingest::trees_of(&definition, &s[2], &s[3])),
+        Err(e) => Err(reply::error(
+            StatusCode::NOT_FOUND,
+            "no-such-cell",
+            &e.to_string(),
+        )),
+    }
 }
 
 /// (repository, cell ref name, whether the cell is shared by every arch) for a whole-cell scope.

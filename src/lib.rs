@@ -25,6 +25,7 @@ pub mod rpmrepo;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod versions;
 
 #[cfg(test)]
 pub(crate) mod testing;

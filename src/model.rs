@@ -20,6 +20,9 @@ pub struct AptRepo {
     pub label: String,
     pub private: bool,
     pub suites: Vec<SuiteDef>,
+    /// Keep only the newest N versions of each package (per architecture) in the published indices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +178,9 @@ pub struct RpmRepo {
     pub architectures: Vec<String>,
     /// Sign every uploaded package's header with the agent's key.
     pub sign_packages: bool,
+    /// Keep only the newest N versions of each package (per architecture) in the published repodata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<u32>,
 }
 
 /// One package in an RPM cell. Its repodata entries are rendered at upload and kept as blobs.

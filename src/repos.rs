@@ -27,6 +27,7 @@ pub struct NewAptRepo {
     pub origin: Option<String>,
     pub label: Option<String>,
     pub private: bool,
+    pub retention: Option<u32>,
 }
 
 fn check_list(kind: &str, items: &[String]) -> Result<(), RepoError> {
@@ -96,6 +97,7 @@ pub async fn add_apt_repo(
                 architectures: new.architectures.clone(),
             })
             .collect(),
+        retention: new.retention,
     };
     create(
         store,
@@ -135,6 +137,7 @@ pub struct NewRpmRepo {
     pub architectures: Vec<String>,
     pub private: bool,
     pub sign_packages: bool,
+    pub retention: Option<u32>,
 }
 
 pub async fn add_rpm_repo(
@@ -162,6 +165,7 @@ pub async fn add_rpm_repo(
         releases: new.releases,
         architectures: new.architectures,
         sign_packages: new.sign_packages,
+        retention: new.retention,
     };
     create(
         store,
@@ -213,4 +217,86 @@ async fn create(
         Err(StoreError::Conflict(_)) => Err(RepoError::Exists(name.to_string())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Change a repository's settings (retention for now), by compare-and-swap on its ref.
+pub async fn set_retention(
+    store: &Store,
+    kind: &str,
+    name: &str,
+    retention: Option<u32>,
+    actor: &str,
+) -> Result<RefEntry, RepoError> {
+    if retention == Some(0) {
+        return Err(RepoError::Invalid(
+            "--retention must keep at least 1 version".into(),
+        ));
+    }
+    let reference = match kind {
+        "apt" => model::repo_ref(name)?,
+        "rpm" => model::rpm_repo_ref(name)?,
+        other => {
+            return Err(RepoError::Invalid(format!(
+                "unknown repository kind {other:?}"
+            )));
+        }
+    };
+    let note = format!(
+        "set retention {}",
+        retention.map_or("unlimited".to_string(), |n| n.to_string())
+    );
+    for _ in 0..16 {
+        let head = store
+            .ref_head(&reference)
+            .await?
+            .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
+        let stored = if kind == "apt" {
+            let mut definition: AptRepo = store.get_json(&head.target).await?;
+            definition.retention = retention;
+            store.put_json(&definition).await?
+        } else {
+            let mut definition: RpmRepo = store.get_json(&head.target).await?;
+            definition.retention = retention;
+            store.put_json(&definition).await?
+        };
+        match store
+            .ref_advance(
+                &reference,
+                Some(head.generation),
+                stored.digest,
+                actor,
+                &note,
+            )
+            .await
+        {
+            Ok(entry) => return Ok(entry),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RepoError::Store(StoreError::Conflict(
+        reference.to_string(),
+    )))
+}
+
+/// Keep the newest `keep` versions of each (name, architecture), as ordered by `cmp`.
+pub fn apply_retention<T>(
+    packages: Vec<T>,
+    keep: Option<u32>,
+    key: impl Fn(&T) -> (String, String),
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let Some(keep) = keep else { return packages };
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<T>> =
+        std::collections::BTreeMap::new();
+    for package in packages {
+        groups.entry(key(&package)).or_default().push(package);
+    }
+    let mut out = Vec::new();
+    for (_, mut versions) in groups {
+        versions.sort_by(|a, b| cmp(b, a));
+        versions.truncate(keep as usize);
+        out.extend(versions);
+    }
+    out
 }

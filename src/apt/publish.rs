@@ -96,7 +96,13 @@ async fn build(
         let arch_all = load_cell_packages(store, repo, suite, component, "all").await?;
         for arch in &suite_def.architectures {
             let own = load_cell_packages(store, repo, suite, component, arch).await?;
-            let mut listed: Vec<&AptPackage> = own.iter().chain(arch_all.iter()).collect();
+            let listed: Vec<&AptPackage> = own.iter().chain(arch_all.iter()).collect();
+            let mut listed = crate::repos::apply_retention(
+                listed,
+                definition.retention,
+                |p| (p.name.clone(), p.architecture.clone()),
+                |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
+            );
             for p in &listed {
                 pool.insert(
                     p.filename.clone(),

@@ -62,6 +62,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 origin: Some("caprepo demo".into()),
                 label: Some("caprepo demo".into()),
                 private: false,
+                retention: None,
             },
             "demo",
         )

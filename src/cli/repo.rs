@@ -16,6 +16,19 @@ pub enum Command {
     /// Add a repository: `repo add --data DIR apt NAME --suites stable,testing --components main --architectures amd64,arm64`
     /// or `repo add --data DIR rpm NAME --releases 12,13 --architectures x86_64,aarch64`.
     Add(AddArgs),
+    /// Change a repository's settings, e.g. `repo set --data DIR apt/NAME --retention 3`.
+    Set {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// apt/NAME or rpm/NAME.
+        repo: String,
+        /// Publish only the newest N versions of each package.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "unlimited_retention")]
+        retention: Option<u32>,
+        /// Publish every version again.
+        #[arg(long)]
+        unlimited_retention: bool,
+    },
     /// List repositories.
     List {
         #[arg(long, value_name = "DIR")]
@@ -43,6 +56,9 @@ pub struct AddArgs {
     /// RPM: do not sign uploaded packages with the agent's key (signing is on by default).
     #[arg(long)]
     no_sign_packages: bool,
+    /// Publish only the newest N versions of each package (default: all).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    retention: Option<u32>,
     /// Comma-separated architectures, e.g. amd64,arm64 or x86_64,aarch64 (all/noarch packages go into every one).
     #[arg(long, value_name = "LIST")]
     architectures: String,
@@ -76,6 +92,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         origin: args.origin,
                         label: args.label,
                         private: args.private,
+                        retention: args.retention,
                     };
                     repos::add_apt_repo(&store, new, "cli").await?;
                     println!(
@@ -90,6 +107,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         architectures: split_list(&args.architectures),
                         private: args.private,
                         sign_packages: !args.no_sign_packages,
+                        retention: args.retention,
                     };
                     repos::add_rpm_repo(&store, new, "cli").await?;
                     println!(
@@ -99,6 +117,26 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                 }
                 other => bail!("unknown repository kind {other:?}: use apt or rpm"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Set {
+            data,
+            repo,
+            retention,
+            unlimited_retention,
+        } => {
+            let Some((kind, name)) = repo.split_once('/') else {
+                bail!("name the repository as apt/NAME or rpm/NAME");
+            };
+            if retention.is_none() && !unlimited_retention {
+                bail!("nothing to set: give --retention N or --unlimited-retention");
+            }
+            let store = open_store(&DataDir::new(&data))?;
+            repos::set_retention(&store, kind, name, retention, "cli").await?;
+            println!(
+                "{repo}: retention {}; a running server republishes within a second.",
+                retention.map_or("unlimited".into(), |n| n.to_string())
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::List { data } => {

@@ -77,12 +77,12 @@ pub async fn publish_tree(
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
     let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
     loop {
-        let (_, inputs) = current_inputs(store, repo, tree).await?;
+        let (definition, inputs) = current_inputs(store, repo, tree).await?;
         let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
         if let Some(published) = fresh {
             return Ok(published);
         }
-        let built = build(store, agent, repo, tree, inputs).await?;
+        let built = build(store, agent, &definition, tree, inputs).await?;
         if let Some(published) = publication::advance(store, &reference, current, built).await? {
             return Ok(published);
         }
@@ -114,10 +114,11 @@ async fn document(
 async fn build(
     store: &Store,
     agent: &AgentClient,
-    repo: &str,
+    definition: &RpmRepo,
     tree: &str,
     inputs: BTreeMap<String, u64>,
 ) -> Result<AptPublication, PublishError> {
+    let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
     let mut packages: Vec<RpmPackage> = Vec::new();
     for arch in tree_cells(tree_arch) {
@@ -126,6 +127,17 @@ async fn build(
                 .await?;
         packages.extend(cells::all_packages::<RpmPackage>(store, &cell).await?);
     }
+    let mut packages = crate::repos::apply_retention(
+        packages,
+        definition.retention,
+        |p| (p.name.clone(), p.arch.clone()),
+        |a, b| {
+            crate::versions::rpm_cmp(
+                (a.epoch, &a.version, &a.release),
+                (b.epoch, &b.version, &b.release),
+            )
+        },
+    );
     // createrepo_c orders packages by file name.
     packages.sort_by(|a, b| {
         a.location

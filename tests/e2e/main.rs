@@ -9,6 +9,7 @@ mod concurrency;
 mod http_semantics;
 mod readcaps;
 mod refusals;
+mod releases;
 mod rpm;
 mod schema;
 mod signing;

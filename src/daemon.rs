@@ -128,6 +128,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         config: Arc::new(config),
         root_key,
         agent: agent.clone(),
+        snapshots: Arc::default(),
         revocations: Arc::new(crate::caps::registry::RevocationCheck::new(store.clone())),
         manager: handle,
         metrics,

@@ -20,6 +20,7 @@ pub mod manager;
 pub mod metrics;
 pub mod model;
 pub mod publication;
+pub mod releases;
 pub mod repos;
 pub mod rpmrepo;
 pub mod server;

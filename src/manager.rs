@@ -257,6 +257,20 @@ impl Manager {
     }
 
     async fn publish(&self, repo: &str, suite: &str) {
+        // A promotion or rollback is rewriting this suite's cells: publish once it is done.
+        let kind = if suite.contains('/') { "rpm" } else { "apt" };
+        let unit = crate::releases::Unit {
+            kind: kind.to_string(),
+            repo: repo.to_string(),
+            name: suite.split('/').next().unwrap_or_default().to_string(),
+        };
+        if crate::releases::batch_open(&self.store, &unit)
+            .await
+            .unwrap_or(false)
+        {
+            tracing::debug!(repo, suite, "a batch is open; publishing after it closes");
+            return;
+        }
         let started = Instant::now();
         // RPM trees are `<release>/<arch>`; APT suite names never contain a slash.
         let result = if suite.contains('/') {

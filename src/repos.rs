@@ -147,6 +147,11 @@ pub async fn add_rpm_repo(
 ) -> Result<RefEntry, RepoError> {
     check_repo_name(&new.name)?;
     check_list("release", &new.releases)?;
+    if new.releases.iter().any(|r| r == "snapshots") {
+        return Err(RepoError::Invalid(
+            "\"snapshots\" is reserved for snapshot URLs; pick another release name".into(),
+        ));
+    }
     check_list("architecture", &new.architectures)?;
     for arch in &new.architectures {
         let ok = arch

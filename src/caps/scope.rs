@@ -66,8 +66,18 @@ impl Scope {
         self.segments.get(1).map(String::as_str)
     }
 
-    /// For APT scopes: (suite, component, arch) as far as the scope names them.
+    /// The snapshot a scope pins (`apt/NAME/snapshots/SNAP`, `rpm/NAME/snapshots/SNAP`).
+    pub fn snapshot(&self) -> Option<&str> {
+        (self.segments.get(2).map(String::as_str) == Some("snapshots"))
+            .then(|| self.segments.get(3).map(String::as_str))
+            .flatten()
+    }
+
+    /// For APT scopes under `dists`: (suite, component, arch) as far as the scope names them.
     pub fn apt_parts(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        if self.segments.get(2).is_some_and(|s| s != "dists") {
+            return (None, None, None);
+        }
         let s = |i: usize| self.segments.get(i).map(String::as_str);
         (s(3), s(4), s(5).and_then(|b| b.strip_prefix("binary-")))
     }
@@ -95,10 +105,18 @@ impl FromStr for Scope {
         }
         for (i, seg) in segments.iter().enumerate().skip(1) {
             match (kind, i) {
-                ("apt", 2) if seg != "dists" => {
-                    return Err(err("the third segment of an apt scope is \"dists\"".into()));
+                ("apt", 2) if seg != "dists" && seg != "snapshots" => {
+                    return Err(err(
+                        "the third segment of an apt scope is \"dists\" (or \"snapshots\")".into(),
+                    ));
                 }
                 ("apt", 2) => {}
+                (_, 3) if segments[2] == "snapshots" => {
+                    validate_name("snapshot", seg).map_err(err)?;
+                }
+                (_, 4..) if segments[2] == "snapshots" => {
+                    return Err(err("a snapshot scope ends with the snapshot's name".into()));
+                }
                 ("apt", 5) => {
                     let arch = seg.strip_prefix("binary-").ok_or_else(|| {
                         err("the sixth segment of an apt scope is binary-<arch>".into())
@@ -165,6 +183,8 @@ mod tests {
             "apt/demo/dists/stable/main/binary-amd64/extra",
             "rpm/x/12/x86_64/more",
             "apt/demo/dists/st..able",
+            "apt/demo/snapshots/a/b",
+            "apt/demo/snapshots/A",
         ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad} should be refused");
         }

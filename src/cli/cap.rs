@@ -162,6 +162,19 @@ async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<
             "a read cap names a repository or a suite (apt/NAME or apt/NAME/dists/SUITE): apt reads whole suites"
         );
     }
+    if let (Some(repo), Some(snapshot)) = (scope.repo(), scope.snapshot()) {
+        let store = open_store(data)?;
+        if crate::releases::snapshot_get(&store, scope.kind(), repo, snapshot)
+            .await?
+            .is_none()
+        {
+            bail!(
+                "{}/{repo} has no snapshot {snapshot}; make it with `caprepo snapshot create`",
+                scope.kind()
+            );
+        }
+        return Ok(());
+    }
     if let (Some(repo), "rpm") = (scope.repo(), scope.kind()) {
         let definition = repos::load_rpm_repo(&open_store(data)?, repo).await?;
         let segments = scope.segments();

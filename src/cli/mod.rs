@@ -9,6 +9,7 @@ mod demo;
 mod init;
 mod key;
 mod passphrase;
+mod release;
 mod repo;
 mod upload;
 
@@ -56,6 +57,19 @@ enum Command {
     /// The repository signing key.
     #[command(subcommand)]
     Key(key::Command),
+    /// Remove packages from a suite or release: `rm --data DIR apt/NAME/SUITE PACKAGE[=VERSION]...`.
+    Rm(release::RmArgs),
+    /// Copy packages between suites or releases, published atomically: `promote --data DIR apt/NAME testing stable`.
+    Promote(release::PromoteArgs),
+    /// Freeze, list and switch to snapshots of a suite or RPM tree.
+    #[command(subcommand)]
+    Snapshot(release::SnapshotCommand),
+    /// Put a suite back as an earlier publication had it: `rollback --data DIR apt/NAME/SUITE [--to GENERATION]`.
+    Rollback(release::RollbackArgs),
+    /// List a suite's publications with time, who and what changed.
+    History(release::HistoryArgs),
+    /// Every recorded change: uploads, removals, promotions, snapshots, rollbacks, caps issued and revoked.
+    Audit(release::AuditArgs),
     /// One command for a local try-out: a demo data dir, repository and key, then serve.
     Demo(demo::Args),
 }
@@ -122,6 +136,12 @@ pub fn main() -> ExitCode {
             Command::Upload(args) => upload::run(args).await,
             Command::Key(command) => key::run(command).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Rm(args) => release::rm(args).await,
+            Command::Promote(args) => release::promote(args).await,
+            Command::Snapshot(command) => release::snapshot(command).await,
+            Command::Rollback(args) => release::rollback(args).await,
+            Command::History(args) => release::history(args).await,
+            Command::Audit(args) => release::audit(args).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ mod files;
 pub mod pages;
 mod readcap;
 mod reply;
+mod snapshots;
 mod upload;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub manager: ManagerHandle,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    pub snapshots: Arc<snapshots::SnapshotCache>,
     /// The public signing key, fetched from the agent once at start.
     pub public_key_armored: Arc<[u8]>,
     pub public_key_binary: Arc<[u8]>,
@@ -141,10 +143,16 @@ async fn repository_file(
 ) -> Response {
     state.metrics.http_requests.inc();
     let views = &state.manager.views;
-    let entry = if views.is_public(&repo) {
-        resolve(views, &repo, None, &path)
-    } else {
+    let entry = if !views.is_public(&repo) {
         None
+    } else if let Some(rest) = path.strip_prefix("snapshots/") {
+        let (snapshot, inner) = rest.split_once('/').unwrap_or((rest, ""));
+        match state.snapshots.get(&state.store, &repo, snapshot).await {
+            Some(publication) => snapshots::lookup(&publication, inner),
+            None => None,
+        }
+    } else {
+        resolve(views, &repo, None, &path)
     };
     match entry {
         Some(entry) => files::serve(&state.store, &state.metrics, &path, entry, &headers).await,

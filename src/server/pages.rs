@@ -124,22 +124,24 @@ pub fn published_suites(
         .suites_of(repo)
         .iter()
         .filter(|v| only.is_none_or(|o| v.current.suite == o))
-        .map(|v| {
-            let prefix = format!("dists/{}/", v.current.suite);
-            let mut components: Vec<String> = v
-                .current
-                .files
-                .keys()
-                .filter_map(|p| {
-                    p.strip_prefix(&prefix)
-                        .and_then(|r| r.split_once("/binary-"))
-                        .map(|(c, _)| c.to_string())
-                })
-                .collect();
-            components.dedup();
-            (v.current.suite.clone(), components)
-        })
+        .map(|v| suite_components(&v.current))
         .collect()
+}
+
+/// A published suite's name and the components its files show.
+pub fn suite_components(publication: &crate::model::AptPublication) -> (String, Vec<String>) {
+    let prefix = format!("dists/{}/", publication.suite);
+    let mut components: Vec<String> = publication
+        .files
+        .keys()
+        .filter_map(|p| {
+            p.strip_prefix(&prefix)
+                .and_then(|r| r.split_once("/binary-"))
+                .map(|(c, _)| c.to_string())
+        })
+        .collect();
+    components.dedup();
+    (publication.suite.clone(), components)
 }
 
 pub fn base_url_of(headers: &HeaderMap) -> String {

@@ -16,7 +16,13 @@ fn read_target(grant: &Grant) -> Result<(String, Option<String>), Denied> {
     let scope = &grant.scope;
     let segments = scope.segments();
     match (scope.kind(), scope.repo(), scope.apt_parts()) {
-        ("apt", Some(repo), (suite, None, _)) => Ok((repo.to_string(), suite.map(str::to_string))),
+        (_, Some(repo), _) if scope.snapshot().is_some() => Ok((
+            repo.to_string(),
+            scope.snapshot().map(|s| format!("snapshots/{s}")),
+        )),
+        ("apt", Some(repo), (suite, None, _)) if segments.len() != 3 => {
+            Ok((repo.to_string(), suite.map(str::to_string)))
+        }
         ("rpm", Some(repo), _) => Ok((
             repo.to_string(),
             (segments.len() > 2).then(|| segments[2..].join("/")),
@@ -101,7 +107,15 @@ pub async fn file(
         Ok(target) => target,
         Err(denied) => return denied.into_response(),
     };
-    match resolve(&state.manager.views, &repo, suite.as_deref(), &path) {
+    let entry = match suite.as_deref().and_then(|s| s.strip_prefix("snapshots/")) {
+        // A cap pinned to a snapshot serves that frozen tree, whatever the suite does since.
+        Some(snapshot) => match state.snapshots.get(&state.store, &repo, snapshot).await {
+            Some(publication) => super::snapshots::lookup(&publication, &path),
+            None => None,
+        },
+        None => resolve(&state.manager.views, &repo, suite.as_deref(), &path),
+    };
+    match entry {
         Some(entry) => files::serve(&state.store, &state.metrics, &path, entry, &headers).await,
         None => {
             state.metrics.http_not_found.inc();

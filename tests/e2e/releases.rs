@@ -129,3 +129,234 @@ fn rpm_retention_keeps_the_newest_release() {
     assert!(primary.contains("packages=\"1\""), "{primary}");
     assert!(primary.contains("rel=\"2\"") && !primary.contains("ver=\"1.0\" rel=\"1\""));
 }
+
+fn packages_of(server: &Server, path: &str) -> String {
+    server.get(path).text()
+}
+
+#[test]
+fn promote_remove_snapshot_rollback_history_and_audit_through_real_apt() {
+    let data = DataDir::init(&[]);
+    data.repo_add("rel", "stable,testing", "main", "amd64");
+    let server = Server::start(&data);
+    let work = tempfile::tempdir().unwrap();
+    let testing = data.cap("apt/rel/dists/testing/main/binary-amd64", "1h");
+    let files = vec![
+        fixture("debs/hello_2.10-3_amd64.deb"),
+        fixture("debs/tree_2.1.0-1_amd64.deb"),
+        fixture("debs/sensible-utils_0.0.17+nmu1_all.deb"),
+    ];
+    assert!(server.upload(&testing, &files, true).status.success());
+    let stable_index = "/rel/dists/stable/main/binary-amd64/Packages";
+
+    // Promote only hello (and the arch-all package) from testing to stable, atomically.
+    run_ok(caprepo().args(["promote", "--data"]).arg(&data.path).args([
+        "apt/rel",
+        "testing",
+        "stable",
+        "--package",
+        "hello",
+        "--package",
+        "sensible-utils",
+    ]));
+    server.wait_for(stable_index, "promoted", |r| {
+        r.text().contains("Package: hello\n")
+    });
+    let stable = packages_of(&server, stable_index);
+    assert!(
+        !stable.contains("Package: tree\n"),
+        "only the selected packages move"
+    );
+    let apt = Apt::for_repo(&server, "rel", "stable", "main", &data.key(false), true);
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "hello"]);
+
+    // Snapshot stable, then change it.
+    run_ok(
+        caprepo()
+            .args(["snapshot", "create", "--data"])
+            .arg(&data.path)
+            .args(["apt/rel/stable", "before-b1"]),
+    );
+    let frozen = server.get("/rel/snapshots/before-b1/dists/stable/InRelease");
+    assert_eq!(frozen.status, 200);
+    let stable_cap = data.cap("apt/rel/dists/stable/main/binary-amd64", "1h");
+    assert!(
+        server
+            .upload(
+                &stable_cap,
+                &[hello_version(work.path(), "2.10-3+b1")],
+                true
+            )
+            .status
+            .success()
+    );
+    assert!(packages_of(&server, stable_index).contains("Version: 2.10-3+b1\n"));
+    // The snapshot still serves the same bytes, also through a pinned read cap.
+    assert_eq!(
+        server
+            .get("/rel/snapshots/before-b1/dists/stable/InRelease")
+            .body,
+        frozen.body
+    );
+    let pinned = data.cap_with("apt/rel/snapshots/before-b1", "read", "1d", &[]);
+    let pinned_apt = Apt::new(
+        &format!(
+            "Types: deb\nURIs: {}/r/{pinned}/\nSuites: stable\nComponents: main\nSigned-By: KEYRING\n",
+            server.url
+        ),
+        &data.key(false),
+        true,
+    );
+    pinned_apt.run_ok(&["update"]);
+    pinned_apt.run_ok(&["install", "-y", "--download-only", "hello"]);
+    assert!(
+        pinned_apt.archive("hello_2.10-3_amd64.deb").exists(),
+        "the pinned snapshot still offers 2.10-3 as newest"
+    );
+
+    // Remove, then roll back to before the removal.
+    run_ok(
+        caprepo()
+            .args(["rm", "--data"])
+            .arg(&data.path)
+            .args(["apt/rel/stable", "hello=2.10-3+b1"]),
+    );
+    server.wait_for(stable_index, "removed", |r| !r.text().contains("2.10-3+b1"));
+    run_ok(
+        caprepo()
+            .args(["rollback", "--data"])
+            .arg(&data.path)
+            .arg("apt/rel/stable"),
+    );
+    server.wait_for(stable_index, "rolled back", |r| {
+        r.text().contains("Version: 2.10-3+b1\n")
+    });
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "hello"]);
+    assert!(
+        apt.archive("hello_2.10-3+b1_amd64.deb").exists(),
+        "apt sees the rolled-back suite"
+    );
+
+    // Blue/green: switch stable to the snapshot.
+    run_ok(
+        caprepo()
+            .args(["snapshot", "switch", "--data"])
+            .arg(&data.path)
+            .args(["apt/rel/stable", "before-b1"]),
+    );
+    server.wait_for(stable_index, "switched", |r| {
+        !r.text().contains("2.10-3+b1") && r.text().contains("Version: 2.10-3\n")
+    });
+
+    // History names who changed what; audit has every kind of event.
+    let history = run_ok(
+        caprepo()
+            .args(["history", "--json", "--data"])
+            .arg(&data.path)
+            .arg("apt/rel/stable"),
+    );
+    let rows: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let notes: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| format!("{} by {}", c["what"], c["by"]))
+        })
+        .collect();
+    for expected in [
+        "promote from apt/rel/testing",
+        "add hello 2.10-3+b1",
+        "rm hello",
+        "rollback to publication",
+        "switch to snapshot before-b1",
+    ] {
+        assert!(
+            notes.iter().any(|n| n.contains(expected)),
+            "history lacks {expected}: {notes:#?}"
+        );
+    }
+    let audit = run_ok(caprepo().args(["audit", "--data"]).arg(&data.path));
+    for expected in [
+        "create repository",
+        "add hello",
+        "promote from",
+        "rm hello",
+        "rollback to publication",
+        "issue ",
+        "snapshot apt/rel/stable",
+    ] {
+        assert!(audit.contains(expected), "audit lacks {expected}:\n{audit}");
+    }
+}
+
+#[test]
+fn dnf_installs_from_a_promoted_rpm_release() {
+    let data = DataDir::init(&[]);
+    run_ok(
+        caprepo()
+            .args(["repo", "add", "--data"])
+            .arg(&data.path)
+            .args([
+                "rpm",
+                "fed",
+                "--releases",
+                "12,13",
+                "--architectures",
+                "x86_64",
+            ]),
+    );
+    let server = Server::start(&data);
+    let cap = data.cap("rpm/fed/12/x86_64", "1h");
+    assert!(
+        server
+            .upload(
+                &cap,
+                &[fixture("rpms/standalone-caprepo-1.0-1.noarch.rpm")],
+                true
+            )
+            .status
+            .success()
+    );
+    run_ok(
+        caprepo()
+            .args(["promote", "--data"])
+            .arg(&data.path)
+            .args(["rpm/fed", "12", "13"]),
+    );
+    server.wait_for("/fed/13/x86_64/repodata/repomd.xml", "promoted", |r| {
+        r.status == 200
+            && server
+                .get("/fed/13/x86_64/Packages/s/standalone-caprepo-1.0-1.noarch.rpm")
+                .status
+                == 200
+    });
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path().display();
+    std::fs::create_dir_all(root.path().join("repos.d")).unwrap();
+    std::fs::write(root.path().join("dnf.conf"), format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nplugins=0\n")).unwrap();
+    std::fs::write(
+        root.path().join("repos.d/c.repo"),
+        format!("[c]\nname=c\nbaseurl={}/fed/$releasever/$basearch/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}/key.asc\n", server.url, server.url),
+    )
+    .unwrap();
+    let out = Command::new("dnf")
+        .arg("-c")
+        .arg(root.path().join("dnf.conf"))
+        .arg(format!("--installroot={d}/root"))
+        .args(["--releasever=13", "-y", "install", "standalone-caprepo"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

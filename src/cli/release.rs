@@ -1,0 +1,351 @@
+//! Release-manager commands: remove, promote, snapshot, rollback, history and
+//! audit. Each works on the store of a data dir; a server on the same data dir
+//! (or bucket) picks the change up within a second and publishes it once.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use super::repo::open_store;
+use crate::config::DataDir;
+use crate::model::AptPublication;
+use crate::releases::{self, Selector, Tree, Unit};
+use crate::store::{RefName, Store};
+
+#[derive(clap::Args)]
+pub struct RmArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The suite or release: apt/NAME/SUITE or rpm/NAME/RELEASE.
+    target: String,
+    /// Packages: NAME or NAME=VERSION (for RPM, VERSION is EPOCH:VERSION-RELEASE or VERSION-RELEASE).
+    #[arg(required = true)]
+    packages: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// apt/NAME or rpm/NAME.
+    repo: String,
+    /// Suite or release to copy from.
+    from: String,
+    /// Suite or release to copy to.
+    to: String,
+    /// Only these packages (NAME or NAME=VERSION); default: everything.
+    #[arg(long = "package", value_name = "P")]
+    packages: Vec<String>,
+    /// Remove what was copied from the source (a move).
+    #[arg(long = "move")]
+    move_them: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Freeze what a suite (apt/NAME/SUITE) or RPM tree (rpm/NAME/RELEASE/ARCH) publishes now.
+    Create {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        tree: String,
+        name: String,
+    },
+    /// List a repository's snapshots (apt/NAME or rpm/NAME).
+    List {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        repo: String,
+    },
+    /// Make a suite serve a snapshot's packages again (blue/green switch): one publish.
+    Switch {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        tree: String,
+        name: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// apt/NAME/SUITE or rpm/NAME/RELEASE/ARCH.
+    tree: String,
+    /// The publication generation to go back to (default: the one before the newest; see `history`).
+    #[arg(long, value_name = "GENERATION")]
+    to: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// apt/NAME/SUITE or rpm/NAME/RELEASE/ARCH.
+    tree: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Only events newer than this, e.g. 1h or 7d.
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn split_target(text: &str) -> Result<Unit> {
+    let parts: Vec<&str> = text.split('/').collect();
+    if parts.len() != 3 {
+        bail!("{text:?}: name a suite as apt/NAME/SUITE or a release as rpm/NAME/RELEASE");
+    }
+    Ok(Unit::parse(
+        &format!("{}/{}", parts[0], parts[1]),
+        parts[2],
+    )?)
+}
+
+pub async fn rm(args: RmArgs) -> Result<ExitCode> {
+    let store = open_store(&DataDir::new(&args.data))?;
+    let unit = split_target(&args.target)?;
+    let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
+    let removed = releases::remove(&store, &unit, &selectors, "cli").await?;
+    if removed == 0 {
+        bail!("nothing matched in {}; nothing changed", unit.display());
+    }
+    println!(
+        "removed {removed} package record(s) from {}; the server republishes it once",
+        unit.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn promote(args: PromoteArgs) -> Result<ExitCode> {
+    let store = open_store(&DataDir::new(&args.data))?;
+    let from = Unit::parse(&args.repo, &args.from)?;
+    let to = Unit::parse(&args.repo, &args.to)?;
+    let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
+    let copied = releases::promote(&store, &from, &to, &selectors, args.move_them, "cli").await?;
+    println!(
+        "{} {copied} package(s) from {} to {}; the server publishes {} once",
+        if args.move_them { "moved" } else { "copied" },
+        from.display(),
+        to.display(),
+        to.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
+    match command {
+        SnapshotCommand::Create { data, tree, name } => {
+            let store = open_store(&DataDir::new(&data))?;
+            let tree = Tree::parse(&tree)?;
+            let entry = releases::snapshot_create(&store, &tree, &name, "cli").await?;
+            println!(
+                "snapshot {name}: {} as published now ({})",
+                tree.display(),
+                entry.note
+            );
+        }
+        SnapshotCommand::List { data, repo } => {
+            let store = open_store(&DataDir::new(&data))?;
+            let (kind, name) = repo
+                .split_once('/')
+                .context("name the repository as apt/NAME or rpm/NAME")?;
+            for (snapshot, entry) in releases::snapshot_list(&store, kind, name).await? {
+                println!(
+                    "{snapshot}\t{}\t{}",
+                    crate::time::rfc3339(entry.time),
+                    entry.note
+                );
+            }
+        }
+        SnapshotCommand::Switch { data, tree, name } => {
+            let store = open_store(&DataDir::new(&data))?;
+            let tree = Tree::parse(&tree)?;
+            let publication = releases::snapshot_get(&store, &tree.kind, &tree.repo, &name)
+                .await?
+                .with_context(|| format!("no snapshot {name} of {}/{}", tree.kind, tree.repo))?;
+            if publication.suite != tree.name {
+                bail!(
+                    "snapshot {name} is of {}, not {}",
+                    publication.suite,
+                    tree.name
+                );
+            }
+            let cells = releases::restore(
+                &store,
+                &tree,
+                &publication,
+                "cli",
+                &format!("switch to snapshot {name}"),
+            )
+            .await?;
+            println!(
+                "{} now holds snapshot {name} ({cells} cells); the server publishes it once",
+                tree.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
+    let store = open_store(&DataDir::new(&args.data))?;
+    let tree = Tree::parse(&args.tree)?;
+    let (entry, publication) = releases::publication_at(&store, &tree, args.to).await?;
+    releases::restore(
+        &store,
+        &tree,
+        &publication,
+        "cli",
+        &format!("rollback to publication {}", entry.generation),
+    )
+    .await?;
+    println!(
+        "{} rolled back to publication {} of {}; the server publishes it once",
+        tree.display(),
+        entry.generation,
+        crate::time::rfc3339(entry.time)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What each publication of a tree changed: the cell ref entries between it and the one before.
+pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
+    let store = open_store(&DataDir::new(&args.data))?;
+    let tree = Tree::parse(&args.tree)?;
+    let reference = tree.publication_ref()?;
+    let mut previous: Option<AptPublication> = None;
+    let mut rows = Vec::new();
+    for generation in store.ref_generations(&reference).await? {
+        let Some(entry) = store.ref_entry(&reference, generation).await? else {
+            continue;
+        };
+        let publication: AptPublication = store.get_json(&entry.target).await?;
+        let mut changes = Vec::new();
+        for (cell, &to) in &publication.inputs {
+            let from = previous.as_ref().and_then(|p| p.inputs.get(cell).copied());
+            let start = from.map_or(0, |g| g + 1);
+            if from.is_some_and(|g| g >= to) {
+                continue;
+            }
+            let cell_ref = RefName::new(cell.clone())?;
+            for g in start..=to {
+                if let Some(change) = store.ref_entry(&cell_ref, g).await? {
+                    changes.push(serde_json::json!({
+                        "ref": cell, "generation": g, "time": crate::time::rfc3339(change.time),
+                        "by": change.actor, "what": change.note,
+                    }));
+                }
+            }
+        }
+        rows.push(serde_json::json!({
+            "generation": generation,
+            "time": crate::time::rfc3339(entry.time),
+            "packages": publication.pool.len(),
+            "changes": changes,
+        }));
+        previous = Some(publication);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for row in &rows {
+        println!(
+            "generation {}  {}  {} packages",
+            row["generation"],
+            row["time"].as_str().unwrap_or(""),
+            row["packages"]
+        );
+        for change in row["changes"].as_array().into_iter().flatten() {
+            println!(
+                "    {}  {}  by {}",
+                change["time"].as_str().unwrap_or(""),
+                change["what"].as_str().unwrap_or(""),
+                change["by"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every change recorded in the store: the ref logs are the audit trail.
+pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
+    let store = open_store(&DataDir::new(&args.data))?;
+    let since = match &args.since {
+        Some(text) => {
+            crate::time::now_unix()
+                - crate::time::parse_duration(text)
+                    .map_err(anyhow::Error::msg)?
+                    .as_secs() as i64
+        }
+        None => i64::MIN,
+    };
+    let mut events = audit_events(&store).await?;
+    events.retain(|e| e.1.time >= since);
+    events.sort_by(|a, b| (a.1.time, &a.0, a.1.generation).cmp(&(b.1.time, &b.0, b.1.generation)));
+    if args.json {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|(name, e)| {
+                serde_json::json!({"time": crate::time::rfc3339(e.time), "ref": name, "generation": e.generation, "by": e.actor, "what": e.note})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for (name, e) in &events {
+            println!(
+                "{}  {:<34} {}  ({name} #{})",
+                crate::time::rfc3339(e.time),
+                e.actor,
+                e.note,
+                e.generation
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_events(store: &Store) -> Result<Vec<(String, crate::store::RefEntry)>> {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from("refs");
+    let listed: Vec<_> = store
+        .object_store()
+        .list(Some(&prefix))
+        .try_collect()
+        .await?;
+    let mut out = Vec::new();
+    for meta in listed {
+        let path = meta.location.to_string();
+        let Some(rest) = path.strip_prefix("refs/") else {
+            continue;
+        };
+        let Some((name, file)) = rest.rsplit_once('/') else {
+            continue;
+        };
+        // Publications are the manager's work; the changes that caused them are in the cells.
+        if name.starts_with("published/") || name.starts_with("batches/") {
+            continue;
+        }
+        let Some(generation) = file
+            .strip_suffix(".json")
+            .and_then(|g| g.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if let Some(entry) = store
+            .ref_entry(&RefName::new(name.to_string())?, generation)
+            .await?
+        {
+            out.push((name.to_string(), entry));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,682 @@
+//! Release management on the content-addressed state: snapshots (a name for
+//! one published manifest), rollback and blue/green switches (restore every
+//! cell of a suite to the state a publication was built from), remove and
+//! promote. Changes that touch several cells run inside a batch, which the
+//! manager waits for, so readers see the old suite or the new one, never half.
+
+use std::collections::BTreeMap;
+
+use crate::cells;
+use crate::digest::Digest;
+use crate::model::{
+    self, AptPackage, AptPublication, Cell, Chunk, ChunkRef, Record, RpmPackage, bucket_of,
+};
+use crate::store::{RefEntry, RefName, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+type Result<T> = std::result::Result<T, ReleaseError>;
+
+/// A published tree: `apt/<repo>/<suite>` or `rpm/<repo>/<release>/<arch>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tree {
+    pub kind: String,
+    pub repo: String,
+    /// APT suite, or RPM `<release>/<arch>`.
+    pub name: String,
+}
+
+impl Tree {
+    pub fn parse(text: &str) -> Result<Tree> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let bad = || {
+            ReleaseError::Invalid(format!(
+                "{text:?}: name a suite as apt/NAME/SUITE or an RPM tree as rpm/NAME/RELEASE/ARCH"
+            ))
+        };
+        let (kind, repo, name) = match parts.as_slice() {
+            ["apt", repo, suite] => ("apt", *repo, suite.to_string()),
+            ["rpm", repo, release, arch] => ("rpm", *repo, format!("{release}/{arch}")),
+            _ => return Err(bad()),
+        };
+        for part in name.split('/').chain([repo]) {
+            crate::caps::scope::validate_name("name", part).map_err(ReleaseError::Invalid)?;
+        }
+        Ok(Tree {
+            kind: kind.to_string(),
+            repo: repo.to_string(),
+            name,
+        })
+    }
+
+    pub fn publication_ref(&self) -> Result<RefName> {
+        Ok(match self.kind.as_str() {
+            "apt" => model::publication_ref(&self.repo, &self.name)?,
+            _ => {
+                let (release, arch) = self.name.split_once('/').unwrap_or((&self.name, ""));
+                model::rpm_publication_ref(&self.repo, release, arch)?
+            }
+        })
+    }
+
+    /// The suite or release this tree belongs to.
+    pub fn unit(&self) -> Unit {
+        Unit {
+            kind: self.kind.clone(),
+            repo: self.repo.clone(),
+            name: self.name.split('/').next().unwrap_or_default().to_string(),
+        }
+    }
+
+    pub fn display(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.repo, self.name)
+    }
+}
+
+/// What a batch locks and what promote moves: an APT suite or an RPM release (all its arches).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    pub kind: String,
+    pub repo: String,
+    pub name: String,
+}
+
+impl Unit {
+    pub fn parse(kind_repo: &str, name: &str) -> Result<Unit> {
+        let bad = || {
+            ReleaseError::Invalid(format!(
+                "{kind_repo:?}: name the repository as apt/NAME or rpm/NAME"
+            ))
+        };
+        let (kind, repo) = kind_repo.split_once('/').ok_or_else(bad)?;
+        if kind != "apt" && kind != "rpm" {
+            return Err(bad());
+        }
+        crate::caps::scope::validate_name("repository", repo).map_err(ReleaseError::Invalid)?;
+        crate::caps::scope::validate_name("suite or release", name)
+            .map_err(ReleaseError::Invalid)?;
+        Ok(Unit {
+            kind: kind.to_string(),
+            repo: repo.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    fn batch_ref(&self) -> Result<RefName> {
+        Ok(RefName::new(format!(
+            "batches/{}/{}/{}",
+            self.kind, self.repo, self.name
+        ))?)
+    }
+
+    pub fn display(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.repo, self.name)
+    }
+
+    /// Every cell that can feed this suite or release, from the repository definition.
+    pub async fn cells(&self, store: &Store) -> Result<Vec<String>> {
+        let not_found = |e: crate::repos::RepoError| ReleaseError::NotFound(e.to_string());
+        let mut out = Vec::new();
+        if self.kind == "apt" {
+            let definition = crate::repos::load_apt_repo(store, &self.repo)
+                .await
+                .map_err(not_found)?;
+            let suite = definition
+                .suites
+                .iter()
+                .find(|s| s.name == self.name)
+                .ok_or_else(|| {
+                    ReleaseError::NotFound(format!("apt/{} has no suite {}", self.repo, self.name))
+                })?;
+            for component in &suite.components {
+                for arch in suite
+                    .architectures
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["all"])
+                {
+                    out.push(model::cell_ref(&self.repo, &self.name, component, arch)?.to_string());
+                }
+            }
+        } else {
+            let definition = crate::repos::load_rpm_repo(store, &self.repo)
+                .await
+                .map_err(not_found)?;
+            if !definition.releases.contains(&self.name) {
+                return Err(ReleaseError::NotFound(format!(
+                    "rpm/{} has no release {}",
+                    self.repo, self.name
+                )));
+            }
+            for arch in definition
+                .architectures
+                .iter()
+                .map(String::as_str)
+                .chain(["noarch", "src"])
+            {
+                out.push(model::rpm_cell_ref(&self.repo, &self.name, arch)?.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// How long an open batch holds back publishing before it counts as abandoned (a crashed CLI).
+const BATCH_LEASE_SECONDS: i64 = 120;
+
+/// True while a batch is changing the tree's cells; the manager does not publish it meanwhile.
+pub async fn batch_open(store: &Store, unit: &Unit) -> Result<bool> {
+    let Some(head) = store.ref_head(&unit.batch_ref()?).await? else {
+        return Ok(false);
+    };
+    Ok(head.note.starts_with("open") && crate::time::now_unix() - head.time < BATCH_LEASE_SECONDS)
+}
+
+async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Result<()> {
+    let name = unit.batch_ref()?;
+    for _ in 0..64 {
+        let head = store.ref_head(&name).await?;
+        if note == "open"
+            && head.as_ref().is_some_and(|h| {
+                h.note == "open" && crate::time::now_unix() - h.time < BATCH_LEASE_SECONDS
+            })
+        {
+            return Err(ReleaseError::Invalid(format!(
+                "another change to {} is in progress; try again shortly",
+                unit.display()
+            )));
+        }
+        match store
+            .ref_advance(
+                &name,
+                head.map(|h| h.generation),
+                Digest::of(note.as_bytes()),
+                actor,
+                note,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict(name.to_string()).into())
+}
+
+/// Run `work` with the tree's batch open, closing it whatever happens.
+pub async fn in_batch<T>(
+    store: &Store,
+    unit: &Unit,
+    actor: &str,
+    work: impl AsyncFnOnce() -> Result<T>,
+) -> Result<T> {
+    set_batch(store, unit, "open", actor).await?;
+    let result = work().await;
+    set_batch(store, unit, "closed", actor).await?;
+    result
+}
+
+/// Point a cell at `target` (None: empty), whatever it holds now.
+async fn set_cell<P: Record>(
+    store: &Store,
+    cell: &RefName,
+    target: Option<Digest>,
+    actor: &str,
+    note: &str,
+) -> Result<()> {
+    let target = match target {
+        Some(t) => t,
+        None => {
+            store
+                .put_json(&Cell {
+                    kind: P::CELL_KIND,
+                    chunks: Vec::new(),
+                })
+                .await?
+                .digest
+        }
+    };
+    for _ in 0..64 {
+        let head = store.ref_head(cell).await?;
+        if head.as_ref().is_some_and(|h| h.target == target) {
+            return Ok(());
+        }
+        match store
+            .ref_advance(cell, head.map(|h| h.generation), target, actor, note)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict(cell.to_string()).into())
+}
+
+/// The cells a tree is built from, with the manifest each pointed at for a publication.
+async fn cells_of_publication(
+    store: &Store,
+    publication: &AptPublication,
+) -> Result<BTreeMap<String, Digest>> {
+    let mut out = BTreeMap::new();
+    for (name, generation) in &publication.inputs {
+        if !name.starts_with("cells/") {
+            continue;
+        }
+        let reference = RefName::new(name.clone())?;
+        let entry = store
+            .ref_entry(&reference, *generation)
+            .await?
+            .ok_or_else(|| {
+                ReleaseError::NotFound(format!(
+                    "{name} generation {generation} is gone (history pruned?)"
+                ))
+            })?;
+        out.insert(name.clone(), entry.target);
+    }
+    Ok(out)
+}
+
+/// The cells one tree lists: the whole suite for APT; the arch, noarch (or src) for an RPM tree.
+async fn tree_cells(store: &Store, tree: &Tree) -> Result<Vec<String>> {
+    let all = tree.unit().cells(store).await?;
+    if tree.kind == "apt" {
+        return Ok(all);
+    }
+    let arch = tree.name.split('/').nth(1).unwrap_or_default();
+    let keep: Vec<&str> = if arch == "source" {
+        vec!["src"]
+    } else {
+        vec![arch, "noarch"]
+    };
+    Ok(all
+        .into_iter()
+        .filter(|c| keep.iter().any(|k| c.ends_with(&format!("/{k}"))))
+        .collect())
+}
+
+/// Make the tree's cells what they were when `publication` was built. The manager then
+/// publishes once: readers flip from the current suite to the restored one.
+pub async fn restore(
+    store: &Store,
+    tree: &Tree,
+    publication: &AptPublication,
+    actor: &str,
+    note: &str,
+) -> Result<usize> {
+    let wanted = cells_of_publication(store, publication).await?;
+    let mut names: Vec<String> = tree_cells(store, tree).await?;
+    names.extend(wanted.keys().cloned());
+    names.sort();
+    names.dedup();
+    in_batch(store, &tree.unit(), actor, async || {
+        for name in &names {
+            let reference = RefName::new(name.clone())?;
+            let target = wanted.get(name).copied();
+            if tree.kind == "apt" {
+                set_cell::<AptPackage>(store, &reference, target, actor, note).await?;
+            } else {
+                set_cell::<RpmPackage>(store, &reference, target, actor, note).await?;
+            }
+        }
+        Ok(names.len())
+    })
+    .await
+}
+
+/// The publication of a tree at a generation (None: the one before the newest).
+pub async fn publication_at(
+    store: &Store,
+    tree: &Tree,
+    generation: Option<u64>,
+) -> Result<(RefEntry, AptPublication)> {
+    let reference = tree.publication_ref()?;
+    let head = store.ref_head(&reference).await?.ok_or_else(|| {
+        ReleaseError::NotFound(format!("{} has never been published", tree.display()))
+    })?;
+    let generation = match generation {
+        Some(g) => g,
+        None => head
+            .generation
+            .checked_sub(1)
+            .ok_or_else(|| ReleaseError::NotFound("there is no earlier generation".into()))?,
+    };
+    let entry = store
+        .ref_entry(&reference, generation)
+        .await?
+        .ok_or_else(|| {
+            ReleaseError::NotFound(format!("{} has no generation {generation}", tree.display()))
+        })?;
+    let publication = store.get_json(&entry.target).await?;
+    Ok((entry, publication))
+}
+
+// ---- snapshots -------------------------------------------------------------------------------
+
+pub fn snapshot_ref(tree: &Tree, snapshot: &str) -> Result<RefName> {
+    crate::caps::scope::validate_name("snapshot", snapshot).map_err(ReleaseError::Invalid)?;
+    Ok(RefName::new(format!(
+        "snapshots/{}/{}/{snapshot}",
+        tree.kind, tree.repo
+    ))?)
+}
+
+/// Freeze what a tree publishes now under a name. Costs one small ref: the bytes are shared.
+pub async fn snapshot_create(
+    store: &Store,
+    tree: &Tree,
+    snapshot: &str,
+    actor: &str,
+) -> Result<RefEntry> {
+    let head = store
+        .ref_head(&tree.publication_ref()?)
+        .await?
+        .ok_or_else(|| {
+            ReleaseError::NotFound(format!("{} is not published yet", tree.display()))
+        })?;
+    let note = format!("snapshot {} generation {}", tree.display(), head.generation);
+    match store
+        .ref_advance(
+            &snapshot_ref(tree, snapshot)?,
+            None,
+            head.target,
+            actor,
+            &note,
+        )
+        .await
+    {
+        Ok(entry) => Ok(entry),
+        Err(StoreError::Conflict(_)) => Err(ReleaseError::Invalid(format!(
+            "snapshot {snapshot} of {}/{} exists already; snapshots never change, pick a new name",
+            tree.kind, tree.repo
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The publication a snapshot names.
+pub async fn snapshot_get(
+    store: &Store,
+    kind: &str,
+    repo: &str,
+    snapshot: &str,
+) -> Result<Option<AptPublication>> {
+    crate::caps::scope::validate_name("snapshot", snapshot).map_err(ReleaseError::Invalid)?;
+    let reference = RefName::new(format!("snapshots/{kind}/{repo}/{snapshot}"))?;
+    match store.ref_head(&reference).await? {
+        Some(head) => Ok(Some(store.get_json(&head.target).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn snapshot_list(
+    store: &Store,
+    kind: &str,
+    repo: &str,
+) -> Result<Vec<(String, RefEntry)>> {
+    let mut out = Vec::new();
+    for name in store
+        .ref_children(&format!("snapshots/{kind}/{repo}"))
+        .await?
+    {
+        let reference = RefName::new(format!("snapshots/{kind}/{repo}/{name}"))?;
+        if let Some(head) = store.ref_head(&reference).await? {
+            out.push((name, head));
+        }
+    }
+    Ok(out)
+}
+
+// ---- remove and promote --------------------------------------------------------------------
+
+/// Which packages a removal or promotion selects: `name` or `name=version`.
+pub struct Selector {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Selector {
+        match text.split_once('=') {
+            Some((name, version)) => Selector {
+                name: name.to_string(),
+                version: Some(version.to_string()),
+            },
+            None => Selector {
+                name: text.to_string(),
+                version: None,
+            },
+        }
+    }
+
+    fn matches(&self, name: &str, version: &str) -> bool {
+        self.name == name && self.version.as_deref().is_none_or(|v| v == version)
+    }
+}
+
+/// Rewrite a cell keeping only packages `keep` accepts, plus `add`. Returns how many were dropped.
+async fn rewrite_cell<P: Record>(
+    store: &Store,
+    cell: &RefName,
+    keep: &(dyn Fn(&P) -> bool + Sync),
+    add: &[P],
+    actor: &str,
+    note: &str,
+) -> Result<(usize, usize)> {
+    for _ in 0..64 {
+        let (head, current) = cells::load_cell::<P>(store, cell).await?;
+        let mut all: Vec<P> = cells::all_packages::<P>(store, &current).await?;
+        let before = all.len();
+        all.retain(|p| keep(p));
+        let dropped = before - all.len();
+        let mut added = 0;
+        for package in add {
+            match all.iter().find(|p| p.identity() == package.identity()) {
+                Some(existing) if existing.upload_digest() != package.upload_digest() => {
+                    let (name, version, arch) = package.identity();
+                    return Err(ReleaseError::Invalid(format!(
+                        "{name} {version} ({arch}) exists in {cell} with other contents; remove it there first"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    all.push(package.clone());
+                    added += 1;
+                }
+            }
+        }
+        if dropped == 0 && added == 0 {
+            return Ok((0, 0));
+        }
+        let mut buckets: BTreeMap<u8, Vec<P>> = BTreeMap::new();
+        for p in all {
+            buckets.entry(bucket_of(p.name())).or_default().push(p);
+        }
+        let mut chunks = Vec::new();
+        for (bucket, mut packages) in buckets {
+            packages.sort_by(|a, b| a.identity().cmp(&b.identity()));
+            let count = packages.len() as u32;
+            let stored = store
+                .put_json(&Chunk {
+                    kind: P::CHUNK_KIND,
+                    packages,
+                })
+                .await?;
+            chunks.push(ChunkRef {
+                bucket,
+                digest: stored.digest,
+                packages: count,
+            });
+        }
+        let manifest = store
+            .put_json(&Cell {
+                kind: P::CELL_KIND,
+                chunks,
+            })
+            .await?;
+        match store
+            .ref_advance(
+                cell,
+                head.map(|h| h.generation),
+                manifest.digest,
+                actor,
+                note,
+            )
+            .await
+        {
+            Ok(_) => return Ok((dropped, added)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict(cell.to_string()).into())
+}
+
+/// Remove selected packages from every cell of a suite or release. Returns how many records went.
+pub async fn remove(
+    store: &Store,
+    unit: &Unit,
+    selectors: &[Selector],
+    actor: &str,
+) -> Result<usize> {
+    let names = unit.cells(store).await?;
+    let wanted = |name: &str, version: &str| selectors.iter().any(|s| s.matches(name, version));
+    let note = format!(
+        "rm {}",
+        selectors
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    in_batch(store, unit, actor, async || {
+        let mut removed = 0;
+        for name in &names {
+            let cell = RefName::new(name.clone())?;
+            removed += if unit.kind == "apt" {
+                rewrite_cell::<AptPackage>(
+                    store,
+                    &cell,
+                    &|p| !wanted(&p.name, &p.version),
+                    &[],
+                    actor,
+                    &note,
+                )
+                .await?
+                .0
+            } else {
+                rewrite_cell::<RpmPackage>(
+                    store,
+                    &cell,
+                    &|p| {
+                        !wanted(&p.name, &p.evr())
+                            && !wanted(&p.name, &format!("{}-{}", p.version, p.release))
+                    },
+                    &[],
+                    actor,
+                    &note,
+                )
+                .await?
+                .0
+            };
+        }
+        Ok(removed)
+    })
+    .await
+}
+
+/// Copy (or move) packages from one suite or release into another of the same repository.
+pub async fn promote(
+    store: &Store,
+    from: &Unit,
+    to: &Unit,
+    selectors: &[Selector],
+    move_them: bool,
+    actor: &str,
+) -> Result<usize> {
+    if from.kind != to.kind || from.repo != to.repo || from.name == to.name {
+        return Err(ReleaseError::Invalid(
+            "promote between two suites (apt/NAME A B) or releases (rpm/NAME A B) of one repository".into(),
+        ));
+    }
+    let source_cells = from.cells(store).await?;
+    let target_cells = to.cells(store).await?;
+    let selected = |name: &str, version: &str| {
+        selectors.is_empty() || selectors.iter().any(|s| s.matches(name, version))
+    };
+    let note = format!("promote from {}", from.display());
+    // Same component and arch: the part of the cell name after the suite or release.
+    let source_prefix = format!("cells/{}/{}/{}/", from.kind, from.repo, from.name);
+    let target_prefix = format!("cells/{}/{}/{}/", to.kind, to.repo, to.name);
+    let counterpart = |source: &str| {
+        let suffix = source.strip_prefix(&source_prefix)?;
+        let target = format!("{target_prefix}{suffix}");
+        target_cells.contains(&target).then_some(target)
+    };
+    in_batch(store, to, actor, async || {
+        let mut copied = 0;
+        for source in &source_cells {
+            let Some(target) = counterpart(source) else {
+                continue;
+            };
+            let (source_ref, target_ref) = (RefName::new(source.clone())?, RefName::new(target)?);
+            if from.kind == "apt" {
+                copied += promote_cell::<AptPackage>(
+                    store,
+                    &source_ref,
+                    &target_ref,
+                    &|p| selected(&p.name, &p.version),
+                    move_them,
+                    actor,
+                    &note,
+                )
+                .await?;
+            } else {
+                copied += promote_cell::<RpmPackage>(
+                    store,
+                    &source_ref,
+                    &target_ref,
+                    &|p| selected(&p.name, &p.evr()),
+                    move_them,
+                    actor,
+                    &note,
+                )
+                .await?;
+            }
+        }
+        Ok(copied)
+    })
+    .await
+}
+
+async fn promote_cell<P: Record>(
+    store: &Store,
+    source: &RefName,
+    target: &RefName,
+    selected: &(dyn Fn(&P) -> bool + Sync),
+    move_them: bool,
+    actor: &str,
+    note: &str,
+) -> Result<usize> {
+    let (_, cell) = cells::load_cell::<P>(store, source).await?;
+    let mut picked: Vec<P> = cells::all_packages(store, &cell).await?;
+    picked.retain(|p| selected(p));
+    if picked.is_empty() {
+        return Ok(0);
+    }
+    let (_, added) = rewrite_cell(store, target, &|_: &P| true, &picked, actor, note).await?;
+    if move_them {
+        let moved = |p: &P| picked.iter().any(|q| q.identity() == p.identity());
+        rewrite_cell::<P>(store, source, &|p| !moved(p), &[], actor, note).await?;
+    }
+    Ok(added)
+}

@@ -1,0 +1,56 @@
+//! Snapshots over HTTP: `/<repo>/snapshots/<name>/...` serves the frozen tree
+//! byte for byte, forever (publications never change, so they are cached once
+//! loaded); a read cap scoped to `apt/NAME/snapshots/SNAP` serves it at `/r/<cap>/`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::model::{AptPublication, FileEntry};
+use crate::store::Store;
+
+#[derive(Default)]
+pub struct SnapshotCache {
+    loaded: Mutex<HashMap<(String, String), Arc<AptPublication>>>,
+}
+
+impl SnapshotCache {
+    /// The snapshot's publication, APT or RPM (a repository name is one or the other).
+    pub async fn get(
+        &self,
+        store: &Store,
+        repo: &str,
+        snapshot: &str,
+    ) -> Option<Arc<AptPublication>> {
+        let key = (repo.to_string(), snapshot.to_string());
+        if let Some(found) = self.loaded.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Some(found);
+        }
+        for kind in ["apt", "rpm"] {
+            if let Ok(Some(publication)) =
+                crate::releases::snapshot_get(store, kind, repo, snapshot).await
+            {
+                let publication = Arc::new(publication);
+                if let Ok(mut map) = self.loaded.lock() {
+                    map.insert(key, Arc::clone(&publication));
+                }
+                return Some(publication);
+            }
+        }
+        None
+    }
+}
+
+/// Resolve a path inside a snapshot (relative to the repository root).
+pub fn lookup(publication: &AptPublication, path: &str) -> Option<FileEntry> {
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return None;
+    }
+    publication
+        .files
+        .get(path)
+        .or_else(|| publication.pool.get(path))
+        .copied()
+}

@@ -70,6 +70,30 @@ impl DataDir {
         DataDir { tmp, path }
     }
 
+    /// Run `caprepo <command...> --data DIR <args...>` and return its stdout; fails the test on error.
+    pub fn cli(&self, command: &[&str], args: &[&str]) -> String {
+        run_ok(
+            caprepo()
+                .args(command)
+                .arg("--data")
+                .arg(&self.path)
+                .args(args),
+        )
+    }
+
+    pub fn repo_add_rpm(&self, name: &str, releases: &str, arches: &str, extra: &[&str]) {
+        let mut args = vec![
+            "rpm",
+            name,
+            "--releases",
+            releases,
+            "--architectures",
+            arches,
+        ];
+        args.extend_from_slice(extra);
+        self.cli(&["repo", "add"], &args);
+    }
+
     pub fn repo_add(&self, name: &str, suites: &str, components: &str, arches: &str) {
         run_ok(
             caprepo()

@@ -32,21 +32,19 @@ fn cap_id(data: &DataDir, cap: &str) -> String {
 #[test]
 fn private_repository_is_read_by_apt_through_a_read_cap_until_revoked() {
     let data = DataDir::init(&[]);
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "apt",
-                "secret",
-                "--suites",
-                "stable,testing",
-                "--components",
-                "main",
-                "--architectures",
-                "amd64",
-                "--private",
-            ]),
+    data.cli(
+        &["repo", "add"],
+        &[
+            "apt",
+            "secret",
+            "--suites",
+            "stable, testing",
+            "--components",
+            "main",
+            "--architectures",
+            "amd64",
+            "--private",
+        ],
     );
     let server = Server::start(&data);
     let upload = data.cap("apt/secret/dists/stable/main/binary-amd64", "1h");

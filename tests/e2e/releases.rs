@@ -91,21 +91,7 @@ fn several_versions_apt_picks_the_newest_and_retention_trims_on_publish() {
 #[test]
 fn rpm_retention_keeps_the_newest_release() {
     let data = DataDir::init(&[]);
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "rpm",
-                "fed",
-                "--releases",
-                "12",
-                "--architectures",
-                "x86_64",
-                "--retention",
-                "1",
-            ]),
-    );
+    data.repo_add_rpm("fed", "12", "x86_64", &["--retention", "1"]);
     let server = Server::start(&data);
     let cap = data.cap("rpm/fed/12/x86_64", "1h");
     let files = [
@@ -299,19 +285,7 @@ fn promote_remove_snapshot_rollback_history_and_audit_through_real_apt() {
 #[test]
 fn dnf_installs_from_a_promoted_rpm_release() {
     let data = DataDir::init(&[]);
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "rpm",
-                "fed",
-                "--releases",
-                "12,13",
-                "--architectures",
-                "x86_64",
-            ]),
-    );
+    data.repo_add_rpm("fed", "12,13", "x86_64", &[]);
     let server = Server::start(&data);
     let cap = data.cap("rpm/fed/12/x86_64", "1h");
     assert!(

@@ -13,20 +13,7 @@ fn rpm(name: &str) -> PathBuf {
 }
 
 fn add_rpm_repo(data: &DataDir, name: &str, extra: &[&str]) {
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "rpm",
-                name,
-                "--releases",
-                "12,13",
-                "--architectures",
-                "x86_64,aarch64",
-            ])
-            .args(extra),
-    );
+    data.repo_add_rpm(name, "12,13", "x86_64,aarch64", extra);
 }
 
 fn output_text(out: &std::process::Output) -> String {

@@ -140,19 +140,7 @@ fn real_manifests_match_the_schemas() {
     );
 
     // RPM: the repository, both cells, the chunk and the publication of a tree.
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "rpm",
-                "fed",
-                "--releases",
-                "12",
-                "--architectures",
-                "x86_64",
-            ]),
-    );
+    data.repo_add_rpm("fed", "12", "x86_64", &[]);
     let rpm_cap = data.cap("rpm/fed/12/x86_64", "1h");
     let rpms = [
         "hello-caprepo-1.0-1.x86_64.rpm",

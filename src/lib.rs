@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod deb;
 pub mod digest;
 pub mod ingest;
+pub mod maintenance;
 pub mod manager;
 pub mod metrics;
 pub mod model;

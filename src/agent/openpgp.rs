@@ -173,6 +173,57 @@ pub fn detach_sign(keypair: &KeyPair, data: &[u8], armored: bool) -> Result<Vec<
     Ok(out)
 }
 
+/// Accepts a signature when any signature in it verifies with the certificate.
+struct VerifyWith(Cert);
+
+impl openpgp::parse::stream::VerificationHelper for VerifyWith {
+    fn get_certs(&mut self, _ids: &[openpgp::KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(vec![self.0.clone()])
+    }
+
+    fn check(
+        &mut self,
+        structure: openpgp::parse::stream::MessageStructure,
+    ) -> openpgp::Result<()> {
+        for layer in structure.into_iter() {
+            if let openpgp::parse::stream::MessageLayer::SignatureGroup { results } = layer
+                && results.iter().any(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+        }
+        Err(anyhow::anyhow!("no valid signature"))
+    }
+}
+
+/// True if `signature` (armored or binary, detached) is a valid signature of `data` by `certificate`.
+pub fn verify_detached(certificate: &[u8], signature: &[u8], data: &[u8]) -> bool {
+    use openpgp::parse::stream::DetachedVerifierBuilder;
+    let Ok(cert) = Cert::from_bytes(certificate) else {
+        return false;
+    };
+    let policy = StandardPolicy::new();
+    DetachedVerifierBuilder::from_bytes(signature)
+        .and_then(|b| b.with_policy(&policy, None, VerifyWith(cert)))
+        .and_then(|mut v| v.verify_bytes(data))
+        .is_ok()
+}
+
+/// The text of a cleartext-signed message (InRelease) if its signature verifies.
+pub fn verify_cleartext(certificate: &[u8], signed: &[u8]) -> Option<String> {
+    use openpgp::parse::stream::VerifierBuilder;
+    use std::io::Read;
+    let cert = Cert::from_bytes(certificate).ok()?;
+    let policy = StandardPolicy::new();
+    let mut verifier = VerifierBuilder::from_bytes(signed)
+        .ok()?
+        .with_policy(&policy, None, VerifyWith(cert))
+        .ok()?;
+    let mut text = String::new();
+    verifier.read_to_string(&mut text).ok()?;
+    verifier.message_processed().then_some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +251,13 @@ mod tests {
         let text = String::from_utf8(signed).unwrap();
         assert!(text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: x\nSuite: stable\n-----BEGIN PGP SIGNATURE-----"), "{text}");
         let public = public_armored(&reloaded).unwrap();
+        let detached = detach_sign(&pair, b"data", true).unwrap();
+        assert!(verify_detached(&public, &detached, b"data"));
+        assert!(!verify_detached(&public, &detached, b"date"));
+        assert_eq!(
+            verify_cleartext(&public, text.as_bytes()).as_deref(),
+            Some("Origin: x\nSuite: stable")
+        );
         assert!(!String::from_utf8_lossy(&public).contains("PRIVATE"));
     }
 }

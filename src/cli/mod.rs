@@ -8,6 +8,7 @@ mod cap;
 mod demo;
 mod init;
 mod key;
+mod maintenance;
 mod passphrase;
 mod release;
 mod repo;
@@ -70,6 +71,10 @@ enum Command {
     History(release::HistoryArgs),
     /// Every recorded change: uploads, removals, promotions, snapshots, rollbacks, caps issued and revoked.
     Audit(release::AuditArgs),
+    /// Free blobs nothing references any more (after a grace period).
+    Gc(maintenance::GcArgs),
+    /// Re-hash every reachable blob and check every ref, manifest and published signature.
+    Verify(maintenance::VerifyArgs),
     /// One command for a local try-out: a demo data dir, repository and key, then serve.
     Demo(demo::Args),
 }
@@ -137,6 +142,8 @@ pub fn main() -> ExitCode {
             Command::Key(command) => key::run(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Rm(args) => release::rm(args).await,
+            Command::Gc(args) => maintenance::gc(args).await,
+            Command::Verify(args) => maintenance::verify(args).await,
             Command::Promote(args) => release::promote(args).await,
             Command::Snapshot(command) => release::snapshot(command).await,
             Command::Rollback(args) => release::rollback(args).await,

@@ -6,6 +6,7 @@
 mod blobs;
 mod refs;
 
+pub(crate) use blobs::blob_path;
 pub use blobs::{BlobMeta, BlobStream};
 pub use refs::{RefEntry, RefName};
 

@@ -7,6 +7,7 @@ mod apt_client;
 mod caps_http;
 mod concurrency;
 mod http_semantics;
+mod maintenance;
 mod readcaps;
 mod refusals;
 mod releases;

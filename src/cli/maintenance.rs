@@ -1,0 +1,92 @@
+//! `caprepo gc` and `caprepo verify`: the operator's housekeeping.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use super::repo::open_store;
+use crate::config::DataDir;
+use crate::maintenance;
+
+#[derive(clap::Args)]
+pub struct GcArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Report what would be freed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Never sweep blobs younger than this, so uploads in flight and clients fetching old
+    /// by-hash files are safe.
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    grace: String,
+    /// Also forget all but the newest N generations of every ref (history and rollback reach
+    /// back only that far; snapshots are kept). Default: keep all history.
+    #[arg(long, value_name = "N")]
+    keep_generations: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+}
+
+pub async fn gc(args: GcArgs) -> Result<ExitCode> {
+    let data = DataDir::new(&args.data);
+    let store = open_store(&data)?;
+    let grace = crate::time::parse_duration(&args.grace).map_err(anyhow::Error::msg)?;
+    let (report, problems) =
+        maintenance::gc(&store, grace, args.keep_generations, args.dry_run).await?;
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("caprepo: {problem}");
+        }
+        eprintln!("caprepo: gc swept nothing: the store has problems above (run `caprepo verify`)");
+        return Ok(ExitCode::FAILURE);
+    }
+    let verb = if args.dry_run { "would free" } else { "freed" };
+    println!(
+        "{verb} {} blob(s), {} bytes; {} reachable; {} unreachable but younger than {}{}",
+        report.swept,
+        report.swept_bytes,
+        report.reachable,
+        report.kept_young,
+        args.grace,
+        if report.pruned_generations > 0 {
+            format!(
+                "; {} old ref generation(s) {}",
+                report.pruned_generations,
+                if args.dry_run {
+                    "would be pruned"
+                } else {
+                    "pruned"
+                }
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let data = DataDir::new(&args.data);
+    let store = open_store(&data)?;
+    let certificate = std::fs::read(data.public_key_armored()).with_context(|| {
+        format!(
+            "reading the public key {}",
+            data.public_key_armored().display()
+        )
+    })?;
+    let problems = maintenance::verify(&store, &certificate).await?;
+    if problems.is_empty() {
+        println!("ok: every reachable blob, ref, manifest and published signature checks out");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("{problem}");
+    }
+    eprintln!("caprepo: verify found {} problem(s)", problems.len());
+    Ok(ExitCode::FAILURE)
+}

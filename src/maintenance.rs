@@ -1,0 +1,526 @@
+//! Keeping a store healthy for years: `gc` marks every blob reachable from the
+//! refs (and snapshots) and sweeps the rest once they are older than a grace
+//! period, so uploads in flight and clients still fetching an old by-hash file
+//! are safe; `verify` re-hashes everything reachable, checks every ref and
+//! manifest against schema/, and every published index against its signature.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+
+use crate::digest::Digest;
+use crate::model::{AptPublication, Cell, Chunk, RpmPackage};
+use crate::store::{RefEntry, RefName, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("listing the store: {0}")]
+    List(#[from] object_store::Error),
+}
+
+type Result<T> = std::result::Result<T, MaintenanceError>;
+
+/// Every generation of every ref: (ref name, entry).
+pub async fn all_ref_entries(store: &Store) -> Result<Vec<(String, RefEntry)>> {
+    let listed: Vec<_> = store
+        .object_store()
+        .list(Some(&Path::from("refs")))
+        .try_collect()
+        .await?;
+    let mut out = Vec::new();
+    for meta in listed {
+        let path = meta.location.to_string();
+        let Some((name, file)) = path.strip_prefix("refs/").and_then(|r| r.rsplit_once('/')) else {
+            continue;
+        };
+        let Some(generation) = file
+            .strip_suffix(".json")
+            .and_then(|g| g.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if let Some(entry) = store
+            .ref_entry(&RefName::new(name.to_string())?, generation)
+            .await?
+        {
+            out.push((name.to_string(), entry));
+        }
+    }
+    Ok(out)
+}
+
+/// What kind of manifest a ref points at, from its name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RefKind {
+    Repository,
+    AptCell,
+    RpmCell,
+    Publication,
+    CapList,
+    /// Batch markers point at no blob.
+    Marker,
+}
+
+pub fn ref_kind(name: &str) -> RefKind {
+    match name.split('/').next().unwrap_or_default() {
+        "repos" => RefKind::Repository,
+        "cells" if name.starts_with("cells/apt/") => RefKind::AptCell,
+        "cells" => RefKind::RpmCell,
+        "published" | "snapshots" => RefKind::Publication,
+        "caps" => RefKind::CapList,
+        _ => RefKind::Marker,
+    }
+}
+
+/// A problem found while walking; gc refuses to sweep when there are any.
+pub type Problems = Vec<String>;
+
+/// Mark every blob reachable from the given ref entries. Manifests are read (and
+/// so hash-checked) once each.
+pub async fn mark(
+    store: &Store,
+    entries: &[(String, RefEntry)],
+    problems: &mut Problems,
+) -> Result<HashSet<Digest>> {
+    let mut marked: HashSet<Digest> = HashSet::new();
+    let mut seen_manifests: HashSet<Digest> = HashSet::new();
+    for (name, entry) in entries {
+        let kind = ref_kind(name);
+        if kind == RefKind::Marker {
+            continue;
+        }
+        marked.insert(entry.target);
+        if !seen_manifests.insert(entry.target) {
+            continue;
+        }
+        let context = format!("{name} generation {}", entry.generation);
+        let walked = match kind {
+            RefKind::AptCell => {
+                mark_cell::<crate::model::AptPackage>(
+                    store,
+                    &entry.target,
+                    &mut marked,
+                    &mut seen_manifests,
+                    |p, m| {
+                        m.insert(p.sha256);
+                        m.insert(p.files);
+                    },
+                )
+                .await
+            }
+            RefKind::RpmCell => {
+                mark_cell::<RpmPackage>(
+                    store,
+                    &entry.target,
+                    &mut marked,
+                    &mut seen_manifests,
+                    |p, m| {
+                        m.extend([p.sha256, p.primary, p.filelists, p.other]);
+                    },
+                )
+                .await
+            }
+            RefKind::Publication => match store.get_json::<AptPublication>(&entry.target).await {
+                Ok(publication) => {
+                    marked.extend(
+                        publication
+                            .files
+                            .values()
+                            .chain(publication.pool.values())
+                            .map(|f| f.sha256),
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            _ => store.get_blob(&entry.target).await.map(|_| ()),
+        };
+        if let Err(e) = walked {
+            problems.push(format!("{context}: {e}"));
+        }
+    }
+    Ok(marked)
+}
+
+async fn mark_cell<P: crate::model::Record>(
+    store: &Store,
+    cell: &Digest,
+    marked: &mut HashSet<Digest>,
+    seen: &mut HashSet<Digest>,
+    package_blobs: impl Fn(&P, &mut HashSet<Digest>),
+) -> std::result::Result<(), StoreError> {
+    let cell: Cell = store.get_json(cell).await?;
+    for chunk in cell.chunks {
+        marked.insert(chunk.digest);
+        if !seen.insert(chunk.digest) {
+            continue;
+        }
+        let chunk: Chunk<P> = store.get_json(&chunk.digest).await?;
+        for package in &chunk.packages {
+            package_blobs(package, marked);
+        }
+    }
+    Ok(())
+}
+
+/// Blobs in the store with their size and age in seconds.
+pub async fn all_blobs(store: &Store) -> Result<Vec<(Digest, u64, i64)>> {
+    let listed: Vec<_> = store
+        .object_store()
+        .list(Some(&Path::from("blobs/sha256")))
+        .try_collect()
+        .await?;
+    let now = crate::time::now_unix();
+    Ok(listed
+        .into_iter()
+        .filter_map(|meta| {
+            let digest: Digest = meta.location.filename()?.parse().ok()?;
+            Some((digest, meta.size, now - meta.last_modified.timestamp()))
+        })
+        .collect())
+}
+
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub reachable: usize,
+    pub swept: usize,
+    pub swept_bytes: u64,
+    /// Unreachable but younger than the grace period.
+    pub kept_young: usize,
+    pub pruned_generations: usize,
+}
+
+/// Drop all but the newest `keep` generations of every ref (snapshots are never pruned).
+async fn prune_history(
+    store: &Store,
+    keep: u64,
+    dry_run: bool,
+) -> Result<(Vec<(String, RefEntry)>, usize)> {
+    let entries = all_ref_entries(store).await?;
+    let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, entry) in &entries {
+        let slot = newest.entry(name.as_str()).or_insert(0);
+        *slot = (*slot).max(entry.generation);
+    }
+    let mut kept = Vec::new();
+    let mut pruned = 0;
+    for (name, entry) in &entries {
+        let head = newest.get(name.as_str()).copied().unwrap_or(0);
+        if entry.generation + keep > head || name.starts_with("snapshots/") {
+            kept.push((name.clone(), entry.clone()));
+            continue;
+        }
+        pruned += 1;
+        if !dry_run {
+            let path = Path::from(format!("refs/{name}/{:020}.json", entry.generation));
+            store
+                .object_store()
+                .delete_stream(Box::pin(futures::stream::once(async { Ok(path) })))
+                .try_collect::<Vec<_>>()
+                .await?;
+        }
+    }
+    Ok((kept, pruned))
+}
+
+pub async fn gc(
+    store: &Store,
+    grace: Duration,
+    keep_generations: Option<u64>,
+    dry_run: bool,
+) -> Result<(GcReport, Problems)> {
+    let mut report = GcReport::default();
+    let entries = match keep_generations {
+        Some(keep) => {
+            let (kept, pruned) = prune_history(store, keep.max(1), dry_run).await?;
+            report.pruned_generations = pruned;
+            kept
+        }
+        None => all_ref_entries(store).await?,
+    };
+    let mut problems = Problems::new();
+    let marked = mark(store, &entries, &mut problems).await?;
+    report.reachable = marked.len();
+    if !problems.is_empty() {
+        // A manifest we could not read may reference blobs we would otherwise sweep.
+        return Ok((report, problems));
+    }
+    let mut doomed = Vec::new();
+    for (digest, size, age) in all_blobs(store).await? {
+        if marked.contains(&digest) {
+            continue;
+        }
+        if age < grace.as_secs() as i64 {
+            report.kept_young += 1;
+            continue;
+        }
+        report.swept += 1;
+        report.swept_bytes += size;
+        doomed.push(crate::store::blob_path(&digest));
+    }
+    if !dry_run && !doomed.is_empty() {
+        let stream = Box::pin(futures::stream::iter(doomed.into_iter().map(Ok)));
+        store
+            .object_store()
+            .delete_stream(stream)
+            .try_collect::<Vec<_>>()
+            .await?;
+    }
+    Ok((report, problems))
+}
+
+/// Everything `verify` checks, as a list of problems (empty: healthy).
+pub async fn verify(store: &Store, certificate: &[u8]) -> Result<Problems> {
+    let entries = all_ref_entries(store).await?;
+    let mut problems = Problems::new();
+    check_schemas(store, &entries, &mut problems).await;
+    let marked = mark(store, &entries, &mut problems).await?;
+    for digest in &marked {
+        match store.stream_blob(digest, None).await {
+            Ok(stream) => {
+                let mut hasher = crate::digest::Hasher::new();
+                let mut body = stream.body;
+                let mut failed = None;
+                loop {
+                    match body.try_next().await {
+                        Ok(Some(chunk)) => hasher.update(&chunk),
+                        Ok(None) => break,
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                let (actual, _) = hasher.finish();
+                if let Some(e) = failed {
+                    problems.push(format!("blob {digest}: cannot be read: {e}"));
+                } else if actual != *digest {
+                    problems.push(format!(
+                        "blob {digest}: content hashes to {actual} (corrupted)"
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("blob {digest}: {e}")),
+        }
+    }
+    check_published(store, &entries, certificate, &mut problems).await;
+    problems.sort();
+    problems.dedup();
+    Ok(problems)
+}
+
+const SCHEMAS: &[(&str, &str)] = &[
+    ("ref-entry", include_str!("../schema/ref-entry.schema.json")),
+    ("apt-repo", include_str!("../schema/apt-repo.schema.json")),
+    ("apt-cell", include_str!("../schema/apt-cell.schema.json")),
+    ("apt-chunk", include_str!("../schema/apt-chunk.schema.json")),
+    (
+        "apt-publication",
+        include_str!("../schema/apt-publication.schema.json"),
+    ),
+    ("rpm-repo", include_str!("../schema/rpm-repo.schema.json")),
+    ("rpm-cell", include_str!("../schema/rpm-cell.schema.json")),
+    ("rpm-chunk", include_str!("../schema/rpm-chunk.schema.json")),
+    (
+        "rpm-publication",
+        include_str!("../schema/rpm-publication.schema.json"),
+    ),
+    (
+        "cap-registry",
+        include_str!("../schema/cap-registry.schema.json"),
+    ),
+    (
+        "cap-revocations",
+        include_str!("../schema/cap-revocations.schema.json"),
+    ),
+];
+
+fn validator(name: &str) -> Option<jsonschema::Validator> {
+    let text = SCHEMAS.iter().find(|(n, _)| *n == name)?.1;
+    let schema: serde_json::Value = serde_json::from_str(text).ok()?;
+    jsonschema::draft202012::new(&schema).ok()
+}
+
+async fn check_schemas(store: &Store, entries: &[(String, RefEntry)], problems: &mut Problems) {
+    let validators: BTreeMap<&str, jsonschema::Validator> = SCHEMAS
+        .iter()
+        .filter_map(|(name, _)| validator(name).map(|v| (*name, v)))
+        .collect();
+    let check = |what: &str, schema: &str, value: &serde_json::Value, problems: &mut Problems| {
+        if let Some(v) = validators.get(schema) {
+            for error in v.iter_errors(value) {
+                problems.push(format!(
+                    "{what}: does not match {schema}.schema.json at {}: {error}",
+                    error.instance_path()
+                ));
+            }
+        }
+    };
+    let mut seen = HashSet::new();
+    for (name, entry) in entries {
+        let Ok(value) = serde_json::to_value(entry) else {
+            continue;
+        };
+        check(
+            &format!("ref {name} generation {}", entry.generation),
+            "ref-entry",
+            &value,
+            problems,
+        );
+        if !seen.insert(entry.target) {
+            continue;
+        }
+        let schema = match (ref_kind(name), name.split('/').nth(1)) {
+            (RefKind::Repository, Some("apt")) => "apt-repo",
+            (RefKind::Repository, _) => "rpm-repo",
+            (RefKind::AptCell, _) => "apt-cell",
+            (RefKind::RpmCell, _) => "rpm-cell",
+            (RefKind::Publication, Some("apt")) => "apt-publication",
+            (RefKind::Publication, _) => "rpm-publication",
+            (RefKind::CapList, _) if name.ends_with("issued") => "cap-registry",
+            (RefKind::CapList, _) => "cap-revocations",
+            (RefKind::Marker, _) => continue,
+        };
+        let Ok(manifest) = store.get_json::<serde_json::Value>(&entry.target).await else {
+            continue;
+        };
+        check(
+            &format!(
+                "{name} generation {} manifest {}",
+                entry.generation, entry.target
+            ),
+            schema,
+            &manifest,
+            problems,
+        );
+        let chunk_schema = match schema {
+            "apt-cell" => "apt-chunk",
+            "rpm-cell" => "rpm-chunk",
+            _ => continue,
+        };
+        for chunk in manifest["chunks"].as_array().into_iter().flatten() {
+            let Some(digest) = chunk["digest"]
+                .as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            if seen.insert(digest)
+                && let Ok(value) = store.get_json::<serde_json::Value>(&digest).await
+            {
+                check(&format!("chunk {digest}"), chunk_schema, &value, problems);
+            }
+        }
+    }
+}
+
+/// The newest publication of every tree: its index files match what Release or
+/// repomd.xml promise, and the signatures verify with the repository key.
+async fn check_published(
+    store: &Store,
+    entries: &[(String, RefEntry)],
+    certificate: &[u8],
+    problems: &mut Problems,
+) {
+    let mut newest: BTreeMap<&str, &RefEntry> = BTreeMap::new();
+    for (name, entry) in entries.iter().filter(|(n, _)| n.starts_with("published/")) {
+        if newest
+            .get(name.as_str())
+            .is_none_or(|e| e.generation < entry.generation)
+        {
+            newest.insert(name, entry);
+        }
+    }
+    for (name, entry) in newest {
+        let Ok(publication) = store.get_json::<AptPublication>(&entry.target).await else {
+            continue;
+        };
+        let read = async |path: &str| match publication.files.get(path) {
+            Some(file) => store.get_blob(&file.sha256).await.ok(),
+            None => None,
+        };
+        if name.starts_with("published/apt/") {
+            let dists = format!("dists/{}", publication.suite);
+            let Some(release) = read(&format!("{dists}/Release")).await else {
+                problems.push(format!("{name}: no Release"));
+                continue;
+            };
+            let text = String::from_utf8_lossy(&release);
+            for line in text
+                .lines()
+                .skip_while(|l| *l != "SHA256:")
+                .skip(1)
+                .take_while(|l| l.starts_with(' '))
+            {
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                let (Some(hash), Some(size), Some(path)) =
+                    (parts.first(), parts.get(1), parts.get(2))
+                else {
+                    continue;
+                };
+                let listed = publication.files.get(&format!("{dists}/{path}"));
+                if listed.is_none_or(|f| f.sha256.hex() != *hash || f.size.to_string() != *size) {
+                    problems.push(format!(
+                        "{name}: Release lists {path} with {hash}, but the published file differs"
+                    ));
+                }
+            }
+            match read(&format!("{dists}/Release.gpg")).await {
+                Some(signature)
+                    if crate::agent::openpgp::verify_detached(
+                        certificate,
+                        &signature,
+                        &release,
+                    ) => {}
+                _ => problems.push(format!(
+                    "{name}: Release.gpg does not verify with the repository key"
+                )),
+            }
+            match read(&format!("{dists}/InRelease")).await {
+                Some(signed)
+                    if crate::agent::openpgp::verify_cleartext(certificate, &signed)
+                        .is_some_and(|t| t.trim_end() == text.trim_end()) => {}
+                _ => problems.push(format!(
+                    "{name}: InRelease does not verify or does not carry Release"
+                )),
+            }
+        } else {
+            let base = format!("{}/repodata", publication.suite);
+            let Some(repomd) = read(&format!("{base}/repomd.xml")).await else {
+                problems.push(format!("{name}: no repomd.xml"));
+                continue;
+            };
+            let text = String::from_utf8_lossy(&repomd);
+            for href in text
+                .split("<location href=\"")
+                .skip(1)
+                .filter_map(|s| s.split('"').next())
+            {
+                let declared = href
+                    .strip_prefix("repodata/")
+                    .and_then(|f| f.split('-').next())
+                    .unwrap_or_default();
+                let listed = publication
+                    .files
+                    .get(&format!("{}/{href}", publication.suite));
+                if listed.is_none_or(|f| f.sha256.hex() != declared) {
+                    problems.push(format!(
+                        "{name}: repomd.xml names {href}, but the published file differs"
+                    ));
+                }
+            }
+            match read(&format!("{base}/repomd.xml.asc")).await {
+                Some(signature)
+                    if crate::agent::openpgp::verify_detached(certificate, &signature, &repomd) => {
+                }
+                _ => problems.push(format!(
+                    "{name}: repomd.xml.asc does not verify with the repository key"
+                )),
+            }
+        }
+    }
+}

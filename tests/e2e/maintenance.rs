@@ -1,0 +1,94 @@
+//! Operator housekeeping on a real store: `verify` passes on a healthy store and
+//! names a flipped byte in a package blob; `gc` frees only unreachable blobs older
+//! than the grace period, and `--dry-run` changes nothing.
+
+use crate::harness::*;
+
+fn blob_file(data: &DataDir, digest: &str) -> std::path::PathBuf {
+    data.path
+        .join("store/blobs/sha256")
+        .join(&digest[..2])
+        .join(digest)
+}
+
+fn plant_orphan(data: &DataDir, content: &[u8], age: &str) -> std::path::PathBuf {
+    let digest = sha256_hex(content);
+    let path = blob_file(data, &digest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+    run_ok(
+        std::process::Command::new("touch")
+            .args(["-d", age])
+            .arg(&path),
+    );
+    path
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_and_gc_sweeps_only_old_unreachable_blobs() {
+    let data = DataDir::init(&[]);
+    data.repo_add("m", "stable", "main", "amd64");
+    data.repo_add_rpm("mr", "12", "x86_64", &[]);
+    let server = Server::start(&data);
+    let deb = fixture("debs/hello_2.10-3_amd64.deb");
+    assert!(
+        server
+            .upload(
+                &data.cap("apt/m/dists/stable/main/binary-amd64", "1h"),
+                std::slice::from_ref(&deb),
+                true
+            )
+            .status
+            .success()
+    );
+    let rpm = fixture("rpms/standalone-caprepo-1.0-1.noarch.rpm");
+    assert!(
+        server
+            .upload(&data.cap("rpm/mr/12/x86_64", "1h"), &[rpm], true)
+            .status
+            .success()
+    );
+    server.stop();
+
+    let healthy = data.cli(&["verify"], &[]);
+    assert!(healthy.starts_with("ok"), "{healthy}");
+
+    // A crashed upload left a blob nobody references: swept once old enough, never before.
+    let old = plant_orphan(&data, b"left behind by a crashed upload", "3 days ago");
+    let young = plant_orphan(&data, b"an upload still in flight", "1 minute ago");
+    let before = data.store_snapshot();
+    let dry = data.cli(&["gc"], &["--dry-run"]);
+    assert!(dry.contains("would free 1 blob(s)"), "{dry}");
+    assert_eq!(data.store_snapshot(), before, "--dry-run changes nothing");
+    let swept = data.cli(&["gc"], &[]);
+    assert!(
+        swept.contains("freed 1 blob(s)") && swept.contains("1 unreachable but younger"),
+        "{swept}"
+    );
+    assert!(!old.exists() && young.exists());
+    assert!(
+        data.cli(&["verify"], &[]).starts_with("ok"),
+        "gc removed nothing reachable"
+    );
+
+    // Flip one byte of the stored package: verify names it and fails.
+    let package = blob_file(&data, &sha256_hex(&std::fs::read(&deb).unwrap()));
+    let mut bytes = std::fs::read(&package).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&package, bytes).unwrap();
+    let out = caprepo()
+        .args(["verify", "--data"])
+        .arg(&data.path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&sha256_hex(&std::fs::read(&deb).unwrap())) && report.contains("corrupted"),
+        "{report}"
+    );
+    // gc never deletes a reachable blob, damaged or not: repair means re-uploading the same bytes.
+    data.cli(&["gc"], &["--grace", "0s"]);
+    assert!(package.exists());
+}

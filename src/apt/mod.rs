@@ -2,6 +2,7 @@
 //! publisher that turns cells into a signed, by-hash-addressed suite.
 
 pub mod compress;
+pub mod contents;
 pub mod packages;
 pub mod pool;
 pub mod publish;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::release::IndexFile;
-use super::{compress, packages, release};
+use super::{compress, contents, packages, release};
 use crate::agent::AgentClient;
 use crate::cells;
 use crate::model::{self, AptPackage, AptPublication, AptRepo, FileEntry, ManifestKind};
@@ -112,33 +112,45 @@ async fn build(
                     },
                 );
             }
+            let contents = contents::render(store, &listed).await?;
             let text = packages::render(&mut listed);
             let dir = format!("{component}/binary-{arch}");
-            let (plain, gz, xz) = tokio::task::spawn_blocking(move || {
-                let gz = compress::gzip(text.as_bytes())?;
-                let xz = compress::xz(text.as_bytes())?;
-                Ok::<_, std::io::Error>((Bytes::from(text), gz, xz))
+            let (component, arch) = (component.clone(), arch.clone());
+            let compressed = tokio::task::spawn_blocking(move || {
+                let packages_gz = compress::gzip(text.as_bytes())?;
+                let packages_xz = compress::xz(text.as_bytes())?;
+                let contents_gz = compress::gzip(contents.as_bytes())?;
+                Ok::<_, std::io::Error>([
+                    (format!("{dir}/Packages"), Bytes::from(text)),
+                    (format!("{dir}/Packages.gz"), Bytes::from(packages_gz)),
+                    (format!("{dir}/Packages.xz"), Bytes::from(packages_xz)),
+                    (
+                        format!("{component}/Contents-{arch}"),
+                        Bytes::from(contents),
+                    ),
+                    (
+                        format!("{component}/Contents-{arch}.gz"),
+                        Bytes::from(contents_gz),
+                    ),
+                ])
             })
             .await
             .map_err(|e| PublishError::Compress(e.to_string()))?
             .map_err(|e| PublishError::Compress(e.to_string()))?;
-            for (name, bytes) in [
-                ("Packages", plain),
-                ("Packages.gz", Bytes::from(gz)),
-                ("Packages.xz", Bytes::from(xz)),
-            ] {
+            for (path, bytes) in compressed {
                 let meta = store.put_blob(bytes).await?;
                 let entry = FileEntry {
                     sha256: meta.digest,
                     size: meta.size,
                 };
-                files.insert(format!("{dists}/{dir}/{name}"), entry);
+                let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                files.insert(format!("{dists}/{path}"), entry);
                 files.insert(
                     format!("{dists}/{dir}/by-hash/SHA256/{}", meta.digest),
                     entry,
                 );
                 index_files.push(IndexFile {
-                    path: format!("{dir}/{name}"),
+                    path,
                     size: meta.size,
                     sha256: meta.digest.hex(),
                 });

@@ -59,6 +59,24 @@ fn upload_with_wait_then_apt_get_installs_with_hashes_checked() {
         amd64.contains("Filename: pool/main/g/gcc-defaults/gobjc_12.2.0-3_amd64.deb"),
         "epoch dropped, source dir"
     );
+    // Contents from the file lists kept at upload: which package ships which file.
+    let contents = server.get("/demo/dists/stable/main/Contents-amd64").text();
+    let hello_line = contents
+        .lines()
+        .find(|l| l.starts_with("usr/bin/hello "))
+        .unwrap_or_default();
+    assert!(hello_line.ends_with(" devel/hello"), "{hello_line:?}");
+    assert!(
+        contents
+            .lines()
+            .any(|l| l.starts_with("usr/bin/sensible-editor ")),
+        "arch-all files are listed too"
+    );
+    let gz = server.get("/demo/dists/stable/main/Contents-amd64.gz").body;
+    let mut unpacked = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unpacked)
+        .unwrap();
+    assert_eq!(unpacked, contents);
     let arm64 = server
         .get("/demo/dists/stable/main/binary-arm64/Packages")
         .text();

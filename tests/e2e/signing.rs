@@ -114,7 +114,11 @@ fn gpgv_and_sqv_verify_and_catch_tampering() {
         .skip_while(|l| *l != "SHA256:")
         .skip(1)
         .collect();
-    assert_eq!(lines.len(), 3, "Packages, Packages.gz, Packages.xz");
+    assert_eq!(
+        lines.len(),
+        5,
+        "Packages, Packages.gz, Packages.xz, Contents-amd64, Contents-amd64.gz"
+    );
     for line in lines {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let (hash, size, path) = (parts[0], parts[1], parts[2]);

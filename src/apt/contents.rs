@@ -1,0 +1,44 @@
+//! `Contents-<arch>`: which package ships which file, per component and
+//! architecture, for `apt-file` and friends. Built from the file list each
+//! package's upload stored (one small blob per package), so publishing never
+//! reopens a .deb; the per-package lists are what make this incremental.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::AptPackage;
+use crate::store::{Result, Store};
+
+/// The package's `Section`, defaulting as the archive does.
+fn section(package: &AptPackage) -> &str {
+    package
+        .control
+        .lines()
+        .find_map(|line| line.strip_prefix("Section:"))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("misc")
+}
+
+/// Render Contents: one line per path, `path<spaces>section/package[,section/package...]`, sorted.
+pub async fn render(store: &Store, packages: &[&AptPackage]) -> Result<String> {
+    let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for package in packages {
+        let list = store.get_blob(&package.files).await?;
+        let owner = format!("{}/{}", section(package), package.name);
+        for path in String::from_utf8_lossy(&list)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            owners
+                .entry(path.to_string())
+                .or_default()
+                .insert(owner.clone());
+        }
+    }
+    let mut out = String::new();
+    for (path, who) in owners {
+        let who: Vec<String> = who.into_iter().collect();
+        out.push_str(&format!("{path:<55} {}\n", who.join(",")));
+    }
+    Ok(out)
+}

@@ -320,7 +320,10 @@ impl Manager {
             for suite in &definition.suites {
                 let (_, inputs) = publish::current_inputs(&self.store, &repo, &suite.name).await?;
                 let view = self.views.get(&repo, &suite.name);
-                if view.as_ref().is_some_and(|v| v.current.inputs == inputs) {
+                let now = crate::time::now_unix();
+                if view.as_ref().is_some_and(|v| {
+                    v.current.inputs == inputs && !suite.needs_resign(v.current.built_at, now)
+                }) {
                     continue;
                 }
                 stale.push((repo.clone(), suite.name.clone()));

@@ -32,6 +32,23 @@ pub struct SuiteDef {
     pub codename: String,
     pub components: Vec<String>,
     pub architectures: Vec<String>,
+    /// Seconds a Release stays valid (`Valid-Until`); the manager re-signs at half-life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_for: Option<u64>,
+    /// `NotAutomatic: yes`: apt installs from this suite only when asked (like experimental).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_automatic: bool,
+    /// `ButAutomaticUpgrades: yes`: ... but upgrades what was installed from it (like backports).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub but_automatic_upgrades: bool,
+}
+
+impl SuiteDef {
+    /// True when a publication built at `built_at` should be re-signed before its Valid-Until.
+    pub fn needs_resign(&self, built_at: i64, now: i64) -> bool {
+        self.valid_for
+            .is_some_and(|valid| now >= built_at + (valid as i64) / 2)
+    }
 }
 
 /// Tag carried by every manifest so a blob says what it is.

@@ -95,6 +95,9 @@ pub async fn add_apt_repo(
                 codename: s.clone(),
                 components: new.components.clone(),
                 architectures: new.architectures.clone(),
+                valid_for: None,
+                not_automatic: false,
+                but_automatic_upgrades: false,
             })
             .collect(),
         retention: new.retention,
@@ -304,4 +307,61 @@ pub fn apply_retention<T>(
         out.extend(versions);
     }
     out
+}
+
+/// Release-file options of one APT suite.
+pub struct SuiteOptions {
+    /// Some(None) clears Valid-Until; None leaves it.
+    pub valid_for: Option<Option<u64>>,
+    pub not_automatic: Option<bool>,
+    pub but_automatic_upgrades: Option<bool>,
+}
+
+pub async fn set_suite_options(
+    store: &Store,
+    repo: &str,
+    suite: &str,
+    options: &SuiteOptions,
+    actor: &str,
+) -> Result<RefEntry, RepoError> {
+    let reference = model::repo_ref(repo)?;
+    for _ in 0..16 {
+        let head = store
+            .ref_head(&reference)
+            .await?
+            .ok_or_else(|| RepoError::NotFound(repo.to_string()))?;
+        let mut definition: AptRepo = store.get_json(&head.target).await?;
+        let def = definition
+            .suites
+            .iter_mut()
+            .find(|s| s.name == suite)
+            .ok_or_else(|| RepoError::Invalid(format!("apt/{repo} has no suite {suite}")))?;
+        if let Some(valid_for) = options.valid_for {
+            def.valid_for = valid_for;
+        }
+        if let Some(flag) = options.not_automatic {
+            def.not_automatic = flag;
+        }
+        if let Some(flag) = options.but_automatic_upgrades {
+            def.but_automatic_upgrades = flag;
+        }
+        let stored = store.put_json(&definition).await?;
+        match store
+            .ref_advance(
+                &reference,
+                Some(head.generation),
+                stored.digest,
+                actor,
+                &format!("set options of suite {suite}"),
+            )
+            .await
+        {
+            Ok(entry) => return Ok(entry),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RepoError::Store(StoreError::Conflict(
+        reference.to_string(),
+    )))
 }

@@ -64,8 +64,15 @@ pub async fn publish_suite(
     loop {
         let (definition, inputs) = current_inputs(store, repo, suite).await?;
         let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
+        let suite_def = definition.suites.iter().find(|s| s.name == suite);
         if let Some(published) = fresh {
-            return Ok(published);
+            // Unchanged, unless its Valid-Until is near: then the same content is re-signed.
+            let resign = suite_def.is_some_and(|d| {
+                d.needs_resign(published.publication.built_at, crate::time::now_unix())
+            });
+            if !resign {
+                return Ok(published);
+            }
         }
         let built = build(store, agent, &definition, suite, inputs).await?;
         if let Some(published) = publication::advance(store, &reference, current, built).await? {

@@ -26,6 +26,18 @@ pub fn render(repo: &AptRepo, suite: &SuiteDef, date_unix: i64, files: &[IndexFi
         suite.architectures.join(" ")
     ));
     out.push_str(&format!("Components: {}\n", suite.components.join(" ")));
+    if let Some(valid_for) = suite.valid_for {
+        out.push_str(&format!(
+            "Valid-Until: {}\n",
+            crate::time::rfc2822_utc(date_unix.saturating_add(valid_for as i64))
+        ));
+    }
+    if suite.not_automatic {
+        out.push_str("NotAutomatic: yes\n");
+    }
+    if suite.but_automatic_upgrades {
+        out.push_str("ButAutomaticUpgrades: yes\n");
+    }
     out.push_str("Acquire-By-Hash: yes\n");
     out.push_str("SHA256:\n");
     for file in files {

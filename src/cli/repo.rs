@@ -28,6 +28,27 @@ pub enum Command {
         /// Publish every version again.
         #[arg(long)]
         unlimited_retention: bool,
+        /// APT: the suite the options below apply to.
+        #[arg(long, value_name = "SUITE")]
+        suite: Option<String>,
+        /// APT: Release files expire this long after they are signed (`Valid-Until`); the
+        /// server re-signs them at half-life, so clients never see an expired suite.
+        #[arg(
+            long,
+            value_name = "DURATION",
+            requires = "suite",
+            conflicts_with = "no_valid_until"
+        )]
+        valid_for: Option<String>,
+        /// APT: drop `Valid-Until`.
+        #[arg(long, requires = "suite")]
+        no_valid_until: bool,
+        /// APT: `NotAutomatic: yes` (apt installs from the suite only when asked).
+        #[arg(long, value_name = "BOOL", requires = "suite")]
+        not_automatic: Option<bool>,
+        /// APT: `ButAutomaticUpgrades: yes` (with NotAutomatic: upgrades what came from it).
+        #[arg(long, value_name = "BOOL", requires = "suite")]
+        but_automatic_upgrades: Option<bool>,
     },
     /// List repositories.
     List {
@@ -124,14 +145,47 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             repo,
             retention,
             unlimited_retention,
+            suite,
+            valid_for,
+            no_valid_until,
+            not_automatic,
+            but_automatic_upgrades,
         } => {
             let Some((kind, name)) = repo.split_once('/') else {
                 bail!("name the repository as apt/NAME or rpm/NAME");
             };
-            if retention.is_none() && !unlimited_retention {
-                bail!("nothing to set: give --retention N or --unlimited-retention");
-            }
             let store = open_store(&DataDir::new(&data))?;
+            if let Some(suite) = suite {
+                if kind != "apt" {
+                    bail!("--suite and Release options are for APT repositories");
+                }
+                let valid_for = match (valid_for, no_valid_until) {
+                    (Some(text), _) => Some(Some(
+                        crate::time::parse_duration(&text)
+                            .map_err(anyhow::Error::msg)?
+                            .as_secs(),
+                    )),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                };
+                let options = repos::SuiteOptions {
+                    valid_for,
+                    not_automatic,
+                    but_automatic_upgrades,
+                };
+                repos::set_suite_options(&store, name, &suite, &options, "cli").await?;
+                println!(
+                    "{repo}/{suite}: Release options set; a running server re-signs within a second."
+                );
+                if retention.is_none() && !unlimited_retention {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            if retention.is_none() && !unlimited_retention {
+                bail!(
+                    "nothing to set: give --retention N, --unlimited-retention, or --suite S with Release options"
+                );
+            }
             repos::set_retention(&store, kind, name, retention, "cli").await?;
             println!(
                 "{repo}: retention {}; a running server republishes within a second.",

@@ -334,3 +334,54 @@ fn dnf_installs_from_a_promoted_rpm_release() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn valid_until_is_resigned_before_it_expires_and_suite_flags_reach_release() {
+    let data = DataDir::init(&[]);
+    data.repo_add("vu", "stable,backports", "main", "amd64");
+    let server = Server::start(&data);
+    data.cli(
+        &["repo", "set"],
+        &["apt/vu", "--suite", "stable", "--valid-for", "6s"],
+    );
+    data.cli(
+        &["repo", "set"],
+        &[
+            "apt/vu",
+            "--suite",
+            "backports",
+            "--not-automatic",
+            "true",
+            "--but-automatic-upgrades",
+            "true",
+        ],
+    );
+    let first = server.wait_for("/vu/dists/stable/Release", "Valid-Until", |r| {
+        r.text().contains("Valid-Until: ")
+    });
+    let backports = server.wait_for("/vu/dists/backports/Release", "flags", |r| {
+        r.text().contains("NotAutomatic: yes")
+    });
+    assert!(backports.text().contains("ButAutomaticUpgrades: yes\n"));
+    let apt = Apt::for_repo(&server, "vu", "stable", "main", &data.key(false), false);
+    apt.run_ok(&["update"]);
+    // At half-life the manager re-signs the unchanged suite, so clients never see it expire.
+    let resigned = server.wait_for("/vu/dists/stable/Release", "re-signed", |r| {
+        r.text() != first.text()
+    });
+    let valid_until = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Valid-Until: "))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(valid_until(&resigned.text()), valid_until(&first.text()));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    apt.run_ok(&["update"]);
+    server.stop();
+    let verified = data.cli(&["verify"], &[]);
+    assert!(
+        verified.starts_with("ok"),
+        "suite options match the schema: {verified}"
+    );
+}

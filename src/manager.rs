@@ -158,6 +158,11 @@ pub struct ManagerHandle {
 }
 
 impl ManagerHandle {
+    /// Ask for a poll of every tree now (after a change that touched several cells).
+    pub fn poke(&self) {
+        let _ = self.dirty.send((String::new(), String::new()));
+    }
+
     pub fn mark_dirty(&self, repo: &str, suite: &str) {
         let _ = self.dirty.send((repo.to_string(), suite.to_string()));
     }
@@ -236,6 +241,11 @@ impl Manager {
             let mut dirty: BTreeSet<SuiteKey> = BTreeSet::new();
             tokio::select! {
                 received = self.dirty_rx.recv() => match received {
+                    // An empty key asks for a full poll.
+                    Some((repo, _)) if repo.is_empty() => match self.stale_suites().await {
+                        Ok(stale) => dirty.extend(stale),
+                        Err(e) => tracing::warn!(error = %e, "polling the store for changes failed"),
+                    },
                     Some(key) => { dirty.insert(key); }
                     None => return,
                 },
@@ -248,7 +258,9 @@ impl Manager {
             }
             // Everything that arrived meanwhile goes into this round.
             while let Ok(key) = self.dirty_rx.try_recv() {
-                dirty.insert(key);
+                if !key.0.is_empty() {
+                    dirty.insert(key);
+                }
             }
             for (repo, suite) in dirty {
                 self.publish(&repo, &suite).await;

@@ -21,6 +21,8 @@ pub enum ReleaseError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 type Result<T> = std::result::Result<T, ReleaseError>;

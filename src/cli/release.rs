@@ -11,12 +11,20 @@ use super::repo::open_store;
 use crate::config::DataDir;
 use crate::model::AptPublication;
 use crate::releases::{self, Selector, Tree, Unit};
+use crate::server::release_api::ReleaseRequest;
 use crate::store::{RefName, Store};
 
 #[derive(clap::Args)]
 pub struct RmArgs {
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    /// The data dir (or use --server with a publish cap).
+    #[arg(long, value_name = "DIR", required_unless_present = "server")]
+    data: Option<PathBuf>,
+    /// A running server to ask instead of opening the data dir.
+    #[arg(long, value_name = "URL", requires = "cap")]
+    server: Option<String>,
+    /// A cap with the publish right over the suite or release (or set CAPREPO_CAP).
+    #[arg(long, env = "CAPREPO_CAP", hide_env_values = true)]
+    cap: Option<String>,
     /// The suite or release: apt/NAME/SUITE or rpm/NAME/RELEASE.
     target: String,
     /// Packages: NAME or NAME=VERSION (for RPM, VERSION is EPOCH:VERSION-RELEASE or VERSION-RELEASE).
@@ -26,8 +34,15 @@ pub struct RmArgs {
 
 #[derive(clap::Args)]
 pub struct PromoteArgs {
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    /// The data dir (or use --server with a publish cap).
+    #[arg(long, value_name = "DIR", required_unless_present = "server")]
+    data: Option<PathBuf>,
+    /// A running server to ask instead of opening the data dir.
+    #[arg(long, value_name = "URL", requires = "cap")]
+    server: Option<String>,
+    /// A cap with the publish right over the suite or release (or set CAPREPO_CAP).
+    #[arg(long, env = "CAPREPO_CAP", hide_env_values = true)]
+    cap: Option<String>,
     /// apt/NAME or rpm/NAME.
     repo: String,
     /// Suite or release to copy from.
@@ -46,8 +61,15 @@ pub struct PromoteArgs {
 pub enum SnapshotCommand {
     /// Freeze what a suite (apt/NAME/SUITE) or RPM tree (rpm/NAME/RELEASE/ARCH) publishes now.
     Create {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        /// The data dir (or use --server with a publish cap).
+        #[arg(long, value_name = "DIR", required_unless_present = "server")]
+        data: Option<PathBuf>,
+        /// A running server to ask instead of opening the data dir.
+        #[arg(long, value_name = "URL", requires = "cap")]
+        server: Option<String>,
+        /// A cap with the publish right over the suite or release (or set CAPREPO_CAP).
+        #[arg(long, env = "CAPREPO_CAP", hide_env_values = true)]
+        cap: Option<String>,
         tree: String,
         name: String,
     },
@@ -59,8 +81,15 @@ pub enum SnapshotCommand {
     },
     /// Make a suite serve a snapshot's packages again (blue/green switch): one publish.
     Switch {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        /// The data dir (or use --server with a publish cap).
+        #[arg(long, value_name = "DIR", required_unless_present = "server")]
+        data: Option<PathBuf>,
+        /// A running server to ask instead of opening the data dir.
+        #[arg(long, value_name = "URL", requires = "cap")]
+        server: Option<String>,
+        /// A cap with the publish right over the suite or release (or set CAPREPO_CAP).
+        #[arg(long, env = "CAPREPO_CAP", hide_env_values = true)]
+        cap: Option<String>,
         tree: String,
         name: String,
     },
@@ -68,8 +97,15 @@ pub enum SnapshotCommand {
 
 #[derive(clap::Args)]
 pub struct RollbackArgs {
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    /// The data dir (or use --server with a publish cap).
+    #[arg(long, value_name = "DIR", required_unless_present = "server")]
+    data: Option<PathBuf>,
+    /// A running server to ask instead of opening the data dir.
+    #[arg(long, value_name = "URL", requires = "cap")]
+    server: Option<String>,
+    /// A cap with the publish right over the suite or release (or set CAPREPO_CAP).
+    #[arg(long, env = "CAPREPO_CAP", hide_env_values = true)]
+    cap: Option<String>,
     /// apt/NAME/SUITE or rpm/NAME/RELEASE/ARCH.
     tree: String,
     /// The publication generation to go back to (default: the one before the newest; see `history`).
@@ -98,6 +134,38 @@ pub struct AuditArgs {
     json: bool,
 }
 
+/// Send a release change to a running server (`--server URL --cap CAP`).
+async fn remote(server: &str, cap: Option<&str>, request: &ReleaseRequest) -> Result<ExitCode> {
+    let base = server.trim_end_matches('/');
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/release"))
+        .bearer_auth(cap.unwrap_or_default())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(request)?)
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?;
+    let status = response.status();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "refused ({status}): {}",
+            answer["reason"].as_str().unwrap_or("no reason")
+        );
+    }
+    println!(
+        "{}; the server publishes it once",
+        answer["message"].as_str().unwrap_or("done")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn local_store(data: &Option<PathBuf>) -> Result<Store> {
+    let data = data.as_ref().context("give --data DIR or --server URL")?;
+    open_store(&DataDir::new(data))
+}
+
 fn split_target(text: &str) -> Result<Unit> {
     let parts: Vec<&str> = text.split('/').collect();
     if parts.len() != 3 {
@@ -110,7 +178,14 @@ fn split_target(text: &str) -> Result<Unit> {
 }
 
 pub async fn rm(args: RmArgs) -> Result<ExitCode> {
-    let store = open_store(&DataDir::new(&args.data))?;
+    if let Some(server) = &args.server {
+        let request = ReleaseRequest::Rm {
+            target: args.target.clone(),
+            packages: args.packages.clone(),
+        };
+        return remote(server, args.cap.as_deref(), &request).await;
+    }
+    let store = local_store(&args.data)?;
     let unit = split_target(&args.target)?;
     let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
     let removed = releases::remove(&store, &unit, &selectors, "cli").await?;
@@ -125,7 +200,17 @@ pub async fn rm(args: RmArgs) -> Result<ExitCode> {
 }
 
 pub async fn promote(args: PromoteArgs) -> Result<ExitCode> {
-    let store = open_store(&DataDir::new(&args.data))?;
+    if let Some(server) = &args.server {
+        let request = ReleaseRequest::Promote {
+            repo: args.repo.clone(),
+            from: args.from.clone(),
+            to: args.to.clone(),
+            packages: args.packages.clone(),
+            r#move: args.move_them,
+        };
+        return remote(server, args.cap.as_deref(), &request).await;
+    }
+    let store = local_store(&args.data)?;
     let from = Unit::parse(&args.repo, &args.from)?;
     let to = Unit::parse(&args.repo, &args.to)?;
     let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
@@ -142,8 +227,22 @@ pub async fn promote(args: PromoteArgs) -> Result<ExitCode> {
 
 pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
     match command {
-        SnapshotCommand::Create { data, tree, name } => {
-            let store = open_store(&DataDir::new(&data))?;
+        SnapshotCommand::Create {
+            data,
+            server,
+            cap,
+            tree,
+            name,
+        } => {
+            if let Some(server) = &server {
+                return remote(
+                    server,
+                    cap.as_deref(),
+                    &ReleaseRequest::Snapshot { tree, name },
+                )
+                .await;
+            }
+            let store = local_store(&data)?;
             let tree = Tree::parse(&tree)?;
             let entry = releases::snapshot_create(&store, &tree, &name, "cli").await?;
             println!(
@@ -165,8 +264,22 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
                 );
             }
         }
-        SnapshotCommand::Switch { data, tree, name } => {
-            let store = open_store(&DataDir::new(&data))?;
+        SnapshotCommand::Switch {
+            data,
+            server,
+            cap,
+            tree,
+            name,
+        } => {
+            if let Some(server) = &server {
+                return remote(
+                    server,
+                    cap.as_deref(),
+                    &ReleaseRequest::SnapshotSwitch { tree, name },
+                )
+                .await;
+            }
+            let store = local_store(&data)?;
             let tree = Tree::parse(&tree)?;
             let publication = releases::snapshot_get(&store, &tree.kind, &tree.repo, &name)
                 .await?
@@ -196,7 +309,14 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
 }
 
 pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
-    let store = open_store(&DataDir::new(&args.data))?;
+    if let Some(server) = &args.server {
+        let request = ReleaseRequest::Rollback {
+            tree: args.tree.clone(),
+            to: args.to,
+        };
+        return remote(server, args.cap.as_deref(), &request).await;
+    }
+    let store = local_store(&args.data)?;
     let tree = Tree::parse(&args.tree)?;
     let (entry, publication) = releases::publication_at(&store, &tree, args.to).await?;
     releases::restore(

@@ -10,6 +10,7 @@ mod auth;
 mod files;
 pub mod pages;
 mod readcap;
+pub mod release_api;
 mod reply;
 mod snapshots;
 mod upload;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/wait", get(upload::wait))
         .route("/api/v1/links", axum::routing::post(readcap::register))
         .route("/api/v1/revoke", axum::routing::post(admin::revoke))
+        .route("/api/v1/release", axum::routing::post(release_api::release))
         .route("/r/{cap}", get(readcap::page))
         .route("/r/{cap}/", get(readcap::page))
         .route("/r/{cap}/{*path}", get(readcap::file))

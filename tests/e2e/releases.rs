@@ -385,3 +385,91 @@ fn valid_until_is_resigned_before_it_expires_and_suite_flags_reach_release() {
         "suite options match the schema: {verified}"
     );
 }
+
+#[test]
+fn release_commands_work_over_http_with_a_publish_cap_within_its_scope() {
+    let data = DataDir::init(&[]);
+    data.repo_add("rel", "stable,testing", "main", "amd64");
+    let server = Server::start(&data);
+    let upload = data.cap("apt/rel/dists/testing/main/binary-amd64", "1h");
+    assert!(
+        server
+            .upload(&upload, &[fixture("debs/hello_2.10-3_amd64.deb")], true)
+            .status
+            .success()
+    );
+    let publish_stable = data.cap_with("apt/rel/dists/stable", "publish", "1h", &[]);
+    let publish_testing = data.cap_with("apt/rel/dists/testing", "publish", "1h", &[]);
+    let remote = |cap: &str, args: &[&str]| {
+        caprepo()
+            .args(args)
+            .args(["--server", &server.url, "--cap", cap])
+            .output()
+            .unwrap()
+    };
+    // Into stable needs a cap covering stable, with the publish right.
+    for (cap, why) in [(&publish_testing, "outside"), (&upload, "publish right")] {
+        let out = remote(cap, &["promote", "apt/rel", "testing", "stable"]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = remote(
+        &publish_stable,
+        &["promote", "apt/rel", "testing", "stable"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait_for(
+        "/rel/dists/stable/main/binary-amd64/Packages",
+        "promoted over HTTP",
+        |r| r.text().contains("Package: hello\n"),
+    );
+    assert!(
+        remote(
+            &publish_stable,
+            &["snapshot", "create", "apt/rel/stable", "s1"]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        remote(&publish_stable, &["rm", "apt/rel/stable", "hello"])
+            .status
+            .success()
+    );
+    server.wait_for(
+        "/rel/dists/stable/main/binary-amd64/Packages",
+        "removed",
+        |r| !r.text().contains("Package: hello\n"),
+    );
+    assert!(
+        remote(&publish_stable, &["rollback", "apt/rel/stable"])
+            .status
+            .success()
+    );
+    server.wait_for(
+        "/rel/dists/stable/main/binary-amd64/Packages",
+        "rolled back",
+        |r| r.text().contains("Package: hello\n"),
+    );
+    // The audit trail names the cap, never the whole token.
+    let audit = data.cli(&["audit"], &[]);
+    let id = serde_json::from_str::<serde_json::Value>(
+        &data.cli(&["cap", "inspect", "--json"], &[&publish_stable]),
+    )
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        audit.contains(&id) && audit.contains("promote from apt/rel/testing"),
+        "{audit}"
+    );
+}

@@ -1,0 +1,206 @@
+//! `POST /api/v1/release`: the release manager's commands (promote, rm, snapshot,
+//! switch, rollback, history) against a running server, authorized by a cap
+//! with the `publish` right whose scope covers the suite or release changed.
+//! The CLI sends the same JSON when given `--server URL --cap CAP`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, auth, reply};
+use crate::caps::{Right, Scope};
+use crate::releases::{self, ReleaseError, Selector, Tree, Unit};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ReleaseRequest {
+    Promote {
+        repo: String,
+        from: String,
+        to: String,
+        #[serde(default)]
+        packages: Vec<String>,
+        #[serde(default)]
+        r#move: bool,
+    },
+    Rm {
+        target: String,
+        packages: Vec<String>,
+    },
+    Snapshot {
+        tree: String,
+        name: String,
+    },
+    SnapshotSwitch {
+        tree: String,
+        name: String,
+    },
+    Rollback {
+        tree: String,
+        #[serde(default)]
+        to: Option<u64>,
+    },
+}
+
+#[derive(Serialize)]
+struct Answer {
+    message: String,
+}
+
+/// The scope a change must be covered by: the suite (apt/NAME/dists/SUITE) or release (rpm/NAME/RELEASE).
+fn unit_scope(unit: &Unit) -> Result<Scope, String> {
+    let text = match unit.kind.as_str() {
+        "apt" => format!("apt/{}/dists/{}", unit.repo, unit.name),
+        _ => format!("rpm/{}/{}", unit.repo, unit.name),
+    };
+    text.parse()
+        .map_err(|e: crate::caps::scope::ScopeError| e.to_string())
+}
+
+fn unit_of_target(target: &str) -> Result<Unit, ReleaseError> {
+    let parts: Vec<&str> = target.split('/').collect();
+    match parts.as_slice() {
+        [kind, repo, name] => Unit::parse(&format!("{kind}/{repo}"), name),
+        _ => Err(ReleaseError::Invalid(format!(
+            "{target:?}: name apt/NAME/SUITE or rpm/NAME/RELEASE"
+        ))),
+    }
+}
+
+pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let grant = match auth::require(
+        &headers,
+        &state.root_key,
+        &state.revocations,
+        Right::Publish,
+    )
+    .await
+    {
+        Ok(g) => g,
+        Err(denied) => return denied.into_response(),
+    };
+    let request: ReleaseRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                &format!("not a release request: {e}"),
+            );
+        }
+    };
+    let actor = grant.log_id().to_string();
+    let store = &state.store;
+    // Work out what the request changes, check the cap covers it, then do it.
+    let result: Result<String, ReleaseError> = async {
+        let unit = match &request {
+            ReleaseRequest::Promote { repo, to, .. } => Unit::parse(repo, to)?,
+            ReleaseRequest::Rm { target, .. } => unit_of_target(target)?,
+            ReleaseRequest::Snapshot { tree, .. }
+            | ReleaseRequest::SnapshotSwitch { tree, .. }
+            | ReleaseRequest::Rollback { tree, .. } => Tree::parse(tree)?.unit(),
+        };
+        let scope = unit_scope(&unit).map_err(ReleaseError::Invalid)?;
+        if !grant.scope.covers(&scope) {
+            return Err(ReleaseError::Forbidden(format!(
+                "{scope} is outside the cap's scope {}",
+                grant.scope
+            )));
+        }
+        match request {
+            ReleaseRequest::Promote {
+                repo,
+                from,
+                to,
+                packages,
+                r#move,
+            } => {
+                let from = Unit::parse(&repo, &from)?;
+                let to = Unit::parse(&repo, &to)?;
+                let selectors: Vec<Selector> =
+                    packages.iter().map(|p| Selector::parse(p)).collect();
+                let n = releases::promote(store, &from, &to, &selectors, r#move, &actor).await?;
+                Ok(format!(
+                    "{} {n} package(s) from {} to {}",
+                    if r#move { "moved" } else { "copied" },
+                    from.display(),
+                    to.display()
+                ))
+            }
+            ReleaseRequest::Rm { packages, .. } => {
+                let selectors: Vec<Selector> =
+                    packages.iter().map(|p| Selector::parse(p)).collect();
+                let n = releases::remove(store, &unit, &selectors, &actor).await?;
+                if n == 0 {
+                    return Err(ReleaseError::NotFound(format!(
+                        "nothing matched in {}",
+                        unit.display()
+                    )));
+                }
+                Ok(format!(
+                    "removed {n} package record(s) from {}",
+                    unit.display()
+                ))
+            }
+            ReleaseRequest::Snapshot { tree, name } => {
+                let tree = Tree::parse(&tree)?;
+                let entry = releases::snapshot_create(store, &tree, &name, &actor).await?;
+                Ok(format!("snapshot {name}: {}", entry.note))
+            }
+            ReleaseRequest::SnapshotSwitch { tree, name } => {
+                let tree = Tree::parse(&tree)?;
+                let publication = releases::snapshot_get(store, &tree.kind, &tree.repo, &name)
+                    .await?
+                    .ok_or_else(|| ReleaseError::NotFound(format!("no snapshot {name}")))?;
+                releases::restore(
+                    store,
+                    &tree,
+                    &publication,
+                    &actor,
+                    &format!("switch to snapshot {name}"),
+                )
+                .await?;
+                Ok(format!("{} switched to snapshot {name}", tree.display()))
+            }
+            ReleaseRequest::Rollback { tree, to } => {
+                let tree = Tree::parse(&tree)?;
+                let (entry, publication) = releases::publication_at(store, &tree, to).await?;
+                releases::restore(
+                    store,
+                    &tree,
+                    &publication,
+                    &actor,
+                    &format!("rollback to publication {}", entry.generation),
+                )
+                .await?;
+                Ok(format!(
+                    "{} rolled back to publication {}",
+                    tree.display(),
+                    entry.generation
+                ))
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(message) => {
+            tracing::info!(cap = %actor, %message, "release change");
+            state.manager.poke();
+            reply::json(StatusCode::OK, &Answer { message })
+        }
+        Err(ReleaseError::Forbidden(reason)) => {
+            reply::error(StatusCode::FORBIDDEN, "outside-scope", &reason)
+        }
+        Err(ReleaseError::NotFound(reason)) => {
+            reply::error(StatusCode::NOT_FOUND, "not-found", &reason)
+        }
+        Err(ReleaseError::Invalid(reason)) => {
+            reply::error(StatusCode::BAD_REQUEST, "invalid", &reason)
+        }
+        Err(ReleaseError::Store(e)) => {
+            reply::error(StatusCode::SERVICE_UNAVAILABLE, "storage", &e.to_string())
+        }
+    }
+}

@@ -72,6 +72,9 @@ pub struct Config {
     pub agent: AgentConfig,
     pub caps: CapsConfig,
     pub signing: SigningConfig,
+    /// `[[mirror]]` targets that every publish is copied to.
+    #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<crate::mirror::MirrorConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -115,6 +115,10 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         tracing::warn!(error = %e, "could not load every published suite at start; the manager will republish");
     }
     tokio::spawn(manager.run());
+    for config in &config.mirrors {
+        let mirror = crate::mirror::Mirror::open(config).context("opening a [[mirror]] target")?;
+        tokio::spawn(run_mirror(mirror, store.clone(), handle.clone()));
+    }
 
     let listen = options
         .listen
@@ -164,5 +168,29 @@ pub async fn shutdown_signal() {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
+    }
+}
+
+/// Keep one mirror target in step with every publish (and catch up at start).
+async fn run_mirror(
+    mirror: crate::mirror::Mirror,
+    store: Store,
+    handle: crate::manager::ManagerHandle,
+) {
+    let mut published = handle.subscribe();
+    loop {
+        match mirror.sync(&store, &handle.views).await {
+            Ok(0) => {}
+            Ok(written) => tracing::info!(mirror = mirror.name(), written, "mirror updated"),
+            Err(e) => {
+                tracing::error!(mirror = mirror.name(), error = %e, "mirror sync failed; retrying on the next publish")
+            }
+        }
+        if published.changed().await.is_err() {
+            return;
+        }
+        // Let a burst of publishes settle into one sync.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        published.borrow_and_update();
     }
 }

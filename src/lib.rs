@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod manager;
 pub mod metrics;
+pub mod mirror;
 pub mod model;
 pub mod publication;
 pub mod releases;

@@ -26,7 +26,7 @@ const KEEP_SUPERSEDED: usize = 16;
 
 /// Index files whose names never change meaning: APT's by-hash aliases and RPM's
 /// `repodata/<sha256>-*.xml.gz`. These stay fetchable after a newer publish.
-fn immutable_path(path: &str) -> bool {
+pub fn immutable_path(path: &str) -> bool {
     path.contains("/by-hash/")
         || path
             .rsplit_once("/repodata/")
@@ -158,6 +158,11 @@ pub struct ManagerHandle {
 }
 
 impl ManagerHandle {
+    /// Changes each time something is published.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.clone()
+    }
+
     /// Ask for a poll of every tree now (after a change that touched several cells).
     pub fn poke(&self) {
         let _ = self.dirty.send((String::new(), String::new()));

@@ -115,6 +115,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         caps: CapsConfig {
             root_public_key: cap_keys::public_hex(&root),
         },
+        mirrors: Vec::new(),
         signing: SigningConfig {
             fingerprint: openpgp::fingerprint(&cert),
             algorithm: openpgp::algorithm_name(&cert),

@@ -8,6 +8,7 @@ mod caps_http;
 mod concurrency;
 mod http_semantics;
 mod maintenance;
+mod mirror;
 mod readcaps;
 mod refusals;
 mod releases;

@@ -1,0 +1,195 @@
+//! Mirror targets: a `[[mirror]]` directory receives every publish,
+//! incrementally and in reader-safe order, and nginx from Debian serves it on
+//! 127.0.0.1 to real apt-get and dnf.
+
+use std::process::{Child, Command};
+
+use crate::harness::*;
+
+struct Nginx {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn serve(root: &std::path::Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nuser root root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  default_type application/octet-stream;\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    root {};\n  }}\n}}\n",
+            root.display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                &d.to_string(),
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .spawn()
+            .expect("nginx is installed (.ci/run installs nginx-light)");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_mirrored_directory_served_by_nginx_works_for_apt_and_dnf() {
+    let data = DataDir::init(&[]);
+    let mirror = data.tmp.path().join("mirror");
+    let config = data.path.join("caprepo.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[mirror]]\ndirectory = \"{}\"\ngrace = \"1d\"\n",
+        mirror.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    data.repo_add("pub", "stable", "main", "amd64");
+    data.repo_add_rpm("fed", "12", "x86_64", &[]);
+    data.cli(
+        &["repo", "add"],
+        &[
+            "apt",
+            "hidden",
+            "--suites",
+            "stable",
+            "--components",
+            "main",
+            "--architectures",
+            "amd64",
+            "--private",
+        ],
+    );
+    let server = Server::start(&data);
+    assert!(
+        server
+            .upload(
+                &data.cap("apt/pub/dists/stable/main/binary-amd64", "1h"),
+                &[fixture("debs/hello_2.10-3_amd64.deb")],
+                true
+            )
+            .status
+            .success()
+    );
+    assert!(
+        server
+            .upload(
+                &data.cap("rpm/fed/12/x86_64", "1h"),
+                &[fixture("rpms/standalone-caprepo-1.0-1.noarch.rpm")],
+                true
+            )
+            .status
+            .success()
+    );
+    let pool_file = mirror.join("pub/pool/main/h/hello/hello_2.10-3_amd64.deb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(pool_file.exists()
+        && mirror.join("fed/12/x86_64/repodata/repomd.xml").exists()
+        && mirror.join("pub/dists/stable/InRelease").exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror not written:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !mirror.join("hidden").exists(),
+        "private repositories are never mirrored"
+    );
+    let mirrored = std::fs::read(mirror.join("pub/dists/stable/InRelease")).unwrap();
+    assert_eq!(
+        mirrored,
+        server.get("/pub/dists/stable/InRelease").body,
+        "the mirror holds what the server publishes"
+    );
+
+    let nginx = Nginx::serve(&mirror);
+    let sources = format!(
+        "Types: deb\nURIs: {}/pub/\nSuites: stable\nComponents: main\nSigned-By: KEYRING\n",
+        nginx.url
+    );
+    let apt = Apt::new(&sources, &data.key(false), true);
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "hello"]);
+
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path().display();
+    std::fs::create_dir_all(root.path().join("repos.d")).unwrap();
+    std::fs::write(root.path().join("dnf.conf"), format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nplugins=0\n")).unwrap();
+    std::fs::write(
+        root.path().join("repos.d/m.repo"),
+        format!("[m]\nname=m\nbaseurl={}/fed/$releasever/$basearch/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}/key.asc\n", nginx.url, server.url),
+    )
+    .unwrap();
+    let out = Command::new("dnf")
+        .arg("-c")
+        .arg(root.path().join("dnf.conf"))
+        .arg(format!("--installroot={d}/root"))
+        .args(["--releasever=12", "-y", "install", "standalone-caprepo"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Incremental: another upload rewrites the indices, not the pool files already there.
+    let before = std::fs::metadata(&pool_file).unwrap().modified().unwrap();
+    assert!(
+        server
+            .upload(
+                &data.cap("apt/pub/dists/stable/main/binary-amd64", "1h"),
+                &[fixture("debs/tree_2.1.0-1_amd64.deb")],
+                true
+            )
+            .status
+            .success()
+    );
+    let tree = mirror.join("pub/pool/main/t/tree/tree_2.1.0-1_amd64.deb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !tree.exists()
+        || std::fs::read(mirror.join("pub/dists/stable/InRelease")).unwrap()
+            != server.get("/pub/dists/stable/InRelease").body
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror did not follow the publish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::metadata(&pool_file).unwrap().modified().unwrap(),
+        before,
+        "unchanged files are not rewritten"
+    );
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "tree"]);
+}

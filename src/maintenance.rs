@@ -58,6 +58,7 @@ pub async fn all_ref_entries(store: &Store) -> Result<Vec<(String, RefEntry)>> {
 pub enum RefKind {
     Repository,
     AptCell,
+    AptSourceCell,
     RpmCell,
     Publication,
     CapList,
@@ -68,6 +69,9 @@ pub enum RefKind {
 pub fn ref_kind(name: &str) -> RefKind {
     match name.split('/').next().unwrap_or_default() {
         "repos" => RefKind::Repository,
+        "cells" if name.starts_with("cells/apt/") && name.ends_with("/source") => {
+            RefKind::AptSourceCell
+        }
         "cells" if name.starts_with("cells/apt/") => RefKind::AptCell,
         "cells" => RefKind::RpmCell,
         "published" | "snapshots" => RefKind::Publication,
@@ -108,6 +112,19 @@ pub async fn mark(
                     |p, m| {
                         m.insert(p.sha256);
                         m.insert(p.files);
+                    },
+                )
+                .await
+            }
+            RefKind::AptSourceCell => {
+                mark_cell::<crate::model::AptSource>(
+                    store,
+                    &entry.target,
+                    &mut marked,
+                    &mut seen_manifests,
+                    |p, m| {
+                        m.insert(p.dsc.sha256);
+                        m.extend(p.files.iter().map(|f| f.sha256));
                     },
                 )
                 .await
@@ -319,6 +336,10 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("apt-cell", include_str!("../schema/apt-cell.schema.json")),
     ("apt-chunk", include_str!("../schema/apt-chunk.schema.json")),
     (
+        "apt-source-chunk",
+        include_str!("../schema/apt-source-chunk.schema.json"),
+    ),
+    (
         "apt-publication",
         include_str!("../schema/apt-publication.schema.json"),
     ),
@@ -377,7 +398,7 @@ async fn check_schemas(store: &Store, entries: &[(String, RefEntry)], problems: 
         let schema = match (ref_kind(name), name.split('/').nth(1)) {
             (RefKind::Repository, Some("apt")) => "apt-repo",
             (RefKind::Repository, _) => "rpm-repo",
-            (RefKind::AptCell, _) => "apt-cell",
+            (RefKind::AptCell, _) | (RefKind::AptSourceCell, _) => "apt-cell",
             (RefKind::RpmCell, _) => "rpm-cell",
             (RefKind::Publication, Some("apt")) => "apt-publication",
             (RefKind::Publication, _) => "rpm-publication",
@@ -398,6 +419,7 @@ async fn check_schemas(store: &Store, entries: &[(String, RefEntry)], problems: 
             problems,
         );
         let chunk_schema = match schema {
+            "apt-cell" if name.ends_with("/source") => "apt-source-chunk",
             "apt-cell" => "apt-chunk",
             "rpm-cell" => "rpm-chunk",
             _ => continue,

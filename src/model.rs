@@ -59,6 +59,7 @@ pub enum ManifestKind {
     AptCell,
     AptChunk,
     AptPublication,
+    AptSourceChunk,
     RpmRepo,
     RpmCell,
     RpmChunk,
@@ -255,4 +256,43 @@ pub fn rpm_cell_ref(repo: &str, release: &str, arch: &str) -> Result<RefName> {
 /// A published RPM tree: `<release>/<arch>` or `<release>/source`.
 pub fn rpm_publication_ref(repo: &str, release: &str, tree: &str) -> Result<RefName> {
     RefName::new(format!("published/rpm/{repo}/{release}/{tree}"))
+}
+
+/// One source package in a component's `source` cell: the `.dsc` and the files it names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptSource {
+    pub name: String,
+    pub version: String,
+    /// Pool directory, `pool/<component>/<prefix>/<source>`.
+    pub directory: String,
+    pub dsc: SourceFile,
+    /// The files the .dsc lists (tarballs, diffs), all stored as blobs.
+    pub files: Vec<SourceFile>,
+    /// The .dsc paragraph, its PGP armor (if any) removed.
+    pub control: String,
+    pub uploaded_at: i64,
+    pub uploaded_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    pub name: String,
+    pub sha256: Digest,
+    pub size: u64,
+}
+
+impl Record for AptSource {
+    const CELL_KIND: ManifestKind = ManifestKind::AptCell;
+    const CHUNK_KIND: ManifestKind = ManifestKind::AptSourceChunk;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn identity(&self) -> (&str, String, &str) {
+        (&self.name, self.version.clone(), "source")
+    }
+    fn upload_digest(&self) -> Digest {
+        self.dsc.sha256
+    }
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use crate::cells;
 use crate::digest::Digest;
 use crate::model::{
-    self, AptPackage, AptPublication, Cell, Chunk, ChunkRef, Record, RpmPackage, bucket_of,
+    self, AptPackage, AptPublication, AptSource, Cell, Chunk, ChunkRef, Record, RpmPackage,
+    bucket_of,
 };
 use crate::store::{RefEntry, RefName, Store, StoreError};
 
@@ -143,7 +144,7 @@ impl Unit {
                     .architectures
                     .iter()
                     .map(String::as_str)
-                    .chain(["all"])
+                    .chain(["all", "source"])
                 {
                     out.push(model::cell_ref(&self.repo, &self.name, component, arch)?.to_string());
                 }
@@ -564,7 +565,18 @@ pub async fn remove(
         let mut removed = 0;
         for name in &names {
             let cell = RefName::new(name.clone())?;
-            removed += if unit.kind == "apt" {
+            removed += if name.ends_with("/source") {
+                rewrite_cell::<AptSource>(
+                    store,
+                    &cell,
+                    &|p| !wanted(&p.name, &p.version),
+                    &[],
+                    actor,
+                    &note,
+                )
+                .await?
+                .0
+            } else if unit.kind == "apt" {
                 rewrite_cell::<AptPackage>(
                     store,
                     &cell,
@@ -631,7 +643,18 @@ pub async fn promote(
                 continue;
             };
             let (source_ref, target_ref) = (RefName::new(source.clone())?, RefName::new(target)?);
-            if from.kind == "apt" {
+            if source.ends_with("/source") {
+                copied += promote_cell::<AptSource>(
+                    store,
+                    &source_ref,
+                    &target_ref,
+                    &|p| selected(&p.name, &p.version),
+                    move_them,
+                    actor,
+                    &note,
+                )
+                .await?;
+            } else if from.kind == "apt" {
                 copied += promote_cell::<AptPackage>(
                     store,
                     &source_ref,

@@ -7,3 +7,5 @@ pub mod packages;
 pub mod pool;
 pub mod publish;
 pub mod release;
+pub mod source_ingest;
+pub mod sources;

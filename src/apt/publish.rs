@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::release::IndexFile;
-use super::{compress, contents, packages, release};
+use super::{compress, contents, packages, release, sources};
 use crate::agent::AgentClient;
 use crate::cells;
-use crate::model::{self, AptPackage, AptPublication, AptRepo, FileEntry, ManifestKind};
+use crate::model::{self, AptPackage, AptPublication, AptRepo, AptSource, FileEntry, ManifestKind};
 use crate::publication;
 use crate::store::Store;
 
@@ -42,7 +42,7 @@ pub async fn current_inputs(
             .architectures
             .iter()
             .map(String::as_str)
-            .chain(["all"])
+            .chain(["all", "source"])
         {
             let cell = model::cell_ref(repo, suite, component, arch)?;
             if let Some(head) = store.ref_head(&cell).await? {
@@ -100,6 +100,60 @@ async fn build(
     let mut index_files: Vec<IndexFile> = Vec::new();
 
     for component in &suite_def.components {
+        let (_, source_cell) = cells::load_cell::<AptSource>(
+            store,
+            &model::cell_ref(repo, suite, component, "source")?,
+        )
+        .await?;
+        let source_records: Vec<AptSource> = cells::all_packages(store, &source_cell).await?;
+        let mut listed_sources = crate::repos::apply_retention(
+            source_records.iter().collect::<Vec<_>>(),
+            definition.retention,
+            |p| (p.name.clone(), String::new()),
+            |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
+        );
+        for source in &listed_sources {
+            for file in std::iter::once(&source.dsc).chain(source.files.iter()) {
+                pool.insert(
+                    format!("{}/{}", source.directory, file.name),
+                    FileEntry {
+                        sha256: file.sha256,
+                        size: file.size,
+                    },
+                );
+            }
+        }
+        let text = sources::render(&mut listed_sources);
+        let compressed = tokio::task::spawn_blocking(move || {
+            let gz = compress::gzip(text.as_bytes())?;
+            let xz = compress::xz(text.as_bytes())?;
+            Ok::<_, std::io::Error>([
+                ("Sources", Bytes::from(text)),
+                ("Sources.gz", Bytes::from(gz)),
+                ("Sources.xz", Bytes::from(xz)),
+            ])
+        })
+        .await
+        .map_err(|e| PublishError::Compress(e.to_string()))?
+        .map_err(|e| PublishError::Compress(e.to_string()))?;
+        for (name, bytes) in compressed {
+            let meta = store.put_blob(bytes).await?;
+            let entry = FileEntry {
+                sha256: meta.digest,
+                size: meta.size,
+            };
+            let dir = format!("{component}/source");
+            files.insert(format!("{dists}/{dir}/{name}"), entry);
+            files.insert(
+                format!("{dists}/{dir}/by-hash/SHA256/{}", meta.digest),
+                entry,
+            );
+            index_files.push(IndexFile {
+                path: format!("{dir}/{name}"),
+                size: meta.size,
+                sha256: meta.digest.hex(),
+            });
+        }
         let arch_all = load_cell_packages(store, repo, suite, component, "all").await?;
         for arch in &suite_def.architectures {
             let own = load_cell_packages(store, repo, suite, component, arch).await?;

@@ -74,7 +74,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     accepted.cell,
                     accepted.digest
                 );
-                if args.wait && !accepted.published {
+                if args.wait && !accepted.published && accepted.status != "staged" {
                     to_wait.push((
                         accepted.cell,
                         accepted.cell_generation,

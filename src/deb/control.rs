@@ -36,7 +36,8 @@ pub enum ControlError {
 pub const MAX_CONTROL_BYTES: usize = 1024 * 1024;
 
 impl Control {
-    pub fn parse(bytes: &[u8]) -> Result<Self, ControlError> {
+    /// One deb822 paragraph, checked for syntax only.
+    pub fn parse_paragraph(bytes: &[u8]) -> Result<Self, ControlError> {
         let text = std::str::from_utf8(bytes).map_err(|_| ControlError::NotUtf8)?;
         let mut fields: Vec<(String, String)> = Vec::new();
         let mut kept = String::with_capacity(text.len());
@@ -83,8 +84,33 @@ impl Control {
         if fields.is_empty() {
             return Err(ControlError::Empty);
         }
-        let control = Control { text: kept, fields };
+        Ok(Control { text: kept, fields })
+    }
+
+    /// A binary package's control file: one paragraph with a valid Package, Version, Architecture.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ControlError> {
+        let control = Self::parse_paragraph(bytes)?;
         control.validate()?;
+        Ok(control)
+    }
+
+    /// A source package's `.dsc` (its PGP armor, if any, removed): Source and Version must be valid.
+    pub fn parse_dsc(bytes: &[u8]) -> Result<Self, ControlError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| ControlError::NotUtf8)?;
+        let control = Self::parse_paragraph(strip_clearsign(text).as_bytes())?;
+        let source = control
+            .get("Source")
+            .ok_or(ControlError::Missing("Source"))?;
+        validate_package_name(source).map_err(|_| ControlError::Invalid {
+            field: "Source",
+            value: source.chars().take(100).collect(),
+            why: "a source package name uses only a-z, 0-9, '+', '-' and '.'",
+        })?;
+        validate_version(
+            control
+                .get("Version")
+                .ok_or(ControlError::Missing("Version"))?,
+        )?;
         Ok(control)
     }
 
@@ -149,6 +175,28 @@ impl Control {
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())
     }
+}
+
+/// The signed text of a clearsigned message (a .dsc or .changes signed by its maintainer);
+/// unsigned text is returned as it is. The signature itself is not checked: the cap authorizes.
+pub fn strip_clearsign(text: &str) -> String {
+    let Some(rest) = text
+        .trim_start()
+        .strip_prefix("-----BEGIN PGP SIGNED MESSAGE-----")
+    else {
+        return text.to_string();
+    };
+    // Armor headers (Hash: ...) end at the first empty line.
+    let body = rest.split_once("\n\n").map_or("", |(_, body)| body);
+    let body = body
+        .split("\n-----BEGIN PGP SIGNATURE-----")
+        .next()
+        .unwrap_or_default();
+    body.lines()
+        .map(|line| line.strip_prefix("- ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 fn split_source(value: &str) -> (&str, Option<&str>) {
@@ -281,6 +329,19 @@ mod tests {
             Control::parse(with_trailing.as_bytes()).unwrap().text(),
             HELLO
         );
+    }
+
+    #[test]
+    fn dsc_armor_is_stripped() {
+        let signed = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nFormat: 3.0 (quilt)\nSource: foo\nVersion: 1.0-1\n- -dash line\n-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n";
+        assert_eq!(
+            strip_clearsign(signed),
+            "Format: 3.0 (quilt)\nSource: foo\nVersion: 1.0-1\n-dash line\n"
+        );
+        assert_eq!(strip_clearsign("Source: foo\n"), "Source: foo\n");
+        let dsc = Control::parse_dsc(b"Format: 3.0 (native)\nSource: foo\nVersion: 1.0\n").unwrap();
+        assert_eq!(dsc.get("Source"), Some("foo"));
+        assert!(Control::parse_dsc(b"Source: Foo!\nVersion: 1\n").is_err());
     }
 
     #[test]

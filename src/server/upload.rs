@@ -47,7 +47,9 @@ impl Drop for SpoolGuard {
 
 fn valid_file_name(name: &str) -> bool {
     name.len() <= 255
-        && (name.ends_with(".deb") || name.ends_with(".rpm"))
+        && (name.ends_with(".deb")
+            || name.ends_with(".rpm")
+            || crate::apt::sources::is_source_file(name))
         && !name.starts_with('.')
         && name
             .bytes()
@@ -74,7 +76,7 @@ pub async fn upload(
         return refused(reply::error(
             StatusCode::BAD_REQUEST,
             "bad-file-name",
-            "the file name must end in .deb or .rpm and use only letters, digits and . _ + ~ : - (no slashes)",
+            "the file name must end in .deb, .rpm, .dsc, .changes or a source tarball/diff, and use only letters, digits and . _ + ~ : - (no slashes)",
         ));
     }
     let target: Scope = match query.target.as_deref() {
@@ -135,6 +137,22 @@ pub async fn upload(
             )
             .await
         }
+    } else if file_name.ends_with(".dsc") {
+        crate::apt::source_ingest::ingest_dsc(&state.store, &spooled, &target, &grant.scope, &actor)
+            .await
+    } else if file_name.ends_with(".changes") {
+        crate::apt::source_ingest::ingest_changes(
+            &state.store,
+            &state.limits,
+            &spooled,
+            &target,
+            &grant.scope,
+            &actor,
+        )
+        .await
+    } else if crate::apt::sources::is_source_file(&file_name) {
+        crate::apt::source_ingest::stage(&state.store, &spooled, &file_name, &target, &grant.scope)
+            .await
     } else {
         ingest::ingest(
             &state.store,
@@ -177,7 +195,9 @@ pub async fn upload(
         .as_deref()
         .is_some_and(|w| w == "true" || w == "1");
     let manager = &state.manager;
-    let published = if wait {
+    let published = if target.trees.is_empty() {
+        false // staged source files are published with the .dsc that names them
+    } else if wait {
         manager
             .wait_published(
                 &target.repo,
@@ -282,6 +302,10 @@ pub async fn wait(
             Ok(g) => g,
             Err(denied) => return denied.into_response(),
         };
+    // A component's source cell is named apt/<repo>/dists/<suite>/<component>/source.
+    if let Some(component) = query.cell.strip_suffix("/source") {
+        return wait_for_source(&state, &grant, component, query.generation, query.timeout).await;
+    }
     let cell: Scope = match query.cell.parse() {
         Ok(s) => s,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),
@@ -365,4 +389,53 @@ fn cell_ref_of(cell: &Scope) -> Option<(String, String, bool)> {
         _ => return None,
     };
     Some((repo, name.to_string(), shared))
+}
+
+async fn wait_for_source(
+    state: &AppState,
+    grant: &crate::caps::Grant,
+    component: &str,
+    generation: u64,
+    timeout: Option<u64>,
+) -> Response {
+    let scope: Scope = match component.parse() {
+        Ok(s) => s,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),
+    };
+    let (Some(repo), (Some(suite), Some(component), None)) = (scope.repo(), scope.apt_parts())
+    else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "bad-cell",
+            "name apt/<repo>/dists/<suite>/<component>/source",
+        );
+    };
+    if !(scope.covers(&grant.scope) || grant.scope.covers(&scope)) {
+        return reply::error(
+            StatusCode::FORBIDDEN,
+            "outside-scope",
+            &format!("{scope} is outside the cap's scope"),
+        );
+    }
+    let Ok(cell_ref) = crate::model::cell_ref(repo, suite, component, "source") else {
+        return reply::error(StatusCode::BAD_REQUEST, "bad-cell", "invalid cell");
+    };
+    let timeout = Duration::from_secs(timeout.unwrap_or(120).min(600));
+    let trees = [suite.to_string()];
+    let published = state
+        .manager
+        .wait_published(repo, &trees, cell_ref.as_str(), generation, timeout)
+        .await;
+    #[derive(Serialize)]
+    struct Answer {
+        published: bool,
+    }
+    reply::json(
+        if published {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        },
+        &Answer { published },
+    )
 }

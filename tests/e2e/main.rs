@@ -15,3 +15,4 @@ mod releases;
 mod rpm;
 mod schema;
 mod signing;
+mod sources;

@@ -116,8 +116,8 @@ fn gpgv_and_sqv_verify_and_catch_tampering() {
         .collect();
     assert_eq!(
         lines.len(),
-        5,
-        "Packages, Packages.gz, Packages.xz, Contents-amd64, Contents-amd64.gz"
+        8,
+        "Sources (3 forms), Packages (3), Contents-amd64 (2)"
     );
     for line in lines {
         let parts: Vec<&str> = line.split_whitespace().collect();

@@ -184,6 +184,52 @@ async fn mark_cell<P: crate::model::Record>(
     Ok(())
 }
 
+/// Index fragments cached per cell chunk: keep those of live chunks (so the next
+/// publish stays incremental) and drop the entries of chunks nothing references.
+async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool) -> Result<()> {
+    let listed: Vec<_> = store
+        .object_store()
+        .list(Some(&Path::from("cache/apt-fragments")))
+        .try_collect()
+        .await?;
+    let mut stale = Vec::new();
+    for meta in listed {
+        let name = meta.location.to_string();
+        let Some(chunk) = meta
+            .location
+            .filename()
+            .and_then(|f| f.split('-').next())
+            .and_then(|d| d.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        if !marked.contains(&chunk) {
+            stale.push(meta.location.clone());
+            continue;
+        }
+        if let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await
+            && let Ok(fragment) = serde_json::from_slice::<crate::apt::fragments::Fragment>(&bytes)
+        {
+            marked.extend([
+                fragment.text,
+                fragment.gz,
+                fragment.xz,
+                fragment.contents,
+                fragment.contents_gz,
+            ]);
+        }
+    }
+    if !dry_run && !stale.is_empty() {
+        let stream = Box::pin(futures::stream::iter(stale.into_iter().map(Ok)));
+        store
+            .object_store()
+            .delete_stream(stream)
+            .try_collect::<Vec<_>>()
+            .await?;
+    }
+    Ok(())
+}
+
 /// Blobs in the store with their size and age in seconds.
 pub async fn all_blobs(store: &Store) -> Result<Vec<(Digest, u64, i64)>> {
     let listed: Vec<_> = store
@@ -260,7 +306,8 @@ pub async fn gc(
         None => all_ref_entries(store).await?,
     };
     let mut problems = Problems::new();
-    let marked = mark(store, &entries, &mut problems).await?;
+    let mut marked = mark(store, &entries, &mut problems).await?;
+    mark_caches(store, &mut marked, dry_run).await?;
     report.reachable = marked.len();
     if !problems.is_empty() {
         // A manifest we could not read may reference blobs we would otherwise sweep.

@@ -3,6 +3,7 @@
 
 pub mod compress;
 pub mod contents;
+pub mod fragments;
 pub mod packages;
 pub mod pool;
 pub mod publish;

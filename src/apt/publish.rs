@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::release::IndexFile;
-use super::{compress, contents, packages, release, sources};
+use super::{compress, fragments, release, sources};
 use crate::agent::AgentClient;
 use crate::cells;
 use crate::model::{self, AptPackage, AptPublication, AptRepo, AptSource, FileEntry, ManifestKind};
@@ -154,51 +154,33 @@ async fn build(
                 sha256: meta.digest.hex(),
             });
         }
-        let arch_all = load_cell_packages(store, repo, suite, component, "all").await?;
+        let (_, arch_all) =
+            cells::load_cell::<AptPackage>(store, &model::cell_ref(repo, suite, component, "all")?)
+                .await?;
         for arch in &suite_def.architectures {
-            let own = load_cell_packages(store, repo, suite, component, arch).await?;
-            let listed: Vec<&AptPackage> = own.iter().chain(arch_all.iter()).collect();
-            let mut listed = crate::repos::apply_retention(
-                listed,
-                definition.retention,
-                |p| (p.name.clone(), p.architecture.clone()),
-                |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
-            );
-            for p in &listed {
-                pool.insert(
-                    p.filename.clone(),
-                    FileEntry {
-                        sha256: p.sha256,
-                        size: p.size,
-                    },
-                );
+            let (_, own) = cells::load_cell::<AptPackage>(
+                store,
+                &model::cell_ref(repo, suite, component, arch)?,
+            )
+            .await?;
+            // One fragment per chunk: only chunks that changed since the last publish are rendered.
+            let mut parts = Vec::new();
+            for chunk in own.chunks.iter().chain(arch_all.chunks.iter()) {
+                parts.push(fragments::fragment(store, &chunk.digest, definition.retention).await?);
             }
-            let contents = contents::render(store, &listed).await?;
-            let text = packages::render(&mut listed);
+            pool.extend(fragments::pool_entries(&parts));
+            let joined = fragments::join(store, &parts).await?;
             let dir = format!("{component}/binary-{arch}");
-            let (component, arch) = (component.clone(), arch.clone());
-            let compressed = tokio::task::spawn_blocking(move || {
-                let packages_gz = compress::gzip(text.as_bytes())?;
-                let packages_xz = compress::xz(text.as_bytes())?;
-                let contents_gz = compress::gzip(contents.as_bytes())?;
-                Ok::<_, std::io::Error>([
-                    (format!("{dir}/Packages"), Bytes::from(text)),
-                    (format!("{dir}/Packages.gz"), Bytes::from(packages_gz)),
-                    (format!("{dir}/Packages.xz"), Bytes::from(packages_xz)),
-                    (
-                        format!("{component}/Contents-{arch}"),
-                        Bytes::from(contents),
-                    ),
-                    (
-                        format!("{component}/Contents-{arch}.gz"),
-                        Bytes::from(contents_gz),
-                    ),
-                ])
-            })
-            .await
-            .map_err(|e| PublishError::Compress(e.to_string()))?
-            .map_err(|e| PublishError::Compress(e.to_string()))?;
-            for (path, bytes) in compressed {
+            for (path, bytes) in [
+                (format!("{dir}/Packages"), joined.packages),
+                (format!("{dir}/Packages.gz"), joined.packages_gz),
+                (format!("{dir}/Packages.xz"), joined.packages_xz),
+                (format!("{component}/Contents-{arch}"), joined.contents),
+                (
+                    format!("{component}/Contents-{arch}.gz"),
+                    joined.contents_gz,
+                ),
+            ] {
                 let meta = store.put_blob(bytes).await?;
                 let entry = FileEntry {
                     sha256: meta.digest,
@@ -247,17 +229,4 @@ async fn build(
         files,
         pool,
     })
-}
-
-async fn load_cell_packages(
-    store: &Store,
-    repo: &str,
-    suite: &str,
-    component: &str,
-    arch: &str,
-) -> Result<Vec<AptPackage>, PublishError> {
-    let (_, cell) =
-        cells::load_cell::<AptPackage>(store, &model::cell_ref(repo, suite, component, arch)?)
-            .await?;
-    Ok(cells::all_packages(store, &cell).await?)
 }

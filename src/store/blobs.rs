@@ -208,6 +208,18 @@ impl Store {
         }
     }
 
+    /// Write (or replace) a small named object: caches that may be rebuilt at any time.
+    pub async fn put_named(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = named_path(name)?;
+        self.raw_put(
+            &path,
+            PutPayload::from(bytes),
+            object_store::PutMode::Overwrite,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Read a small named object, if present.
     pub async fn get_named(&self, name: &str, max: u64) -> Result<Option<Bytes>> {
         let path = named_path(name)?;

@@ -74,8 +74,11 @@ fn upload_with_wait_then_apt_get_installs_with_hashes_checked() {
     );
     let gz = server.get("/demo/dists/stable/main/Contents-amd64.gz").body;
     let mut unpacked = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unpacked)
-        .unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&gz[..]),
+        &mut unpacked,
+    )
+    .unwrap();
     assert_eq!(unpacked, contents);
     let arm64 = server
         .get("/demo/dists/stable/main/binary-arm64/Packages")
@@ -90,6 +93,21 @@ fn upload_with_wait_then_apt_get_installs_with_hashes_checked() {
     let apt = Apt::for_repo(&server, "demo", "stable", "main contrib", &key, true);
     apt.run_ok(&["update"]);
     apt.run_ok(&["install", "-y", "--download-only", "hello", "tree"]);
+    // Packages.xz is one multi-block xz stream and Packages.gz several gzip members, joined per
+    // chunk: apt reads both (xz by default, gz when told to).
+    let gz_apt = Apt::for_repo(&server, "demo", "stable", "main contrib", &key, true);
+    let gz_only = gz_apt.run_ok(&[
+        "update",
+        "-o",
+        "Acquire::CompressionTypes::Order::=gz",
+        "-o",
+        "Acquire::CompressionTypes::xz=false",
+    ]);
+    assert!(
+        gz_only.contains("Packages [") && !gz_only.contains("E:") && !gz_only.contains("W:"),
+        "{gz_only}"
+    );
+    gz_apt.run_ok(&["install", "-y", "--download-only", "tree"]);
     for (file, fixture_name) in [
         ("hello_2.10-3_amd64.deb", "debs/hello_2.10-3_amd64.deb"),
         ("tree_2.1.0-1_amd64.deb", "debs/tree_2.1.0-1_amd64.deb"),

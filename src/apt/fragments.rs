@@ -1,0 +1,148 @@
+//! Per-chunk index fragments, so a one-package change re-renders and recompresses
+//! one chunk instead of the suite. A cell chunk (content-addressed, so its digest
+//! names exactly its packages) renders once into its Packages stanzas, a gzip
+//! member, an xz block and its Contents lines; these are cached as blobs under
+//! `cache/apt-fragments/<chunk>-<retention>`. Publishing joins fragments: gzip
+//! members concatenate (apt reads multi-member gzip) and xz blocks are joined
+//! into one stream (apt reads one multi-block stream, not concatenated streams).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::compress::{self, XzBlock};
+use super::{contents, packages};
+use crate::digest::Digest;
+use crate::model::{AptChunk, AptPackage, FileEntry};
+use crate::store::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fragment {
+    pub text: Digest,
+    pub gz: Digest,
+    pub xz: Digest,
+    pub xz_block: XzBlock,
+    pub contents: Digest,
+    pub contents_gz: Digest,
+    /// Pool files of the packages this fragment lists: (path, sha256, size).
+    pub pool: Vec<(String, Digest, u64)>,
+}
+
+fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
+    format!(
+        "cache/apt-fragments/{chunk}-{}",
+        retention.map_or("all".to_string(), |n| n.to_string())
+    )
+}
+
+/// The fragment for a chunk, from the cache or rendered now.
+pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
+    let key = cache_key(chunk, retention);
+    if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
+        && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
+        && store.has_blob(&cached.xz).await?
+        && store.has_blob(&cached.text).await?
+    {
+        return Ok(cached);
+    }
+    let loaded: AptChunk = store.get_json(chunk).await?;
+    let kept = crate::repos::apply_retention(
+        loaded.packages.iter().collect::<Vec<&AptPackage>>(),
+        retention,
+        |p| (p.name.clone(), p.architecture.clone()),
+        |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
+    );
+    let pool = kept
+        .iter()
+        .map(|p| (p.filename.clone(), p.sha256, p.size))
+        .collect();
+    let contents_text = contents::render(store, &kept).await?;
+    let mut kept = kept;
+    let text = packages::render(&mut kept);
+    let compressed = tokio::task::spawn_blocking(move || {
+        Ok::<_, std::io::Error>((
+            compress::gzip(text.as_bytes())?,
+            compress::xz_block(text.as_bytes())?,
+            compress::gzip(contents_text.as_bytes())?,
+            text,
+            contents_text,
+        ))
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt("fragment".into(), e.to_string()))?
+    .map_err(|e| StoreError::Corrupt("fragment".into(), e.to_string()))?;
+    let (gz, xz_block, contents_gz, text, contents_text) = compressed;
+    let fragment = Fragment {
+        text: store.put_blob(Bytes::from(text)).await?.digest,
+        gz: store.put_blob(Bytes::from(gz)).await?.digest,
+        xz: store
+            .put_blob(Bytes::from(xz_block.bytes.clone()))
+            .await?
+            .digest,
+        xz_block,
+        contents: store.put_blob(Bytes::from(contents_text)).await?.digest,
+        contents_gz: store.put_blob(Bytes::from(contents_gz)).await?.digest,
+        pool,
+    };
+    let json = serde_json::to_vec(&fragment)
+        .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
+    store.put_named(&key, Bytes::from(json)).await?;
+    Ok(fragment)
+}
+
+/// The joined index files of a list of fragments.
+pub struct Joined {
+    pub packages: Bytes,
+    pub packages_gz: Bytes,
+    pub packages_xz: Bytes,
+    pub contents: Bytes,
+    pub contents_gz: Bytes,
+}
+
+async fn concat(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Bytes> {
+    let mut out = Vec::new();
+    for digest in digests {
+        out.extend_from_slice(&store.get_blob(&digest).await?);
+    }
+    Ok(Bytes::from(out))
+}
+
+pub async fn join(store: &Store, fragments: &[Fragment]) -> Result<Joined> {
+    let mut blocks = Vec::new();
+    for f in fragments.iter().filter(|f| f.xz_block.uncompressed > 0) {
+        let mut block = f.xz_block.clone();
+        block.bytes = store.get_blob(&f.xz).await?.to_vec();
+        blocks.push(block);
+    }
+    let packages_xz = compress::xz_stream(&blocks.iter().collect::<Vec<_>>())
+        .map_err(|e| StoreError::Corrupt("xz".into(), e.to_string()))?;
+    let empty_gz = |bytes: Bytes| -> Result<Bytes> {
+        if bytes.is_empty() {
+            compress::gzip(b"")
+                .map(Bytes::from)
+                .map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))
+        } else {
+            Ok(bytes)
+        }
+    };
+    Ok(Joined {
+        packages: concat(store, fragments.iter().map(|f| f.text)).await?,
+        packages_gz: empty_gz(concat(store, fragments.iter().map(|f| f.gz)).await?)?,
+        packages_xz: Bytes::from(packages_xz),
+        contents: concat(store, fragments.iter().map(|f| f.contents)).await?,
+        contents_gz: empty_gz(concat(store, fragments.iter().map(|f| f.contents_gz)).await?)?,
+    })
+}
+
+pub fn pool_entries(fragments: &[Fragment]) -> impl Iterator<Item = (String, FileEntry)> + '_ {
+    fragments.iter().flat_map(|f| {
+        f.pool.iter().map(|(path, sha256, size)| {
+            (
+                path.clone(),
+                FileEntry {
+                    sha256: *sha256,
+                    size: *size,
+                },
+            )
+        })
+    })
+}

@@ -187,11 +187,15 @@ async fn mark_cell<P: crate::model::Record>(
 /// Index fragments cached per cell chunk: keep those of live chunks (so the next
 /// publish stays incremental) and drop the entries of chunks nothing references.
 async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool) -> Result<()> {
-    let listed: Vec<_> = store
-        .object_store()
-        .list(Some(&Path::from("cache/apt-fragments")))
-        .try_collect()
-        .await?;
+    let mut listed: Vec<_> = Vec::new();
+    for prefix in ["cache/apt-fragments", "cache/rpm-fragments"] {
+        let found: Vec<_> = store
+            .object_store()
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await?;
+        listed.extend(found);
+    }
     let mut stale = Vec::new();
     for meta in listed {
         let name = meta.location.to_string();
@@ -207,16 +211,16 @@ async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool)
             stale.push(meta.location.clone());
             continue;
         }
-        if let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await
-            && let Ok(fragment) = serde_json::from_slice::<crate::apt::fragments::Fragment>(&bytes)
+        let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await else {
+            continue;
+        };
+        if name.starts_with("cache/apt-fragments/")
+            && let Ok(f) = serde_json::from_slice::<crate::apt::fragments::Fragment>(&bytes)
         {
-            marked.extend([
-                fragment.text,
-                fragment.gz,
-                fragment.xz,
-                fragment.contents,
-                fragment.contents_gz,
-            ]);
+            marked.extend([f.text, f.gz, f.xz, f.contents, f.contents_gz]);
+        } else if let Ok(f) = serde_json::from_slice::<crate::rpmrepo::fragments::Fragment>(&bytes)
+        {
+            marked.extend(f.parts.iter().flat_map(|p| [p.text, p.gz]));
         }
     }
     if !dry_run && !stale.is_empty() {

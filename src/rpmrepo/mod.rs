@@ -3,6 +3,7 @@
 //! their sha256. Each package's entries are rendered once at upload, the way
 //! createrepo_c 0.17 writes them, and publishing concatenates them.
 
+pub mod fragments;
 pub mod ingest;
 pub mod inspect;
 pub mod publish;

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::fragments;
 use crate::agent::AgentClient;
-use crate::apt::compress;
 use crate::apt::publish::{PublishError, Published};
 use crate::cells;
 use crate::model::{self, AptPublication, FileEntry, ManifestKind, RpmPackage, RpmRepo};
@@ -93,24 +93,6 @@ const PRIMARY_OPEN: &str = "<metadata xmlns=\"http://linux.duke.edu/metadata/com
 const FILELISTS_OPEN: &str = "<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\"";
 const OTHER_OPEN: &str = "<otherdata xmlns=\"http://linux.duke.edu/metadata/other\"";
 
-async fn document(
-    store: &Store,
-    open: &str,
-    close: &str,
-    parts: &[crate::digest::Digest],
-) -> Result<Vec<u8>, PublishError> {
-    let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{}\">\n",
-        parts.len()
-    )
-    .into_bytes();
-    for part in parts {
-        out.extend_from_slice(&store.get_blob(part).await?);
-    }
-    out.extend_from_slice(close.as_bytes());
-    Ok(out)
-}
-
 async fn build(
     store: &Store,
     agent: &AgentClient,
@@ -120,77 +102,31 @@ async fn build(
 ) -> Result<AptPublication, PublishError> {
     let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
-    let mut packages: Vec<RpmPackage> = Vec::new();
+    let mut parts = Vec::new();
     for arch in tree_cells(tree_arch) {
         let (_, cell) =
             cells::load_cell::<RpmPackage>(store, &model::rpm_cell_ref(repo, release, arch)?)
                 .await?;
-        packages.extend(cells::all_packages::<RpmPackage>(store, &cell).await?);
+        for chunk in &cell.chunks {
+            parts.push(fragments::fragment(store, &chunk.digest, definition.retention).await?);
+        }
     }
-    let mut packages = crate::repos::apply_retention(
-        packages,
-        definition.retention,
-        |p| (p.name.clone(), p.arch.clone()),
-        |a, b| {
-            crate::versions::rpm_cmp(
-                (a.epoch, &a.version, &a.release),
-                (b.epoch, &b.version, &b.release),
-            )
-        },
-    );
-    // createrepo_c orders packages by file name.
-    packages.sort_by(|a, b| {
-        a.location
-            .rsplit('/')
-            .next()
-            .cmp(&b.location.rsplit('/').next())
-    });
-
     let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
-    let mut pool: BTreeMap<String, FileEntry> = BTreeMap::new();
-    for p in &packages {
-        pool.insert(
-            format!("{tree}/{}", p.location),
-            FileEntry {
-                sha256: p.sha256,
-                size: p.size,
-            },
-        );
-    }
+    let pool: BTreeMap<String, FileEntry> = fragments::pool_entries(tree, &parts).collect();
     let built_at = crate::time::now_unix();
-    let pick =
-        |f: fn(&RpmPackage) -> crate::digest::Digest| packages.iter().map(f).collect::<Vec<_>>();
-    let documents = [
-        (
-            "primary",
-            document(store, PRIMARY_OPEN, "</metadata>", &pick(|p| p.primary)).await?,
-        ),
-        (
-            "filelists",
-            document(
-                store,
-                FILELISTS_OPEN,
-                "</filelists>",
-                &pick(|p| p.filelists),
-            )
-            .await?,
-        ),
-        (
-            "other",
-            document(store, OTHER_OPEN, "</otherdata>", &pick(|p| p.other)).await?,
-        ),
-    ];
     let mut repomd = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{built_at}</revision>\n"
     );
-    for (kind, open) in documents {
-        let open_digest = crate::digest::Digest::of(&open);
-        let open_size = open.len();
-        let gz = tokio::task::spawn_blocking(move || compress::gzip(&open))
-            .await
-            .map_err(|e| PublishError::Compress(e.to_string()))?
-            .map_err(|e| PublishError::Compress(e.to_string()))?;
-        let meta = store.put_blob(Bytes::from(gz)).await?;
+    for (which, (kind, open, close)) in [
+        ("primary", PRIMARY_OPEN, "</metadata>"),
+        ("filelists", FILELISTS_OPEN, "</filelists>"),
+        ("other", OTHER_OPEN, "</otherdata>"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let document = fragments::document(store, &parts, which, open, close).await?;
+        let meta = store.put_blob(document.gz).await?;
         let href = format!("repodata/{}-{kind}.xml.gz", meta.digest);
         files.insert(
             format!("{tree}/{href}"),
@@ -200,8 +136,8 @@ async fn build(
             },
         );
         repomd.push_str(&format!(
-            "  <data type=\"{kind}\">\n    <checksum type=\"sha256\">{}</checksum>\n    <open-checksum type=\"sha256\">{open_digest}</open-checksum>\n    <location href=\"{href}\"/>\n    <timestamp>{built_at}</timestamp>\n    <size>{}</size>\n    <open-size>{open_size}</open-size>\n  </data>\n",
-            meta.digest, meta.size
+            "  <data type=\"{kind}\">\n    <checksum type=\"sha256\">{}</checksum>\n    <open-checksum type=\"sha256\">{}</open-checksum>\n    <location href=\"{href}\"/>\n    <timestamp>{built_at}</timestamp>\n    <size>{}</size>\n    <open-size>{}</open-size>\n  </data>\n",
+            meta.digest, document.open_checksum, meta.size, document.open_size
         ));
     }
     repomd.push_str("</repomd>\n");

@@ -110,8 +110,11 @@ fn rpm_retention_keeps_the_newest_release() {
         .unwrap();
     let gz = server.get(&format!("/fed/12/x86_64/{href}")).body;
     let mut primary = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut primary)
-        .unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&gz[..]),
+        &mut primary,
+    )
+    .unwrap();
     assert!(primary.contains("packages=\"1\""), "{primary}");
     assert!(primary.contains("rel=\"2\"") && !primary.contains("ver=\"1.0\" rel=\"1\""));
 }

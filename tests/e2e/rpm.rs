@@ -289,7 +289,7 @@ fn clients_refuse_a_tampered_index_or_a_swapped_package() {
     let tampered = {
         let gz = std::fs::read(blob_file(&primary)).unwrap();
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut text)
             .unwrap();
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(

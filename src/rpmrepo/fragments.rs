@@ -1,0 +1,146 @@
+//! Per-chunk repodata fragments, so adding one rpm recompresses one chunk: a
+//! cell chunk's primary, filelists and other entries are joined (in file-name
+//! order) and gzipped once, cached under `cache/rpm-fragments/<chunk>-<retention>`.
+//! A published document is a small header member, the chunk members and a
+//! footer member: dnf and zypper read multi-member gzip.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::apt::compress;
+use crate::digest::{Digest, Hasher};
+use crate::model::{Chunk, FileEntry, RpmPackage};
+use crate::store::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part {
+    pub text: Digest,
+    pub gz: Digest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fragment {
+    pub count: u64,
+    /// primary, filelists, other.
+    pub parts: [Part; 3],
+    /// Pool files relative to the tree: (location, sha256, size).
+    pub pool: Vec<(String, Digest, u64)>,
+}
+
+fn gz_error(e: std::io::Error) -> StoreError {
+    StoreError::Corrupt("gzip".into(), e.to_string())
+}
+
+pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
+    let key = format!(
+        "cache/rpm-fragments/{chunk}-{}",
+        retention.map_or("all".to_string(), |n| n.to_string())
+    );
+    if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
+        && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
+        && store.has_blob(&cached.parts[0].gz).await?
+    {
+        return Ok(cached);
+    }
+    let loaded: Chunk<RpmPackage> = store.get_json(chunk).await?;
+    let mut kept = crate::repos::apply_retention(
+        loaded.packages,
+        retention,
+        |p| (p.name.clone(), p.arch.clone()),
+        |a, b| {
+            crate::versions::rpm_cmp(
+                (a.epoch, &a.version, &a.release),
+                (b.epoch, &b.version, &b.release),
+            )
+        },
+    );
+    // createrepo_c orders packages by file name.
+    kept.sort_by(|a, b| {
+        a.location
+            .rsplit('/')
+            .next()
+            .cmp(&b.location.rsplit('/').next())
+    });
+    let mut parts = Vec::new();
+    for pick in [
+        |p: &RpmPackage| p.primary,
+        |p: &RpmPackage| p.filelists,
+        |p: &RpmPackage| p.other,
+    ] {
+        let mut text = Vec::new();
+        for package in &kept {
+            text.extend_from_slice(&store.get_blob(&pick(package)).await?);
+        }
+        let gz = compress::gzip(&text).map_err(gz_error)?;
+        parts.push(Part {
+            text: store.put_blob(Bytes::from(text)).await?.digest,
+            gz: store.put_blob(Bytes::from(gz)).await?.digest,
+        });
+    }
+    let parts: [Part; 3] = parts
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(key.clone(), "three parts".into()))?;
+    let fragment = Fragment {
+        count: kept.len() as u64,
+        parts,
+        pool: kept
+            .iter()
+            .map(|p| (p.location.clone(), p.sha256, p.size))
+            .collect(),
+    };
+    let json = serde_json::to_vec(&fragment)
+        .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
+    store.put_named(&key, Bytes::from(json)).await?;
+    Ok(fragment)
+}
+
+/// One repodata document: its gzip bytes, and the sha256 and size of its uncompressed form.
+pub struct Document {
+    pub gz: Bytes,
+    pub open_checksum: Digest,
+    pub open_size: u64,
+}
+
+pub async fn document(
+    store: &Store,
+    fragments: &[Fragment],
+    which: usize,
+    open: &str,
+    close: &str,
+) -> Result<Document> {
+    let count: u64 = fragments.iter().map(|f| f.count).sum();
+    let header =
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{count}\">\n");
+    let mut hasher = Hasher::new();
+    hasher.update(header.as_bytes());
+    let mut gz = compress::gzip(header.as_bytes()).map_err(gz_error)?;
+    for f in fragments.iter().filter(|f| f.count > 0) {
+        hasher.update(&store.get_blob(&f.parts[which].text).await?);
+        gz.extend_from_slice(&store.get_blob(&f.parts[which].gz).await?);
+    }
+    hasher.update(close.as_bytes());
+    gz.extend_from_slice(&compress::gzip(close.as_bytes()).map_err(gz_error)?);
+    let (open_checksum, open_size) = hasher.finish();
+    Ok(Document {
+        gz: Bytes::from(gz),
+        open_checksum,
+        open_size,
+    })
+}
+
+pub fn pool_entries<'a>(
+    tree: &'a str,
+    fragments: &'a [Fragment],
+) -> impl Iterator<Item = (String, FileEntry)> + 'a {
+    fragments.iter().flat_map(move |f| {
+        f.pool.iter().map(move |(location, sha256, size)| {
+            (
+                format!("{tree}/{location}"),
+                FileEntry {
+                    sha256: *sha256,
+                    size: *size,
+                },
+            )
+        })
+    })
+}

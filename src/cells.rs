@@ -143,3 +143,101 @@ pub async fn add_package<P: Record>(
         "{name} (gave up after {MAX_ATTEMPTS} attempts)"
     )))
 }
+
+/// Add many packages to one cell with one ref advance: each affected chunk is
+/// rewritten once. Returns one outcome per package, in order.
+pub async fn add_packages<P: Record>(
+    store: &Store,
+    name: &RefName,
+    packages: Vec<P>,
+    actor: &str,
+) -> Result<Vec<AddOutcome>> {
+    const MAX_ATTEMPTS: usize = 64;
+    for _ in 0..MAX_ATTEMPTS {
+        let (head, mut cell) = load_cell::<P>(store, name).await?;
+        let generation_after = head.as_ref().map_or(0, |h| h.generation + 1);
+        let mut by_bucket: std::collections::BTreeMap<u8, Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, p) in packages.iter().enumerate() {
+            by_bucket.entry(bucket_of(p.name())).or_default().push(i);
+        }
+        let mut outcomes: Vec<Option<AddOutcome>> = vec![None; packages.len()];
+        let mut changed = false;
+        for (bucket, indices) in by_bucket {
+            let mut chunk = load_chunk::<P>(store, &cell, bucket).await?;
+            let mut touched = false;
+            for i in indices {
+                let package = &packages[i];
+                let same = chunk
+                    .packages
+                    .iter()
+                    .find(|p| p.identity() == package.identity());
+                outcomes[i] = Some(match same {
+                    Some(existing) if existing.upload_digest() == package.upload_digest() => {
+                        AddOutcome::AlreadyPresent {
+                            generation: head.as_ref().map_or(0, |h| h.generation),
+                        }
+                    }
+                    Some(existing) => AddOutcome::Conflict {
+                        existing: existing.upload_digest(),
+                    },
+                    None => {
+                        chunk.packages.push(package.clone());
+                        touched = true;
+                        AddOutcome::Added {
+                            generation: generation_after,
+                        }
+                    }
+                });
+            }
+            if touched {
+                chunk
+                    .packages
+                    .sort_by(|a, b| a.identity().cmp(&b.identity()));
+                let stored = store.put_json(&chunk).await?;
+                let chunk_ref = ChunkRef {
+                    bucket,
+                    digest: stored.digest,
+                    packages: chunk.packages.len() as u32,
+                };
+                match cell.chunks.binary_search_by_key(&bucket, |c| c.bucket) {
+                    Ok(i) => cell.chunks[i] = chunk_ref,
+                    Err(i) => cell.chunks.insert(i, chunk_ref),
+                }
+                changed = true;
+            }
+        }
+        let outcomes: Vec<AddOutcome> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(AddOutcome::AlreadyPresent { generation: 0 }))
+            .collect();
+        if !changed {
+            return Ok(outcomes);
+        }
+        let manifest = store.put_json(&cell).await?;
+        let note = format!(
+            "import {} packages",
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, AddOutcome::Added { .. }))
+                .count()
+        );
+        match store
+            .ref_advance(
+                name,
+                head.map(|h| h.generation),
+                manifest.digest,
+                actor,
+                &note,
+            )
+            .await
+        {
+            Ok(_) => return Ok(outcomes),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "{name} (gave up after {MAX_ATTEMPTS} attempts)"
+    )))
+}

@@ -230,14 +230,22 @@ pub struct Spooled {
 }
 
 /// Everything after authentication: inspect, place, refuse conflicts, store, add.
-pub async fn ingest(
+/// A .deb inspected and placed: everything but the blobs and the cell.
+struct Placed {
+    addr: CellAddr,
+    cell_ref: crate::store::RefName,
+    id: PackageId,
+    filename: String,
+    info: DebInfo,
+}
+
+async fn place(
     store: &Store,
     limits: &Limits,
     spooled: &Spooled,
     target: &Scope,
     granted: &Scope,
-    actor: &str,
-) -> Result<Ingested, IngestError> {
+) -> Result<Placed, IngestError> {
     let repo = target
         .repo()
         .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
@@ -263,60 +271,130 @@ pub async fn ingest(
         &id.version,
         &id.architecture,
     );
-    let conflict = |existing| IngestError::Conflict {
-        identity: format!("{} {} ({})", id.name, id.version, id.architecture),
-        cell: addr.scope_string(),
-        existing,
-    };
-    let answer = |status, generation| Ingested {
-        digest: spooled.digest,
-        size: spooled.size,
-        package: id.clone(),
-        cell: addr.scope_string(),
-        pool_path: filename.clone(),
-        status,
-        cell_generation: generation,
-        target: PublishTarget {
-            repo: addr.repo.clone(),
-            trees: vec![addr.suite.clone()],
-            cell_ref: cell_ref.to_string(),
-        },
-    };
+    Ok(Placed {
+        addr,
+        cell_ref,
+        id,
+        filename,
+        info,
+    })
+}
 
-    if let Some(existing) =
-        cells::find::<AptPackage>(store, &cell_ref, &id.name, &id.version, &id.architecture).await?
+impl Placed {
+    fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested {
+        Ingested {
+            digest: spooled.digest,
+            size: spooled.size,
+            package: self.id.clone(),
+            cell: self.addr.scope_string(),
+            pool_path: self.filename.clone(),
+            status,
+            cell_generation: generation,
+            target: PublishTarget {
+                repo: self.addr.repo.clone(),
+                trees: vec![self.addr.suite.clone()],
+                cell_ref: self.cell_ref.to_string(),
+            },
+        }
+    }
+
+    fn conflict(&self, existing: Digest) -> IngestError {
+        IngestError::Conflict {
+            identity: format!(
+                "{} {} ({})",
+                self.id.name, self.id.version, self.id.architecture
+            ),
+            cell: self.addr.scope_string(),
+            existing,
+        }
+    }
+
+    /// Store the package and its file list; the record to add to the cell.
+    async fn store(
+        &self,
+        store: &Store,
+        spooled: &Spooled,
+        actor: &str,
+    ) -> Result<AptPackage, IngestError> {
+        let blob = store.put_blob_file(&spooled.path, spooled.digest).await?;
+        let mut file_list = self.info.files.join("\n");
+        if !file_list.is_empty() {
+            file_list.push('\n');
+        }
+        let files = store.put_blob(Bytes::from(file_list)).await?;
+        let control = &self.info.control;
+        Ok(AptPackage {
+            name: self.id.name.clone(),
+            version: self.id.version.clone(),
+            architecture: self.id.architecture.clone(),
+            source: control.source_name().to_string(),
+            control: control.text().to_string(),
+            filename: self.filename.clone(),
+            size: blob.size,
+            sha256: blob.digest,
+            files: files.digest,
+            uploaded_at: crate::time::now_unix(),
+            uploaded_by: actor.to_string(),
+        })
+    }
+}
+
+/// Everything after authentication: inspect, place, refuse conflicts, store, add.
+pub async fn ingest(
+    store: &Store,
+    limits: &Limits,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+    actor: &str,
+) -> Result<Ingested, IngestError> {
+    let placed = place(store, limits, spooled, target, granted).await?;
+    let id = &placed.id;
+    // Refuse before writing anything: a refused upload leaves the store as it was.
+    if let Some(existing) = cells::find::<AptPackage>(
+        store,
+        &placed.cell_ref,
+        &id.name,
+        &id.version,
+        &id.architecture,
+    )
+    .await?
     {
         if existing.sha256 != spooled.digest {
-            return Err(conflict(existing.sha256));
+            return Err(placed.conflict(existing.sha256));
         }
-        let generation = store.ref_head(&cell_ref).await?.map_or(0, |h| h.generation);
-        return Ok(answer("already-present", generation));
+        let generation = store
+            .ref_head(&placed.cell_ref)
+            .await?
+            .map_or(0, |h| h.generation);
+        return Ok(placed.answer(spooled, "already-present", generation));
     }
+    let package = placed.store(store, spooled, actor).await?;
+    match cells::add_package(store, &placed.cell_ref, package, actor).await? {
+        AddOutcome::Added { generation } => Ok(placed.answer(spooled, "stored", generation)),
+        AddOutcome::AlreadyPresent { generation } => {
+            Ok(placed.answer(spooled, "already-present", generation))
+        }
+        AddOutcome::Conflict { existing } => Err(placed.conflict(existing)),
+    }
+}
 
-    let blob = store.put_blob_file(&spooled.path, spooled.digest).await?;
-    let mut file_list = info.files.join("\n");
-    if !file_list.is_empty() {
-        file_list.push('\n');
-    }
-    let files = store.put_blob(Bytes::from(file_list)).await?;
-    let package = AptPackage {
-        name: id.name.clone(),
-        version: id.version.clone(),
-        architecture: id.architecture.clone(),
-        source: control.source_name().to_string(),
-        control: control.text().to_string(),
-        filename: filename.clone(),
-        size: blob.size,
-        sha256: blob.digest,
-        files: files.digest,
-        uploaded_at: crate::time::now_unix(),
-        uploaded_by: actor.to_string(),
-    };
-    match cells::add_package(store, &cell_ref, package, actor).await? {
-        AddOutcome::Added { generation } => Ok(answer("stored", generation)),
-        AddOutcome::AlreadyPresent { generation } => Ok(answer("already-present", generation)),
-        AddOutcome::Conflict { existing } => Err(conflict(existing)),
-    }
+/// For bulk imports: inspect, place and store a .deb, leaving the cell write to the
+/// caller (who batches many packages into one write per cell).
+pub async fn prepare(
+    store: &Store,
+    limits: &Limits,
+    spooled: &Spooled,
+    target: &Scope,
+    actor: &str,
+) -> Result<(crate::store::RefName, AptPackage, Ingested), IngestError> {
+    let placed = place(store, limits, spooled, target, target).await?;
+    let package = placed.store(store, spooled, actor).await?;
+    Ok((
+        placed.cell_ref.clone(),
+        package,
+        placed.answer(spooled, "stored", 0),
+    ))
 }
 
 /// Hash a local file (for imports that did not come through the HTTP spool).

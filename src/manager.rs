@@ -38,9 +38,8 @@ pub fn immutable_path(path: &str) -> bool {
 pub struct SuiteView {
     pub generation: u64,
     pub current: Arc<AptPublication>,
-    /// Paths of superseded publications that stay fetchable: `by-hash/` files and pool files.
-    pub retained: HashMap<String, FileEntry>,
-    retained_order: Vec<Arc<AptPublication>>,
+    /// Superseded publications, newest last: their immutable files stay fetchable.
+    retained: Vec<Arc<AptPublication>>,
 }
 
 impl SuiteView {
@@ -49,41 +48,52 @@ impl SuiteView {
         current: Arc<AptPublication>,
         previous: Option<&SuiteView>,
     ) -> SuiteView {
-        let mut retained_order: Vec<Arc<AptPublication>> = previous
+        let mut retained: Vec<Arc<AptPublication>> = previous
             .map(|p| {
-                let mut order = p.retained_order.clone();
+                let mut order = p.retained.clone();
                 order.push(Arc::clone(&p.current));
                 order
             })
             .unwrap_or_default();
-        if retained_order.len() > KEEP_SUPERSEDED {
-            retained_order.drain(..retained_order.len() - KEEP_SUPERSEDED);
-        }
-        let mut retained = HashMap::new();
-        for old in &retained_order {
-            for (path, entry) in old.files.iter().filter(|(p, _)| immutable_path(p)) {
-                retained.insert(path.clone(), *entry);
-            }
-            for (path, entry) in &old.pool {
-                retained.insert(path.clone(), *entry);
-            }
+        if retained.len() > KEEP_SUPERSEDED {
+            retained.drain(..retained.len() - KEEP_SUPERSEDED);
         }
         SuiteView {
             generation,
             current,
             retained,
-            retained_order,
         }
     }
 
-    /// Resolve a path relative to the repository root.
+    /// Resolve a path relative to the repository root. Older publications are searched
+    /// only for names that never change meaning (pool files, by-hash, hashed repodata).
     pub fn lookup(&self, path: &str) -> Option<FileEntry> {
-        self.current
+        if let Some(found) = self
+            .current
             .files
             .get(path)
             .or_else(|| self.current.pool.get(path))
-            .or_else(|| self.retained.get(path))
+        {
+            return Some(*found);
+        }
+        self.retained
+            .iter()
+            .rev()
+            .find_map(|old| {
+                old.pool
+                    .get(path)
+                    .or_else(|| old.files.get(path).filter(|_| immutable_path(path)))
+            })
             .copied()
+    }
+
+    /// Immutable paths of superseded publications (for mirror pruning).
+    pub fn retained_paths(&self) -> impl Iterator<Item = (&String, &FileEntry)> {
+        self.retained.iter().flat_map(|old| {
+            old.pool
+                .iter()
+                .chain(old.files.iter().filter(|(p, _)| immutable_path(p)))
+        })
     }
 }
 

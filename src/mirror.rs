@@ -184,7 +184,7 @@ impl Mirror {
                     let full = format!("{repo}/{path}");
                     wanted.insert(full.clone(), (write_order(&full), *entry));
                 }
-                for (path, entry) in &view.retained {
+                for (path, entry) in view.retained_paths() {
                     retained.insert(format!("{repo}/{path}"), *entry);
                 }
             }

@@ -6,6 +6,7 @@
 mod agent;
 mod cap;
 mod demo;
+mod import;
 mod init;
 mod key;
 mod maintenance;
@@ -71,6 +72,8 @@ enum Command {
     History(release::HistoryArgs),
     /// Every recorded change: uploads, removals, promotions, snapshots, rollbacks, caps issued and revoked.
     Audit(release::AuditArgs),
+    /// Bulk-load .deb files into a component and publish once: `import --data DIR apt/NAME/dists/SUITE/COMPONENT PATH...`.
+    Import(import::Args),
     /// Free blobs nothing references any more (after a grace period).
     Gc(maintenance::GcArgs),
     /// Re-hash every reachable blob and check every ref, manifest and published signature.
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Rm(args) => release::rm(args).await,
             Command::Gc(args) => maintenance::gc(args).await,
+            Command::Import(args) => import::run(args).await,
             Command::Verify(args) => maintenance::verify(args).await,
             Command::Promote(args) => release::promote(args).await,
             Command::Snapshot(command) => release::snapshot(command).await,

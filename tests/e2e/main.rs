@@ -7,6 +7,7 @@ mod apt_client;
 mod caps_http;
 mod concurrency;
 mod http_semantics;
+mod import;
 mod maintenance;
 mod mirror;
 mod readcaps;

@@ -150,7 +150,21 @@ pub async fn mark(
                             .chain(publication.pool.values())
                             .map(|f| f.sha256),
                     );
-                    Ok(())
+                    let mut walked = Ok(());
+                    for chunk in &publication.pool_chunks {
+                        marked.insert(*chunk);
+                        if !seen_manifests.insert(*chunk) {
+                            continue;
+                        }
+                        match store
+                            .get_json::<BTreeMap<String, crate::model::FileEntry>>(chunk)
+                            .await
+                        {
+                            Ok(pool) => marked.extend(pool.values().map(|f| f.sha256)),
+                            Err(e) => walked = Err(e),
+                        }
+                    }
+                    walked
                 }
                 Err(e) => Err(e),
             },

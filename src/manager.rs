@@ -38,20 +38,22 @@ pub fn immutable_path(path: &str) -> bool {
 pub struct SuiteView {
     pub generation: u64,
     pub current: Arc<AptPublication>,
+    pool: Arc<crate::publication::PoolIndex>,
     /// Superseded publications, newest last: their immutable files stay fetchable.
-    retained: Vec<Arc<AptPublication>>,
+    retained: Vec<(Arc<AptPublication>, Arc<crate::publication::PoolIndex>)>,
 }
 
 impl SuiteView {
     fn new(
         generation: u64,
         current: Arc<AptPublication>,
+        pool: Arc<crate::publication::PoolIndex>,
         previous: Option<&SuiteView>,
     ) -> SuiteView {
-        let mut retained: Vec<Arc<AptPublication>> = previous
+        let mut retained = previous
             .map(|p| {
                 let mut order = p.retained.clone();
-                order.push(Arc::clone(&p.current));
+                order.push((Arc::clone(&p.current), Arc::clone(&p.pool)));
                 order
             })
             .unwrap_or_default();
@@ -61,27 +63,27 @@ impl SuiteView {
         SuiteView {
             generation,
             current,
+            pool,
             retained,
         }
+    }
+
+    /// Every pool file this publication lists.
+    pub fn pool(&self) -> &crate::publication::PoolIndex {
+        &self.pool
     }
 
     /// Resolve a path relative to the repository root. Older publications are searched
     /// only for names that never change meaning (pool files, by-hash, hashed repodata).
     pub fn lookup(&self, path: &str) -> Option<FileEntry> {
-        if let Some(found) = self
-            .current
-            .files
-            .get(path)
-            .or_else(|| self.current.pool.get(path))
-        {
+        if let Some(found) = self.current.files.get(path).or_else(|| self.pool.get(path)) {
             return Some(*found);
         }
         self.retained
             .iter()
             .rev()
-            .find_map(|old| {
-                old.pool
-                    .get(path)
+            .find_map(|(old, pool)| {
+                pool.get(path)
                     .or_else(|| old.files.get(path).filter(|_| immutable_path(path)))
             })
             .copied()
@@ -89,9 +91,8 @@ impl SuiteView {
 
     /// Immutable paths of superseded publications (for mirror pruning).
     pub fn retained_paths(&self) -> impl Iterator<Item = (&String, &FileEntry)> {
-        self.retained.iter().flat_map(|old| {
-            old.pool
-                .iter()
+        self.retained.iter().flat_map(|(old, pool)| {
+            pool.iter()
                 .chain(old.files.iter().filter(|(p, _)| immutable_path(p)))
         })
     }
@@ -100,6 +101,8 @@ impl SuiteView {
 /// Published state of every suite, shared with the HTTP handlers.
 #[derive(Default)]
 pub struct Views {
+    /// Parsed pool chunks, shared by consecutive publications.
+    loader: crate::publication::PoolLoader,
     suites: RwLock<HashMap<SuiteKey, Arc<SuiteView>>>,
     /// Repository name -> private. A repository missing here is treated as private (fail closed).
     private: RwLock<HashMap<String, bool>>,
@@ -145,7 +148,26 @@ impl Views {
             .unwrap_or_default()
     }
 
-    fn install(&self, key: SuiteKey, generation: u64, publication: AptPublication) {
+    /// Load a publication's pool index and make it what readers see.
+    pub async fn install(
+        &self,
+        store: &Store,
+        key: SuiteKey,
+        generation: u64,
+        publication: AptPublication,
+    ) -> Result<(), crate::store::StoreError> {
+        let pool = Arc::new(self.loader.index(store, &publication).await?);
+        self.install_indexed(key, generation, publication, pool);
+        Ok(())
+    }
+
+    fn install_indexed(
+        &self,
+        key: SuiteKey,
+        generation: u64,
+        publication: AptPublication,
+        pool: Arc<crate::publication::PoolIndex>,
+    ) {
         if let Ok(mut suites) = self.suites.write() {
             let previous = suites.get(&key).cloned();
             if previous
@@ -154,7 +176,7 @@ impl Views {
             {
                 return;
             }
-            let view = SuiteView::new(generation, Arc::new(publication), previous.as_deref());
+            let view = SuiteView::new(generation, Arc::new(publication), pool, previous.as_deref());
             suites.insert(key, Arc::new(view));
         }
     }
@@ -322,11 +344,16 @@ impl Manager {
                         "published"
                     );
                 }
-                self.views.install(
-                    (repo.to_string(), suite.to_string()),
-                    head.generation,
-                    publication,
-                );
+                let key = (repo.to_string(), suite.to_string());
+                if let Err(e) = self
+                    .views
+                    .install(&self.store, key, head.generation, publication)
+                    .await
+                {
+                    self.metrics.publish_failures.inc();
+                    tracing::error!(repo, suite, error = %e, "cannot load the published pool; will retry on the next poll");
+                    return;
+                }
                 self.published_tx.send_modify(|n| *n += 1);
             }
             Err(e) => {
@@ -390,7 +417,14 @@ pub async fn load_published(
             for generation in first..=head.generation {
                 if let Some(entry) = store.ref_entry(&reference, generation).await? {
                     let publication: AptPublication = store.get_json(&entry.target).await?;
-                    views.install((repo.clone(), suite.name.clone()), generation, publication);
+                    views
+                        .install(
+                            store,
+                            (repo.clone(), suite.name.clone()),
+                            generation,
+                            publication,
+                        )
+                        .await?;
                 }
             }
         }
@@ -401,11 +435,14 @@ pub async fn load_published(
         for (tree, head, history) in crate::rpmrepo::publish::published_trees(store, &repo).await? {
             let first = head + 1 - history.len() as u64;
             for (offset, publication) in history.into_iter().enumerate() {
-                views.install(
-                    (repo.clone(), tree.clone()),
-                    first + offset as u64,
-                    publication,
-                );
+                views
+                    .install(
+                        store,
+                        (repo.clone(), tree.clone()),
+                        first + offset as u64,
+                        publication,
+                    )
+                    .await?;
             }
         }
     }

@@ -180,7 +180,7 @@ impl Mirror {
                 continue; // private repositories are read through caps, never mirrored
             }
             for view in views.suites_of(&repo) {
-                for (path, entry) in view.current.files.iter().chain(view.current.pool.iter()) {
+                for (path, entry) in view.current.files.iter().chain(view.pool().iter()) {
                     let full = format!("{repo}/{path}");
                     wanted.insert(full.clone(), (write_order(&full), *entry));
                 }

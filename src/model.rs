@@ -156,8 +156,12 @@ pub struct AptPublication {
     pub inputs: BTreeMap<String, u64>,
     /// Paths such as `dists/<suite>/InRelease`, including every `by-hash/SHA256/<hex>` alias.
     pub files: BTreeMap<String, FileEntry>,
-    /// Pool paths of every package this suite lists.
+    /// Pool paths listed inline (source packages, RPM trees).
     pub pool: BTreeMap<String, FileEntry>,
+    /// Blobs of further pool paths, one per cell chunk (a JSON object path -> file), so a
+    /// one-package change writes one small blob instead of the suite's whole pool list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool_chunks: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

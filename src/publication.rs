@@ -64,9 +64,9 @@ pub async fn advance(
 ) -> Result<Option<Published>, PublishError> {
     let stored = store.put_json(&publication).await?;
     let note = format!(
-        "publish {} files, {} packages",
+        "publish {} files, {} pool chunks",
         publication.files.len(),
-        publication.pool.len()
+        publication.pool_chunks.len() + usize::from(!publication.pool.is_empty())
     );
     match store
         .ref_advance(
@@ -85,5 +85,59 @@ pub async fn advance(
         })),
         Err(StoreError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A publication's pool paths: the inline ones and those of its pool chunks.
+pub type PoolIndex = std::collections::HashMap<String, crate::model::FileEntry>;
+
+/// Loads pool chunks, keeping parsed ones in memory by digest: they never change,
+/// and consecutive publications share all but the chunks that changed.
+#[derive(Default)]
+pub struct PoolLoader {
+    chunks: std::sync::Mutex<
+        std::collections::HashMap<
+            crate::digest::Digest,
+            std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>,
+        >,
+    >,
+}
+
+impl PoolLoader {
+    async fn chunk(
+        &self,
+        store: &Store,
+        digest: &crate::digest::Digest,
+    ) -> Result<std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>, StoreError> {
+        if let Some(found) = self.chunks.lock().ok().and_then(|c| c.get(digest).cloned()) {
+            return Ok(found);
+        }
+        let loaded: BTreeMap<String, crate::model::FileEntry> = store.get_json(digest).await?;
+        let loaded = std::sync::Arc::new(loaded);
+        if let Ok(mut cache) = self.chunks.lock() {
+            // Bounded: a busy server's working set is a few hundred chunks per suite.
+            if cache.len() > 65_536 {
+                cache.clear();
+            }
+            cache.insert(*digest, std::sync::Arc::clone(&loaded));
+        }
+        Ok(loaded)
+    }
+
+    pub async fn index(
+        &self,
+        store: &Store,
+        publication: &AptPublication,
+    ) -> Result<PoolIndex, StoreError> {
+        let mut index: PoolIndex = publication
+            .pool
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for digest in &publication.pool_chunks {
+            let chunk = self.chunk(store, digest).await?;
+            index.extend(chunk.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        Ok(index)
     }
 }

@@ -25,6 +25,9 @@ pub struct Fragment {
     pub contents_gz: Digest,
     /// Pool files of the packages this fragment lists: (path, sha256, size).
     pub pool: Vec<(String, Digest, u64)>,
+    /// The same, as a blob a publication can name (a JSON object path -> file).
+    #[serde(default)]
+    pub pool_chunk: Option<Digest>,
 }
 
 fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
@@ -41,6 +44,8 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
         && store.has_blob(&cached.xz).await?
         && store.has_blob(&cached.text).await?
+        && let Some(chunk) = cached.pool_chunk
+        && store.has_blob(&chunk).await?
     {
         return Ok(cached);
     }
@@ -51,7 +56,7 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         |p| (p.name.clone(), p.architecture.clone()),
         |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
     );
-    let pool = kept
+    let pool: Vec<(String, Digest, u64)> = kept
         .iter()
         .map(|p| (p.filename.clone(), p.sha256, p.size))
         .collect();
@@ -71,7 +76,10 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
     .map_err(|e| StoreError::Corrupt("fragment".into(), e.to_string()))?
     .map_err(|e| StoreError::Corrupt("fragment".into(), e.to_string()))?;
     let (gz, xz_block, contents_gz, text, contents_text) = compressed;
+    let pool_map: std::collections::BTreeMap<&String, FileEntry> = kept_pool(&pool).collect();
+    let pool_chunk = store.put_json(&pool_map).await?.digest;
     let fragment = Fragment {
+        pool_chunk: Some(pool_chunk),
         text: store.put_blob(Bytes::from(text)).await?.digest,
         gz: store.put_blob(Bytes::from(gz)).await?.digest,
         xz: store
@@ -87,6 +95,18 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
     Ok(fragment)
+}
+
+fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, FileEntry)> {
+    pool.iter().map(|(path, sha256, size)| {
+        (
+            path,
+            FileEntry {
+                sha256: *sha256,
+                size: *size,
+            },
+        )
+    })
 }
 
 /// The joined index files of a list of fragments.

@@ -97,6 +97,7 @@ async fn build(
     let dists = format!("dists/{suite}");
     let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
     let mut pool: BTreeMap<String, FileEntry> = BTreeMap::new();
+    let mut pool_chunks: Vec<crate::digest::Digest> = Vec::new();
     let mut index_files: Vec<IndexFile> = Vec::new();
 
     for component in &suite_def.components {
@@ -168,7 +169,12 @@ async fn build(
             for chunk in own.chunks.iter().chain(arch_all.chunks.iter()) {
                 parts.push(fragments::fragment(store, &chunk.digest, definition.retention).await?);
             }
-            pool.extend(fragments::pool_entries(&parts));
+            pool_chunks.extend(
+                parts
+                    .iter()
+                    .filter(|f| !f.pool.is_empty())
+                    .filter_map(|f| f.pool_chunk),
+            );
             let joined = fragments::join(store, &parts).await?;
             let dir = format!("{component}/binary-{arch}");
             for (path, bytes) in [
@@ -228,5 +234,10 @@ async fn build(
         inputs,
         files,
         pool,
+        pool_chunks: {
+            pool_chunks.sort();
+            pool_chunks.dedup();
+            pool_chunks
+        },
     })
 }

@@ -342,6 +342,7 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
     let tree = Tree::parse(&args.tree)?;
     let reference = tree.publication_ref()?;
     let mut previous: Option<AptPublication> = None;
+    let loader = crate::publication::PoolLoader::default();
     let mut rows = Vec::new();
     for generation in store.ref_generations(&reference).await? {
         let Some(entry) = store.ref_entry(&reference, generation).await? else {
@@ -368,7 +369,7 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
         rows.push(serde_json::json!({
             "generation": generation,
             "time": crate::time::rfc3339(entry.time),
-            "packages": publication.pool.len(),
+            "packages": loader.index(&store, &publication).await?.len(),
             "changes": changes,
         }));
         previous = Some(publication);

@@ -165,6 +165,7 @@ async fn build(
         inputs,
         files,
         pool,
+        pool_chunks: Vec::new(),
     })
 }
 

@@ -150,7 +150,7 @@ async fn repository_file(
     } else if let Some(rest) = path.strip_prefix("snapshots/") {
         let (snapshot, inner) = rest.split_once('/').unwrap_or((rest, ""));
         match state.snapshots.get(&state.store, &repo, snapshot).await {
-            Some(publication) => snapshots::lookup(&publication, inner),
+            Some(snapshot) => snapshots::lookup(&snapshot, inner),
             None => None,
         }
     } else {

@@ -110,7 +110,7 @@ pub async fn file(
     let entry = match suite.as_deref().and_then(|s| s.strip_prefix("snapshots/")) {
         // A cap pinned to a snapshot serves that frozen tree, whatever the suite does since.
         Some(snapshot) => match state.snapshots.get(&state.store, &repo, snapshot).await {
-            Some(publication) => super::snapshots::lookup(&publication, &path),
+            Some(snapshot) => super::snapshots::lookup(&snapshot, &path),
             None => None,
         },
         None => resolve(&state.manager.views, &repo, suite.as_deref(), &path),

@@ -8,19 +8,18 @@ use std::sync::{Arc, Mutex};
 use crate::model::{AptPublication, FileEntry};
 use crate::store::Store;
 
+/// A snapshot's publication and its pool index.
+pub type Snapshot = (AptPublication, crate::publication::PoolIndex);
+
 #[derive(Default)]
 pub struct SnapshotCache {
-    loaded: Mutex<HashMap<(String, String), Arc<AptPublication>>>,
+    loaded: Mutex<HashMap<(String, String), Arc<Snapshot>>>,
+    loader: crate::publication::PoolLoader,
 }
 
 impl SnapshotCache {
-    /// The snapshot's publication, APT or RPM (a repository name is one or the other).
-    pub async fn get(
-        &self,
-        store: &Store,
-        repo: &str,
-        snapshot: &str,
-    ) -> Option<Arc<AptPublication>> {
+    /// The snapshot's publication and pool, APT or RPM (a repository name is one or the other).
+    pub async fn get(&self, store: &Store, repo: &str, snapshot: &str) -> Option<Arc<Snapshot>> {
         let key = (repo.to_string(), snapshot.to_string());
         if let Some(found) = self.loaded.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Some(found);
@@ -29,11 +28,12 @@ impl SnapshotCache {
             if let Ok(Some(publication)) =
                 crate::releases::snapshot_get(store, kind, repo, snapshot).await
             {
-                let publication = Arc::new(publication);
+                let pool = self.loader.index(store, &publication).await.ok()?;
+                let loaded = Arc::new((publication, pool));
                 if let Ok(mut map) = self.loaded.lock() {
-                    map.insert(key, Arc::clone(&publication));
+                    map.insert(key, Arc::clone(&loaded));
                 }
-                return Some(publication);
+                return Some(loaded);
             }
         }
         None
@@ -41,16 +41,17 @@ impl SnapshotCache {
 }
 
 /// Resolve a path inside a snapshot (relative to the repository root).
-pub fn lookup(publication: &AptPublication, path: &str) -> Option<FileEntry> {
+pub fn lookup(snapshot: &Snapshot, path: &str) -> Option<FileEntry> {
     if path
         .split('/')
         .any(|seg| seg.is_empty() || seg == "." || seg == "..")
     {
         return None;
     }
+    let (publication, pool) = snapshot;
     publication
         .files
         .get(path)
-        .or_else(|| publication.pool.get(path))
+        .or_else(|| pool.get(path))
         .copied()
 }

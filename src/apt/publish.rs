@@ -14,7 +14,7 @@ use crate::agent::AgentClient;
 use crate::cells;
 use crate::model::{self, AptPackage, AptPublication, AptRepo, AptSource, FileEntry, ManifestKind};
 use crate::publication;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub use crate::publication::{PublishError, Published};
 
@@ -79,6 +79,19 @@ pub async fn publish_suite(
             return Ok(published);
         }
     }
+}
+
+async fn join_chunks(
+    store: &Store,
+    chunks: &[crate::digest::Digest],
+    retention: Option<u32>,
+) -> Result<(Vec<fragments::Fragment>, fragments::Joined), StoreError> {
+    let mut parts = Vec::new();
+    for chunk in chunks {
+        parts.push(fragments::fragment(store, chunk, retention).await?);
+    }
+    let joined = fragments::join(store, &parts).await?;
+    Ok((parts, joined))
 }
 
 async fn build(
@@ -165,17 +178,26 @@ async fn build(
             )
             .await?;
             // One fragment per chunk: only chunks that changed since the last publish are rendered.
-            let mut parts = Vec::new();
-            for chunk in own.chunks.iter().chain(arch_all.chunks.iter()) {
-                parts.push(fragments::fragment(store, &chunk.digest, definition.retention).await?);
-            }
+            let chunks: Vec<_> = own
+                .chunks
+                .iter()
+                .chain(arch_all.chunks.iter())
+                .map(|c| c.digest)
+                .collect();
+            let (parts, joined) = match join_chunks(store, &chunks, definition.retention).await {
+                // A remembered fragment named a blob gc has since swept: rebuild from the store.
+                Err(StoreError::NotFound(_)) => {
+                    fragments::forget();
+                    join_chunks(store, &chunks, definition.retention).await?
+                }
+                other => other?,
+            };
             pool_chunks.extend(
                 parts
                     .iter()
                     .filter(|f| !f.pool.is_empty())
                     .filter_map(|f| f.pool_chunk),
             );
-            let joined = fragments::join(store, &parts).await?;
             let dir = format!("{component}/binary-{arch}");
             for (path, bytes) in [
                 (format!("{dir}/Packages"), joined.packages),

@@ -193,3 +193,106 @@ fn a_mirrored_directory_served_by_nginx_works_for_apt_and_dnf() {
     apt.run_ok(&["update"]);
     apt.run_ok(&["install", "-y", "--download-only", "tree"]);
 }
+
+/// An S3-compatible server on loopback: the one .ci/run started, or a moto we start.
+struct S3 {
+    endpoint: String,
+    child: Option<Child>,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        if let Ok(endpoint) = std::env::var("CAPREPO_TEST_S3_ENDPOINT") {
+            return S3 {
+                endpoint,
+                child: None,
+            };
+        }
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto is installed (.ci/run installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        S3 {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_bucket_mirror_receives_every_publish() {
+    let s3 = S3::start();
+    let bucket = format!("mirror-{}", free_port());
+    assert_eq!(
+        curl(&["-X", "PUT", &format!("{}/{bucket}", s3.endpoint)]).status,
+        200
+    );
+    let data = DataDir::init(&[]);
+    let config = data.path.join("caprepo.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[mirror]]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nallow_http = true\n",
+        s3.endpoint
+    ));
+    std::fs::write(&config, text).unwrap();
+    data.repo_add("pub", "stable", "main", "amd64");
+    let server = Server::start_with(
+        &data,
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    let cap = data.cap("apt/pub/dists/stable/main/binary-amd64", "1h");
+    assert!(
+        server
+            .upload(&cap, &[fixture("debs/hello_2.10-3_amd64.deb")], true)
+            .status
+            .success()
+    );
+    let in_bucket = |key: &str| curl(&[&format!("{}/{bucket}/{key}", s3.endpoint)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mirrored = in_bucket("pub/dists/stable/InRelease");
+        if mirrored.status == 200 && mirrored.body == server.get("/pub/dists/stable/InRelease").body
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bucket never got the publish:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let package = in_bucket("pub/pool/main/h/hello/hello_2.10-3_amd64.deb");
+    assert_eq!(
+        package.body,
+        std::fs::read(fixture("debs/hello_2.10-3_amd64.deb")).unwrap()
+    );
+}

@@ -434,39 +434,10 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every ref generation except the manager's publications and batch markers: the changes people made.
 async fn audit_events(store: &Store) -> Result<Vec<(String, crate::store::RefEntry)>> {
-    use futures::TryStreamExt;
-    let prefix = object_store::path::Path::from("refs");
-    let listed: Vec<_> = store
-        .object_store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await?;
-    let mut out = Vec::new();
-    for meta in listed {
-        let path = meta.location.to_string();
-        let Some(rest) = path.strip_prefix("refs/") else {
-            continue;
-        };
-        let Some((name, file)) = rest.rsplit_once('/') else {
-            continue;
-        };
-        // Publications are the manager's work; the changes that caused them are in the cells.
-        if name.starts_with("published/") || name.starts_with("batches/") {
-            continue;
-        }
-        let Some(generation) = file
-            .strip_suffix(".json")
-            .and_then(|g| g.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if let Some(entry) = store
-            .ref_entry(&RefName::new(name.to_string())?, generation)
-            .await?
-        {
-            out.push((name.to_string(), entry));
-        }
-    }
-    Ok(out)
+    let mut events = crate::maintenance::all_ref_entries(store).await?;
+    // Publications are the manager's work; the changes that caused them are in the cells.
+    events.retain(|(name, _)| !name.starts_with("published/") && !name.starts_with("batches/"));
+    Ok(events)
 }

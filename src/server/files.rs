@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use super::hot_files::HotFiles;
 use super::reply;
 use crate::metrics::Metrics;
 use crate::model::FileEntry;
@@ -88,6 +89,7 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
 pub async fn serve(
     store: &Store,
     metrics: &Metrics,
+    hot: &HotFiles,
     path: &str,
     entry: FileEntry,
     headers: &HeaderMap,
@@ -124,6 +126,32 @@ pub async fn serve(
             return response;
         }
     };
+    if range.is_none() && HotFiles::wants(path, entry.size) {
+        let bytes = match hot.get(&entry.sha256) {
+            Some(bytes) => Some(bytes),
+            None => match store.get_blob(&entry.sha256).await {
+                Ok(bytes) => {
+                    hot.insert(entry.sha256, bytes.clone());
+                    Some(bytes)
+                }
+                // The streaming path below reports the failure.
+                Err(_) => None,
+            },
+        };
+        if let Some(bytes) = bytes {
+            metrics.http_bytes_served.add(bytes.len() as u64);
+            let length = bytes.len() as u64;
+            let mut response = Response::new(Body::from(bytes));
+            common(&mut response);
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(path)),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            return response;
+        }
+    }
     let stream = match store.stream_blob(&entry.sha256, range.clone()).await {
         Ok(s) => s,
         Err(e) => {

@@ -8,6 +8,7 @@ mod access_log;
 mod admin;
 mod auth;
 mod files;
+mod hot_files;
 pub mod pages;
 mod readcap;
 pub mod release_api;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
     pub snapshots: Arc<snapshots::SnapshotCache>,
+    /// Small index files held in memory, by sha256.
+    pub hot_files: Arc<hot_files::HotFiles>,
     /// The public signing key, fetched from the agent once at start.
     pub public_key_armored: Arc<[u8]>,
     pub public_key_binary: Arc<[u8]>,
@@ -157,7 +160,17 @@ async fn repository_file(
         resolve(views, &repo, None, &path)
     };
     match entry {
-        Some(entry) => files::serve(&state.store, &state.metrics, &path, entry, &headers).await,
+        Some(entry) => {
+            files::serve(
+                &state.store,
+                &state.metrics,
+                &state.hot_files,
+                &path,
+                entry,
+                &headers,
+            )
+            .await
+        }
         None => {
             state.metrics.http_not_found.inc();
             reply::not_found("no such file in the published repository")

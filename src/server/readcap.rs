@@ -116,7 +116,17 @@ pub async fn file(
         None => resolve(&state.manager.views, &repo, suite.as_deref(), &path),
     };
     match entry {
-        Some(entry) => files::serve(&state.store, &state.metrics, &path, entry, &headers).await,
+        Some(entry) => {
+            files::serve(
+                &state.store,
+                &state.metrics,
+                &state.hot_files,
+                &path,
+                entry,
+                &headers,
+            )
+            .await
+        }
         None => {
             state.metrics.http_not_found.inc();
             reply::not_found("no such file in what this read cap opens")

@@ -300,6 +300,10 @@ fn clients_refuse_a_tampered_index_or_a_swapped_package() {
         enc.finish().unwrap()
     };
     std::fs::write(blob_file(&primary), tampered).unwrap();
+    // The running server holds the index files it has served in memory; a fresh one (after a
+    // restart, or another daemon on the same bucket) reads the tampered blob.
+    drop(server);
+    let server = Server::start(&data);
     let out = Dnf::new(&server, "fed").run(&["makecache"]);
     assert!(
         !out.status.success(),

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use super::AppState;
 use super::hot_files::HotFiles;
 use super::reply;
 use crate::metrics::Metrics;
@@ -86,7 +87,42 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         })
 }
 
-pub async fn serve(
+fn body_headers(h: &mut HeaderMap, path: &str, length: u64) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+}
+
+/// The file a path resolved to, or a 404 that says where it was looked for.
+pub async fn serve_or_404(
+    state: &AppState,
+    path: &str,
+    entry: Option<FileEntry>,
+    headers: &HeaderMap,
+    not_found: &str,
+) -> Response {
+    match entry {
+        Some(entry) => {
+            serve(
+                &state.store,
+                &state.metrics,
+                &state.hot_files,
+                path,
+                entry,
+                headers,
+            )
+            .await
+        }
+        None => {
+            state.metrics.http_not_found.inc();
+            reply::not_found(not_found)
+        }
+    }
+}
+
+async fn serve(
     store: &Store,
     metrics: &Metrics,
     hot: &HotFiles,
@@ -143,12 +179,7 @@ pub async fn serve(
             let length = bytes.len() as u64;
             let mut response = Response::new(Body::from(bytes));
             common(&mut response);
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type(path)),
-            );
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            body_headers(response.headers_mut(), path, length);
             return response;
         }
     }
@@ -171,11 +202,7 @@ pub async fn serve(
     *response.status_mut() = status;
     common(&mut response);
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(path)),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    body_headers(h, path, length);
     if let Some(range) = range
         && let Ok(v) = HeaderValue::from_str(&format!(
             "bytes {}-{}/{}",

@@ -159,21 +159,12 @@ async fn repository_file(
     } else {
         resolve(views, &repo, None, &path)
     };
-    match entry {
-        Some(entry) => {
-            files::serve(
-                &state.store,
-                &state.metrics,
-                &state.hot_files,
-                &path,
-                entry,
-                &headers,
-            )
-            .await
-        }
-        None => {
-            state.metrics.http_not_found.inc();
-            reply::not_found("no such file in the published repository")
-        }
-    }
+    files::serve_or_404(
+        &state,
+        &path,
+        entry,
+        &headers,
+        "no such file in the published repository",
+    )
+    .await
 }

@@ -115,23 +115,14 @@ pub async fn file(
         },
         None => resolve(&state.manager.views, &repo, suite.as_deref(), &path),
     };
-    match entry {
-        Some(entry) => {
-            files::serve(
-                &state.store,
-                &state.metrics,
-                &state.hot_files,
-                &path,
-                entry,
-                &headers,
-            )
-            .await
-        }
-        None => {
-            state.metrics.http_not_found.inc();
-            reply::not_found("no such file in what this read cap opens")
-        }
-    }
+    files::serve_or_404(
+        &state,
+        &path,
+        entry,
+        &headers,
+        "no such file in what this read cap opens",
+    )
+    .await
 }
 
 /// `GET /r/<cap>/`: the setup text (or page, for a browser) for this read cap.

@@ -73,6 +73,8 @@ pub struct Store {
     /// Last generation seen per ref, so finding a head probes forward instead of listing.
     ref_heads: Arc<Mutex<HashMap<String, u64>>>,
     description: Arc<str>,
+    /// The directory of a local-disk store, so reads can go straight to the file.
+    local_root: Option<Arc<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,10 +125,9 @@ impl Store {
     pub fn local(root: &FsPath) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
         let fs = LocalFileSystem::new_with_prefix(root)?.with_fsync(true);
-        Ok(Self::from_object_store(
-            Arc::new(fs),
-            format!("file://{}", root.display()),
-        ))
+        let mut store = Self::from_object_store(Arc::new(fs), format!("file://{}", root.display()));
+        store.local_root = Some(Arc::new(root.to_path_buf()));
+        Ok(store)
     }
 
     pub fn memory() -> Self {
@@ -138,6 +139,7 @@ impl Store {
             inner,
             ref_heads: Arc::default(),
             description: description.into(),
+            local_root: None,
         }
     }
 

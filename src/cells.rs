@@ -79,69 +79,10 @@ pub async fn add_package<P: Record>(
     package: P,
     actor: &str,
 ) -> Result<AddOutcome> {
-    const MAX_ATTEMPTS: usize = 64;
-    for attempt in 0..MAX_ATTEMPTS {
-        let (head, mut cell) = load_cell::<P>(store, name).await?;
-        let bucket = bucket_of(package.name());
-        let mut chunk = load_chunk::<P>(store, &cell, bucket).await?;
-        if let Some(existing) = chunk
-            .packages
-            .iter()
-            .find(|p| p.identity() == package.identity())
-        {
-            let generation = head.map_or(0, |h| h.generation);
-            return Ok(if existing.upload_digest() == package.upload_digest() {
-                AddOutcome::AlreadyPresent { generation }
-            } else {
-                AddOutcome::Conflict {
-                    existing: existing.upload_digest(),
-                }
-            });
-        }
-        let (id_name, id_version, id_arch) = package.identity();
-        let note = format!("add {id_name} {id_version} {id_arch}");
-        chunk.packages.push(package.clone());
-        chunk
-            .packages
-            .sort_by(|a, b| a.identity().cmp(&b.identity()));
-        let stored = store.put_json(&chunk).await?;
-        let chunk_ref = ChunkRef {
-            bucket,
-            digest: stored.digest,
-            packages: chunk.packages.len() as u32,
-        };
-        match cell.chunks.binary_search_by_key(&bucket, |c| c.bucket) {
-            Ok(i) => cell.chunks[i] = chunk_ref,
-            Err(i) => cell.chunks.insert(i, chunk_ref),
-        }
-        let manifest = store.put_json(&cell).await?;
-        match store
-            .ref_advance(
-                name,
-                head.map(|h| h.generation),
-                manifest.digest,
-                actor,
-                &note,
-            )
-            .await
-        {
-            Ok(entry) => {
-                return Ok(AddOutcome::Added {
-                    generation: entry.generation,
-                });
-            }
-            Err(StoreError::Conflict(_)) => {
-                // Someone else advanced the cell; back off a little and re-apply on top of theirs.
-                let jitter = (attempt as u64 % 8) * 3
-                    + (Digest::of(&attempt.to_le_bytes()).as_bytes()[0] as u64 % 5);
-                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Conflict(format!(
-        "{name} (gave up after {MAX_ATTEMPTS} attempts)"
-    )))
+    let mut outcomes = add_packages(store, name, vec![package], actor).await?;
+    outcomes.pop().ok_or_else(|| {
+        StoreError::Corrupt(name.to_string(), "no outcome for the one package".into())
+    })
 }
 
 /// Add many packages to one cell with one ref advance: each affected chunk is
@@ -153,9 +94,8 @@ pub async fn add_packages<P: Record>(
     actor: &str,
 ) -> Result<Vec<AddOutcome>> {
     const MAX_ATTEMPTS: usize = 64;
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
         let (head, mut cell) = load_cell::<P>(store, name).await?;
-        let generation_after = head.as_ref().map_or(0, |h| h.generation + 1);
         let mut by_bucket: std::collections::BTreeMap<u8, Vec<usize>> =
             std::collections::BTreeMap::new();
         for (i, p) in packages.iter().enumerate() {
@@ -184,9 +124,8 @@ pub async fn add_packages<P: Record>(
                     None => {
                         chunk.packages.push(package.clone());
                         touched = true;
-                        AddOutcome::Added {
-                            generation: generation_after,
-                        }
+                        // The generation is filled in once the ref advance has succeeded.
+                        AddOutcome::Added { generation: 0 }
                     }
                 });
             }
@@ -215,13 +154,19 @@ pub async fn add_packages<P: Record>(
             return Ok(outcomes);
         }
         let manifest = store.put_json(&cell).await?;
-        let note = format!(
-            "import {} packages",
-            outcomes
-                .iter()
-                .filter(|o| matches!(o, AddOutcome::Added { .. }))
-                .count()
-        );
+        let note = match packages.as_slice() {
+            [one] => {
+                let (id_name, id_version, id_arch) = one.identity();
+                format!("add {id_name} {id_version} {id_arch}")
+            }
+            _ => format!(
+                "import {} packages",
+                outcomes
+                    .iter()
+                    .filter(|o| matches!(o, AddOutcome::Added { .. }))
+                    .count()
+            ),
+        };
         match store
             .ref_advance(
                 name,
@@ -232,8 +177,23 @@ pub async fn add_packages<P: Record>(
             )
             .await
         {
-            Ok(_) => return Ok(outcomes),
-            Err(StoreError::Conflict(_)) => continue,
+            Ok(entry) => {
+                return Ok(outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        AddOutcome::Added { .. } => AddOutcome::Added {
+                            generation: entry.generation,
+                        },
+                        other => other,
+                    })
+                    .collect());
+            }
+            Err(StoreError::Conflict(_)) => {
+                // Someone else advanced the cell; back off a little and re-apply on top of theirs.
+                let jitter = (attempt as u64 % 8) * 3
+                    + (Digest::of(&attempt.to_le_bytes()).as_bytes()[0] as u64 % 5);
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -90,6 +90,19 @@ pub async fn stage(
     Ok(answer(spooled, id, cell, "staged", 0, target))
 }
 
+/// A .dsc or .changes is a small signed text; anything larger than a control file is refused
+/// before it is read into memory.
+async fn read_control_file(spooled: &Spooled, what: &str) -> Result<Vec<u8>, IngestError> {
+    if spooled.size > crate::deb::control::MAX_CONTROL_BYTES as u64 {
+        return Err(IngestError::BadPackage(format!(
+            "the {what} is larger than 1 MiB"
+        )));
+    }
+    tokio::fs::read(&spooled.path)
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))
+}
+
 /// A `.dsc`: every file it names must be stored with that size and digest.
 pub async fn ingest_dsc(
     store: &Store,
@@ -99,14 +112,7 @@ pub async fn ingest_dsc(
     actor: &str,
 ) -> Result<Ingested, IngestError> {
     let (repo, suite, component) = component_of(store, target, granted).await?;
-    let bytes = tokio::fs::read(&spooled.path)
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
-    if bytes.len() > crate::deb::control::MAX_CONTROL_BYTES {
-        return Err(IngestError::BadPackage(
-            "the .dsc is larger than 1 MiB".into(),
-        ));
-    }
+    let bytes = read_control_file(spooled, ".dsc").await?;
     let control = Control::parse_dsc(&bytes).map_err(SourceError::from)?;
     let files = sources::checksums(&control)?;
     for file in &files {
@@ -208,10 +214,9 @@ pub async fn ingest_changes(
     granted: &Scope,
     actor: &str,
 ) -> Result<Ingested, IngestError> {
-    let (repo, suite, component) = component_of(store, target, granted).await?;
-    let bytes = tokio::fs::read(&spooled.path)
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    // The target must name one component; the .dsc and .debs inside are placed through it.
+    component_of(store, target, granted).await?;
+    let bytes = read_control_file(spooled, ".changes").await?;
     let text = String::from_utf8(bytes)
         .map_err(|_| IngestError::BadPackage("the .changes is not UTF-8".into()))?;
     let control = Control::parse_paragraph(crate::deb::control::strip_clearsign(&text).as_bytes())
@@ -225,7 +230,6 @@ pub async fn ingest_changes(
             )));
         }
     }
-    let _ = (&repo, &suite, &component); // checked above: the target names one component
     let mut last: Option<Ingested> = None;
     let mut trees = Vec::new();
     for file in files

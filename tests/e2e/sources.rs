@@ -151,6 +151,16 @@ fn a_changes_upload_checks_every_listed_file() {
         "",
     );
     assert_eq!(missing.status, 400, "{}", missing.text());
+    // A .changes is read into memory to be checked, so one past the control-file bound is refused.
+    let huge = data.path.join("huge.changes");
+    std::fs::write(&huge, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+    let too_big = put(&server, "huge.changes", &huge, Some(&cap), "");
+    assert_eq!(too_big.status, 400, "{}", too_big.text());
+    assert!(
+        too_big.text().contains("larger than 1 MiB"),
+        "{}",
+        too_big.text()
+    );
     let files = [
         "caprepo-hello_1.0.orig.tar.xz",
         "caprepo-hello_1.0-1.debian.tar.xz",

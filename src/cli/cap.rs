@@ -316,24 +316,8 @@ async fn revoke_remote(server: &str, admin: &str, target: &str) -> Result<ExitCo
     } else {
         serde_json::json!({ "id": target })
     };
-    let base = server.trim_end_matches('/');
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/v1/revoke"))
-        .bearer_auth(admin)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .with_context(|| format!("asking {base}"))?;
-    let status = response.status();
-    let answer: serde_json::Value =
-        serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "refused ({status}): {}",
-            answer["reason"].as_str().unwrap_or("no reason")
-        );
-    }
+    let answer =
+        super::post_to_server(server, "revoke", admin, body.to_string().into_bytes()).await?;
     println!("revoked {}", answer["revoked"].as_str().unwrap_or(target));
     Ok(ExitCode::SUCCESS)
 }
@@ -509,21 +493,9 @@ async fn publish(cap: &str, server: &str) -> Result<ExitCode> {
             bail!("this cap has no read right; issue one with --rights read");
         }
         // Full caps are too long for apt's cache file names: register the short link.
-        let response = client
-            .post(format!("{base}/api/v1/links"))
-            .bearer_auth(cap)
-            .send()
+        let body = super::post_to_server(base, "links", cap, Vec::new())
             .await
-            .with_context(|| format!("asking {base} (is it the server's public URL?)"))?;
-        let status = response.status();
-        let body: serde_json::Value =
-            serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
-        if !status.is_success() {
-            bail!(
-                "the server refused the read cap ({status}): {}",
-                body["reason"].as_str().unwrap_or("no reason")
-            );
-        }
+            .context("registering the read cap's short link (is --server the public URL?)")?;
         let link = body["link"]
             .as_str()
             .context("the server answered no link")?

@@ -171,3 +171,33 @@ fn split_list(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .collect()
 }
+
+/// POST a JSON body to one of the server's `/api/v1/` endpoints with a cap, and return the JSON
+/// answer; a refusal becomes an error carrying the server's reason.
+async fn post_to_server(
+    server: &str,
+    endpoint: &str,
+    cap: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let base = server.trim_end_matches('/');
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/{endpoint}"))
+        .bearer_auth(cap)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?;
+    let status = response.status();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "refused ({status}): {}",
+            answer["reason"].as_str().unwrap_or("no reason")
+        );
+    }
+    Ok(answer)
+}

@@ -136,24 +136,13 @@ pub struct AuditArgs {
 
 /// Send a release change to a running server (`--server URL --cap CAP`).
 async fn remote(server: &str, cap: Option<&str>, request: &ReleaseRequest) -> Result<ExitCode> {
-    let base = server.trim_end_matches('/');
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/v1/release"))
-        .bearer_auth(cap.unwrap_or_default())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(request)?)
-        .send()
-        .await
-        .with_context(|| format!("asking {base}"))?;
-    let status = response.status();
-    let answer: serde_json::Value =
-        serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "refused ({status}): {}",
-            answer["reason"].as_str().unwrap_or("no reason")
-        );
-    }
+    let answer = super::post_to_server(
+        server,
+        "release",
+        cap.unwrap_or_default(),
+        serde_json::to_vec(request)?,
+    )
+    .await?;
     println!(
         "{}; the server publishes it once",
         answer["message"].as_str().unwrap_or("done")

@@ -455,3 +455,57 @@ impl Apt {
             .join(file_name)
     }
 }
+
+/// An isolated dnf: its own config, reposdir, cache and installroot, with gpgcheck=1 and
+/// repo_gpgcheck=1 against one repository.
+pub struct Dnf {
+    dir: tempfile::TempDir,
+    releasever: String,
+}
+
+impl Dnf {
+    /// dnf pointed at `repo` on a caprepo server, for release 12.
+    pub fn new(server: &Server, repo: &str) -> Dnf {
+        Dnf::at(&format!("{}/{repo}", server.url), &server.url, "12")
+    }
+
+    /// dnf pointed at `<repo_url>/$releasever/$basearch/` (a caprepo server or a mirror of it),
+    /// trusting the key at `<key_server>/key.asc`.
+    pub fn at(repo_url: &str, key_server: &str, releasever: &str) -> Dnf {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::create_dir_all(dir.path().join("repos.d")).unwrap();
+        std::fs::write(
+            dir.path().join("dnf.conf"),
+            format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nlogdir={d}/log\npersistdir={d}/persist\nplugins=0\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("repos.d/caprepo.repo"),
+            format!(
+                "[caprepo]\nname=caprepo\nbaseurl={repo_url}/$releasever/$basearch/\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={key_server}/key.asc\nmetadata_expire=0\n",
+            ),
+        )
+        .unwrap();
+        Dnf {
+            dir,
+            releasever: releasever.to_string(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("dnf")
+            .arg("-c")
+            .arg(self.dir.path().join("dnf.conf"))
+            .arg(format!("--installroot={}", self.root().display()))
+            .arg(format!("--releasever={}", self.releasever))
+            .arg("-y")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+}

@@ -138,22 +138,8 @@ fn a_mirrored_directory_served_by_nginx_works_for_apt_and_dnf() {
     apt.run_ok(&["update"]);
     apt.run_ok(&["install", "-y", "--download-only", "hello"]);
 
-    let root = tempfile::tempdir().unwrap();
-    let d = root.path().display();
-    std::fs::create_dir_all(root.path().join("repos.d")).unwrap();
-    std::fs::write(root.path().join("dnf.conf"), format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nplugins=0\n")).unwrap();
-    std::fs::write(
-        root.path().join("repos.d/m.repo"),
-        format!("[m]\nname=m\nbaseurl={}/fed/$releasever/$basearch/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}/key.asc\n", nginx.url, server.url),
-    )
-    .unwrap();
-    let out = Command::new("dnf")
-        .arg("-c")
-        .arg(root.path().join("dnf.conf"))
-        .arg(format!("--installroot={d}/root"))
-        .args(["--releasever=12", "-y", "install", "standalone-caprepo"])
-        .output()
-        .unwrap();
+    let out = Dnf::at(&format!("{}/fed", nginx.url), &server.url, "12")
+        .run(&["install", "standalone-caprepo"]);
     assert!(
         out.status.success(),
         "{}{}",

@@ -314,22 +314,8 @@ fn dnf_installs_from_a_promoted_rpm_release() {
                 .status
                 == 200
     });
-    let root = tempfile::tempdir().unwrap();
-    let d = root.path().display();
-    std::fs::create_dir_all(root.path().join("repos.d")).unwrap();
-    std::fs::write(root.path().join("dnf.conf"), format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nplugins=0\n")).unwrap();
-    std::fs::write(
-        root.path().join("repos.d/c.repo"),
-        format!("[c]\nname=c\nbaseurl={}/fed/$releasever/$basearch/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}/key.asc\n", server.url, server.url),
-    )
-    .unwrap();
-    let out = Command::new("dnf")
-        .arg("-c")
-        .arg(root.path().join("dnf.conf"))
-        .arg(format!("--installroot={d}/root"))
-        .args(["--releasever=13", "-y", "install", "standalone-caprepo"])
-        .output()
-        .unwrap();
+    let out = Dnf::at(&format!("{}/fed", server.url), &server.url, "13")
+        .run(&["install", "standalone-caprepo"]);
     assert!(
         out.status.success(),
         "{}{}",

@@ -24,48 +24,6 @@ fn output_text(out: &std::process::Output) -> String {
     )
 }
 
-/// An isolated dnf: its own config, reposdir, cache and installroot.
-struct Dnf {
-    dir: tempfile::TempDir,
-}
-
-impl Dnf {
-    fn new(server: &Server, repo: &str) -> Dnf {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        std::fs::create_dir_all(dir.path().join("repos.d")).unwrap();
-        std::fs::write(
-            dir.path().join("dnf.conf"),
-            format!("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nreposdir={d}/repos.d\ncachedir={d}/cache\nlogdir={d}/log\npersistdir={d}/persist\nplugins=0\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("repos.d/caprepo.repo"),
-            format!(
-                "[caprepo]\nname=caprepo\nbaseurl={}/{repo}/$releasever/$basearch/\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}/key.asc\nmetadata_expire=0\n",
-                server.url, server.url
-            ),
-        )
-        .unwrap();
-        Dnf { dir }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("dnf")
-            .arg("-c")
-            .arg(self.dir.path().join("dnf.conf"))
-            .arg(format!("--installroot={}", self.root().display()))
-            .args(["--releasever=12", "-y"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-}
-
 fn installed(root: &Path) -> String {
     String::from_utf8_lossy(
         &Command::new("rpm")

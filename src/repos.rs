@@ -117,11 +117,7 @@ pub async fn list_apt_repos(store: &Store) -> Result<Vec<String>, RepoError> {
 }
 
 pub async fn load_apt_repo(store: &Store, name: &str) -> Result<AptRepo, RepoError> {
-    let head = store
-        .ref_head(&model::repo_ref(name)?)
-        .await?
-        .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
-    Ok(store.get_json(&head.target).await?)
+    load_definition(store, &model::repo_ref(name)?, name).await
 }
 
 /// APT and RPM repositories share the URL space `/<name>/`, so a name is taken once.
@@ -190,8 +186,17 @@ pub async fn list_rpm_repos(store: &Store) -> Result<Vec<String>, RepoError> {
 }
 
 pub async fn load_rpm_repo(store: &Store, name: &str) -> Result<RpmRepo, RepoError> {
+    load_definition(store, &model::rpm_repo_ref(name)?, name).await
+}
+
+/// The current definition a repository ref points at.
+async fn load_definition<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    reference: &crate::store::RefName,
+    name: &str,
+) -> Result<T, RepoError> {
     let head = store
-        .ref_head(&model::rpm_repo_ref(name)?)
+        .ref_head(reference)
         .await?
         .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
     Ok(store.get_json(&head.target).await?)

@@ -155,7 +155,7 @@ class CaprepoServer:
         self.proc.wait(timeout=30)
 
 
-def add_one(work, n, extras, peers):
+def add_one(work, extras, peers):
     """Adds one package at a time to the N-package suites the cold runs left behind."""
     results = {}
     server = CaprepoServer(work)
@@ -292,7 +292,7 @@ def main():
         lines += [fmt_row(t, s, r, cold["caprepo"][0]) for t, (s, r) in cold.items()]
         lines.append("")
 
-        one = add_one(args.work, n, extras, peers)
+        one = add_one(args.work, extras, peers)
         for tool, (s, _) in one.items():
             print(f"add one {n} {tool}: {s:.3f}s", file=sys.stderr)
         lines += [f"### Add one deb to the {n}-deb suite, until the signed index includes it", "",

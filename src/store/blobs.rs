@@ -62,6 +62,16 @@ impl Store {
     /// can never be stored under the wrong name.
     pub async fn put_blob_file(&self, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
         let path = blob_path(&expected);
+        if let Some(root) = &self.local_root {
+            let (root, file, sync) = (root.clone(), file.to_path_buf(), !self.defer_sync);
+            return tokio::task::spawn_blocking(move || {
+                super::local_put::put_file(&root, path.as_ref(), &file, expected, sync)
+            })
+            .await
+            .map_err(|e| {
+                StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
+            })?;
+        }
         let io_err = |e| StoreError::Io(file.to_path_buf(), e);
         let mut reader = tokio::fs::File::open(file).await.map_err(io_err)?;
         if let Ok(meta) = self.raw_head(&path).await {
@@ -76,7 +86,7 @@ impl Store {
             .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, STREAM_PART);
         let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 1024 * 1024];
+        let mut buf = super::local_put::buffer_for(reader.metadata().await.map_err(io_err)?.len());
         loop {
             let n = reader.read(&mut buf).await.map_err(io_err)?;
             if n == 0 {

@@ -13,7 +13,7 @@ use crate::caps::Scope;
 use crate::cells::{self, AddOutcome};
 use crate::deb::{self, DebError, DebInfo, Limits};
 use crate::digest::Digest;
-use crate::model::{self, AptPackage, AptRepo};
+use crate::model::{self, AptPackage, AptRepo, Record};
 use crate::repos::{self, RepoError};
 use crate::store::{Store, StoreError};
 
@@ -239,13 +239,8 @@ struct Placed {
     info: DebInfo,
 }
 
-async fn place(
-    store: &Store,
-    limits: &Limits,
-    spooled: &Spooled,
-    target: &Scope,
-    granted: &Scope,
-) -> Result<Placed, IngestError> {
+/// The APT repository a target scope names.
+pub async fn target_repo(store: &Store, target: &Scope) -> Result<AptRepo, IngestError> {
     let repo = target
         .repo()
         .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
@@ -254,10 +249,19 @@ async fn place(
             "{target} is not an APT scope; .deb files go to apt/..."
         )));
     }
-    let definition = repos::load_apt_repo(store, repo).await?;
+    Ok(repos::load_apt_repo(store, repo).await?)
+}
+
+async fn place(
+    definition: &AptRepo,
+    limits: &Limits,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+) -> Result<Placed, IngestError> {
     let info = inspect(&spooled.path, limits).await?;
     let control = &info.control;
-    let addr = resolve_cell(&definition, target, granted, control.architecture())?;
+    let addr = resolve_cell(definition, target, granted, control.architecture())?;
     let cell_ref = addr.ref_name()?;
     let id = PackageId {
         name: control.package().to_string(),
@@ -280,7 +284,17 @@ async fn place(
     })
 }
 
-impl Placed {
+impl PlacedPackage for Placed {
+    type Record = AptPackage;
+
+    fn cell_ref(&self) -> &crate::store::RefName {
+        &self.cell_ref
+    }
+
+    fn identity(&self) -> (&str, &str, &str) {
+        (&self.id.name, &self.id.version, &self.id.architecture)
+    }
+
     fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested {
         Ingested {
             digest: spooled.digest,
@@ -308,7 +322,9 @@ impl Placed {
             existing,
         }
     }
+}
 
+impl Placed {
     /// Store the package and its file list; the record to add to the cell.
     async fn store(
         &self,
@@ -348,29 +364,59 @@ pub async fn ingest(
     granted: &Scope,
     actor: &str,
 ) -> Result<Ingested, IngestError> {
-    let placed = place(store, limits, spooled, target, granted).await?;
-    let id = &placed.id;
+    let definition = target_repo(store, target).await?;
+    let placed = place(&definition, limits, spooled, target, granted).await?;
     // Refuse before writing anything: a refused upload leaves the store as it was.
-    if let Some(existing) = cells::find::<AptPackage>(
-        store,
-        &placed.cell_ref,
-        &id.name,
-        &id.version,
-        &id.architecture,
-    )
-    .await?
-    {
-        if existing.sha256 != spooled.digest {
-            return Err(placed.conflict(existing.sha256));
-        }
-        let generation = store
-            .ref_head(&placed.cell_ref)
-            .await?
-            .map_or(0, |h| h.generation);
-        return Ok(placed.answer(spooled, "already-present", generation));
+    if let Some(answer) = check_existing(store, &placed, spooled).await? {
+        return Ok(answer);
     }
     let package = placed.store(store, spooled, actor).await?;
-    match cells::add_package(store, &placed.cell_ref, package, actor).await? {
+    add_to_cell(store, &placed, spooled, package, actor).await
+}
+
+/// A package of either kind, inspected and placed in its cell: what the shared
+/// last steps of an upload need.
+pub(crate) trait PlacedPackage {
+    type Record: Record;
+    fn cell_ref(&self) -> &crate::store::RefName;
+    /// Name, full version and architecture: what identifies it within the cell.
+    fn identity(&self) -> (&str, &str, &str);
+    fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested;
+    fn conflict(&self, existing: Digest) -> IngestError;
+}
+
+/// When the cell already holds the package's identity: the answer for the same
+/// bytes, a conflict for other bytes; `None` when it is new.
+pub(crate) async fn check_existing<P: PlacedPackage>(
+    store: &Store,
+    placed: &P,
+    spooled: &Spooled,
+) -> Result<Option<Ingested>, IngestError> {
+    let (name, version, arch) = placed.identity();
+    let Some(existing) =
+        cells::find::<P::Record>(store, placed.cell_ref(), name, version, arch).await?
+    else {
+        return Ok(None);
+    };
+    if existing.upload_digest() != spooled.digest {
+        return Err(placed.conflict(existing.upload_digest()));
+    }
+    let generation = store
+        .ref_head(placed.cell_ref())
+        .await?
+        .map_or(0, |h| h.generation);
+    Ok(Some(placed.answer(spooled, "already-present", generation)))
+}
+
+/// Adds the stored package to its cell and answers the uploader.
+pub(crate) async fn add_to_cell<P: PlacedPackage>(
+    store: &Store,
+    placed: &P,
+    spooled: &Spooled,
+    record: P::Record,
+    actor: &str,
+) -> Result<Ingested, IngestError> {
+    match cells::add_package(store, placed.cell_ref(), record, actor).await? {
         AddOutcome::Added { generation } => Ok(placed.answer(spooled, "stored", generation)),
         AddOutcome::AlreadyPresent { generation } => {
             Ok(placed.answer(spooled, "already-present", generation))
@@ -383,12 +429,13 @@ pub async fn ingest(
 /// caller (who batches many packages into one write per cell).
 pub async fn prepare(
     store: &Store,
+    definition: &AptRepo,
     limits: &Limits,
     spooled: &Spooled,
     target: &Scope,
     actor: &str,
 ) -> Result<(crate::store::RefName, AptPackage, Ingested), IngestError> {
-    let placed = place(store, limits, spooled, target, target).await?;
+    let placed = place(definition, limits, spooled, target, target).await?;
     let package = placed.store(store, spooled, actor).await?;
     Ok((
         placed.cell_ref.clone(),
@@ -402,7 +449,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = crate::digest::Hasher::new();
-    let mut buf = vec![0u8; 1024 * 1024];
+    let mut buf = crate::store::copy_buffer_for(file.metadata()?.len());
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

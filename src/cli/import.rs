@@ -1,13 +1,13 @@
 //! `caprepo import`: the bulk path for migrations and benchmarks. Inspects and
-//! stores every .deb (several at a time), adds them to their cells with one
-//! write per cell, and publishes once, signed, at the end, through the running
-//! server's agent or one started for the purpose.
+//! stores every .deb or .rpm (several at a time), adds them to their cells with
+//! one write per cell, and publishes once, signed, at the end, through the
+//! running server's agent or one started for the purpose.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
@@ -18,20 +18,54 @@ use crate::caps::Scope;
 use crate::cells::{self, AddOutcome};
 use crate::config::{Config, DataDir};
 use crate::deb::Limits;
-use crate::ingest::{self, Spooled};
+use crate::ingest::{self, Ingested, Spooled};
+use crate::model::{AptPackage, AptRepo, Record, RpmPackage, RpmRepo};
+use crate::store::{RefName, Store};
+
+/// How many packages are inspected and stored at once: enough to overlap file
+/// reads with hashing and decompression on a small machine.
+const PARALLEL: usize = 4;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  caprepo import --data /srv/caprepo apt/acme/dists/stable/main ./build/debs/
+  caprepo import --data /srv/caprepo rpm/acme/40 ./build/rpms/*.rpm
+
+Already-stored packages are skipped; a package whose name, version and arch are
+stored with other bytes is refused and reported, and the exit code is non-zero.")]
 pub struct Args {
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// Where the packages go: apt/NAME/dists/SUITE/COMPONENT.
+    /// Where the packages go: apt/NAME/dists/SUITE/COMPONENT for .deb files,
+    /// rpm/NAME/RELEASE for .rpm files.
     scope: String,
-    /// .deb files, or directories searched for them.
+    /// Package files, or directories searched (recursively) for them.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }
 
-fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The repository being imported into, loaded once for the whole run.
+enum Target {
+    Apt(AptRepo),
+    Rpm(RpmRepo),
+}
+
+impl Target {
+    fn extension(&self) -> &'static str {
+        match self {
+            Target::Apt(_) => "deb",
+            Target::Rpm(_) => "rpm",
+        }
+    }
+}
+
+/// One package stored and ready to join its cell.
+enum Prepared {
+    Apt(AptPackage),
+    Rpm(RpmPackage),
+}
+
+fn collect(paths: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(path) = stack.pop() {
@@ -41,11 +75,12 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             {
                 stack.push(entry?.path());
             }
-        } else if path.extension().is_some_and(|e| e == "deb") {
+        } else if path.extension().is_some_and(|e| e == extension) {
             out.push(path);
         } else if paths.contains(&path) {
             bail!(
-                "{} is not a .deb (this version imports APT packages; upload rpms with caprepo upload)",
+                "{} is not a .{extension}, which is what this scope takes \
+                 (.deb files go to apt/NAME/dists/SUITE/COMPONENT, .rpm files to rpm/NAME/RELEASE)",
                 path.display()
             );
         }
@@ -74,103 +109,80 @@ async fn agent_for(
     Ok((client, Some(child)))
 }
 
-pub async fn run(args: Args) -> Result<ExitCode> {
-    let data = DataDir::new(&args.data);
-    let config = Config::load(&data)?;
-    let store = open_store(&data)?;
-    let scope: Scope = args.scope.parse()?;
-    let (Some(_), (Some(_), Some(_), None)) = (scope.repo(), scope.apt_parts()) else {
-        bail!("import into a component: apt/NAME/dists/SUITE/COMPONENT");
-    };
-    let files = collect(&args.paths)?;
-    let started = Instant::now();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(files.len() as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        ) {
-            bar.set_style(style);
+async fn load_target(store: &Store, scope: &Scope) -> Result<Target> {
+    let segments = scope.segments();
+    match (scope.kind(), scope.apt_parts(), segments.len()) {
+        ("apt", (Some(_), Some(_), None), _) => {
+            Ok(Target::Apt(ingest::target_repo(store, scope).await?))
         }
-        bar.set_message("importing");
-        Some(bar)
-    } else {
-        None
-    };
-    let limits = Limits::default();
-    let prepared: Vec<(PathBuf, Result<_, String>)> = futures::stream::iter(files.iter().cloned())
-        .map(|path| {
-            let (store, limits, scope, bar) =
-                (store.clone(), limits.clone(), scope.clone(), bar.clone());
-            async move {
-                let hashed = {
-                    let path = path.clone();
-                    tokio::task::spawn_blocking(move || ingest::hash_file(&path)).await
-                };
-                let result = match hashed {
-                    Ok(Ok((digest, size))) => {
-                        let spooled = Spooled {
-                            path: path.clone(),
-                            digest,
-                            size,
-                        };
-                        ingest::prepare(&store, &limits, &spooled, &scope, "import")
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Some(bar) = &bar {
-                    bar.inc(1);
-                }
-                (path, result)
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    let mut refused = 0;
-    let mut by_cell: BTreeMap<
-        String,
-        (
-            crate::store::RefName,
-            Vec<(PathBuf, crate::model::AptPackage)>,
+        ("rpm", _, 3) => Ok(Target::Rpm(
+            crate::rpmrepo::ingest::target_repo(store, scope).await?,
+        )),
+        _ => bail!(
+            "import into one component or release: apt/NAME/dists/SUITE/COMPONENT or rpm/NAME/RELEASE \
+             (got {scope})"
         ),
-    > = BTreeMap::new();
-    let mut suites: BTreeMap<(String, String), ()> = BTreeMap::new();
-    for (path, result) in prepared {
-        match result {
-            Ok((cell, package, answer)) => {
-                for tree in &answer.target.trees {
-                    suites.insert((answer.target.repo.clone(), tree.clone()), ());
-                }
-                by_cell
-                    .entry(cell.to_string())
-                    .or_insert_with(|| (cell, Vec::new()))
-                    .1
-                    .push((path, package));
-            }
-            Err(e) => {
-                refused += 1;
-                eprintln!("caprepo: {}: refused: {e}", path.display());
-            }
+    }
+}
+
+async fn prepare_one(
+    store: &Store,
+    agent: &AgentClient,
+    target: &Target,
+    scope: &Scope,
+    path: PathBuf,
+) -> Result<(RefName, Prepared, Ingested), String> {
+    let hashed = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || ingest::hash_file(&path)).await
+    };
+    let (digest, size) = hashed
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let spooled = Spooled { path, digest, size };
+    match target {
+        Target::Apt(definition) => ingest::prepare(
+            store,
+            definition,
+            &Limits::default(),
+            &spooled,
+            scope,
+            "import",
+        )
+        .await
+        .map(|(cell, package, answer)| (cell, Prepared::Apt(package), answer)),
+        Target::Rpm(definition) => {
+            crate::rpmrepo::ingest::prepare(store, agent, definition, &spooled, scope, "import")
+                .await
+                .map(|(cell, package, answer)| (cell, Prepared::Rpm(package), answer))
         }
     }
-    let (mut stored, mut present) = (0, 0);
+    .map_err(|e| e.to_string())
+}
+
+/// Tallies of what the cell writes did.
+#[derive(Default)]
+struct Counts {
+    stored: usize,
+    present: usize,
+    refused: usize,
+}
+
+/// Adds every cell's packages in one write per cell.
+async fn add_to_cells<P: Record>(
+    store: &Store,
+    by_cell: BTreeMap<String, (RefName, Vec<(PathBuf, P)>)>,
+    counts: &mut Counts,
+) -> Result<()> {
     for (_, (cell, items)) in by_cell {
-        let (paths, packages): (Vec<PathBuf>, Vec<_>) = items.into_iter().unzip();
-        for (path, outcome) in paths
-            .iter()
-            .zip(cells::add_packages(&store, &cell, packages, "import").await?)
-        {
+        let (paths, packages): (Vec<PathBuf>, Vec<P>) = items.into_iter().unzip();
+        let outcomes = cells::add_packages(store, &cell, packages, "import").await?;
+        for (path, outcome) in paths.iter().zip(outcomes) {
             match outcome {
-                AddOutcome::Added { .. } => stored += 1,
-                AddOutcome::AlreadyPresent { .. } => present += 1,
+                AddOutcome::Added { .. } => counts.stored += 1,
+                AddOutcome::AlreadyPresent { .. } => counts.present += 1,
                 AddOutcome::Conflict { existing } => {
-                    refused += 1;
+                    counts.refused += 1;
                     eprintln!(
                         "caprepo: {}: refused: same name, version and arch stored with other bytes ({existing})",
                         path.display()
@@ -179,22 +191,113 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
-    let stored_at = started.elapsed();
+    Ok(())
+}
+
+fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message("importing");
+    Some(bar)
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let data = DataDir::new(&args.data);
+    let config = Config::load(&data)?;
+    let store = open_store(&data)?;
+    let scope: Scope = args.scope.parse()?;
+    let target = load_target(&store, &scope).await?;
+    let files = collect(&args.paths, target.extension())?;
+    let started = Instant::now();
+    // RPM imports sign each package header; both publish signed indices at the end.
     let (agent, _child) = agent_for(&data, &config).await?;
-    for (repo, suite) in suites.keys() {
-        crate::apt::publish::publish_suite(&store, &agent, repo, suite)
-            .await
-            .with_context(|| format!("publishing apt/{repo}/{suite}"))?;
+    // Blobs are written without a per-file fsync and flushed together before any
+    // cell names them, so a crash mid-import leaves only unreferenced blobs.
+    let bulk = store.with_deferred_sync()?;
+    let bar = progress_bar(files.len());
+    let prepared: Vec<(PathBuf, Result<_, String>)> = futures::stream::iter(files)
+        .map(|path| {
+            let (bulk, agent, target, scope, bar) = (&bulk, &agent, &target, &scope, &bar);
+            async move {
+                let result = prepare_one(bulk, agent, target, scope, path.clone()).await;
+                if let Some(bar) = bar {
+                    bar.inc(1);
+                }
+                (path, result)
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    bulk.sync_deferred()
+        .await
+        .context("flushing the imported blobs to disk")?;
+
+    let mut counts = Counts::default();
+    let mut trees: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut apt_cells = BTreeMap::new();
+    let mut rpm_cells = BTreeMap::new();
+    for (path, result) in prepared {
+        let (cell, package, answer) = match result {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                counts.refused += 1;
+                eprintln!("caprepo: {}: refused: {e}", path.display());
+                continue;
+            }
+        };
+        for tree in &answer.target.trees {
+            trees.insert((answer.target.repo.clone(), tree.clone()));
+        }
+        match package {
+            Prepared::Apt(package) => apt_cells
+                .entry(cell.to_string())
+                .or_insert_with(|| (cell, Vec::new()))
+                .1
+                .push((path, package)),
+            Prepared::Rpm(package) => rpm_cells
+                .entry(cell.to_string())
+                .or_insert_with(|| (cell, Vec::new()))
+                .1
+                .push((path, package)),
+        }
+    }
+    add_to_cells(&store, apt_cells, &mut counts).await?;
+    add_to_cells(&store, rpm_cells, &mut counts).await?;
+    let stored_at = started.elapsed();
+    for (repo, tree) in &trees {
+        match &target {
+            Target::Apt(_) => {
+                crate::apt::publish::publish_suite(&store, &agent, repo, tree)
+                    .await
+                    .with_context(|| format!("publishing apt/{repo}/{tree}"))?;
+            }
+            Target::Rpm(_) => {
+                crate::rpmrepo::publish::publish_tree(&store, &agent, repo, tree)
+                    .await
+                    .with_context(|| format!("publishing rpm/{repo}/{tree}"))?;
+            }
+        }
     }
     println!(
-        "imported {stored} new, {present} already present, {refused} refused; stored in {:.2?}, published and signed in {:.2?}",
+        "imported {} new, {} already present, {} refused; stored in {:.2?}, published and signed in {:.2?}",
+        counts.stored,
+        counts.present,
+        counts.refused,
         stored_at,
-        started
-            .elapsed()
-            .saturating_sub(stored_at)
-            .max(Duration::ZERO)
+        started.elapsed().saturating_sub(stored_at)
     );
-    Ok(if refused == 0 {
+    Ok(if counts.refused == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

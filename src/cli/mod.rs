@@ -72,7 +72,7 @@ enum Command {
     History(release::HistoryArgs),
     /// Every recorded change: uploads, removals, promotions, snapshots, rollbacks, caps issued and revoked.
     Audit(release::AuditArgs),
-    /// Bulk-load .deb files into a component and publish once: `import --data DIR apt/NAME/dists/SUITE/COMPONENT PATH...`.
+    /// Bulk-load packages and publish once: `import --data DIR apt/NAME/dists/SUITE/COMPONENT PATH...` or `rpm/NAME/RELEASE PATH...`.
     Import(import::Args),
     /// Free blobs nothing references any more (after a grace period).
     Gc(maintenance::GcArgs),

@@ -11,8 +11,10 @@ use super::inspect::{self, RpmError, RpmInfo};
 use super::{sign, xml};
 use crate::agent::AgentClient;
 use crate::caps::Scope;
-use crate::cells::{self, AddOutcome};
-use crate::ingest::{IngestError, Ingested, PackageId, PublishTarget, Spooled};
+use crate::ingest::{
+    IngestError, Ingested, PackageId, PlacedPackage, PublishTarget, Spooled, add_to_cell,
+    check_existing,
+};
 use crate::model::{self, RpmPackage, RpmRepo};
 use crate::repos;
 
@@ -101,6 +103,190 @@ fn location(info: &RpmInfo) -> String {
     )
 }
 
+/// The RPM repository a target scope names.
+pub async fn target_repo(
+    store: &crate::store::Store,
+    target: &Scope,
+) -> Result<RpmRepo, IngestError> {
+    let repo = target
+        .repo()
+        .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
+    repos::load_rpm_repo(store, repo)
+        .await
+        .map_err(|e| match e {
+            repos::RepoError::NotFound(name) => {
+                IngestError::NotFound(format!("no repository rpm/{name}"))
+            }
+            other => IngestError::from(other),
+        })
+}
+
+/// An rpm verified and placed in its cell: everything but the blobs and the cell write.
+struct Placed {
+    info: RpmInfo,
+    release: String,
+    cell_arch: String,
+    cell_ref: crate::store::RefName,
+    evr: String,
+    location: String,
+    publish: PublishTarget,
+}
+
+async fn place(
+    definition: &RpmRepo,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+) -> Result<Placed, IngestError> {
+    let path = spooled.path.clone();
+    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(&path))
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))??;
+    let (release, cell_arch) = resolve_cell(definition, target, granted, &info.arch)?;
+    let cell_ref = model::rpm_cell_ref(&definition.name, &release, &cell_arch)?;
+    let evr = format!("{}:{}-{}", info.epoch, info.version, info.release);
+    let publish = PublishTarget {
+        repo: definition.name.clone(),
+        trees: trees_of(definition, &release, &cell_arch),
+        cell_ref: cell_ref.to_string(),
+    };
+    Ok(Placed {
+        location: location(&info),
+        info,
+        release,
+        cell_arch,
+        cell_ref,
+        evr,
+        publish,
+    })
+}
+
+impl PlacedPackage for Placed {
+    type Record = RpmPackage;
+
+    fn cell_ref(&self) -> &crate::store::RefName {
+        &self.cell_ref
+    }
+
+    fn identity(&self) -> (&str, &str, &str) {
+        (&self.info.name, &self.evr, &self.info.arch)
+    }
+
+    fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested {
+        let tree_arch = if self.cell_arch == "src" {
+            "source"
+        } else {
+            self.cell_arch.as_str()
+        };
+        Ingested {
+            digest: spooled.digest,
+            size: spooled.size,
+            package: PackageId {
+                name: self.info.name.clone(),
+                version: self.evr.clone(),
+                architecture: self.info.arch.clone(),
+            },
+            cell: self.cell_scope(),
+            pool_path: format!("{}/{tree_arch}/{}", self.release, self.location),
+            status,
+            cell_generation: generation,
+            target: self.publish.clone(),
+        }
+    }
+
+    fn conflict(&self, existing: crate::digest::Digest) -> IngestError {
+        IngestError::Conflict {
+            identity: format!("{} {} ({})", self.info.name, self.evr, self.info.arch),
+            cell: self.cell_scope(),
+            existing,
+        }
+    }
+}
+
+impl Placed {
+    fn cell_scope(&self) -> String {
+        format!(
+            "rpm/{}/{}/{}",
+            self.publish.repo, self.release, self.cell_arch
+        )
+    }
+
+    /// Sign (when the repository signs packages), store the package and its
+    /// rendered repodata entries; the record to add to the cell.
+    async fn store(
+        &self,
+        store: &crate::store::Store,
+        agent: &AgentClient,
+        sign_packages: bool,
+        spooled: &Spooled,
+        actor: &str,
+    ) -> Result<RpmPackage, IngestError> {
+        // Sign into a second spool file; the stored blob is the signed package.
+        let signed_path = spooled.path.with_extension("signed");
+        let _cleanup = RemoveOnDrop(signed_path.clone());
+        let stored_path: &Path = if sign_packages {
+            sign::sign_with_agent(agent, &spooled.path, &signed_path)
+                .await
+                .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
+            &signed_path
+        } else {
+            &spooled.path
+        };
+        let stored_owned = stored_path.to_path_buf();
+        let (digest, header_start, header_end) = if sign_packages {
+            tokio::task::spawn_blocking(move || {
+                let (digest, _) = crate::ingest::hash_file(&stored_owned)
+                    .map_err(|e| IngestError::Internal(e.to_string()))?;
+                let (meta, _) = inspect::read_metadata(&stored_owned)?;
+                let offsets = meta.get_package_segment_offsets();
+                Ok::<_, IngestError>((digest, offsets.header, offsets.payload))
+            })
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))??
+        } else {
+            // The stored bytes are the uploaded ones: inspection already found the header range.
+            (spooled.digest, self.info.header_start, self.info.header_end)
+        };
+        let blob = store.put_blob_file(stored_path, digest).await?;
+        let hex = blob.digest.hex();
+        let now = crate::time::now_unix();
+        let stored = xml::Stored {
+            sha256: &hex,
+            size: blob.size,
+            location: &self.location,
+            file_time: now,
+            header_start,
+            header_end,
+        };
+        let info = &self.info;
+        let primary = store
+            .put_blob(Bytes::from(xml::primary(info, &stored)))
+            .await?;
+        let filelists = store
+            .put_blob(Bytes::from(xml::filelists(info, &hex)))
+            .await?;
+        let other = store.put_blob(Bytes::from(xml::other(info, &hex))).await?;
+        Ok(RpmPackage {
+            name: info.name.clone(),
+            epoch: info.epoch,
+            version: info.version.clone(),
+            release: info.release.clone(),
+            arch: info.arch.clone(),
+            location: self.location.clone(),
+            size: blob.size,
+            sha256: blob.digest,
+            uploaded_sha256: spooled.digest,
+            signed: sign_packages,
+            primary: primary.digest,
+            filelists: filelists.digest,
+            other: other.digest,
+            uploaded_at: now,
+            uploaded_by: actor.to_string(),
+        })
+    }
+}
+
+/// Everything after authentication: verify, place, refuse conflicts, sign, store, add.
 pub async fn ingest(
     store: &crate::store::Store,
     agent: &AgentClient,
@@ -109,130 +295,37 @@ pub async fn ingest(
     granted: &Scope,
     actor: &str,
 ) -> Result<Ingested, IngestError> {
-    let repo = target
-        .repo()
-        .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
-    let definition = repos::load_rpm_repo(store, repo)
-        .await
-        .map_err(|e| match e {
-            repos::RepoError::NotFound(name) => {
-                IngestError::NotFound(format!("no repository rpm/{name}"))
-            }
-            other => IngestError::from(other),
-        })?;
-    let path = spooled.path.clone();
-    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(&path))
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))??;
-    let (release, cell_arch) = resolve_cell(&definition, target, granted, &info.arch)?;
-    let cell_ref = model::rpm_cell_ref(repo, &release, &cell_arch)?;
-    let evr = format!("{}:{}-{}", info.epoch, info.version, info.release);
-    let id = PackageId {
-        name: info.name.clone(),
-        version: evr.clone(),
-        architecture: info.arch.clone(),
-    };
-    let cell_scope = format!("rpm/{repo}/{release}/{cell_arch}");
-    let publish = PublishTarget {
-        repo: repo.to_string(),
-        trees: trees_of(&definition, &release, &cell_arch),
-        cell_ref: cell_ref.to_string(),
-    };
-    let location = location(&info);
-    let answer = |status, generation| Ingested {
-        digest: spooled.digest,
-        size: spooled.size,
-        package: id.clone(),
-        cell: cell_scope.clone(),
-        pool_path: format!(
-            "{release}/{}/{location}",
-            if cell_arch == "src" {
-                "source"
-            } else {
-                cell_arch.as_str()
-            }
-        ),
-        status,
-        cell_generation: generation,
-        target: publish.clone(),
-    };
-    let conflict = |existing| IngestError::Conflict {
-        identity: format!("{} {evr} ({})", info.name, info.arch),
-        cell: cell_scope.clone(),
-        existing,
-    };
-
-    if let Some(existing) =
-        cells::find::<RpmPackage>(store, &cell_ref, &info.name, &evr, &info.arch).await?
-    {
-        if existing.uploaded_sha256 != spooled.digest {
-            return Err(conflict(existing.uploaded_sha256));
-        }
-        let generation = store.ref_head(&cell_ref).await?.map_or(0, |h| h.generation);
-        return Ok(answer("already-present", generation));
+    let definition = target_repo(store, target).await?;
+    let placed = place(&definition, spooled, target, granted).await?;
+    // Refuse before signing or writing anything: a refused upload leaves the store as it was.
+    if let Some(answer) = check_existing(store, &placed, spooled).await? {
+        return Ok(answer);
     }
+    let record = placed
+        .store(store, agent, definition.sign_packages, spooled, actor)
+        .await?;
+    add_to_cell(store, &placed, spooled, record, actor).await
+}
 
-    // Sign into a second spool file; the stored blob is the signed package.
-    let signed_path = spooled.path.with_extension("signed");
-    let _cleanup = RemoveOnDrop(signed_path.clone());
-    let stored_path: &Path = if definition.sign_packages {
-        sign::sign_with_agent(agent, &spooled.path, &signed_path)
-            .await
-            .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
-        &signed_path
-    } else {
-        &spooled.path
-    };
-    let stored_owned = stored_path.to_path_buf();
-    let (digest, size, header_start, header_end) = tokio::task::spawn_blocking(move || {
-        let (digest, size) = crate::ingest::hash_file(&stored_owned)
-            .map_err(|e| IngestError::Internal(e.to_string()))?;
-        let (meta, _) = inspect::read_metadata(&stored_owned)?;
-        let offsets = meta.get_package_segment_offsets();
-        Ok::<_, IngestError>((digest, size, offsets.header, offsets.payload))
-    })
-    .await
-    .map_err(|e| IngestError::Internal(e.to_string()))??;
-    let blob = store.put_blob_file(stored_path, digest).await?;
-    let hex = blob.digest.hex();
-    let now = crate::time::now_unix();
-    let stored = xml::Stored {
-        sha256: &hex,
-        size,
-        location: &location,
-        file_time: now,
-        header_start,
-        header_end,
-    };
-    let primary = store
-        .put_blob(Bytes::from(xml::primary(&info, &stored)))
+/// For bulk imports: verify, place, sign and store an rpm, leaving the cell write
+/// to the caller (who batches many packages into one write per cell).
+pub async fn prepare(
+    store: &crate::store::Store,
+    agent: &AgentClient,
+    definition: &RpmRepo,
+    spooled: &Spooled,
+    target: &Scope,
+    actor: &str,
+) -> Result<(crate::store::RefName, RpmPackage, Ingested), IngestError> {
+    let placed = place(definition, spooled, target, target).await?;
+    let record = placed
+        .store(store, agent, definition.sign_packages, spooled, actor)
         .await?;
-    let filelists = store
-        .put_blob(Bytes::from(xml::filelists(&info, &hex)))
-        .await?;
-    let other = store.put_blob(Bytes::from(xml::other(&info, &hex))).await?;
-    let record = RpmPackage {
-        name: info.name.clone(),
-        epoch: info.epoch,
-        version: info.version.clone(),
-        release: info.release.clone(),
-        arch: info.arch.clone(),
-        location: location.clone(),
-        size: blob.size,
-        sha256: blob.digest,
-        uploaded_sha256: spooled.digest,
-        signed: definition.sign_packages,
-        primary: primary.digest,
-        filelists: filelists.digest,
-        other: other.digest,
-        uploaded_at: now,
-        uploaded_by: actor.to_string(),
-    };
-    match cells::add_package(store, &cell_ref, record, actor).await? {
-        AddOutcome::Added { generation } => Ok(answer("stored", generation)),
-        AddOutcome::AlreadyPresent { generation } => Ok(answer("already-present", generation)),
-        AddOutcome::Conflict { existing } => Err(conflict(existing)),
-    }
+    Ok((
+        placed.cell_ref.clone(),
+        record,
+        placed.answer(spooled, "stored", 0),
+    ))
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

@@ -42,6 +42,9 @@ pub struct RpmInfo {
     pub files: Vec<FileItem>,
     /// Newest first, as in the header.
     pub changelog: Vec<(String, u64, String)>,
+    /// Byte range of the main header in the file (primary.xml's `rpm:header-range`).
+    pub header_start: u64,
+    pub header_end: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +266,8 @@ pub fn inspect_rpm(path: &Path) -> Result<RpmInfo, RpmError> {
         version,
         release,
         arch,
+        header_start: offsets.header,
+        header_end: offsets.payload,
     })
 }
 

@@ -63,3 +63,70 @@ fn import_a_directory_then_apt_sees_every_package() {
     assert!(String::from_utf8_lossy(&conflict.stderr).contains("other bytes"));
     assert!(data.cli(&["verify"], &[]).starts_with("ok"));
 }
+
+#[test]
+fn import_rpms_then_dnf_installs_a_signed_one() {
+    let data = DataDir::init(&[]);
+    data.repo_add_rpm("fed", "12", "x86_64,aarch64", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let generator = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gen_rpms.py");
+    run_ok(
+        Command::new("python3")
+            .arg(&generator)
+            .arg(work.path().join("rpms"))
+            .arg("30"),
+    );
+    let out = data.cli(
+        &["import"],
+        &[
+            "rpm/fed/12",
+            work.path().join("rpms").to_str().unwrap(),
+            fixture("rpms/standalone-caprepo-1.0-1.noarch.rpm")
+                .to_str()
+                .unwrap(),
+            fixture("rpms/aarch64-caprepo-1.0-1.aarch64.rpm")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("imported 32 new, 0 already present, 0 refused"),
+        "{out}"
+    );
+
+    // Every tree the packages land in is published, signed, by import itself.
+    let server = Server::start(&data);
+    let repomd = server.get("/fed/12/aarch64/repodata/repomd.xml");
+    assert_eq!(repomd.status, 200);
+    let dnf = Dnf::new(&server, "fed");
+    let listed = dnf.run(&["repoquery", "--qf", "%{name}", "bench-*"]);
+    assert_eq!(
+        output_text(&listed).matches("bench-0000").count(),
+        30,
+        "{}",
+        output_text(&listed)
+    );
+    // gpgcheck=1: the imported packages were signed by the agent on the way in.
+    let installed = dnf.run(&["install", "standalone-caprepo"]);
+    assert!(installed.status.success(), "{}", output_text(&installed));
+    server.stop();
+
+    let again = data.cli(
+        &["import"],
+        &["rpm/fed/12", work.path().join("rpms").to_str().unwrap()],
+    );
+    assert!(
+        again.contains("imported 0 new, 30 already present, 0 refused"),
+        "{again}"
+    );
+    let wrong = caprepo()
+        .args(["import", "--data"])
+        .arg(&data.path)
+        .arg("rpm/fed/12")
+        .arg(fixture("debs/hello_2.10-3_amd64.deb"))
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("is not a .rpm"));
+    assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+}

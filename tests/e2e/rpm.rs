@@ -16,14 +16,6 @@ fn add_rpm_repo(data: &DataDir, name: &str, extra: &[&str]) {
     data.repo_add_rpm(name, "12,13", "x86_64,aarch64", extra);
 }
 
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn installed(root: &Path) -> String {
     String::from_utf8_lossy(
         &Command::new("rpm")

@@ -3,7 +3,7 @@
 
 Usage: gen_rpms.py OUTDIR N [--prefix NAME] [--arch x86_64] [--version 1.0-1]
 The RPM twin of gen_debs.py: benchmarks need thousands of packages, and rpmbuild
-takes about 0.3 s each, so this writes the format directly (stdlib only): the
+runs a whole build per package, so this writes the format directly (stdlib only): the
 96-byte lead, a signature header with the digests rpm 4.18 checks (SHA-1 and
 SHA-256 of the main header, size and MD5 of header + payload, payload size), a
 main header like rpmbuild's (description, dependencies, changelog, two files and

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod deb;
 pub mod digest;
+pub mod fragment_memory;
 pub mod ingest;
 pub mod maintenance;
 pub mod manager;

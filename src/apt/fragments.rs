@@ -30,63 +30,12 @@ pub struct Fragment {
     pub pool_chunk: Option<Digest>,
 }
 
-/// Fragments and their bytes never change for a given key, so a server keeps the
-/// recent ones in memory: a publish then touches the store only for changed chunks.
-struct Memory {
-    fragments: std::collections::HashMap<String, Fragment>,
-    bytes: std::collections::HashMap<Digest, Bytes>,
-    held: usize,
-}
+/// Fragments never change for a given key, so a server keeps the recent ones in memory.
+static MEMORY: std::sync::LazyLock<crate::fragment_memory::Fragments<Fragment>> =
+    std::sync::LazyLock::new(Default::default);
 
-/// Bytes kept in memory before the cache starts over (about a 100,000-package suite's indices).
-const MEMORY_BUDGET: usize = 256 * 1024 * 1024;
-
-fn memory() -> &'static std::sync::Mutex<Memory> {
-    static MEMORY: std::sync::OnceLock<std::sync::Mutex<Memory>> = std::sync::OnceLock::new();
-    MEMORY.get_or_init(|| {
-        std::sync::Mutex::new(Memory {
-            fragments: Default::default(),
-            bytes: Default::default(),
-            held: 0,
-        })
-    })
-}
-
-/// Forget everything held in memory (after a blob it named went missing, e.g. swept by gc).
-pub fn forget() {
-    if let Ok(mut m) = memory().lock() {
-        m.fragments.clear();
-        m.bytes.clear();
-        m.held = 0;
-    }
-}
-
-fn remember_fragment(key: &str, fragment: &Fragment) {
-    if let Ok(mut m) = memory().lock() {
-        m.fragments.insert(key.to_string(), fragment.clone());
-    }
-}
-
-/// A fragment's blob, from memory or the store (checked against its digest there).
 async fn fragment_bytes(store: &Store, digest: &Digest) -> Result<Bytes> {
-    if let Some(found) = memory()
-        .lock()
-        .ok()
-        .and_then(|m| m.bytes.get(digest).cloned())
-    {
-        return Ok(found);
-    }
-    let bytes = store.get_blob(digest).await?;
-    if let Ok(mut m) = memory().lock() {
-        if m.held + bytes.len() > MEMORY_BUDGET {
-            m.bytes.clear();
-            m.fragments.clear();
-            m.held = 0;
-        }
-        m.held += bytes.len();
-        m.bytes.insert(*digest, bytes.clone());
-    }
-    Ok(bytes)
+    crate::fragment_memory::bytes(store, digest).await
 }
 
 fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
@@ -99,11 +48,7 @@ fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
 /// The fragment for a chunk, from the cache or rendered now.
 pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
     let key = cache_key(chunk, retention);
-    if let Some(found) = memory()
-        .lock()
-        .ok()
-        .and_then(|m| m.fragments.get(&key).cloned())
-    {
+    if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
@@ -113,7 +58,7 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         && let Some(chunk) = cached.pool_chunk
         && store.has_blob(&chunk).await?
     {
-        remember_fragment(&key, &cached);
+        MEMORY.remember(&key, &cached);
         return Ok(cached);
     }
     let loaded: AptChunk = store.get_json(chunk).await?;
@@ -161,7 +106,7 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
-    remember_fragment(&key, &fragment);
+    MEMORY.remember(&key, &fragment);
     Ok(fragment)
 }
 

@@ -187,7 +187,7 @@ async fn build(
             let (parts, joined) = match join_chunks(store, &chunks, definition.retention).await {
                 // A remembered fragment named a blob gc has since swept: rebuild from the store.
                 Err(StoreError::NotFound(_)) => {
-                    fragments::forget();
+                    crate::fragment_memory::forget();
                     join_chunks(store, &chunks, definition.retention).await?
                 }
                 other => other?,

@@ -4,6 +4,9 @@
 //! A published document is a small header member, the chunk members and a
 //! footer member: dnf and zypper read multi-member gzip.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -31,15 +34,31 @@ fn gz_error(e: std::io::Error) -> StoreError {
     StoreError::Corrupt("gzip".into(), e.to_string())
 }
 
-pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
-    let key = format!(
+/// Fragments never change for a given key, so a server keeps the recent ones in memory.
+static MEMORY: LazyLock<crate::fragment_memory::Fragments<Fragment>> =
+    LazyLock::new(Default::default);
+
+/// Pool chunks by tree and fragment key: a noarch chunk is listed under every arch's
+/// tree, so its pool paths (and the blob naming them) differ per tree.
+static POOL_CHUNKS: LazyLock<Mutex<HashMap<String, Digest>>> = LazyLock::new(Default::default);
+
+fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
+    format!(
         "cache/rpm-fragments/{chunk}-{}",
         retention.map_or("all".to_string(), |n| n.to_string())
-    );
+    )
+}
+
+pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
+    let key = cache_key(chunk, retention);
+    if let Some(found) = MEMORY.get(&key) {
+        return Ok(found);
+    }
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
         && store.has_blob(&cached.parts[0].gz).await?
     {
+        MEMORY.remember(&key, &cached);
         return Ok(cached);
     }
     let loaded: Chunk<RpmPackage> = store.get_json(chunk).await?;
@@ -91,7 +110,33 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
+    MEMORY.remember(&key, &fragment);
     Ok(fragment)
+}
+
+/// The blob a publication of `tree` names for this chunk's pool files (path -> file).
+pub async fn pool_chunk(
+    store: &Store,
+    tree: &str,
+    chunk: &Digest,
+    retention: Option<u32>,
+    fragment: &Fragment,
+) -> Result<Digest> {
+    let key = format!("{tree} {}", cache_key(chunk, retention));
+    if let Some(found) = POOL_CHUNKS.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return Ok(found);
+    }
+    let entries: BTreeMap<String, FileEntry> =
+        pool_entries(tree, std::slice::from_ref(fragment)).collect();
+    let digest = store.put_json(&entries).await?.digest;
+    if let Ok(mut map) = POOL_CHUNKS.lock() {
+        // Bounded like the parsed pool chunks a server keeps (publication::PoolLoader).
+        if map.len() > 65_536 {
+            map.clear();
+        }
+        map.insert(key, digest);
+    }
+    Ok(digest)
 }
 
 /// One repodata document: its gzip bytes, and the sha256 and size of its uncompressed form.
@@ -115,8 +160,8 @@ pub async fn document(
     hasher.update(header.as_bytes());
     let mut gz = compress::gzip(header.as_bytes()).map_err(gz_error)?;
     for f in fragments.iter().filter(|f| f.count > 0) {
-        hasher.update(&store.get_blob(&f.parts[which].text).await?);
-        gz.extend_from_slice(&store.get_blob(&f.parts[which].gz).await?);
+        hasher.update(&crate::fragment_memory::bytes(store, &f.parts[which].text).await?);
+        gz.extend_from_slice(&crate::fragment_memory::bytes(store, &f.parts[which].gz).await?);
     }
     hasher.update(close.as_bytes());
     gz.extend_from_slice(&compress::gzip(close.as_bytes()).map_err(gz_error)?);

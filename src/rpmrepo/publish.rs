@@ -102,30 +102,27 @@ async fn build(
 ) -> Result<AptPublication, PublishError> {
     let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
-    let mut parts = Vec::new();
+    let mut chunks = Vec::new();
     for arch in tree_cells(tree_arch) {
         let (_, cell) =
             cells::load_cell::<RpmPackage>(store, &model::rpm_cell_ref(repo, release, arch)?)
                 .await?;
-        for chunk in &cell.chunks {
-            parts.push(fragments::fragment(store, &chunk.digest, definition.retention).await?);
-        }
+        chunks.extend(cell.chunks.iter().map(|c| c.digest));
     }
+    let (pool_chunks, documents) = match gather(store, tree, &chunks, definition.retention).await {
+        // A remembered fragment named a blob gc has since swept: rebuild from the store.
+        Err(crate::store::StoreError::NotFound(_)) => {
+            crate::fragment_memory::forget();
+            gather(store, tree, &chunks, definition.retention).await?
+        }
+        other => other?,
+    };
     let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
-    let pool: BTreeMap<String, FileEntry> = fragments::pool_entries(tree, &parts).collect();
     let built_at = crate::time::now_unix();
     let mut repomd = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{built_at}</revision>\n"
     );
-    for (which, (kind, open, close)) in [
-        ("primary", PRIMARY_OPEN, "</metadata>"),
-        ("filelists", FILELISTS_OPEN, "</filelists>"),
-        ("other", OTHER_OPEN, "</otherdata>"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let document = fragments::document(store, &parts, which, open, close).await?;
+    for (kind, document) in ["primary", "filelists", "other"].into_iter().zip(documents) {
         let meta = store.put_blob(document.gz).await?;
         let href = format!("repodata/{}-{kind}.xml.gz", meta.digest);
         files.insert(
@@ -164,9 +161,39 @@ async fn build(
         built_at,
         inputs,
         files,
-        pool,
-        pool_chunks: Vec::new(),
+        pool: BTreeMap::new(),
+        pool_chunks,
     })
+}
+
+/// The pool chunks naming a tree's files, and its three joined documents.
+async fn gather(
+    store: &Store,
+    tree: &str,
+    chunks: &[crate::digest::Digest],
+    retention: Option<u32>,
+) -> Result<(Vec<crate::digest::Digest>, Vec<fragments::Document>), crate::store::StoreError> {
+    let mut parts = Vec::new();
+    let mut pool_chunks = Vec::new();
+    for chunk in chunks {
+        let fragment = fragments::fragment(store, chunk, retention).await?;
+        pool_chunks.push(fragments::pool_chunk(store, tree, chunk, retention, &fragment).await?);
+        parts.push(fragment);
+    }
+    pool_chunks.sort();
+    pool_chunks.dedup();
+    let mut documents = Vec::new();
+    for (which, (open, close)) in [
+        (PRIMARY_OPEN, "</metadata>"),
+        (FILELISTS_OPEN, "</filelists>"),
+        (OTHER_OPEN, "</otherdata>"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        documents.push(fragments::document(store, &parts, which, open, close).await?);
+    }
+    Ok((pool_chunks, documents))
 }
 
 /// Load what is published for every tree of an RPM repository.

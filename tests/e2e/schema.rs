@@ -176,7 +176,29 @@ fn real_manifests_match_the_schemas() {
         &rpm_publication,
         "rpm publication",
     );
-    assert_eq!(rpm_publication["pool"].as_object().unwrap().len(), 2);
+    // The tree's pool is named by per-chunk blobs, with paths under the tree.
+    assert!(rpm_publication["pool"].as_object().unwrap().is_empty());
+    let mut pool_paths: Vec<String> = rpm_publication["pool_chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| {
+            blob(&data, d.as_str().unwrap())
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pool_paths.sort();
+    assert_eq!(
+        pool_paths,
+        [
+            "12/x86_64/Packages/h/hello-caprepo-1.0-1.x86_64.rpm",
+            "12/x86_64/Packages/n/noarch-caprepo-0.5-1.noarch.rpm"
+        ]
+    );
 
     // The schemas are not vacuous: a manifest with a bad digest is refused.
     let mut broken = chunk.clone();

@@ -1,0 +1,100 @@
+//! What a long-running process keeps of per-chunk index fragments (APT and RPM).
+//! A fragment is named by its chunk's digest and the retention, and its bytes by
+//! their sha256, so nothing held here can go stale: a publish after one upload
+//! touches the store only for the chunk that changed.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::store::{Result, Store};
+
+/// Bytes kept in memory before the cache starts over (about a 100,000-package suite's indices).
+const BYTES_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Fragment bytes (index text and its compressed forms), shared by both kinds.
+struct Held {
+    bytes: HashMap<Digest, Bytes>,
+    size: usize,
+    /// Bumped whenever everything is dropped, so fragment maps drop theirs too.
+    epoch: u64,
+}
+
+static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| {
+    Mutex::new(Held {
+        bytes: HashMap::new(),
+        size: 0,
+        epoch: 0,
+    })
+});
+
+/// A fragment's blob, from memory or the store (checked against its digest there).
+pub async fn bytes(store: &Store, digest: &Digest) -> Result<Bytes> {
+    if let Some(found) = HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned()) {
+        return Ok(found);
+    }
+    let bytes = store.get_blob(digest).await?;
+    if let Ok(mut held) = HELD.lock() {
+        if held.size + bytes.len() > BYTES_BUDGET {
+            held.bytes.clear();
+            held.size = 0;
+            held.epoch += 1;
+        }
+        held.size += bytes.len();
+        held.bytes.insert(*digest, bytes.clone());
+    }
+    Ok(bytes)
+}
+
+/// Forget everything held (after a blob it named went missing, e.g. swept by gc).
+pub fn forget() {
+    if let Ok(mut held) = HELD.lock() {
+        held.bytes.clear();
+        held.size = 0;
+        held.epoch += 1;
+    }
+}
+
+fn epoch() -> u64 {
+    HELD.lock().map(|h| h.epoch).unwrap_or(u64::MAX)
+}
+
+/// Parsed fragments of one kind, by cache key.
+pub struct Fragments<F> {
+    map: Mutex<(u64, HashMap<String, F>)>,
+}
+
+impl<F: Clone> Fragments<F> {
+    pub fn new() -> Self {
+        Fragments {
+            map: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<F> {
+        let current = epoch();
+        let mut map = self.map.lock().ok()?;
+        if map.0 != current {
+            *map = (current, HashMap::new());
+        }
+        map.1.get(key).cloned()
+    }
+
+    pub fn remember(&self, key: &str, fragment: &F) {
+        let current = epoch();
+        if let Ok(mut map) = self.map.lock() {
+            if map.0 != current {
+                *map = (current, HashMap::new());
+            }
+            map.1.insert(key.to_string(), fragment.clone());
+        }
+    }
+}
+
+impl<F: Clone> Default for Fragments<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -162,12 +162,14 @@ async fn serve(
             return response;
         }
     };
-    if range.is_none() && HotFiles::wants(path, entry.size) {
-        let bytes = match hot.get(&entry.sha256) {
+    if range.is_none()
+        && let Some(pool) = hot.admit(path, entry.size, &entry.sha256)
+    {
+        let bytes = match hot.get(pool, &entry.sha256) {
             Some(bytes) => Some(bytes),
             None => match store.get_blob(&entry.sha256).await {
                 Ok(bytes) => {
-                    hot.insert(entry.sha256, bytes.clone());
+                    hot.insert(pool, entry.sha256, bytes.clone());
                     Some(bytes)
                 }
                 // The streaming path below reports the failure.

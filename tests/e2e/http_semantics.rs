@@ -30,6 +30,19 @@ fn etag_range_head_and_cache_headers() {
         "application/vnd.debian.binary-package"
     );
 
+    // A second request admits a small package to memory; later ones (and the HEAD below)
+    // are answered from there, with the same bytes and headers.
+    for _ in 0..2 {
+        let again = curl(&[&url]);
+        assert_eq!(again.body, original);
+        assert_eq!(again.header("etag").unwrap(), etag);
+        assert_eq!(
+            again.header("content-type").unwrap(),
+            "application/vnd.debian.binary-package"
+        );
+        assert!(again.header("cache-control").unwrap().contains("immutable"));
+    }
+
     let not_modified = curl(&["-H", &format!("If-None-Match: {etag}"), &url]);
     assert_eq!(not_modified.status, 304);
     assert!(not_modified.body.is_empty());

@@ -227,6 +227,9 @@ pub struct Spooled {
     pub path: PathBuf,
     pub digest: Digest,
     pub size: u64,
+    /// The file is a private spool that the store may take over by renaming it, instead
+    /// of copying and re-hashing it (false for a user's own files, e.g. on import).
+    pub movable: bool,
 }
 
 /// Everything after authentication: inspect, place, refuse conflicts, store, add.
@@ -332,7 +335,7 @@ impl Placed {
         spooled: &Spooled,
         actor: &str,
     ) -> Result<AptPackage, IngestError> {
-        let blob = store.put_blob_file(&spooled.path, spooled.digest).await?;
+        let blob = store.put_spooled(spooled).await?;
         let mut file_list = self.info.files.join("\n");
         if !file_list.is_empty() {
             file_list.push('\n');

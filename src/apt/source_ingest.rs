@@ -244,6 +244,7 @@ pub async fn ingest_changes(
             path: path.clone(),
             digest: file.sha256,
             size: file.size,
+            movable: false,
         };
         let result = if file.name.ends_with(".dsc") {
             ingest_dsc(store, &inner, target, granted, actor).await

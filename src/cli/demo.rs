@@ -110,6 +110,7 @@ async fn import_dir(store: &Store, dir: &std::path::Path) -> Result<()> {
             path: path.clone(),
             digest,
             size,
+            movable: false,
         };
         match ingest::ingest(
             store,

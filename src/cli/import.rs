@@ -139,7 +139,12 @@ async fn prepare_one(
     let (digest, size) = hashed
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let spooled = Spooled { path, digest, size };
+    let spooled = Spooled {
+        path,
+        digest,
+        size,
+        movable: false,
+    };
     match target {
         Target::Apt(definition) => ingest::prepare(
             store,

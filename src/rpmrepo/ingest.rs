@@ -247,7 +247,14 @@ impl Placed {
             // The stored bytes are the uploaded ones: inspection already found the header range.
             (spooled.digest, self.info.header_start, self.info.header_end)
         };
-        let blob = store.put_blob_file(stored_path, digest).await?;
+        let blob = store
+            .put_spooled(&Spooled {
+                path: stored_path.to_path_buf(),
+                digest,
+                size: 0,
+                movable: sign_packages || spooled.movable,
+            })
+            .await?;
         let hex = blob.digest.hex();
         let now = crate::time::now_unix();
         let stored = xml::Stored {

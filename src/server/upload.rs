@@ -115,6 +115,7 @@ pub async fn upload(
             path: spool_path,
             digest,
             size,
+            movable: true,
         },
         Err((status, code, reason)) => return refused(reply::error(status, code, &reason)),
     };

@@ -108,6 +108,27 @@ impl Store {
         Ok(BlobMeta { digest, size })
     }
 
+    /// Store a spooled upload: a private spool file on the store's filesystem is renamed
+    /// into place (it was hashed as it arrived and nobody else writes it), which saved a
+    /// second read, hash and write of every byte; anything else is copied.
+    pub async fn put_spooled(&self, spooled: &crate::ingest::Spooled) -> Result<BlobMeta> {
+        let (Some(root), true) = (&self.local_root, spooled.movable) else {
+            return self.put_blob_file(&spooled.path, spooled.digest).await;
+        };
+        let path = blob_path(&spooled.digest);
+        let (root, file, digest, sync) = (
+            root.clone(),
+            spooled.path.clone(),
+            spooled.digest,
+            !self.defer_sync,
+        );
+        tokio::task::spawn_blocking(move || {
+            super::local_put::adopt_file(&root, path.as_ref(), &file, digest, sync)
+        })
+        .await
+        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?
+    }
+
     pub async fn has_blob(&self, digest: &Digest) -> Result<bool> {
         self.exists(&blob_path(digest)).await
     }

@@ -81,6 +81,56 @@ pub(crate) fn put_file(
     Ok(BlobMeta { digest, size })
 }
 
+/// Moves a private spool file into place by renaming it. Across filesystems (the spool
+/// directory on another mount) it falls back to a hashing copy.
+pub(crate) fn adopt_file(
+    root: &Path,
+    relative: &str,
+    source: &Path,
+    expected: Digest,
+    sync: bool,
+) -> Result<BlobMeta, StoreError> {
+    let destination = root.join(relative);
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| StoreError::Io(path, e)
+    };
+    if let Ok(meta) = std::fs::metadata(&destination) {
+        return Ok(BlobMeta {
+            digest: expected,
+            size: meta.len(),
+        });
+    }
+    let file = std::fs::File::open(source).map_err(io_error(source))?;
+    let size = file.metadata().map_err(io_error(source))?.len();
+    if sync {
+        // The bytes must be on disk before the name that promises them is.
+        file.sync_all().map_err(io_error(source))?;
+    }
+    drop(file);
+    let directory = destination
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
+    match std::fs::rename(source, &destination) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            return put_file(root, relative, source, expected, sync);
+        }
+        Err(e) => return Err(StoreError::Io(destination, e)),
+    }
+    if sync {
+        std::fs::File::open(&directory)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&directory))?;
+    }
+    Ok(BlobMeta {
+        digest: expected,
+        size,
+    })
+}
+
 /// Flushes every deferred write of the filesystem holding `root` in one call.
 pub(crate) fn sync_filesystem(root: &Path) -> Result<(), StoreError> {
     let directory = std::fs::File::open(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
@@ -154,5 +204,26 @@ mod tests {
         put_file(&root, "blobs/x/blob", &source, digest, true).unwrap();
         assert_eq!(entries(&root.join("blobs/x")), vec!["blob".to_string()]);
         sync_filesystem(&root).unwrap();
+    }
+
+    #[test]
+    fn a_spool_is_renamed_into_place_and_a_stored_blob_is_left_alone() {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("store");
+        let spool = work.path().join("upload.part");
+        std::fs::write(&spool, b"spooled bytes").unwrap();
+        let digest = Digest::of(b"spooled bytes");
+        let stored = adopt_file(&root, "blobs/y/blob", &spool, digest, true).unwrap();
+        assert_eq!(stored.size, 13);
+        assert!(!spool.exists(), "the spool was moved, not copied");
+        assert_eq!(
+            std::fs::read(root.join("blobs/y/blob")).unwrap(),
+            b"spooled bytes"
+        );
+        // The same bytes again: the stored blob stays, the new spool is the caller's to remove.
+        std::fs::write(&spool, b"spooled bytes").unwrap();
+        adopt_file(&root, "blobs/y/blob", &spool, digest, true).unwrap();
+        assert!(spool.exists());
+        assert_eq!(entries(&root.join("blobs/y")), vec!["blob".to_string()]);
     }
 }

@@ -18,6 +18,19 @@ pub(crate) fn buffer_for(size: u64) -> Vec<u8> {
     vec![0u8; size.clamp(4096, MAX_BUFFER) as usize]
 }
 
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |e| StoreError::Io(path, e)
+}
+
+/// Blobs are named by their digest, so one already at its name holds these bytes.
+fn already_stored(destination: &Path, digest: Digest) -> Option<BlobMeta> {
+    std::fs::metadata(destination).ok().map(|meta| BlobMeta {
+        digest,
+        size: meta.len(),
+    })
+}
+
 /// Copies `source` to `<root>/<relative>`, refusing it if its bytes do not hash to
 /// `expected` (a file changed behind our back must never be stored under a wrong name).
 pub(crate) fn put_file(
@@ -28,15 +41,8 @@ pub(crate) fn put_file(
     sync: bool,
 ) -> Result<BlobMeta, StoreError> {
     let destination = root.join(relative);
-    let io_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e| StoreError::Io(path, e)
-    };
-    if let Ok(meta) = std::fs::metadata(&destination) {
-        return Ok(BlobMeta {
-            digest: expected,
-            size: meta.len(),
-        });
+    if let Some(stored) = already_stored(&destination, expected) {
+        return Ok(stored);
     }
     let mut reader = std::fs::File::open(source).map_err(io_error(source))?;
     let length = reader.metadata().map_err(io_error(source))?.len();
@@ -91,15 +97,8 @@ pub(crate) fn adopt_file(
     sync: bool,
 ) -> Result<BlobMeta, StoreError> {
     let destination = root.join(relative);
-    let io_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e| StoreError::Io(path, e)
-    };
-    if let Ok(meta) = std::fs::metadata(&destination) {
-        return Ok(BlobMeta {
-            digest: expected,
-            size: meta.len(),
-        });
+    if let Some(stored) = already_stored(&destination, expected) {
+        return Ok(stored);
     }
     let file = std::fs::File::open(source).map_err(io_error(source))?;
     let size = file.metadata().map_err(io_error(source))?.len();

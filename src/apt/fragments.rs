@@ -122,21 +122,21 @@ fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, F
     })
 }
 
-/// The joined index files of a list of fragments.
+/// The index files of a list of fragments, each as the parts that make it up.
 pub struct Joined {
-    pub packages: Bytes,
-    pub packages_gz: Bytes,
-    pub packages_xz: Bytes,
-    pub contents: Bytes,
-    pub contents_gz: Bytes,
+    pub packages: Vec<Bytes>,
+    pub packages_gz: Vec<Bytes>,
+    pub packages_xz: Vec<Bytes>,
+    pub contents: Vec<Bytes>,
+    pub contents_gz: Vec<Bytes>,
 }
 
-async fn concat(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Bytes> {
+async fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Vec<Bytes>> {
     let mut out = Vec::new();
     for digest in digests {
-        out.extend_from_slice(&fragment_bytes(store, &digest).await?);
+        out.push(fragment_bytes(store, &digest).await?);
     }
-    Ok(Bytes::from(out))
+    Ok(out)
 }
 
 pub async fn join(store: &Store, fragments: &[Fragment]) -> Result<Joined> {
@@ -148,21 +148,22 @@ pub async fn join(store: &Store, fragments: &[Fragment]) -> Result<Joined> {
     }
     let packages_xz = compress::xz_stream(&blocks.iter().collect::<Vec<_>>())
         .map_err(|e| StoreError::Corrupt("xz".into(), e.to_string()))?;
-    let empty_gz = |bytes: Bytes| -> Result<Bytes> {
-        if bytes.is_empty() {
+    // An empty index is still a valid (empty) gzip file.
+    let non_empty_gz = |parts: Vec<Bytes>| -> Result<Vec<Bytes>> {
+        if parts.iter().all(Bytes::is_empty) {
             compress::gzip(b"")
-                .map(Bytes::from)
+                .map(|empty| vec![Bytes::from(empty)])
                 .map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))
         } else {
-            Ok(bytes)
+            Ok(parts)
         }
     };
     Ok(Joined {
-        packages: concat(store, fragments.iter().map(|f| f.text)).await?,
-        packages_gz: empty_gz(concat(store, fragments.iter().map(|f| f.gz)).await?)?,
-        packages_xz: Bytes::from(packages_xz),
-        contents: concat(store, fragments.iter().map(|f| f.contents)).await?,
-        contents_gz: empty_gz(concat(store, fragments.iter().map(|f| f.contents_gz)).await?)?,
+        packages: parts(store, fragments.iter().map(|f| f.text)).await?,
+        packages_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.gz)).await?)?,
+        packages_xz: vec![Bytes::from(packages_xz)],
+        contents: parts(store, fragments.iter().map(|f| f.contents)).await?,
+        contents_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.contents_gz)).await?)?,
     })
 }
 

@@ -199,7 +199,7 @@ async fn build(
                     .filter_map(|f| f.pool_chunk),
             );
             let dir = format!("{component}/binary-{arch}");
-            for (path, bytes) in [
+            for (path, parts) in [
                 (format!("{dir}/Packages"), joined.packages),
                 (format!("{dir}/Packages.gz"), joined.packages_gz),
                 (format!("{dir}/Packages.xz"), joined.packages_xz),
@@ -209,7 +209,7 @@ async fn build(
                     joined.contents_gz,
                 ),
             ] {
-                let meta = store.put_blob(bytes).await?;
+                let meta = store.put_blob_parts(parts).await?;
                 let entry = FileEntry {
                     sha256: meta.digest,
                     size: meta.size,

@@ -57,6 +57,32 @@ impl Store {
         Ok(BlobMeta { digest, size })
     }
 
+    /// Store a blob given as consecutive parts (an index joined from cached fragments),
+    /// without first copying them into one buffer: at 100,000 packages the joined
+    /// indices of a publish were 68 MB of copies. Hashed off the async threads.
+    pub async fn put_blob_parts(&self, parts: Vec<Bytes>) -> Result<BlobMeta> {
+        let (parts, digest, size) = tokio::task::spawn_blocking(move || {
+            let mut hasher = Hasher::new();
+            for part in &parts {
+                hasher.update(part);
+            }
+            let (digest, size) = hasher.finish();
+            (parts, digest, size)
+        })
+        .await
+        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?;
+        let path = blob_path(&digest);
+        if !self.exists(&path).await? {
+            self.raw_put(
+                &path,
+                parts.into_iter().collect::<PutPayload>(),
+                object_store::PutMode::Overwrite,
+            )
+            .await?;
+        }
+        Ok(BlobMeta { digest, size })
+    }
+
     /// Store a local file whose digest the caller already computed while spooling it.
     /// The file is re-hashed on the way in, so a spool file changed behind our back
     /// can never be stored under the wrong name.

@@ -39,8 +39,12 @@ pub struct SuiteView {
     pub generation: u64,
     pub current: Arc<AptPublication>,
     pool: Arc<crate::publication::PoolIndex>,
-    /// Superseded publications, newest last: their immutable files stay fetchable.
-    retained: Vec<(Arc<AptPublication>, Arc<crate::publication::PoolIndex>)>,
+    /// Superseded publications, newest last, with the pool chunks they named: their
+    /// immutable files stay fetchable.
+    retained: Vec<(Arc<AptPublication>, Vec<crate::publication::PoolChunk>)>,
+    /// The retained publications' pool chunks that the current one does not name, each
+    /// once, newest first: what a lookup missing the current pool searches.
+    retained_chunks: Vec<crate::publication::PoolChunk>,
 }
 
 impl SuiteView {
@@ -53,18 +57,28 @@ impl SuiteView {
         let mut retained = previous
             .map(|p| {
                 let mut order = p.retained.clone();
-                order.push((Arc::clone(&p.current), Arc::clone(&p.pool)));
+                order.push((Arc::clone(&p.current), p.pool.sources().to_vec()));
                 order
             })
             .unwrap_or_default();
         if retained.len() > KEEP_SUPERSEDED {
             retained.drain(..retained.len() - KEEP_SUPERSEDED);
         }
+        let mut seen: std::collections::HashSet<*const _> =
+            pool.sources().iter().map(Arc::as_ptr).collect();
+        let retained_chunks = retained
+            .iter()
+            .rev()
+            .flat_map(|(_, chunks)| chunks.iter())
+            .filter(|chunk| seen.insert(Arc::as_ptr(chunk)))
+            .cloned()
+            .collect();
         SuiteView {
             generation,
             current,
             pool,
             retained,
+            retained_chunks,
         }
     }
 
@@ -79,20 +93,25 @@ impl SuiteView {
         if let Some(found) = self.current.files.get(path).or_else(|| self.pool.get(path)) {
             return Some(*found);
         }
+        if let Some(found) = self.retained_chunks.iter().find_map(|c| c.get(path)) {
+            return Some(*found);
+        }
+        if !immutable_path(path) {
+            return None;
+        }
         self.retained
             .iter()
             .rev()
-            .find_map(|(old, pool)| {
-                pool.get(path)
-                    .or_else(|| old.files.get(path).filter(|_| immutable_path(path)))
-            })
+            .find_map(|(old, _)| old.files.get(path))
             .copied()
     }
 
     /// Immutable paths of superseded publications (for mirror pruning).
     pub fn retained_paths(&self) -> impl Iterator<Item = (&String, &FileEntry)> {
-        self.retained.iter().flat_map(|(old, pool)| {
-            pool.iter()
+        self.retained.iter().flat_map(|(old, chunks)| {
+            chunks
+                .iter()
+                .flat_map(|chunk| chunk.iter())
                 .chain(old.files.iter().filter(|(p, _)| immutable_path(p)))
         })
     }

@@ -88,8 +88,41 @@ pub async fn advance(
     }
 }
 
-/// A publication's pool paths: the inline ones and those of its pool chunks.
-pub type PoolIndex = std::collections::HashMap<String, crate::model::FileEntry>;
+/// A parsed pool chunk (path -> file), shared by every publication that names it.
+pub type PoolChunk = std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>;
+
+/// A publication's pool paths, the inline ones and those of its pool chunks, in one
+/// map for fast lookups; plus the shared chunks it was built from, which is all a
+/// superseded publication keeps (at 100,000 packages, sixteen retained copies of the
+/// map were most of the server's memory).
+#[derive(Debug, Default)]
+pub struct PoolIndex {
+    paths: std::collections::HashMap<String, crate::model::FileEntry>,
+    sources: Vec<PoolChunk>,
+}
+
+impl PoolIndex {
+    pub fn get(&self, path: &str) -> Option<&crate::model::FileEntry> {
+        self.paths.get(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &crate::model::FileEntry)> {
+        self.paths.iter()
+    }
+
+    /// The chunks (and inline pool) the index was built from.
+    pub fn sources(&self) -> &[PoolChunk] {
+        &self.sources
+    }
+}
 
 /// Loads pool chunks, keeping parsed ones in memory by digest: they never change,
 /// and consecutive publications share all but the chunks that changed.
@@ -129,15 +162,17 @@ impl PoolLoader {
         store: &Store,
         publication: &AptPublication,
     ) -> Result<PoolIndex, StoreError> {
-        let mut index: PoolIndex = publication
-            .pool
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        for digest in &publication.pool_chunks {
-            let chunk = self.chunk(store, digest).await?;
-            index.extend(chunk.iter().map(|(k, v)| (k.clone(), *v)));
+        let mut sources = Vec::new();
+        if !publication.pool.is_empty() {
+            sources.push(std::sync::Arc::new(publication.pool.clone()));
         }
-        Ok(index)
+        for digest in &publication.pool_chunks {
+            sources.push(self.chunk(store, digest).await?);
+        }
+        let paths = sources
+            .iter()
+            .flat_map(|chunk| chunk.iter().map(|(k, v)| (k.clone(), *v)))
+            .collect();
+        Ok(PoolIndex { paths, sources })
     }
 }

@@ -31,6 +31,36 @@ fn already_stored(destination: &Path, digest: Digest) -> Option<BlobMeta> {
     })
 }
 
+/// Writes a new file at `destination` the crash-safe way: into a temp file beside it
+/// (filled by `fill`, which may refuse), fsynced unless deferred, then renamed into place.
+fn install<T>(
+    destination: &Path,
+    sync: bool,
+    fill: impl FnOnce(&mut std::fs::File, &Path) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let directory = destination
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
+    let temporary = temporary_name(destination);
+    let mut cleanup = RemoveUnlessKept(Some(temporary.clone()));
+    let mut writer = std::fs::File::create(&temporary).map_err(io_error(&temporary))?;
+    let filled = fill(&mut writer, &temporary)?;
+    if sync {
+        writer.sync_all().map_err(io_error(&temporary))?;
+    }
+    drop(writer);
+    std::fs::rename(&temporary, destination).map_err(io_error(destination))?;
+    cleanup.0 = None;
+    if sync {
+        std::fs::File::open(&directory)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&directory))?;
+    }
+    Ok(filled)
+}
+
 /// Copies `source` to `<root>/<relative>`, refusing it if its bytes do not hash to
 /// `expected` (a file changed behind our back must never be stored under a wrong name).
 pub(crate) fn put_file(
@@ -46,45 +76,28 @@ pub(crate) fn put_file(
     }
     let mut reader = std::fs::File::open(source).map_err(io_error(source))?;
     let length = reader.metadata().map_err(io_error(source))?.len();
-    let directory = destination
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.to_path_buf());
-    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
-    let temporary = temporary_name(&destination);
-    let mut cleanup = RemoveUnlessKept(Some(temporary.clone()));
-    let mut writer = std::fs::File::create(&temporary).map_err(io_error(&temporary))?;
-    let mut hasher = Hasher::new();
-    let mut buffer = buffer_for(length);
-    loop {
-        let n = reader.read(&mut buffer).map_err(io_error(source))?;
-        if n == 0 {
-            break;
+    install(&destination, sync, |writer, temporary| {
+        let mut hasher = Hasher::new();
+        let mut buffer = buffer_for(length);
+        loop {
+            let n = reader.read(&mut buffer).map_err(io_error(source))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            writer
+                .write_all(&buffer[..n])
+                .map_err(io_error(temporary))?;
         }
-        hasher.update(&buffer[..n]);
-        writer
-            .write_all(&buffer[..n])
-            .map_err(io_error(&temporary))?;
-    }
-    let (digest, size) = hasher.finish();
-    if digest != expected {
-        return Err(StoreError::Corrupt(
-            source.display().to_string(),
-            format!("changed while being stored: expected {expected}, read {digest}"),
-        ));
-    }
-    if sync {
-        writer.sync_all().map_err(io_error(&temporary))?;
-    }
-    drop(writer);
-    std::fs::rename(&temporary, &destination).map_err(io_error(&destination))?;
-    cleanup.0 = None;
-    if sync {
-        std::fs::File::open(&directory)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&directory))?;
-    }
-    Ok(BlobMeta { digest, size })
+        let (digest, size) = hasher.finish();
+        if digest != expected {
+            return Err(StoreError::Corrupt(
+                source.display().to_string(),
+                format!("changed while being stored: expected {expected}, read {digest}"),
+            ));
+        }
+        Ok(BlobMeta { digest, size })
+    })
 }
 
 /// Moves a private spool file into place by renaming it. Across filesystems (the spool
@@ -128,6 +141,41 @@ pub(crate) fn adopt_file(
         digest: expected,
         size,
     })
+}
+
+/// Writes a small in-memory blob to `<root>/<relative>` unless it is there already,
+/// in one trip (object_store's put takes several).
+pub(crate) fn put_bytes(
+    root: &Path,
+    relative: &str,
+    bytes: &[u8],
+    sync: bool,
+) -> Result<(), StoreError> {
+    let destination = root.join(relative);
+    if destination.exists() {
+        return Ok(());
+    }
+    install(&destination, sync, |writer, temporary| {
+        writer.write_all(bytes).map_err(io_error(temporary))
+    })
+}
+
+/// Reads a whole local file of at most `max` bytes; a missing one is `NotFound(what)`.
+pub(crate) fn read_small(path: &Path, max: u64, what: &str) -> Result<bytes::Bytes, StoreError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::NotFound(what.to_string()));
+        }
+        Err(e) => return Err(StoreError::Io(path.to_path_buf(), e)),
+    };
+    let size = file.metadata().map_err(io_error(path))?.len();
+    if size > max {
+        return Err(StoreError::TooLarge(what.to_string(), max));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.read_to_end(&mut bytes).map_err(io_error(path))?;
+    Ok(bytes::Bytes::from(bytes))
 }
 
 /// Flushes every deferred write of the filesystem holding `root` in one call.

@@ -61,6 +61,33 @@ fn epoch() -> u64 {
     HELD.lock().map(|h| h.epoch).unwrap_or(u64::MAX)
 }
 
+/// How many chunks render at once: compression runs on the blocking pool, so a cold
+/// publish (every chunk new) uses every core instead of one.
+const RENDER_PARALLEL: usize = 4;
+
+/// Renders the fragments of `chunks` a few at a time, keeping their order. `render`
+/// gets owned inputs: borrowed ones would make the manager's future not `Send`
+/// (rustc's higher-ranked lifetime limit on futures inside stream combinators).
+pub async fn render_chunks<T, F>(
+    store: &Store,
+    chunks: &[Digest],
+    retention: Option<u32>,
+    render: fn(Store, Digest, Option<u32>) -> F,
+) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    let renders: Vec<F> = chunks
+        .iter()
+        .map(|chunk| render(store.clone(), *chunk, retention))
+        .collect();
+    futures::stream::iter(renders)
+        .buffered(RENDER_PARALLEL)
+        .try_collect()
+        .await
+}
+
 /// Parsed fragments of one kind, by cache key.
 pub struct Fragments<F> {
     map: Mutex<(u64, HashMap<String, F>)>,

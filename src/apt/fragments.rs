@@ -45,6 +45,21 @@ fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
     )
 }
 
+/// The fragments of `chunks`, in order, rendering the missing ones side by side.
+pub async fn fragments(
+    store: &Store,
+    chunks: &[Digest],
+    retention: Option<u32>,
+) -> Result<Vec<Fragment>> {
+    crate::fragment_memory::render_chunks(
+        store,
+        chunks,
+        retention,
+        |store, chunk, retention| async move { fragment(&store, &chunk, retention).await },
+    )
+    .await
+}
+
 /// The fragment for a chunk, from the cache or rendered now.
 pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
     let key = cache_key(chunk, retention);

@@ -86,10 +86,7 @@ async fn join_chunks(
     chunks: &[crate::digest::Digest],
     retention: Option<u32>,
 ) -> Result<(Vec<fragments::Fragment>, fragments::Joined), StoreError> {
-    let mut parts = Vec::new();
-    for chunk in chunks {
-        parts.push(fragments::fragment(store, chunk, retention).await?);
-    }
+    let parts = fragments::fragments(store, chunks, retention).await?;
     let joined = fragments::join(store, &parts).await?;
     Ok((parts, joined))
 }

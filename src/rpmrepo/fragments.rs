@@ -49,6 +49,21 @@ fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
     )
 }
 
+/// The fragments of `chunks`, in order, rendering the missing ones side by side.
+pub async fn fragments(
+    store: &Store,
+    chunks: &[Digest],
+    retention: Option<u32>,
+) -> Result<Vec<Fragment>> {
+    crate::fragment_memory::render_chunks(
+        store,
+        chunks,
+        retention,
+        |store, chunk, retention| async move { fragment(&store, &chunk, retention).await },
+    )
+    .await
+}
+
 pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
     let key = cache_key(chunk, retention);
     if let Some(found) = MEMORY.get(&key) {
@@ -90,7 +105,14 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         for package in &kept {
             text.extend_from_slice(&store.get_blob(&pick(package)).await?);
         }
-        let gz = compress::gzip(&text).map_err(gz_error)?;
+        // Off the async threads, so chunks rendering side by side compress in parallel.
+        let (text, gz) = tokio::task::spawn_blocking(move || {
+            let gz = compress::gzip(&text);
+            (text, gz)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt("repodata".into(), e.to_string()))?;
+        let gz = gz.map_err(gz_error)?;
         parts.push(Part {
             text: store.put_blob(Bytes::from(text)).await?.digest,
             gz: store.put_blob(Bytes::from(gz)).await?.digest,

@@ -173,12 +173,10 @@ async fn gather(
     chunks: &[crate::digest::Digest],
     retention: Option<u32>,
 ) -> Result<(Vec<crate::digest::Digest>, Vec<fragments::Document>), crate::store::StoreError> {
-    let mut parts = Vec::new();
+    let parts = fragments::fragments(store, chunks, retention).await?;
     let mut pool_chunks = Vec::new();
-    for chunk in chunks {
-        let fragment = fragments::fragment(store, chunk, retention).await?;
-        pool_chunks.push(fragments::pool_chunk(store, tree, chunk, retention, &fragment).await?);
-        parts.push(fragment);
+    for (chunk, fragment) in chunks.iter().zip(&parts) {
+        pool_chunks.push(fragments::pool_chunk(store, tree, chunk, retention, fragment).await?);
     }
     pool_chunks.sort();
     pool_chunks.dedup();

@@ -248,21 +248,36 @@ async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool)
     Ok(())
 }
 
-/// Blobs in the store with their size and age in seconds.
-pub async fn all_blobs(store: &Store) -> Result<Vec<(Digest, u64, i64)>> {
+/// What is under `blobs/`: each blob with its size and age in seconds, and the temp
+/// files that a local write interrupted by a crash left beside them (`<hex>.tmp-<n>`).
+#[derive(Default)]
+struct BlobListing {
+    blobs: Vec<(Digest, u64, i64)>,
+    leftovers: Vec<(Path, u64, i64)>,
+}
+
+async fn list_blobs(store: &Store) -> Result<BlobListing> {
     let listed: Vec<_> = store
         .object_store()
         .list(Some(&Path::from("blobs/sha256")))
         .try_collect()
         .await?;
     let now = crate::time::now_unix();
-    Ok(listed
-        .into_iter()
-        .filter_map(|meta| {
-            let digest: Digest = meta.location.filename()?.parse().ok()?;
-            Some((digest, meta.size, now - meta.last_modified.timestamp()))
-        })
-        .collect())
+    let mut listing = BlobListing::default();
+    for meta in listed {
+        let age = now - meta.last_modified.timestamp();
+        let Some(name) = meta.location.filename() else {
+            continue;
+        };
+        if let Ok(digest) = name.parse::<Digest>() {
+            listing.blobs.push((digest, meta.size, age));
+        } else if name.contains(".tmp-") {
+            listing
+                .leftovers
+                .push((meta.location.clone(), meta.size, age));
+        }
+    }
+    Ok(listing)
 }
 
 #[derive(Debug, Default)]
@@ -332,7 +347,17 @@ pub async fn gc(
         return Ok((report, problems));
     }
     let mut doomed = Vec::new();
-    for (digest, size, age) in all_blobs(store).await? {
+    let listing = list_blobs(store).await?;
+    // A temp file is only ever written by a live write for a moment; past the grace
+    // period it was left by a crash, and nothing can name it.
+    for (path, size, age) in listing.leftovers {
+        if age >= grace.as_secs() as i64 {
+            report.swept += 1;
+            report.swept_bytes += size;
+            doomed.push(path);
+        }
+    }
+    for (digest, size, age) in listing.blobs {
         if marked.contains(&digest) {
             continue;
         }

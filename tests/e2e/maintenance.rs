@@ -1,6 +1,7 @@
 //! Operator housekeeping on a real store: `verify` passes on a healthy store and
-//! names a flipped byte in a package blob; `gc` frees only unreachable blobs older
-//! than the grace period, and `--dry-run` changes nothing.
+//! names a flipped byte in a package blob; `gc` frees only unreachable blobs (and
+//! temp files a crashed write left) older than the grace period, and `--dry-run`
+//! changes nothing.
 
 use crate::harness::*;
 
@@ -12,8 +13,18 @@ fn blob_file(data: &DataDir, digest: &str) -> std::path::PathBuf {
 }
 
 fn plant_orphan(data: &DataDir, content: &[u8], age: &str) -> std::path::PathBuf {
-    let digest = sha256_hex(content);
-    let path = blob_file(data, &digest);
+    plant(blob_file(data, &sha256_hex(content)), content, age)
+}
+
+/// The temp file a local write leaves beside its blob when the process dies mid-write.
+fn plant_temp_file(data: &DataDir, content: &[u8], age: &str) -> std::path::PathBuf {
+    let blob = blob_file(data, &sha256_hex(content));
+    let mut name = blob.into_os_string();
+    name.push(".tmp-00c0ffee00c0ffee");
+    plant(name.into(), content, age)
+}
+
+fn plant(path: std::path::PathBuf, content: &[u8], age: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, content).unwrap();
     run_ok(
@@ -56,16 +67,20 @@ fn verify_finds_a_flipped_byte_and_gc_sweeps_only_old_unreachable_blobs() {
     // A crashed upload left a blob nobody references: swept once old enough, never before.
     let old = plant_orphan(&data, b"left behind by a crashed upload", "3 days ago");
     let young = plant_orphan(&data, b"an upload still in flight", "1 minute ago");
+    // ... and a write that died half way left its temp file: the same rule applies.
+    let old_temp = plant_temp_file(&data, b"half a package", "3 days ago");
+    let young_temp = plant_temp_file(&data, b"a write in progress", "1 minute ago");
     let before = data.store_snapshot();
     let dry = data.cli(&["gc"], &["--dry-run"]);
-    assert!(dry.contains("would free 1 blob(s)"), "{dry}");
+    assert!(dry.contains("would free 2 blob(s)"), "{dry}");
     assert_eq!(data.store_snapshot(), before, "--dry-run changes nothing");
     let swept = data.cli(&["gc"], &[]);
     assert!(
-        swept.contains("freed 1 blob(s)") && swept.contains("1 unreachable but younger"),
+        swept.contains("freed 2 blob(s)") && swept.contains("1 unreachable but younger"),
         "{swept}"
     );
     assert!(!old.exists() && young.exists());
+    assert!(!old_temp.exists() && young_temp.exists());
     assert!(
         data.cli(&["verify"], &[]).starts_with("ok"),
         "gc removed nothing reachable"

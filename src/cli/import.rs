@@ -34,6 +34,7 @@ const PARALLEL: usize = 4;
 Already-stored packages are skipped; a package whose name, version and arch are
 stored with other bytes is refused and reported, and the exit code is non-zero.")]
 pub struct Args {
+    /// The data directory `caprepo init` made.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Where the packages go: apt/NAME/dists/SUITE/COMPONENT for .deb files,

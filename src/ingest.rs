@@ -335,7 +335,9 @@ impl Placed {
         spooled: &Spooled,
         actor: &str,
     ) -> Result<AptPackage, IngestError> {
-        let blob = store.put_spooled(spooled).await?;
+        let blob = store
+            .put_own_file(&spooled.path, spooled.digest, spooled.movable)
+            .await?;
         let mut file_list = self.info.files.join("\n");
         if !file_list.is_empty() {
             file_list.push('\n');

@@ -126,13 +126,28 @@ async fn load_target(store: &Store, scope: &Scope) -> Result<Target> {
     }
 }
 
+/// What every package of one import run shares.
+struct Run<'a> {
+    /// The store handle with deferred fsync (see `Store::with_deferred_sync`).
+    store: &'a Store,
+    agent: &'a AgentClient,
+    target: &'a Target,
+    scope: &'a Scope,
+    /// Where signed copies of rpms are written: the data dir's spool, on the store's filesystem.
+    scratch: &'a std::path::Path,
+}
+
 async fn prepare_one(
-    store: &Store,
-    agent: &AgentClient,
-    target: &Target,
-    scope: &Scope,
+    run: &Run<'_>,
     path: PathBuf,
 ) -> Result<(RefName, Prepared, Ingested), String> {
+    let Run {
+        store,
+        agent,
+        target,
+        scope,
+        scratch,
+    } = *run;
     let hashed = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || ingest::hash_file(&path)).await
@@ -157,11 +172,11 @@ async fn prepare_one(
         )
         .await
         .map(|(cell, package, answer)| (cell, Prepared::Apt(package), answer)),
-        Target::Rpm(definition) => {
-            crate::rpmrepo::ingest::prepare(store, agent, definition, &spooled, scope, "import")
-                .await
-                .map(|(cell, package, answer)| (cell, Prepared::Rpm(package), answer))
-        }
+        Target::Rpm(definition) => crate::rpmrepo::ingest::prepare(
+            store, agent, definition, &spooled, scope, scratch, "import",
+        )
+        .await
+        .map(|(cell, package, answer)| (cell, Prepared::Rpm(package), answer)),
     }
     .map_err(|e| e.to_string())
 }
@@ -227,12 +242,22 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // Blobs are written without a per-file fsync and flushed together before any
     // cell names them, so a crash mid-import leaves only unreferenced blobs.
     let bulk = store.with_deferred_sync()?;
+    let scratch = data.spool_dir();
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("creating the spool directory {}", scratch.display()))?;
+    let run = Run {
+        store: &bulk,
+        agent: &agent,
+        target: &target,
+        scope: &scope,
+        scratch: &scratch,
+    };
     let bar = progress_bar(files.len());
     let prepared: Vec<(PathBuf, Result<_, String>)> = futures::stream::iter(files)
         .map(|path| {
-            let (bulk, agent, target, scope, bar) = (&bulk, &agent, &target, &scope, &bar);
+            let (run, bar) = (&run, &bar);
             async move {
-                let result = prepare_one(bulk, agent, target, scope, path.clone()).await;
+                let result = prepare_one(run, path.clone()).await;
                 if let Some(bar) = bar {
                     bar.inc(1);
                 }

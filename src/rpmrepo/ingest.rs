@@ -217,12 +217,15 @@ impl Placed {
         &self,
         store: &crate::store::Store,
         agent: &AgentClient,
-        sign_packages: bool,
+        definition: &RpmRepo,
         spooled: &Spooled,
+        scratch: &Path,
         actor: &str,
     ) -> Result<RpmPackage, IngestError> {
-        // Sign into a second spool file; the stored blob is the signed package.
-        let signed_path = spooled.path.with_extension("signed");
+        let sign_packages = definition.sign_packages;
+        // Sign into a file of our own in `scratch` (never beside an imported file, which is
+        // the user's); the stored blob is the signed package.
+        let signed_path = scratch.join(format!("signed-{}.rpm", crate::caps::token::new_id()));
         let _cleanup = RemoveOnDrop(signed_path.clone());
         let stored_path: &Path = if sign_packages {
             sign::sign_with_agent(agent, &spooled.path, &signed_path)
@@ -248,12 +251,8 @@ impl Placed {
             (spooled.digest, self.info.header_start, self.info.header_end)
         };
         let blob = store
-            .put_spooled(&Spooled {
-                path: stored_path.to_path_buf(),
-                digest,
-                size: 0,
-                movable: sign_packages || spooled.movable,
-            })
+            // The signed copy is ours alone; the upload itself only when it is a spool.
+            .put_own_file(stored_path, digest, sign_packages || spooled.movable)
             .await?;
         let hex = blob.digest.hex();
         let now = crate::time::now_unix();
@@ -308,25 +307,29 @@ pub async fn ingest(
     if let Some(answer) = check_existing(store, &placed, spooled).await? {
         return Ok(answer);
     }
+    // An upload's spool directory holds the signed copy too.
+    let scratch = spooled.path.parent().unwrap_or(Path::new("."));
     let record = placed
-        .store(store, agent, definition.sign_packages, spooled, actor)
+        .store(store, agent, &definition, spooled, scratch, actor)
         .await?;
     add_to_cell(store, &placed, spooled, record, actor).await
 }
 
 /// For bulk imports: verify, place, sign and store an rpm, leaving the cell write
-/// to the caller (who batches many packages into one write per cell).
+/// to the caller (who batches many packages into one write per cell). Signed copies
+/// are written to `scratch`, never beside the user's file.
 pub async fn prepare(
     store: &crate::store::Store,
     agent: &AgentClient,
     definition: &RpmRepo,
     spooled: &Spooled,
     target: &Scope,
+    scratch: &Path,
     actor: &str,
 ) -> Result<(crate::store::RefName, RpmPackage, Ingested), IngestError> {
     let placed = place(definition, spooled, target, target).await?;
     let record = placed
-        .store(store, agent, definition.sign_packages, spooled, actor)
+        .store(store, agent, definition, spooled, scratch, actor)
         .await?;
     Ok((
         placed.cell_ref.clone(),

@@ -145,20 +145,21 @@ impl Store {
         Ok(BlobMeta { digest, size })
     }
 
-    /// Store a spooled upload: a private spool file on the store's filesystem is renamed
-    /// into place (it was hashed as it arrived and nobody else writes it), which saved a
-    /// second read, hash and write of every byte; anything else is copied.
-    pub async fn put_spooled(&self, spooled: &crate::ingest::Spooled) -> Result<BlobMeta> {
-        let (Some(root), true) = (&self.local_root, spooled.movable) else {
-            return self.put_blob_file(&spooled.path, spooled.digest).await;
+    /// Store a file of ours whose digest we computed: a `movable` one (a private spool on
+    /// the store's filesystem, hashed as it arrived, written by nobody else) is renamed
+    /// into place, which saved a second read, hash and write of every byte; anything
+    /// else is copied and re-hashed.
+    pub async fn put_own_file(
+        &self,
+        file: &FsPath,
+        digest: Digest,
+        movable: bool,
+    ) -> Result<BlobMeta> {
+        let (Some(root), true) = (&self.local_root, movable) else {
+            return self.put_blob_file(file, digest).await;
         };
-        let path = blob_path(&spooled.digest);
-        let (root, file, digest, sync) = (
-            root.clone(),
-            spooled.path.clone(),
-            spooled.digest,
-            !self.defer_sync,
-        );
+        let path = blob_path(&digest);
+        let (root, file, sync) = (root.clone(), file.to_path_buf(), !self.defer_sync);
         tokio::task::spawn_blocking(move || {
             super::local_put::adopt_file(&root, path.as_ref(), &file, digest, sync)
         })

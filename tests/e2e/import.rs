@@ -76,6 +76,11 @@ fn import_rpms_then_dnf_installs_a_signed_one() {
             .arg(work.path().join("rpms"))
             .arg("30"),
     );
+    // The packages' directory is the user's: import must not write there, not even a
+    // temporary signed copy. An immutable directory refuses any new file, even to root.
+    let rpms = work.path().join("rpms");
+    run_ok(Command::new("chattr").arg("+i").arg(&rpms));
+    let _writable_again = ChattrOnDrop(rpms.clone());
     let out = data.cli(
         &["import"],
         &[
@@ -129,4 +134,13 @@ fn import_rpms_then_dnf_installs_a_signed_one() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("is not a .rpm"));
     assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+}
+
+/// Lifts `chattr +i` however the test ends, so the temp dir can be removed.
+struct ChattrOnDrop(std::path::PathBuf);
+
+impl Drop for ChattrOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
 }

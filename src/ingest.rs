@@ -63,7 +63,7 @@ pub enum IngestError {
     },
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
-    #[error("inspection task failed: {0}")]
+    #[error("internal error: {0}")]
     Internal(String),
 }
 

@@ -92,14 +92,29 @@ class Peers:
 GENERATORS = {"deb": "gen_debs.py", "rpm": "gen_rpms.py"}
 
 
-def gen_packages(outdir, count, prefix=None, kind="deb"):
-    """Writes COUNT synthetic packages of KIND (deb or rpm) into OUTDIR unless a complete set from an
-    earlier run is there: generating 20,000 takes seconds to minutes, and every workload reuses them."""
-    if os.path.isdir(outdir) and len(os.listdir(outdir)) == count:
+def real_fixtures(kind):
+    """The real packages in fixtures/ that fit the benchmark repositories: every deb (amd64 and all),
+    and the x86_64 and noarch rpms. They bring what synthetic packages lack: big file lists (gobjc),
+    several versions of one name, an lzma payload."""
+    if kind == "deb":
+        folder, keep = os.path.join(ROOT, "fixtures", "debs"), (".deb",)
+    else:
+        folder, keep = os.path.join(ROOT, "fixtures", "rpms"), (".x86_64.rpm", ".noarch.rpm")
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(keep))
+
+
+def gen_packages(outdir, count, prefix=None, kind="deb", with_fixtures=False):
+    """Writes COUNT synthetic packages of KIND (deb or rpm) into OUTDIR, plus the real ones from
+    fixtures/ if asked, unless a complete set from an earlier run is there: generating 20,000 takes
+    seconds to minutes, and every workload reuses them."""
+    real = real_fixtures(kind) if with_fixtures else []
+    if os.path.isdir(outdir) and len(os.listdir(outdir)) == count + len(real):
         return outdir
     shutil.rmtree(outdir, ignore_errors=True)
     cmd = [sys.executable, os.path.join(ROOT, "bench", GENERATORS[kind]), outdir, str(count)]
     run(cmd + (["--prefix", prefix] if prefix else []), stdout=subprocess.DEVNULL)
+    for path in real:
+        shutil.copy(path, outdir)
     return outdir
 
 
@@ -522,7 +537,7 @@ def growth(work, n, runs):
     The server's RSS climbs over its first several publishes (caches fill, freed buffers stay mapped),
     so it takes MEMORY_UPLOADS one-deb uploads in all, however few --runs time add one.
     Returns ((cold secs, cold RSS), add-one secs, (RSS before uploads, after uploads, after fetches))."""
-    debs = gen_packages(os.path.join(work, f"debs-{n}"), n)
+    debs = gen_packages(os.path.join(work, f"debs-{n}"), n, with_fixtures=True)
     extras = extra_packages(work, n, max(runs, MEMORY_UPLOADS))
     data = os.path.join(work, "growth-caprepo")
     cold = median_sample([caprepo_cold(work, debs, data) for _ in range(runs)])
@@ -561,7 +576,7 @@ def peers_tables(args, peers, sizes, growth_rows):
     """Cold publish and add one at each of --sizes, caprepo against every peer."""
     lines = []
     for n in sizes:
-        debs = gen_packages(os.path.join(args.work, f"debs-{n}"), n)
+        debs = gen_packages(os.path.join(args.work, f"debs-{n}"), n, with_fixtures=True)
         extras = extra_packages(args.work, n, args.runs)
 
         cold = {}
@@ -611,7 +626,7 @@ def rpm_tables(args, peers, sizes):
     version = createrepo_c_version()
     lines = []
     for n in sizes:
-        rpms = gen_packages(os.path.join(args.work, f"rpms-{n}"), n, kind="rpm")
+        rpms = gen_packages(os.path.join(args.work, f"rpms-{n}"), n, kind="rpm", with_fixtures=True)
         extras = extra_packages(args.work, n, args.runs, kind="rpm")
         cold = rpm_cold(args, n, rpms, peers)
         peer_s = cold["createrepo_c"][0]
@@ -731,7 +746,9 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     lines = [f"Machine: {machine()}. Command: `{command_line(args, only)}`. Medians of {args.runs} runs; "
              f"ratio = caprepo time / peer time (below 1 means caprepo is faster) unless a table says "
-             f"otherwise; RSS is the peak of the run in MiB.", ""]
+             f"otherwise; RSS is the peak of the run in MiB. Every N-package input holds N synthetic "
+             f"packages plus the real ones from fixtures/ ({len(real_fixtures('deb'))} debs, "
+             f"{len(real_fixtures('rpm'))} x86_64 and noarch rpms).", ""]
     sizes = [int(s) for s in args.sizes.split(",")]
     growth_rows = {}  # N -> ((cold secs, cold RSS KiB), add-one secs), for the growth table
     peers = Peers(args.work) if "peers" in only or "rpm" in only else None

@@ -88,15 +88,48 @@ where
         .await
 }
 
-/// Parsed fragments of one kind, by cache key.
+/// Where a chunk's fragment of `kind` (`apt`, `rpm`) is cached in the store.
+pub fn cache_key(kind: &str, chunk: &Digest, retention: Option<u32>) -> String {
+    format!(
+        "cache/{kind}-fragments/{chunk}-{}",
+        retention.map_or("all".to_string(), |n| n.to_string())
+    )
+}
+
+/// Runs `attempt`, and once more after forgetting everything held if it failed with
+/// NotFound: a remembered fragment named a blob gc has since swept, and the second
+/// attempt rebuilds from the store.
+pub async fn retry_after_forgetting<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    match attempt().await {
+        Err(crate::store::StoreError::NotFound(_)) => {
+            forget();
+            attempt().await
+        }
+        other => other,
+    }
+}
+
+/// Parsed fragments of one kind (or anything derived from them), by cache key.
+/// Everything here is dropped when the held bytes are, so nothing outlives a `forget`.
 pub struct Fragments<F> {
     map: Mutex<(u64, HashMap<String, F>)>,
+    /// Entries kept before the map starts over.
+    limit: usize,
 }
 
 impl<F: Clone> Fragments<F> {
     pub fn new() -> Self {
+        Self::bounded(usize::MAX)
+    }
+
+    pub fn bounded(limit: usize) -> Self {
         Fragments {
             map: Mutex::new((0, HashMap::new())),
+            limit,
         }
     }
 
@@ -112,7 +145,7 @@ impl<F: Clone> Fragments<F> {
     pub fn remember(&self, key: &str, fragment: &F) {
         let current = epoch();
         if let Ok(mut map) = self.map.lock() {
-            if map.0 != current {
+            if map.0 != current || map.1.len() >= self.limit {
                 *map = (current, HashMap::new());
             }
             map.1.insert(key.to_string(), fragment.clone());

@@ -38,13 +38,6 @@ async fn fragment_bytes(store: &Store, digest: &Digest) -> Result<Bytes> {
     crate::fragment_memory::bytes(store, digest).await
 }
 
-fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
-    format!(
-        "cache/apt-fragments/{chunk}-{}",
-        retention.map_or("all".to_string(), |n| n.to_string())
-    )
-}
-
 /// The fragments of `chunks`, in order, rendering the missing ones side by side.
 pub async fn fragments(
     store: &Store,
@@ -62,7 +55,7 @@ pub async fn fragments(
 
 /// The fragment for a chunk, from the cache or rendered now.
 pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
-    let key = cache_key(chunk, retention);
+    let key = crate::fragment_memory::cache_key("apt", chunk, retention);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }

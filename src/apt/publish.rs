@@ -181,14 +181,10 @@ async fn build(
                 .chain(arch_all.chunks.iter())
                 .map(|c| c.digest)
                 .collect();
-            let (parts, joined) = match join_chunks(store, &chunks, definition.retention).await {
-                // A remembered fragment named a blob gc has since swept: rebuild from the store.
-                Err(StoreError::NotFound(_)) => {
-                    crate::fragment_memory::forget();
-                    join_chunks(store, &chunks, definition.retention).await?
-                }
-                other => other?,
-            };
+            let (parts, joined) = crate::fragment_memory::retry_after_forgetting(|| {
+                join_chunks(store, &chunks, definition.retention)
+            })
+            .await?;
             pool_chunks.extend(
                 parts
                     .iter()

@@ -4,8 +4,8 @@
 //! A published document is a small header member, the chunk members and a
 //! footer member: dnf and zypper read multi-member gzip.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{LazyLock, Mutex};
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -39,15 +39,11 @@ static MEMORY: LazyLock<crate::fragment_memory::Fragments<Fragment>> =
     LazyLock::new(Default::default);
 
 /// Pool chunks by tree and fragment key: a noarch chunk is listed under every arch's
-/// tree, so its pool paths (and the blob naming them) differ per tree.
-static POOL_CHUNKS: LazyLock<Mutex<HashMap<String, Digest>>> = LazyLock::new(Default::default);
-
-fn cache_key(chunk: &Digest, retention: Option<u32>) -> String {
-    format!(
-        "cache/rpm-fragments/{chunk}-{}",
-        retention.map_or("all".to_string(), |n| n.to_string())
-    )
-}
+/// tree, so its pool paths (and the blob naming them) differ per tree. Dropped with the
+/// fragments on a `forget`, so a pool chunk gc swept is written again, not named blindly;
+/// bounded like the parsed pool chunks a server keeps (publication::PoolLoader).
+static POOL_CHUNKS: LazyLock<crate::fragment_memory::Fragments<Digest>> =
+    LazyLock::new(|| crate::fragment_memory::Fragments::bounded(65_536));
 
 /// The fragments of `chunks`, in order, rendering the missing ones side by side.
 pub async fn fragments(
@@ -65,7 +61,7 @@ pub async fn fragments(
 }
 
 pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
-    let key = cache_key(chunk, retention);
+    let key = crate::fragment_memory::cache_key("rpm", chunk, retention);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
@@ -144,20 +140,17 @@ pub async fn pool_chunk(
     retention: Option<u32>,
     fragment: &Fragment,
 ) -> Result<Digest> {
-    let key = format!("{tree} {}", cache_key(chunk, retention));
-    if let Some(found) = POOL_CHUNKS.lock().ok().and_then(|m| m.get(&key).copied()) {
+    let key = format!(
+        "{tree} {}",
+        crate::fragment_memory::cache_key("rpm", chunk, retention)
+    );
+    if let Some(found) = POOL_CHUNKS.get(&key) {
         return Ok(found);
     }
     let entries: BTreeMap<String, FileEntry> =
         pool_entries(tree, std::slice::from_ref(fragment)).collect();
     let digest = store.put_json(&entries).await?.digest;
-    if let Ok(mut map) = POOL_CHUNKS.lock() {
-        // Bounded like the parsed pool chunks a server keeps (publication::PoolLoader).
-        if map.len() > 65_536 {
-            map.clear();
-        }
-        map.insert(key, digest);
-    }
+    POOL_CHUNKS.remember(&key, &digest);
     Ok(digest)
 }
 

@@ -109,14 +109,10 @@ async fn build(
                 .await?;
         chunks.extend(cell.chunks.iter().map(|c| c.digest));
     }
-    let (pool_chunks, documents) = match gather(store, tree, &chunks, definition.retention).await {
-        // A remembered fragment named a blob gc has since swept: rebuild from the store.
-        Err(crate::store::StoreError::NotFound(_)) => {
-            crate::fragment_memory::forget();
-            gather(store, tree, &chunks, definition.retention).await?
-        }
-        other => other?,
-    };
+    let (pool_chunks, documents) = crate::fragment_memory::retry_after_forgetting(|| {
+        gather(store, tree, &chunks, definition.retention)
+    })
+    .await?;
     let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
     let built_at = crate::time::now_unix();
     let mut repomd = format!(

@@ -237,14 +237,23 @@ async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool)
             marked.extend(f.parts.iter().flat_map(|p| [p.text, p.gz]));
         }
     }
-    if !dry_run && !stale.is_empty() {
-        let stream = Box::pin(futures::stream::iter(stale.into_iter().map(Ok)));
-        store
-            .object_store()
-            .delete_stream(stream)
-            .try_collect::<Vec<_>>()
-            .await?;
+    if !dry_run {
+        delete_all(store, stale).await?;
     }
+    Ok(())
+}
+
+/// Deletes every path, in the backend's batches.
+async fn delete_all(store: &Store, paths: Vec<Path>) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let stream = Box::pin(futures::stream::iter(paths.into_iter().map(Ok)));
+    store
+        .object_store()
+        .delete_stream(stream)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(())
 }
 
@@ -369,13 +378,8 @@ pub async fn gc(
         report.swept_bytes += size;
         doomed.push(crate::store::blob_path(&digest));
     }
-    if !dry_run && !doomed.is_empty() {
-        let stream = Box::pin(futures::stream::iter(doomed.into_iter().map(Ok)));
-        store
-            .object_store()
-            .delete_stream(stream)
-            .try_collect::<Vec<_>>()
-            .await?;
+    if !dry_run {
+        delete_all(store, doomed).await?;
     }
     Ok((report, problems))
 }

@@ -620,6 +620,13 @@ def fmt_peer_row(tool, secs, rss_kib, peer, peer_secs):
     return f"| {tool} | {secs:.3f} | {ratio} | {rss_kib / 1024:.0f} |"
 
 
+def peer_table(title, results, peer):
+    """A markdown table of {tool: (seconds, RSS KiB)}, each row's ratio taken against PEER."""
+    peer_s = results[peer][0]
+    return [f"### {title}", "", "| tool | seconds | ratio | peak RSS MiB |", "|---|---|---|---|"] + \
+        [fmt_peer_row(t, s, r, peer, peer_s) for t, (s, r) in results.items()]
+
+
 def rpm_tables(args, peers, sizes):
     """RPM cold publish and add one at each of --sizes: caprepo, unsigned and signing packages,
     against createrepo_c."""
@@ -629,10 +636,7 @@ def rpm_tables(args, peers, sizes):
         rpms = gen_packages(os.path.join(args.work, f"rpms-{n}"), n, kind="rpm", with_fixtures=True)
         extras = extra_packages(args.work, n, args.runs, kind="rpm")
         cold = rpm_cold(args, n, rpms, peers)
-        peer_s = cold["createrepo_c"][0]
-        lines += [f"### RPM cold publish, {n} rpms, repomd.xml signed", "",
-                  "| tool | seconds | ratio | peak RSS MiB |", "|---|---|---|---|"]
-        lines += [fmt_peer_row(t, s, r, "createrepo_c", peer_s) for t, (s, r) in cold.items()]
+        lines += peer_table(f"RPM cold publish, {n} rpms, repomd.xml signed", cold, "createrepo_c")
         lines += ["", f"caprepo: `caprepo import` into an empty data dir (release 40, x86_64). createrepo_c "
                   f"{version}: `createrepo_c --no-database` (caprepo writes no sqlite either), then "
                   f"`gpg --detach-sign --armor` of repomd.xml with an Ed25519 key, since createrepo_c "
@@ -642,9 +646,8 @@ def rpm_tables(args, peers, sizes):
 
         one = rpm_add_one(args, n, extras, peers)
         peer_s = one["createrepo_c"][0]
-        lines += [f"### Add one rpm to the {n}-rpm release, until the signed repomd.xml includes it", "",
-                  "| tool | seconds | ratio | peak RSS MiB |", "|---|---|---|---|"]
-        lines += [fmt_peer_row(t, s, r, "createrepo_c", peer_s) for t, (s, r) in one.items()]
+        lines += peer_table(f"Add one rpm to the {n}-rpm release, until the signed repomd.xml includes it",
+                            one, "createrepo_c")
         lines += ["", f"caprepo: `caprepo upload --wait` against `caprepo serve`, which returns once the new "
                   f"repomd.xml is served; its RSS is the server's peak over the uploads. createrepo_c: one "
                   f"rpm copied in (untimed), then `createrepo_c --update --no-database` over the directory "

@@ -175,7 +175,12 @@ impl Views {
         generation: u64,
         publication: AptPublication,
     ) -> Result<(), crate::store::StoreError> {
-        let pool = Arc::new(self.loader.index(store, &publication).await?);
+        let previous = self.get(&key.0, &key.1);
+        let pool = Arc::new(
+            self.loader
+                .index(store, &publication, previous.as_ref().map(|v| &*v.pool))
+                .await?,
+        );
         self.install_indexed(key, generation, publication, pool);
         Ok(())
     }

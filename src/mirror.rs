@@ -180,7 +180,13 @@ impl Mirror {
                 continue; // private repositories are read through caps, never mirrored
             }
             for view in views.suites_of(&repo) {
-                for (path, entry) in view.current.files.iter().chain(view.pool().iter()) {
+                for (path, entry) in view
+                    .current
+                    .files
+                    .iter()
+                    .map(|(p, e)| (p.as_str(), e))
+                    .chain(view.pool().iter())
+                {
                     let full = format!("{repo}/{path}");
                     wanted.insert(full.clone(), (write_order(&full), *entry));
                 }

@@ -97,7 +97,8 @@ pub type PoolChunk = std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>;
 /// map were most of the server's memory).
 #[derive(Debug, Default)]
 pub struct PoolIndex {
-    paths: std::collections::HashMap<String, crate::model::FileEntry>,
+    /// Shared keys: the next publication's index starts as a cheap copy of this one.
+    paths: std::collections::HashMap<std::sync::Arc<str>, crate::model::FileEntry>,
     sources: Vec<PoolChunk>,
 }
 
@@ -114,8 +115,8 @@ impl PoolIndex {
         self.paths.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &crate::model::FileEntry)> {
-        self.paths.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &crate::model::FileEntry)> {
+        self.paths.iter().map(|(path, entry)| (&**path, entry))
     }
 
     /// The chunks (and inline pool) the index was built from.
@@ -157,10 +158,14 @@ impl PoolLoader {
         Ok(loaded)
     }
 
+    /// The pool index of `publication`. With the index of the publication it follows,
+    /// only the chunks that changed are applied to a copy of that one: rebuilding the
+    /// whole map took 10 ms of a 20,000-package one-upload publish.
     pub async fn index(
         &self,
         store: &Store,
         publication: &AptPublication,
+        previous: Option<&PoolIndex>,
     ) -> Result<PoolIndex, StoreError> {
         let mut sources = Vec::new();
         if !publication.pool.is_empty() {
@@ -169,10 +174,56 @@ impl PoolLoader {
         for digest in &publication.pool_chunks {
             sources.push(self.chunk(store, digest).await?);
         }
+        Ok(match previous {
+            Some(previous) => PoolIndex::patched(previous, sources),
+            None => PoolIndex::built(sources),
+        })
+    }
+}
+
+impl PoolIndex {
+    fn built(sources: Vec<PoolChunk>) -> PoolIndex {
         let paths = sources
             .iter()
-            .flat_map(|chunk| chunk.iter().map(|(k, v)| (k.clone(), *v)))
+            .flat_map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|(k, v)| (std::sync::Arc::from(k.as_str()), *v))
+            })
             .collect();
-        Ok(PoolIndex { paths, sources })
+        PoolIndex { paths, sources }
+    }
+
+    /// `previous` with the chunks it has and `sources` lacks taken out and the new ones put in.
+    fn patched(previous: &PoolIndex, sources: Vec<PoolChunk>) -> PoolIndex {
+        use std::collections::HashSet;
+        use std::sync::Arc;
+        let old: HashSet<*const _> = previous.sources.iter().map(Arc::as_ptr).collect();
+        let new: HashSet<*const _> = sources.iter().map(Arc::as_ptr).collect();
+        let dropped: Vec<&PoolChunk> = previous
+            .sources
+            .iter()
+            .filter(|c| !new.contains(&Arc::as_ptr(c)))
+            .collect();
+        let added: Vec<&PoolChunk> = sources
+            .iter()
+            .filter(|c| !old.contains(&Arc::as_ptr(c)))
+            .collect();
+        let changed: usize = dropped.iter().chain(&added).map(|c| c.len()).sum();
+        if changed > previous.paths.len() / 2 {
+            return PoolIndex::built(sources);
+        }
+        let mut paths = previous.paths.clone();
+        for path in dropped.iter().flat_map(|c| c.keys()) {
+            // A path may also be listed by a chunk both publications keep.
+            let still_listed = sources.iter().any(|c| c.contains_key(path));
+            if !still_listed {
+                paths.remove(path.as_str());
+            }
+        }
+        for (path, entry) in added.iter().flat_map(|c| c.iter()) {
+            paths.insert(Arc::from(path.as_str()), *entry);
+        }
+        PoolIndex { paths, sources }
     }
 }

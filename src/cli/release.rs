@@ -358,7 +358,7 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
         rows.push(serde_json::json!({
             "generation": generation,
             "time": crate::time::rfc3339(entry.time),
-            "packages": loader.index(&store, &publication).await?.len(),
+            "packages": loader.index(&store, &publication, None).await?.len(),
             "changes": changes,
         }));
         previous = Some(publication);

@@ -28,7 +28,7 @@ impl SnapshotCache {
             if let Ok(Some(publication)) =
                 crate::releases::snapshot_get(store, kind, repo, snapshot).await
             {
-                let pool = self.loader.index(store, &publication).await.ok()?;
+                let pool = self.loader.index(store, &publication, None).await.ok()?;
                 let loaded = Arc::new((publication, pool));
                 if let Ok(mut map) = self.loaded.lock() {
                     map.insert(key, Arc::clone(&loaded));

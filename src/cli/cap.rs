@@ -484,7 +484,7 @@ async fn inspect(cap: &str, data: Option<PathBuf>, json: bool) -> Result<ExitCod
 
 async fn publish(cap: &str, server: &str) -> Result<ExitCode> {
     let base = server.trim_end_matches('/');
-    let client = reqwest::Client::builder().build()?;
+    let client = super::http_client(base)?;
     let (link, expires) = if links::is_link(cap) {
         (cap.to_string(), None)
     } else {

@@ -172,6 +172,19 @@ fn split_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// An HTTP client for talking to `server`. For plain `http://` servers no TLS roots are
+/// loaded: reading the system's certificate store took about 10 ms of every
+/// `caprepo upload`, a fifth of a one-package publish seen end to end.
+fn http_client(server: &str) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
+    if server.starts_with("http://") {
+        builder = builder.tls_certs_only([]);
+    }
+    builder.build().context("building the HTTP client")
+}
+
 /// POST a JSON body to one of the server's `/api/v1/` endpoints with a cap, and return the JSON
 /// answer; a refusal becomes an error carrying the server's reason.
 async fn post_to_server(
@@ -182,7 +195,7 @@ async fn post_to_server(
 ) -> anyhow::Result<serde_json::Value> {
     use anyhow::Context;
     let base = server.trim_end_matches('/');
-    let response = reqwest::Client::new()
+    let response = http_client(base)?
         .post(format!("{base}/api/v1/{endpoint}"))
         .bearer_auth(cap)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

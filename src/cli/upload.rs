@@ -5,7 +5,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
@@ -55,10 +54,7 @@ struct Refusal {
 
 pub async fn run(args: Args) -> Result<ExitCode> {
     let base = args.server.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")?;
+    let client = super::http_client(&base)?;
     let mut failures = 0;
     let mut to_wait: Vec<(String, u64, String)> = Vec::new();
     for path in &args.files {

@@ -4,61 +4,15 @@
 //! touches the store only for the chunk that changed.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-
-use bytes::Bytes;
+use std::sync::{Arc, Mutex};
 
 use crate::digest::Digest;
+use crate::store::held::{epoch, forget};
 use crate::store::{Result, Store};
 
-/// Bytes kept in memory before the cache starts over (about a 100,000-package suite's indices).
-const BYTES_BUDGET: usize = 256 * 1024 * 1024;
-
-/// Fragment bytes (index text and its compressed forms), shared by both kinds.
-struct Held {
-    bytes: HashMap<Digest, Bytes>,
-    size: usize,
-    /// Bumped whenever everything is dropped, so fragment maps drop theirs too.
-    epoch: u64,
-}
-
-static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| {
-    Mutex::new(Held {
-        bytes: HashMap::new(),
-        size: 0,
-        epoch: 0,
-    })
-});
-
 /// A fragment's blob, from memory or the store (checked against its digest there).
-pub async fn bytes(store: &Store, digest: &Digest) -> Result<Bytes> {
-    if let Some(found) = HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned()) {
-        return Ok(found);
-    }
-    let bytes = store.get_blob(digest).await?;
-    if let Ok(mut held) = HELD.lock() {
-        if held.size + bytes.len() > BYTES_BUDGET {
-            held.bytes.clear();
-            held.size = 0;
-            held.epoch += 1;
-        }
-        held.size += bytes.len();
-        held.bytes.insert(*digest, bytes.clone());
-    }
-    Ok(bytes)
-}
-
-/// Forget everything held (after a blob it named went missing, e.g. swept by gc).
-pub fn forget() {
-    if let Ok(mut held) = HELD.lock() {
-        held.bytes.clear();
-        held.size = 0;
-        held.epoch += 1;
-    }
-}
-
-fn epoch() -> u64 {
-    HELD.lock().map(|h| h.epoch).unwrap_or(u64::MAX)
+pub async fn bytes(store: &Store, digest: &Digest) -> Result<bytes::Bytes> {
+    store.held_blob(digest).await
 }
 
 /// How many chunks render at once: compression runs on the blocking pool, so a cold
@@ -115,13 +69,15 @@ where
 
 /// Parsed fragments of one kind (or anything derived from them), by cache key.
 /// Everything here is dropped when the held bytes are, so nothing outlives a `forget`.
+/// Entries are shared, not copied: a publish looks up every chunk's fragment, and copying
+/// their pool lists was O(suite) work per publish.
 pub struct Fragments<F> {
-    map: Mutex<(u64, HashMap<String, F>)>,
+    map: Mutex<(u64, HashMap<String, Arc<F>>)>,
     /// Entries kept before the map starts over.
     limit: usize,
 }
 
-impl<F: Clone> Fragments<F> {
+impl<F> Fragments<F> {
     pub fn new() -> Self {
         Self::bounded(usize::MAX)
     }
@@ -133,7 +89,7 @@ impl<F: Clone> Fragments<F> {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<F> {
+    pub fn get(&self, key: &str) -> Option<Arc<F>> {
         let current = epoch();
         let mut map = self.map.lock().ok()?;
         if map.0 != current {
@@ -142,18 +98,20 @@ impl<F: Clone> Fragments<F> {
         map.1.get(key).cloned()
     }
 
-    pub fn remember(&self, key: &str, fragment: &F) {
+    pub fn remember(&self, key: &str, fragment: F) -> Arc<F> {
+        let fragment = Arc::new(fragment);
         let current = epoch();
         if let Ok(mut map) = self.map.lock() {
             if map.0 != current || map.1.len() >= self.limit {
                 *map = (current, HashMap::new());
             }
-            map.1.insert(key.to_string(), fragment.clone());
+            map.1.insert(key.to_string(), Arc::clone(&fragment));
         }
+        fragment
     }
 }
 
-impl<F: Clone> Default for Fragments<F> {
+impl<F> Default for Fragments<F> {
     fn default() -> Self {
         Self::new()
     }

@@ -174,7 +174,27 @@ pub async fn mark(
             problems.push(format!("{context}: {e}"));
         }
     }
+    mark_composite_parts(store, &mut marked, problems).await?;
     Ok(marked)
+}
+
+/// A marked composite (a joined index file) keeps the blobs it is made of.
+async fn mark_composite_parts(
+    store: &Store,
+    marked: &mut HashSet<Digest>,
+    problems: &mut Problems,
+) -> Result<()> {
+    for (digest, ..) in crate::store::list_composites(store).await? {
+        if !marked.contains(&digest) {
+            continue;
+        }
+        match store.composite(&digest).await {
+            Ok(Some(record)) => marked.extend(record.parts.iter().map(|p| p.sha256)),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("composite {digest}: {e}")),
+        }
+    }
+    Ok(())
 }
 
 async fn mark_cell<P: crate::model::Record>(
@@ -366,7 +386,13 @@ pub async fn gc(
             doomed.push(path);
         }
     }
-    for (digest, size, age) in listing.blobs {
+    // A composite record nothing names goes like any blob; its parts were judged in `mark`.
+    let blobs = listing
+        .blobs
+        .into_iter()
+        .map(|(digest, size, age)| (digest, size, age, crate::store::blob_path(&digest)));
+    let composites = crate::store::list_composites(store).await?;
+    for (digest, size, age, path) in blobs.chain(composites) {
         if marked.contains(&digest) {
             continue;
         }
@@ -376,7 +402,7 @@ pub async fn gc(
         }
         report.swept += 1;
         report.swept_bytes += size;
-        doomed.push(crate::store::blob_path(&digest));
+        doomed.push(path);
     }
     if !dry_run {
         delete_all(store, doomed).await?;

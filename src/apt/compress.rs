@@ -115,20 +115,35 @@ pub fn xz_stream(blocks: &[&XzBlock]) -> std::io::Result<Vec<u8>> {
     if blocks.is_empty() {
         return xz(b"");
     }
-    // Our blocks come from liblzma's default: CRC64 check (stream flags 0x00 0x04).
-    let flags = [0x00, 0x04];
-    let mut out = Vec::with_capacity(blocks.iter().map(|b| b.bytes.len()).sum::<usize>() + 64);
-    out.extend_from_slice(&XZ_HEADER_MAGIC);
-    out.extend_from_slice(&flags);
-    out.extend_from_slice(&crc32(&flags));
+    let frame = xz_frame(blocks);
+    let mut out = frame.header;
     for block in blocks {
         out.extend_from_slice(&block.bytes);
     }
+    out.extend_from_slice(&frame.tail);
+    Ok(out)
+}
+
+/// What one xz stream puts around its blocks: the stream header before them, and the
+/// index and footer after. Only the tail depends on the blocks (their sizes), so a
+/// stored stream can be kept as header, the blocks' own blobs, and tail.
+pub struct XzFrame {
+    pub header: Vec<u8>,
+    pub tail: Vec<u8>,
+}
+
+/// The frame of a stream of `blocks` (at least one).
+pub fn xz_frame<B: std::borrow::Borrow<XzBlock>>(blocks: &[B]) -> XzFrame {
+    // Our blocks come from liblzma's default: CRC64 check (stream flags 0x00 0x04).
+    let flags = [0x00, 0x04];
+    let mut header = XZ_HEADER_MAGIC.to_vec();
+    header.extend_from_slice(&flags);
+    header.extend_from_slice(&crc32(&flags));
     let mut index = vec![0x00];
     write_vli(blocks.len() as u64, &mut index);
     for block in blocks {
-        write_vli(block.unpadded, &mut index);
-        write_vli(block.uncompressed, &mut index);
+        write_vli(block.borrow().unpadded, &mut index);
+        write_vli(block.borrow().uncompressed, &mut index);
     }
     while index.len() % 4 != 0 {
         index.push(0);
@@ -136,13 +151,13 @@ pub fn xz_stream(blocks: &[&XzBlock]) -> std::io::Result<Vec<u8>> {
     let index_crc = crc32(&index);
     index.extend_from_slice(&index_crc);
     let backward = (index.len() / 4 - 1) as u32;
-    out.extend_from_slice(&index);
+    let mut tail = index;
     let mut footer_body = backward.to_le_bytes().to_vec();
     footer_body.extend_from_slice(&flags);
-    out.extend_from_slice(&crc32(&footer_body));
-    out.extend_from_slice(&footer_body);
-    out.extend_from_slice(&XZ_FOOTER_MAGIC);
-    Ok(out)
+    tail.extend_from_slice(&crc32(&footer_body));
+    tail.extend_from_slice(&footer_body);
+    tail.extend_from_slice(&XZ_FOOTER_MAGIC);
+    XzFrame { header, tail }
 }
 
 #[cfg(test)]

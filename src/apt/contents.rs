@@ -21,9 +21,23 @@ fn section(package: &AptPackage) -> &str {
 
 /// Render Contents: one line per path, `path<spaces>section/package[,section/package...]`, sorted.
 pub async fn render(store: &Store, packages: &[&AptPackage]) -> Result<String> {
+    use futures::{StreamExt, TryStreamExt};
+    // Local reads are a blocking-pool trip each: a few at once keep both cores busy.
+    // Owned futures: borrowed ones inside a stream combinator make the manager's future
+    // not `Send` (rustc's higher-ranked lifetime limit).
+    let reads: Vec<_> = packages
+        .iter()
+        .map(|p| {
+            let (store, files) = (store.clone(), p.files);
+            async move { store.get_blob(&files).await }
+        })
+        .collect();
+    let lists: Vec<bytes::Bytes> = futures::stream::iter(reads)
+        .buffered(8)
+        .try_collect()
+        .await?;
     let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for package in packages {
-        let list = store.get_blob(&package.files).await?;
+    for (package, list) in packages.iter().zip(lists) {
         let owner = format!("{}/{}", section(package), package.name);
         for path in String::from_utf8_lossy(&list)
             .lines()

@@ -6,6 +6,8 @@
 //! members concatenate (apt reads multi-member gzip) and xz blocks are joined
 //! into one stream (apt reads one multi-block stream, not concatenated streams).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +45,7 @@ pub async fn fragments(
     store: &Store,
     chunks: &[Digest],
     retention: Option<u32>,
-) -> Result<Vec<Fragment>> {
+) -> Result<Vec<Arc<Fragment>>> {
     crate::fragment_memory::render_chunks(
         store,
         chunks,
@@ -54,7 +56,11 @@ pub async fn fragments(
 }
 
 /// The fragment for a chunk, from the cache or rendered now.
-pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
+pub async fn fragment(
+    store: &Store,
+    chunk: &Digest,
+    retention: Option<u32>,
+) -> Result<Arc<Fragment>> {
     let key = crate::fragment_memory::cache_key("apt", chunk, retention);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
@@ -66,8 +72,7 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         && let Some(chunk) = cached.pool_chunk
         && store.has_blob(&chunk).await?
     {
-        MEMORY.remember(&key, &cached);
-        return Ok(cached);
+        return Ok(MEMORY.remember(&key, cached));
     }
     let loaded: AptChunk = store.get_json(chunk).await?;
     let kept = crate::repos::apply_retention(
@@ -83,39 +88,52 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
     let contents_text = contents::render(store, &kept).await?;
     let mut kept = kept;
     let text = packages::render(&mut kept);
-    let compressed = tokio::task::spawn_blocking(move || {
-        Ok::<_, std::io::Error>((
-            compress::gzip(text.as_bytes())?,
-            compress::xz_block(text.as_bytes())?,
-            compress::gzip(contents_text.as_bytes())?,
-            text,
-            contents_text,
-        ))
-    })
-    .await
-    .map_err(|e| StoreError::Corrupt("fragment".into(), e.to_string()))?
-    .map_err(|e| StoreError::Corrupt("fragment".into(), e.to_string()))?;
-    let (gz, xz_block, contents_gz, text, contents_text) = compressed;
+    // xz takes longest: it runs beside the two gzips, on the other core.
+    let (text, contents_text) = (Bytes::from(text), Bytes::from(contents_text));
+    let failed = |e: String| StoreError::Corrupt("fragment".into(), e);
+    let xz_input = text.clone();
+    let xz = tokio::task::spawn_blocking(move || compress::xz_block(&xz_input));
+    let gz_inputs = (text.clone(), contents_text.clone());
+    let gz = tokio::task::spawn_blocking(move || {
+        Ok::<_, std::io::Error>((compress::gzip(&gz_inputs.0)?, compress::gzip(&gz_inputs.1)?))
+    });
+    let (xz, gz) = tokio::join!(xz, gz);
+    let xz_block = xz
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
+    let (gz, contents_gz) = gz
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
     let pool_map: std::collections::BTreeMap<&String, FileEntry> = kept_pool(&pool).collect();
-    let pool_chunk = store.put_json(&pool_map).await?.digest;
+    let pool_json = serde_json::to_vec(&pool_map).map_err(|e| failed(e.to_string()))?;
+    // Stored side by side (each write is fsynced), and held: the join reads them next.
+    let put = async |bytes: Bytes| -> Result<Digest> {
+        let digest = store.put_blob(bytes.clone()).await?.digest;
+        crate::store::held::hold(&digest, &bytes);
+        Ok(digest)
+    };
+    let (pool_chunk, text, gz, xz, contents, contents_gz) = tokio::try_join!(
+        store.put_blob(Bytes::from(pool_json)),
+        put(text),
+        put(Bytes::from(gz)),
+        put(Bytes::from(xz_block.bytes.clone())),
+        put(contents_text),
+        put(Bytes::from(contents_gz)),
+    )?;
     let fragment = Fragment {
-        pool_chunk: Some(pool_chunk),
-        text: store.put_blob(Bytes::from(text)).await?.digest,
-        gz: store.put_blob(Bytes::from(gz)).await?.digest,
-        xz: store
-            .put_blob(Bytes::from(xz_block.bytes.clone()))
-            .await?
-            .digest,
+        pool_chunk: Some(pool_chunk.digest),
+        text,
+        gz,
+        xz,
         xz_block,
-        contents: store.put_blob(Bytes::from(contents_text)).await?.digest,
-        contents_gz: store.put_blob(Bytes::from(contents_gz)).await?.digest,
+        contents,
+        contents_gz,
         pool,
     };
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
-    MEMORY.remember(&key, &fragment);
-    Ok(fragment)
+    Ok(MEMORY.remember(&key, fragment))
 }
 
 fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, FileEntry)> {
@@ -132,59 +150,70 @@ fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, F
 
 /// The index files of a list of fragments, each as the parts that make it up.
 pub struct Joined {
-    pub packages: Vec<Bytes>,
-    pub packages_gz: Vec<Bytes>,
-    pub packages_xz: Vec<Bytes>,
-    pub contents: Vec<Bytes>,
-    pub contents_gz: Vec<Bytes>,
+    pub packages: Vec<Part>,
+    pub packages_gz: Vec<Part>,
+    pub packages_xz: Vec<Part>,
+    pub contents: Vec<Part>,
+    pub contents_gz: Vec<Part>,
 }
 
-async fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Vec<Bytes>> {
+/// A stored blob that is one part of a joined index file.
+pub type Part = (Digest, Bytes);
+
+async fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Vec<Part>> {
     let mut out = Vec::new();
     for digest in digests {
-        out.push(fragment_bytes(store, &digest).await?);
+        out.push((digest, fragment_bytes(store, &digest).await?));
     }
     Ok(out)
 }
 
-pub async fn join(store: &Store, fragments: &[Fragment]) -> Result<Joined> {
-    let mut blocks = Vec::new();
-    for f in fragments.iter().filter(|f| f.xz_block.uncompressed > 0) {
-        let mut block = f.xz_block.clone();
-        block.bytes = fragment_bytes(store, &f.xz).await?.to_vec();
-        blocks.push(block);
-    }
-    let packages_xz = compress::xz_stream(&blocks.iter().collect::<Vec<_>>())
-        .map_err(|e| StoreError::Corrupt("xz".into(), e.to_string()))?;
-    // An empty index is still a valid (empty) gzip file.
-    let non_empty_gz = |parts: Vec<Bytes>| -> Result<Vec<Bytes>> {
-        if parts.iter().all(Bytes::is_empty) {
-            compress::gzip(b"")
-                .map(|empty| vec![Bytes::from(empty)])
-                .map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))
-        } else {
-            Ok(parts)
-        }
-    };
-    Ok(Joined {
-        packages: parts(store, fragments.iter().map(|f| f.text)).await?,
-        packages_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.gz)).await?)?,
-        packages_xz: vec![Bytes::from(packages_xz)],
-        contents: parts(store, fragments.iter().map(|f| f.contents)).await?,
-        contents_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.contents_gz)).await?)?,
-    })
+/// A small blob made while joining (an xz frame, an empty gzip file), stored so a part can name it.
+async fn stored_part(store: &Store, bytes: Vec<u8>) -> Result<Part> {
+    let bytes = Bytes::from(bytes);
+    let meta = store.put_blob(bytes.clone()).await?;
+    Ok((meta.digest, bytes))
 }
 
-pub fn pool_entries(fragments: &[Fragment]) -> impl Iterator<Item = (String, FileEntry)> + '_ {
-    fragments.iter().flat_map(|f| {
-        f.pool.iter().map(|(path, sha256, size)| {
-            (
-                path.clone(),
-                FileEntry {
-                    sha256: *sha256,
-                    size: *size,
-                },
-            )
-        })
+/// The parts of each index file of one component and architecture, in order. Nothing
+/// is concatenated here: the store keeps a joined file as the list of its parts.
+pub async fn join(store: &Store, fragments: &[Arc<Fragment>]) -> Result<Joined> {
+    let with_blocks: Vec<&Fragment> = fragments
+        .iter()
+        .map(|f| &**f)
+        .filter(|f| f.xz_block.uncompressed > 0)
+        .collect();
+    let packages_xz = if with_blocks.is_empty() {
+        let empty =
+            compress::xz(b"").map_err(|e| StoreError::Corrupt("xz".into(), e.to_string()))?;
+        vec![stored_part(store, empty).await?]
+    } else {
+        let frame =
+            compress::xz_frame(&with_blocks.iter().map(|f| &f.xz_block).collect::<Vec<_>>());
+        let mut all = vec![stored_part(store, frame.header).await?];
+        all.extend(parts(store, with_blocks.iter().map(|f| f.xz)).await?);
+        all.push(stored_part(store, frame.tail).await?);
+        all
+    };
+    // An empty index is still a valid (empty) gzip file.
+    let non_empty_gz = async |parts: Vec<Part>| -> Result<Vec<Part>> {
+        if parts.iter().all(|(_, bytes)| bytes.is_empty()) {
+            let empty = compress::gzip(b"")
+                .map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))?;
+            Ok(vec![stored_part(store, empty).await?])
+        } else {
+            Ok(parts.into_iter().filter(|(_, b)| !b.is_empty()).collect())
+        }
+    };
+    let non_empty = |parts: Vec<Part>| -> Vec<Part> {
+        parts.into_iter().filter(|(_, b)| !b.is_empty()).collect()
+    };
+    Ok(Joined {
+        packages: non_empty(parts(store, fragments.iter().map(|f| f.text)).await?),
+        packages_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.gz)).await?).await?,
+        packages_xz,
+        contents: non_empty(parts(store, fragments.iter().map(|f| f.contents)).await?),
+        contents_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.contents_gz)).await?)
+            .await?,
     })
 }

@@ -85,7 +85,7 @@ async fn join_chunks(
     store: &Store,
     chunks: &[crate::digest::Digest],
     retention: Option<u32>,
-) -> Result<(Vec<fragments::Fragment>, fragments::Joined), StoreError> {
+) -> Result<(Vec<std::sync::Arc<fragments::Fragment>>, fragments::Joined), StoreError> {
     let parts = fragments::fragments(store, chunks, retention).await?;
     let joined = fragments::join(store, &parts).await?;
     Ok((parts, joined))
@@ -202,7 +202,7 @@ async fn build(
                     joined.contents_gz,
                 ),
             ] {
-                let meta = store.put_blob_parts(parts).await?;
+                let meta = store.put_composite(parts).await?;
                 let entry = FileEntry {
                     sha256: meta.digest,
                     size: meta.size,

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +52,7 @@ pub async fn fragments(
     store: &Store,
     chunks: &[Digest],
     retention: Option<u32>,
-) -> Result<Vec<Fragment>> {
+) -> Result<Vec<Arc<Fragment>>> {
     crate::fragment_memory::render_chunks(
         store,
         chunks,
@@ -60,7 +62,11 @@ pub async fn fragments(
     .await
 }
 
-pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> Result<Fragment> {
+pub async fn fragment(
+    store: &Store,
+    chunk: &Digest,
+    retention: Option<u32>,
+) -> Result<Arc<Fragment>> {
     let key = crate::fragment_memory::cache_key("rpm", chunk, retention);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
@@ -69,8 +75,7 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
         && store.has_blob(&cached.parts[0].gz).await?
     {
-        MEMORY.remember(&key, &cached);
-        return Ok(cached);
+        return Ok(MEMORY.remember(&key, cached));
     }
     let loaded: Chunk<RpmPackage> = store.get_json(chunk).await?;
     let mut kept = crate::repos::apply_retention(
@@ -128,8 +133,7 @@ pub async fn fragment(store: &Store, chunk: &Digest, retention: Option<u32>) -> 
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
-    MEMORY.remember(&key, &fragment);
-    Ok(fragment)
+    Ok(MEMORY.remember(&key, fragment))
 }
 
 /// The blob a publication of `tree` names for this chunk's pool files (path -> file).
@@ -145,25 +149,26 @@ pub async fn pool_chunk(
         crate::fragment_memory::cache_key("rpm", chunk, retention)
     );
     if let Some(found) = POOL_CHUNKS.get(&key) {
-        return Ok(found);
+        return Ok(*found);
     }
     let entries: BTreeMap<String, FileEntry> =
         pool_entries(tree, std::slice::from_ref(fragment)).collect();
     let digest = store.put_json(&entries).await?.digest;
-    POOL_CHUNKS.remember(&key, &digest);
+    POOL_CHUNKS.remember(&key, digest);
     Ok(digest)
 }
 
 /// One repodata document: its gzip members, and the sha256 and size of its uncompressed form.
 pub struct Document {
-    pub gz: Vec<Bytes>,
+    /// Stored blobs whose concatenation is the document's .gz file.
+    pub gz: Vec<(Digest, Bytes)>,
     pub open_checksum: Digest,
     pub open_size: u64,
 }
 
 pub async fn document(
     store: &Store,
-    fragments: &[Fragment],
+    fragments: &[Arc<Fragment>],
     which: usize,
     open: &str,
     close: &str,
@@ -172,17 +177,18 @@ pub async fn document(
     let header =
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{count}\">\n");
     let mut text = vec![Bytes::from(header.clone())];
-    let mut gz = vec![Bytes::from(
-        compress::gzip(header.as_bytes()).map_err(gz_error)?,
-    )];
+    let stored = async |bytes: Vec<u8>| -> Result<(Digest, Bytes)> {
+        let bytes = Bytes::from(bytes);
+        Ok((store.put_blob(bytes.clone()).await?.digest, bytes))
+    };
+    let mut gz = vec![stored(compress::gzip(header.as_bytes()).map_err(gz_error)?).await?];
     for f in fragments.iter().filter(|f| f.count > 0) {
         text.push(crate::fragment_memory::bytes(store, &f.parts[which].text).await?);
-        gz.push(crate::fragment_memory::bytes(store, &f.parts[which].gz).await?);
+        let member = f.parts[which].gz;
+        gz.push((member, crate::fragment_memory::bytes(store, &member).await?));
     }
     text.push(Bytes::from(close.to_string()));
-    gz.push(Bytes::from(
-        compress::gzip(close.as_bytes()).map_err(gz_error)?,
-    ));
+    gz.push(stored(compress::gzip(close.as_bytes()).map_err(gz_error)?).await?);
     // Tens of megabytes at 20,000 rpms: hash them off the async threads.
     let (open_checksum, open_size) = tokio::task::spawn_blocking(move || {
         let mut hasher = Hasher::new();

@@ -119,7 +119,7 @@ async fn build(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{built_at}</revision>\n"
     );
     for (kind, document) in ["primary", "filelists", "other"].into_iter().zip(documents) {
-        let meta = store.put_blob_parts(document.gz).await?;
+        let meta = store.put_composite(document.gz).await?;
         let href = format!("repodata/{}-{kind}.xml.gz", meta.digest);
         files.insert(
             format!("{tree}/{href}"),

@@ -68,32 +68,6 @@ impl Store {
         Ok(BlobMeta { digest, size })
     }
 
-    /// Store a blob given as consecutive parts (an index joined from cached fragments),
-    /// without first copying them into one buffer: at 100,000 packages the joined
-    /// indices of a publish were 68 MB of copies. Hashed off the async threads.
-    pub async fn put_blob_parts(&self, parts: Vec<Bytes>) -> Result<BlobMeta> {
-        let (parts, digest, size) = tokio::task::spawn_blocking(move || {
-            let mut hasher = Hasher::new();
-            for part in &parts {
-                hasher.update(part);
-            }
-            let (digest, size) = hasher.finish();
-            (parts, digest, size)
-        })
-        .await
-        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?;
-        let path = blob_path(&digest);
-        if !self.exists(&path).await? {
-            self.raw_put(
-                &path,
-                parts.into_iter().collect::<PutPayload>(),
-                object_store::PutMode::Overwrite,
-            )
-            .await?;
-        }
-        Ok(BlobMeta { digest, size })
-    }
-
     /// Store a local file whose digest the caller already computed while spooling it.
     /// The file is re-hashed on the way in, so a spool file changed behind our back
     /// can never be stored under the wrong name.
@@ -181,8 +155,19 @@ impl Store {
         }
     }
 
-    /// Read a whole blob and check it against its name.
+    /// Read a whole blob (plain or composite) and check it against its name.
     pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes> {
+        match self.get_plain_blob(digest).await {
+            Err(StoreError::NotFound(missing)) => match self.composite(digest).await? {
+                Some(_) => self.get_composite(digest).await,
+                None => Err(StoreError::NotFound(missing)),
+            },
+            other => other,
+        }
+    }
+
+    /// Read a whole blob stored as itself (not a composite) and check it against its name.
+    pub(super) async fn get_plain_blob(&self, digest: &Digest) -> Result<Bytes> {
         if let Some(root) = &self.local_root {
             // One blocking-pool trip instead of object_store's two (open, then read): an
             // import's publish reads one file list per package.
@@ -217,8 +202,22 @@ impl Store {
         check_digest(result.bytes().await?, digest)
     }
 
-    /// Stream a blob, or a byte range of it, without holding it in memory.
+    /// Stream a blob (plain or composite), or a byte range of it, without holding it in memory.
     pub async fn stream_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
+        match self.stream_plain_blob(digest, range.clone()).await {
+            Err(StoreError::NotFound(missing)) => match self.composite(digest).await? {
+                Some(_) => self.stream_composite(digest, range).await,
+                None => Err(StoreError::NotFound(missing)),
+            },
+            other => other,
+        }
+    }
+
+    async fn stream_plain_blob(
         &self,
         digest: &Digest,
         range: Option<Range<u64>>,
@@ -344,8 +343,24 @@ impl Store {
     }
 }
 
+/// The byte range a read asked for, or all of a blob of `size` bytes.
+pub(super) fn checked_range(
+    digest: &Digest,
+    range: Option<Range<u64>>,
+    size: u64,
+) -> Result<Range<u64>> {
+    match range {
+        Some(r) if r.start <= r.end && r.end <= size => Ok(r),
+        Some(r) => Err(StoreError::Corrupt(
+            format!("blob {digest}"),
+            format!("range {}..{} is outside its {size} bytes", r.start, r.end),
+        )),
+        None => Ok(0..size),
+    }
+}
+
 /// Blobs are checked on every whole read: a flipped byte on disk is an error, never content.
-fn check_digest(bytes: Bytes, digest: &Digest) -> Result<Bytes> {
+pub(super) fn check_digest(bytes: Bytes, digest: &Digest) -> Result<Bytes> {
     let actual = Digest::of(&bytes);
     if actual != *digest {
         return Err(StoreError::Corrupt(
@@ -385,16 +400,7 @@ async fn stream_local_file(
         };
         let mut file = std::fs::File::open(&path).map_err(io_error)?;
         let size = file.metadata().map_err(io_error)?.len();
-        let range = match range {
-            Some(r) if r.start <= r.end && r.end <= size => r,
-            Some(r) => {
-                return Err(StoreError::Corrupt(
-                    format!("blob {digest}"),
-                    format!("range {}..{} is outside its {size} bytes", r.start, r.end),
-                ));
-            }
-            None => 0..size,
-        };
+        let range = checked_range(&digest, range, size)?;
         file.seek(std::io::SeekFrom::Start(range.start))
             .map_err(io_error)?;
         let length = range.end - range.start;

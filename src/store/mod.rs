@@ -4,11 +4,15 @@
 //! which is what makes publishing a pointer flip and history free.
 
 mod blobs;
+mod composite;
+pub mod held;
 mod local_put;
 mod refs;
 
 pub(crate) use blobs::blob_path;
 pub use blobs::{BlobMeta, BlobStream};
+pub(crate) use composite::list_composites;
+pub use composite::{CompositeRecord, Part};
 pub(crate) use local_put::buffer_for as copy_buffer_for;
 pub use refs::{RefEntry, RefName};
 

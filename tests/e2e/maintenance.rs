@@ -24,6 +24,21 @@ fn plant_temp_file(data: &DataDir, content: &[u8], age: &str) -> std::path::Path
     plant(name.into(), content, age)
 }
 
+/// A composite record (a joined index file's list of parts) that no publication names.
+fn plant_orphan_composite(data: &DataDir, age: &str) -> std::path::PathBuf {
+    let whole = sha256_hex(b"an index file nothing publishes any more");
+    let record = format!(
+        "{{\"size\":5,\"parts\":[{{\"sha256\":\"{}\",\"size\":5}}]}}",
+        sha256_hex(b"gone.")
+    );
+    let path = data
+        .path
+        .join("store/composites/sha256")
+        .join(&whole[..2])
+        .join(&whole);
+    plant(path, record.as_bytes(), age)
+}
+
 fn plant(path: std::path::PathBuf, content: &[u8], age: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, content).unwrap();
@@ -70,20 +85,36 @@ fn verify_finds_a_flipped_byte_and_gc_sweeps_only_old_unreachable_blobs() {
     // ... and a write that died half way left its temp file: the same rule applies.
     let old_temp = plant_temp_file(&data, b"half a package", "3 days ago");
     let young_temp = plant_temp_file(&data, b"a write in progress", "1 minute ago");
+    // ... and a joined index file (a composite) no publication names any more.
+    let old_composite = plant_orphan_composite(&data, "3 days ago");
     let before = data.store_snapshot();
     let dry = data.cli(&["gc"], &["--dry-run"]);
-    assert!(dry.contains("would free 2 blob(s)"), "{dry}");
+    assert!(dry.contains("would free 3 blob(s)"), "{dry}");
     assert_eq!(data.store_snapshot(), before, "--dry-run changes nothing");
     let swept = data.cli(&["gc"], &[]);
     assert!(
-        swept.contains("freed 2 blob(s)") && swept.contains("1 unreachable but younger"),
+        swept.contains("freed 3 blob(s)") && swept.contains("1 unreachable but younger"),
         "{swept}"
     );
     assert!(!old.exists() && young.exists());
     assert!(!old_temp.exists() && young_temp.exists());
+    assert!(!old_composite.exists());
     assert!(
         data.cli(&["verify"], &[]).starts_with("ok"),
         "gc removed nothing reachable"
+    );
+    // With no grace at all, the parts of published composites (Packages.xz is one: the
+    // stream's header and index are blobs only its record names) still stay.
+    assert!(
+        data.store_snapshot()
+            .keys()
+            .any(|p| p.starts_with("composites/sha256/")),
+        "Packages.xz is stored as a composite"
+    );
+    data.cli(&["gc"], &["--grace", "0s"]);
+    assert!(
+        data.cli(&["verify"], &[]).starts_with("ok"),
+        "gc --grace 0s kept every part of every published composite"
     );
 
     // Flip one byte of the stored package: verify names it and fails.

@@ -237,7 +237,9 @@ fn clients_refuse_a_tampered_index_or_a_swapped_package() {
         .unwrap()
         .to_string();
     let tampered = {
-        let gz = std::fs::read(blob_file(&primary)).unwrap();
+        let gz = server
+            .get(&format!("/fed/12/x86_64/repodata/{primary}-primary.xml.gz"))
+            .body;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut text)
             .unwrap();
@@ -249,6 +251,9 @@ fn clients_refuse_a_tampered_index_or_a_swapped_package() {
         .unwrap();
         enc.finish().unwrap()
     };
+    // The index is stored as a composite of per-chunk parts; a blob file at its name
+    // takes precedence, which is what an attacker with write access to the store would plant.
+    std::fs::create_dir_all(blob_file(&primary).parent().unwrap()).unwrap();
     std::fs::write(blob_file(&primary), tampered).unwrap();
     // The running server holds the index files it has served in memory; a fresh one (after a
     // restart, or another daemon on the same bucket) reads the tampered blob.

@@ -1,0 +1,290 @@
+//! Composite blobs: an index file that a publish joins from per-chunk fragments
+//! (Packages, Contents, their gzip and xz forms, RPM's *.xml.gz) is stored as a
+//! small record listing the blobs it concatenates, under the sha256 of the whole.
+//! A one-package publish then writes kilobytes instead of the suite's indices, and
+//! hashes only what follows the first changed part: the hash state after every
+//! part of recent composites is remembered. Readers see an ordinary blob.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::blobs::{BlobMeta, BlobStream, MAX_INLINE_BLOB};
+use super::{Result, Store, StoreError};
+use crate::digest::{Digest, Hasher};
+
+/// One stored blob of a composite, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub sha256: Digest,
+    pub size: u64,
+}
+
+/// What `composites/sha256/<aa>/<hex>` holds: the parts whose concatenation has that sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeRecord {
+    pub size: u64,
+    pub parts: Vec<Part>,
+}
+
+/// A record names at most this many parts; ours name one per cell chunk plus a few.
+const MAX_PARTS: usize = 1 << 20;
+
+pub(crate) const COMPOSITES: &str = "composites/sha256";
+
+pub(crate) fn composite_path(digest: &Digest) -> Path {
+    let hex = digest.hex();
+    Path::from(format!("{COMPOSITES}/{}/{}", &hex[..2], hex))
+}
+
+/// Hash states after each part of recently stored composites, so the next publish of
+/// the same file resumes after the longest unchanged prefix of parts.
+struct Prefix {
+    parts: Vec<Digest>,
+    states: Vec<Hasher>,
+}
+
+const REMEMBERED_PREFIXES: usize = 64;
+
+static PREFIXES: LazyLock<Mutex<VecDeque<Prefix>>> = LazyLock::new(Default::default);
+
+/// Records read recently: a served Packages file resolves its parts on every request.
+static RECORDS: LazyLock<Mutex<HashMap<Digest, Arc<CompositeRecord>>>> =
+    LazyLock::new(Default::default);
+
+const REMEMBERED_RECORDS: usize = 4096;
+
+/// The sha256 and size of the concatenation of `parts`, resuming from a remembered prefix.
+fn hash_parts(parts: &[(Digest, Bytes)]) -> (Digest, u64) {
+    let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
+    let (mut states, mut hasher) = {
+        let remembered = PREFIXES.lock().ok();
+        let best = remembered.as_ref().and_then(|r| {
+            r.iter()
+                .map(|p| {
+                    let common = p
+                        .parts
+                        .iter()
+                        .zip(&digests)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    (common, p)
+                })
+                .filter(|(common, _)| *common > 0)
+                .max_by_key(|(common, _)| *common)
+                .map(|(common, p)| p.states[..common].to_vec())
+        });
+        match best {
+            Some(states) => {
+                let last = states.last().cloned().unwrap_or_default();
+                (states, last)
+            }
+            None => (Vec::with_capacity(parts.len()), Hasher::new()),
+        }
+    };
+    for (_, bytes) in &parts[states.len()..] {
+        hasher.update(bytes);
+        states.push(hasher.clone());
+    }
+    if let Ok(mut remembered) = PREFIXES.lock() {
+        remembered.retain(|p| p.parts != digests);
+        if remembered.len() >= REMEMBERED_PREFIXES {
+            remembered.pop_front();
+        }
+        remembered.push_back(Prefix {
+            parts: digests,
+            states,
+        });
+    }
+    hasher.finish()
+}
+
+impl Store {
+    /// Store the concatenation of `parts` (each already stored as a blob under its
+    /// digest) as a composite blob, and return the whole's digest and size.
+    pub async fn put_composite(&self, parts: Vec<(Digest, Bytes)>) -> Result<BlobMeta> {
+        if parts.is_empty() {
+            return self.put_blob(Bytes::new()).await;
+        }
+        if let [(digest, bytes)] = parts.as_slice() {
+            // One part is the whole, and already a blob.
+            return Ok(BlobMeta {
+                digest: *digest,
+                size: bytes.len() as u64,
+            });
+        }
+        let (parts, (digest, size)) = tokio::task::spawn_blocking(move || {
+            let whole = hash_parts(&parts);
+            (parts, whole)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt("composite".into(), e.to_string()))?;
+        let record = CompositeRecord {
+            size,
+            parts: parts
+                .iter()
+                .map(|(sha256, bytes)| Part {
+                    sha256: *sha256,
+                    size: bytes.len() as u64,
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&record)
+            .map_err(|e| StoreError::Corrupt("composite".into(), e.to_string()))?;
+        match self
+            .raw_put(
+                &composite_path(&digest),
+                PutPayload::from(json),
+                object_store::PutMode::Create,
+            )
+            .await
+        {
+            Ok(_)
+            | Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        remember_record(digest, Arc::new(record));
+        Ok(BlobMeta { digest, size })
+    }
+
+    /// The record of a composite blob, or None if `digest` names no composite.
+    pub async fn composite(&self, digest: &Digest) -> Result<Option<Arc<CompositeRecord>>> {
+        if let Some(found) = RECORDS.lock().ok().and_then(|r| r.get(digest).cloned()) {
+            return Ok(Some(found));
+        }
+        let found = match self
+            .object_store()
+            .get_opts(&composite_path(digest), GetOptions::default())
+            .await
+        {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let corrupt = |why: String| StoreError::Corrupt(format!("composite {digest}"), why);
+        // A record is 80 bytes per part; refuse anything that could not be ours.
+        if found.meta.size > (MAX_PARTS as u64) * 128 {
+            return Err(corrupt(format!("record of {} bytes", found.meta.size)));
+        }
+        let record: CompositeRecord =
+            serde_json::from_slice(&found.bytes().await?).map_err(|e| corrupt(e.to_string()))?;
+        let total: u64 = record.parts.iter().map(|p| p.size).sum();
+        if total != record.size || record.parts.len() > MAX_PARTS {
+            return Err(corrupt("its parts do not add up to its size".into()));
+        }
+        let record = Arc::new(record);
+        remember_record(*digest, Arc::clone(&record));
+        Ok(Some(record))
+    }
+
+    /// A whole composite, checked against its digest.
+    pub(super) async fn get_composite(&self, digest: &Digest) -> Result<Bytes> {
+        let record = self
+            .composite(digest)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("blob {digest}")))?;
+        if record.size > MAX_INLINE_BLOB {
+            return Err(StoreError::TooLarge(
+                format!("blob {digest}"),
+                MAX_INLINE_BLOB,
+            ));
+        }
+        let mut whole = Vec::with_capacity(record.size as usize);
+        for part in &record.parts {
+            whole.extend_from_slice(&self.composite_part(digest, part).await?);
+        }
+        super::blobs::check_digest(Bytes::from(whole), digest)
+    }
+
+    /// A composite's bytes in `range` (or all), streamed part by part.
+    pub(super) async fn stream_composite(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
+        let record = self
+            .composite(digest)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("blob {digest}")))?;
+        let size = record.size;
+        let range = super::blobs::checked_range(digest, range, size)?;
+        // (part, the slice of it inside the range)
+        let mut pieces = Vec::new();
+        let mut offset = 0u64;
+        for part in &record.parts {
+            let (start, end) = (offset, offset + part.size);
+            offset = end;
+            if end <= range.start || start >= range.end || part.size == 0 {
+                continue;
+            }
+            let from = range.start.saturating_sub(start);
+            let to = range.end.min(end) - start;
+            pieces.push((*part, from as usize..to as usize));
+        }
+        let store = self.clone();
+        let whole = *digest;
+        let body = futures::stream::iter(pieces)
+            .then(move |(part, slice)| {
+                let store = store.clone();
+                async move {
+                    let bytes = store.composite_part(&whole, &part).await?;
+                    Ok(bytes.slice(slice))
+                }
+            })
+            .boxed();
+        Ok(BlobStream { size, range, body })
+    }
+
+    async fn composite_part(&self, whole: &Digest, part: &Part) -> Result<Bytes> {
+        let bytes = self.held_blob(&part.sha256).await.map_err(|e| match e {
+            StoreError::NotFound(_) => StoreError::Corrupt(
+                format!("composite {whole}"),
+                format!("its part {} is missing", part.sha256),
+            ),
+            other => other,
+        })?;
+        if bytes.len() as u64 != part.size {
+            return Err(StoreError::Corrupt(
+                format!("composite {whole}"),
+                format!("part {} is not {} bytes", part.sha256, part.size),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+fn remember_record(digest: Digest, record: Arc<CompositeRecord>) {
+    if let Ok(mut records) = RECORDS.lock() {
+        if records.len() >= REMEMBERED_RECORDS {
+            records.clear();
+        }
+        records.insert(digest, record);
+    }
+}
+
+/// Every composite record in the store: its digest, the record's size, its age in
+/// seconds, and where it is.
+pub(crate) async fn list_composites(store: &Store) -> Result<Vec<(Digest, u64, i64, Path)>> {
+    let now = crate::time::now_unix();
+    let listed: Vec<_> = store
+        .object_store()
+        .list(Some(&Path::from(COMPOSITES)))
+        .try_collect()
+        .await?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|meta| {
+            let digest = meta.location.filename()?.parse::<Digest>().ok()?;
+            let age = now - meta.last_modified.timestamp();
+            Some((digest, meta.size, age, meta.location))
+        })
+        .collect())
+}

@@ -1,0 +1,70 @@
+//! Blob bytes a long-running process keeps in memory: the per-chunk index fragments
+//! a publish joins, which are also the parts composite index files are served from.
+//! Blobs never change under their digest, so nothing held can go stale; the cache
+//! only starts over when full or when a read found a blob gc had swept.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use bytes::Bytes;
+
+use super::{Result, Store};
+use crate::digest::Digest;
+
+/// Bytes kept in memory before the cache starts over (about a 100,000-package suite's indices).
+const BYTES_BUDGET: usize = 256 * 1024 * 1024;
+
+struct Held {
+    bytes: HashMap<Digest, Bytes>,
+    size: usize,
+    /// Bumped whenever everything is dropped, so maps derived from held bytes drop theirs too.
+    epoch: u64,
+}
+
+static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| {
+    Mutex::new(Held {
+        bytes: HashMap::new(),
+        size: 0,
+        epoch: 0,
+    })
+});
+
+impl Store {
+    /// A blob from memory, or read from the store (and checked against its digest) and held.
+    pub async fn held_blob(&self, digest: &Digest) -> Result<Bytes> {
+        if let Some(found) = HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned()) {
+            return Ok(found);
+        }
+        let bytes = self.get_plain_blob(digest).await?;
+        hold(digest, &bytes);
+        Ok(bytes)
+    }
+}
+
+/// Keep bytes the caller just wrote, so the next publish or reader need not read them back.
+pub fn hold(digest: &Digest, bytes: &Bytes) {
+    if let Ok(mut held) = HELD.lock() {
+        if held.size + bytes.len() > BYTES_BUDGET {
+            held.bytes.clear();
+            held.size = 0;
+            held.epoch += 1;
+        }
+        if held.bytes.insert(*digest, bytes.clone()).is_none() {
+            held.size += bytes.len();
+        }
+    }
+}
+
+/// Forget everything held (after a blob it named went missing, e.g. swept by gc).
+pub fn forget() {
+    if let Ok(mut held) = HELD.lock() {
+        held.bytes.clear();
+        held.size = 0;
+        held.epoch += 1;
+    }
+}
+
+/// Changes whenever the held bytes are dropped.
+pub fn epoch() -> u64 {
+    HELD.lock().map(|h| h.epoch).unwrap_or(u64::MAX)
+}

@@ -416,6 +416,7 @@ pub async fn verify(store: &Store, certificate: &[u8]) -> Result<Problems> {
     let mut problems = Problems::new();
     check_schemas(store, &entries, &mut problems).await;
     let marked = mark(store, &entries, &mut problems).await?;
+    check_composite_schemas(store, &marked, &mut problems).await?;
     for digest in &marked {
         match store.stream_blob(digest, None).await {
             Ok(stream) => {
@@ -478,7 +479,38 @@ const SCHEMAS: &[(&str, &str)] = &[
         "cap-revocations",
         include_str!("../schema/cap-revocations.schema.json"),
     ),
+    ("composite", include_str!("../schema/composite.schema.json")),
 ];
+
+/// The records of the composites publications name, against composite.schema.json.
+async fn check_composite_schemas(
+    store: &Store,
+    marked: &HashSet<Digest>,
+    problems: &mut Problems,
+) -> Result<()> {
+    let Some(validator) = validator("composite") else {
+        return Ok(());
+    };
+    for (digest, _, _, path) in crate::store::list_composites(store).await? {
+        if !marked.contains(&digest) {
+            continue;
+        }
+        let Ok(Some(bytes)) = store.get_named(path.as_ref(), 64 * 1024 * 1024).await else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            problems.push(format!("composite {digest}: its record is not JSON"));
+            continue;
+        };
+        for error in validator.iter_errors(&value) {
+            problems.push(format!(
+                "composite {digest}: does not match composite.schema.json at {}: {error}",
+                error.instance_path()
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn validator(name: &str) -> Option<jsonschema::Validator> {
     let text = SCHEMAS.iter().find(|(n, _)| *n == name)?.1;

@@ -118,8 +118,17 @@ async fn build(
     let mut repomd = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{built_at}</revision>\n"
     );
-    for (kind, document) in ["primary", "filelists", "other"].into_iter().zip(documents) {
-        let meta = store.put_composite(document.gz).await?;
+    let stored = futures::future::try_join_all(
+        documents
+            .iter()
+            .map(|document| store.put_composite(document.gz.clone())),
+    )
+    .await?;
+    for ((kind, document), meta) in ["primary", "filelists", "other"]
+        .into_iter()
+        .zip(documents)
+        .zip(stored)
+    {
         let href = format!("repodata/{}-{kind}.xml.gz", meta.digest);
         files.insert(
             format!("{tree}/{href}"),
@@ -176,17 +185,14 @@ async fn gather(
     }
     pool_chunks.sort();
     pool_chunks.dedup();
-    let mut documents = Vec::new();
-    for (which, (open, close)) in [
-        (PRIMARY_OPEN, "</metadata>"),
-        (FILELISTS_OPEN, "</filelists>"),
-        (OTHER_OPEN, "</otherdata>"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        documents.push(fragments::document(store, &parts, which, open, close).await?);
-    }
+    // Each document's open-checksum hashes all of its text (its first line carries the
+    // package count, so no earlier hash state can be resumed): the three hash side by side.
+    let (primary, filelists, other) = tokio::try_join!(
+        fragments::document(store, &parts, 0, PRIMARY_OPEN, "</metadata>"),
+        fragments::document(store, &parts, 1, FILELISTS_OPEN, "</filelists>"),
+        fragments::document(store, &parts, 2, OTHER_OPEN, "</otherdata>"),
+    )?;
+    let documents = vec![primary, filelists, other];
     Ok((pool_chunks, documents))
 }
 

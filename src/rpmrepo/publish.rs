@@ -109,7 +109,8 @@ async fn build(
                 .await?;
         chunks.extend(cell.chunks.iter().map(|c| c.digest));
     }
-    let (pool_chunks, documents) = crate::fragment_memory::retry_after_forgetting(|| {
+    // A part gc swept while its bytes were held here is NotFound: start over from the store.
+    let (pool_chunks, documents, stored) = crate::fragment_memory::retry_after_forgetting(|| {
         gather(store, tree, &chunks, definition.retention)
     })
     .await?;
@@ -118,12 +119,6 @@ async fn build(
     let mut repomd = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{built_at}</revision>\n"
     );
-    let stored = futures::future::try_join_all(
-        documents
-            .iter()
-            .map(|document| store.put_composite(document.gz.clone())),
-    )
-    .await?;
     for ((kind, document), meta) in ["primary", "filelists", "other"]
         .into_iter()
         .zip(documents)
@@ -171,13 +166,20 @@ async fn build(
     })
 }
 
-/// The pool chunks naming a tree's files, and its three joined documents.
+/// The pool chunks naming a tree's files, and its three joined documents, stored.
 async fn gather(
     store: &Store,
     tree: &str,
     chunks: &[crate::digest::Digest],
     retention: Option<u32>,
-) -> Result<(Vec<crate::digest::Digest>, Vec<fragments::Document>), crate::store::StoreError> {
+) -> Result<
+    (
+        Vec<crate::digest::Digest>,
+        Vec<fragments::Document>,
+        Vec<crate::store::BlobMeta>,
+    ),
+    crate::store::StoreError,
+> {
     let parts = fragments::fragments(store, chunks, retention).await?;
     let mut pool_chunks = Vec::new();
     for (chunk, fragment) in chunks.iter().zip(&parts) {
@@ -193,7 +195,13 @@ async fn gather(
         fragments::document(store, &parts, 2, OTHER_OPEN, "</otherdata>"),
     )?;
     let documents = vec![primary, filelists, other];
-    Ok((pool_chunks, documents))
+    let stored = futures::future::try_join_all(
+        documents
+            .iter()
+            .map(|document| store.put_composite(document.gz.clone())),
+    )
+    .await?;
+    Ok((pool_chunks, documents, stored))
 }
 
 /// Load what is published for every tree of an RPM repository.

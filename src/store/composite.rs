@@ -61,34 +61,33 @@ static RECORDS: LazyLock<Mutex<HashMap<Digest, Arc<CompositeRecord>>>> =
 
 const REMEMBERED_RECORDS: usize = 4096;
 
-/// The sha256 and size of the concatenation of `parts`, resuming from a remembered prefix.
-fn hash_parts(parts: &[(Digest, Bytes)]) -> (Digest, u64) {
-    let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-    let (mut states, mut hasher) = {
-        let remembered = PREFIXES.lock().ok();
-        let best = remembered.as_ref().and_then(|r| {
-            r.iter()
-                .map(|p| {
-                    let common = p
-                        .parts
-                        .iter()
-                        .zip(&digests)
-                        .take_while(|(a, b)| a == b)
-                        .count();
-                    (common, p)
-                })
-                .filter(|(common, _)| *common > 0)
-                .max_by_key(|(common, _)| *common)
-                .map(|(common, p)| p.states[..common].to_vec())
-        });
-        match best {
-            Some(states) => {
-                let last = states.last().cloned().unwrap_or_default();
-                (states, last)
-            }
-            None => (Vec::with_capacity(parts.len()), Hasher::new()),
-        }
+/// The remembered hash states of the longest prefix of `digests` that a recent composite
+/// shares (empty if none).
+fn remembered_prefix(digests: &[Digest]) -> Vec<Hasher> {
+    let Ok(remembered) = PREFIXES.lock() else {
+        return Vec::new();
     };
+    remembered
+        .iter()
+        .map(|p| {
+            let common = p
+                .parts
+                .iter()
+                .zip(digests)
+                .take_while(|(a, b)| a == b)
+                .count();
+            (common, p)
+        })
+        .max_by_key(|(common, _)| *common)
+        .map(|(common, p)| p.states[..common].to_vec())
+        .unwrap_or_default()
+}
+
+/// The sha256 and size of the concatenation of `parts`, resuming after `states`
+/// (the hash states after each of their first parts).
+fn hash_parts(parts: &[(Digest, Bytes)], mut states: Vec<Hasher>) -> (Digest, u64) {
+    let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
+    let mut hasher = states.last().cloned().unwrap_or_default();
     for (_, bytes) in &parts[states.len()..] {
         hasher.update(bytes);
         states.push(hasher.clone());
@@ -120,8 +119,18 @@ impl Store {
                 size: bytes.len() as u64,
             });
         }
+        let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
+        let states = remembered_prefix(&digests);
+        // Parts come from memory: make sure the store still has every one a remembered
+        // composite did not already name (gc may have swept a fragment held here), so a
+        // record never names a missing part. NotFound makes the publisher start over.
+        for digest in &digests[states.len()..] {
+            if !self.has_blob(digest).await? {
+                return Err(StoreError::NotFound(format!("blob {digest}")));
+            }
+        }
         let (parts, (digest, size)) = tokio::task::spawn_blocking(move || {
-            let whole = hash_parts(&parts);
+            let whole = hash_parts(&parts, states);
             (parts, whole)
         })
         .await

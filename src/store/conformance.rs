@@ -46,7 +46,7 @@ async fn blobs_are_content_addressed(store: &Store) {
 }
 
 async fn composites_read_like_blobs(store: &Store) {
-    use futures::TryStreamExt;
+    use futures::{StreamExt, TryStreamExt};
     // Unique to this backend, so parts held in memory by another backend's run don't count.
     let tag = format!(
         "{} {:?}",
@@ -108,13 +108,29 @@ async fn composites_read_like_blobs(store: &Store) {
     assert_eq!(single.digest, parts[0].0);
     let empty = store.put_composite(Vec::new()).await.unwrap();
     assert_eq!(empty.digest, Digest::of(b""));
-    // A record whose part is missing is an error that names it, never wrong content.
+    // A part the store lacks is refused before any record names it ...
     let lost = Bytes::from(format!("never stored, {tag}"));
-    let broken = store
-        .put_composite(vec![parts[0].clone(), (Digest::of(&lost), lost)])
+    assert!(matches!(
+        store
+            .put_composite(vec![parts[0].clone(), (Digest::of(&lost), lost)])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // ... and a part that goes missing later is an error that names it, never wrong content.
+    let fragile = Bytes::from(format!("deleted later, {tag}"));
+    let fragile_digest = store.put_blob(fragile.clone()).await.unwrap().digest;
+    let record = store
+        .put_composite(vec![parts[1].clone(), (fragile_digest, fragile)])
         .await
         .unwrap();
-    match store.get_blob(&broken.digest).await {
+    let doomed = futures::stream::iter([Ok(super::blob_path(&fragile_digest))]).boxed();
+    let _: Vec<_> = store
+        .object_store()
+        .delete_stream(doomed)
+        .try_collect()
+        .await
+        .unwrap();
+    match store.get_blob(&record.digest).await {
         Err(StoreError::Corrupt(_, why)) => assert!(why.contains("missing"), "{why}"),
         other => panic!("expected a missing part, got {other:?}"),
     }

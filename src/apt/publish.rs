@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::release::IndexFile;
-use super::{compress, fragments, release, sources};
+use super::{compress, fragments, layout, release, sources};
 use crate::agent::AgentClient;
 use crate::cells;
 use crate::model::{self, AptPackage, AptPublication, AptRepo, AptSource, FileEntry, ManifestKind};
 use crate::publication;
-use crate::store::{Store, StoreError};
+use crate::store::{BlobMeta, Store, StoreError};
 
 pub use crate::publication::{PublishError, Published};
 
@@ -81,14 +81,27 @@ pub async fn publish_suite(
     }
 }
 
-async fn join_chunks(
+/// The fragments of one component and architecture, laid out over the last base
+/// (`layout`), and its index files stored: Packages, .gz, .xz, Contents, Contents.gz.
+async fn store_index_files(
     store: &Store,
-    chunks: &[crate::digest::Digest],
+    file: &str,
+    slots: &[layout::Slot],
     retention: Option<u32>,
-) -> Result<(Vec<std::sync::Arc<fragments::Fragment>>, fragments::Joined), StoreError> {
-    let parts = fragments::fragments(store, chunks, retention).await?;
+) -> Result<(Vec<std::sync::Arc<fragments::Fragment>>, Vec<BlobMeta>), StoreError> {
+    let parts = layout::fragments_for(store, file, slots, retention).await?;
     let joined = fragments::join(store, &parts).await?;
-    Ok((parts, joined))
+    let mut stored = Vec::new();
+    for file_parts in [
+        joined.packages,
+        joined.packages_gz,
+        joined.packages_xz,
+        joined.contents,
+        joined.contents_gz,
+    ] {
+        stored.push(store.put_composite(file_parts).await?);
+    }
+    Ok((parts, stored))
 }
 
 async fn build(
@@ -174,15 +187,17 @@ async fn build(
                 &model::cell_ref(repo, suite, component, arch)?,
             )
             .await?;
-            // One fragment per chunk: only chunks that changed since the last publish are rendered.
-            let chunks: Vec<_> = own
+            // One fragment per chunk, laid out so that an upload renders and hashes only what it adds.
+            let slots: Vec<layout::Slot> = own
                 .chunks
                 .iter()
-                .chain(arch_all.chunks.iter())
-                .map(|c| c.digest)
+                .map(|c| (false, c.bucket, c.digest))
+                .chain(arch_all.chunks.iter().map(|c| (true, c.bucket, c.digest)))
                 .collect();
-            let (parts, joined) = crate::fragment_memory::retry_after_forgetting(|| {
-                join_chunks(store, &chunks, definition.retention)
+            let file = format!("{repo}/{suite}/{component}/{arch}");
+            // A part gc swept while its bytes were held here is NotFound: start over from the store.
+            let (parts, stored) = crate::fragment_memory::retry_after_forgetting(|| {
+                store_index_files(store, &file, &slots, definition.retention)
             })
             .await?;
             pool_chunks.extend(
@@ -192,17 +207,14 @@ async fn build(
                     .filter_map(|f| f.pool_chunk),
             );
             let dir = format!("{component}/binary-{arch}");
-            for (path, parts) in [
-                (format!("{dir}/Packages"), joined.packages),
-                (format!("{dir}/Packages.gz"), joined.packages_gz),
-                (format!("{dir}/Packages.xz"), joined.packages_xz),
-                (format!("{component}/Contents-{arch}"), joined.contents),
-                (
-                    format!("{component}/Contents-{arch}.gz"),
-                    joined.contents_gz,
-                ),
-            ] {
-                let meta = store.put_composite(parts).await?;
+            let paths = [
+                format!("{dir}/Packages"),
+                format!("{dir}/Packages.gz"),
+                format!("{dir}/Packages.xz"),
+                format!("{component}/Contents-{arch}"),
+                format!("{component}/Contents-{arch}.gz"),
+            ];
+            for (path, meta) in paths.into_iter().zip(stored) {
                 let entry = FileEntry {
                     sha256: meta.digest,
                     size: meta.size,

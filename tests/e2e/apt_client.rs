@@ -215,3 +215,96 @@ fn repo_add_on_a_running_server_takes_effect_without_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The index files a Release lists match what is served, and every compressed form
+/// holds the same text as the plain one. Returns the plain Packages text.
+fn consistent_packages(server: &Server, repo: &str) -> String {
+    let release = server.get(&format!("/{repo}/dists/stable/Release")).text();
+    let dir = format!("/{repo}/dists/stable/main/binary-amd64");
+    let served = |name: &str| server.get(&format!("{dir}/{name}")).body;
+    for name in ["Packages", "Packages.gz", "Packages.xz"] {
+        let body = served(name);
+        let listed = format!(
+            " {} {:>16} main/binary-amd64/{name}\n",
+            sha256_hex(&body),
+            body.len()
+        );
+        assert!(release.contains(&listed), "{name} != Release:\n{release}");
+    }
+    let plain = String::from_utf8(served("Packages")).unwrap();
+    let mut gunzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&served("Packages.gz")[..]),
+        &mut gunzipped,
+    )
+    .unwrap();
+    let mut unxzed = String::new();
+    std::io::Read::read_to_string(
+        &mut liblzma::read::XzDecoder::new(&served("Packages.xz")[..]),
+        &mut unxzed,
+    )
+    .unwrap();
+    assert_eq!(gunzipped, plain);
+    assert_eq!(unxzed, plain);
+    plain
+}
+
+/// Uploads one at a time only append to the published files (a delta after the base
+/// layout); a removal lays them out afresh. Both must stay whole and consistent for apt.
+#[test]
+fn one_upload_at_a_time_then_a_removal_keep_every_index_whole() {
+    let data = DataDir::init(&[]);
+    data.repo_add("seq", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/seq/dists/stable/main/binary-amd64", "1h");
+    let debs = [
+        "debs/hello_2.10-3_amd64.deb",
+        "debs/tree_2.1.0-1_amd64.deb",
+        "debs/lsb-base_11.6_all.deb",
+        "debs/sensible-utils_0.0.17+nmu1_all.deb",
+        "debs/gobjc_12.2.0-3_amd64.deb",
+    ];
+    let names = ["hello", "tree", "lsb-base", "sensible-utils", "gobjc"];
+    for (done, deb) in debs.iter().enumerate() {
+        let out = server.upload(&cap, &[fixture(deb)], true);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let packages = consistent_packages(&server, "seq");
+        for name in &names[..=done] {
+            assert_eq!(
+                packages.matches(&format!("Package: {name}\n")).count(),
+                1,
+                "{name} listed once after {} uploads:\n{packages}",
+                done + 1
+            );
+        }
+    }
+    let apt = Apt::for_repo(&server, "seq", "stable", "main", &data.key(false), true);
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "tree"]);
+
+    run_ok(
+        caprepo()
+            .args(["rm", "--data"])
+            .arg(&data.path)
+            .args(["apt/seq/stable", "tree"]),
+    );
+    server.wait_for(
+        "/seq/dists/stable/main/binary-amd64/Packages",
+        "removed",
+        |r| !r.text().contains("Package: tree\n"),
+    );
+    let packages = consistent_packages(&server, "seq");
+    for name in ["hello", "lsb-base", "sensible-utils", "gobjc"] {
+        assert_eq!(packages.matches(&format!("Package: {name}\n")).count(), 1);
+    }
+    let out = server.upload(&cap, &[fixture("debs/tree_2.1.0-1_amd64.deb")], true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        consistent_packages(&server, "seq")
+            .matches("Package: tree\n")
+            .count(),
+        1
+    );
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "tree"]);
+}

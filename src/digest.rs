@@ -30,46 +30,94 @@ impl Digest {
     }
 
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        self.hex_chars().to_string()
+    }
+
+    /// The 64 hex characters without allocating: manifests and cache keys print
+    /// thousands of digests per publish.
+    fn hex_chars(&self) -> HexChars {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, byte) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(byte >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        HexChars(out)
+    }
+}
+
+/// A digest's hex form on the stack; always ASCII.
+struct HexChars([u8; 64]);
+
+impl HexChars {
+    fn as_str(&self) -> &str {
+        // Only ever filled from DIGITS above.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for HexChars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 impl FromStr for Digest {
     type Err = BadDigest;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lowercase_hex =
-            s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !lowercase_hex {
-            return Err(BadDigest(s.chars().take(80).collect()));
+        let bad = || BadDigest(s.chars().take(80).collect());
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return Err(bad());
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| BadDigest(s.to_string()))?;
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(high), Some(low)) => out[i] = high << 4 | low,
+                _ => return Err(bad()),
+            }
+        }
         Ok(Digest(out))
     }
 }
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hex())
+        f.write_str(self.hex_chars().as_str())
     }
 }
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
+        write!(f, "sha256:{}", self.hex_chars())
     }
 }
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.hex())
+        s.serialize_str(self.hex_chars().as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Parsed straight from the input when it can lend the string: no allocation.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sha256 digest as 64 lowercase hex characters")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
@@ -124,8 +172,28 @@ mod tests {
     #[test]
     fn rejects_uppercase_short_and_non_hex() {
         let upper = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
-        for bad in [upper, "abc", "../../etc/passwd", &"g".repeat(64)] {
+        let multibyte = format!("{}é", "a".repeat(62));
+        for bad in [
+            upper,
+            "abc",
+            "../../etc/passwd",
+            &"g".repeat(64),
+            &multibyte,
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn json_is_the_quoted_hex_both_ways() {
+        let d = Digest::of(b"abc");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", d.hex()));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        // An escaped string cannot be lent by the parser: still read.
+        let escaped = json.replacen('b', "\\u0062", 1);
+        assert_eq!(serde_json::from_str::<Digest>(&escaped).unwrap(), d);
+        assert!(serde_json::from_str::<Digest>("\"abc\"").is_err());
+        assert_eq!(format!("{d:?}"), format!("sha256:{}", d.hex()));
     }
 }

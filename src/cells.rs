@@ -3,6 +3,10 @@
 //! cell's ref by compare-and-swap; concurrent uploaders retry on conflict, so
 //! none of their packages is lost.
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use crate::digest::Digest;
 use crate::model::{Cell, Chunk, ChunkRef, Record, bucket_of};
 use crate::store::{RefEntry, RefName, Result, Store, StoreError};
@@ -36,13 +40,42 @@ pub async fn load_cell<P: Record>(
     }
 }
 
-async fn load_chunk<P: Record>(store: &Store, cell: &Cell, bucket: u8) -> Result<Chunk<P>> {
+/// Chunks parsed lately, by digest. A chunk never changes, and one upload's chunk is
+/// read when the upload checks for the package, again when it adds it, and again by
+/// the publish after: at 100,000 packages that is 400 records parsed each time.
+/// Bounded by count: a parsed chunk of that suite is a few hundred KiB.
+static PARSED: LazyLock<Mutex<HashMap<Digest, Arc<dyn Any + Send + Sync>>>> =
+    LazyLock::new(Default::default);
+
+const PARSED_CHUNKS: usize = 64;
+
+fn remember_chunk<P: Record>(digest: Digest, chunk: Arc<Chunk<P>>) {
+    if let Ok(mut parsed) = PARSED.lock() {
+        if parsed.len() >= PARSED_CHUNKS {
+            parsed.clear();
+        }
+        parsed.insert(digest, chunk);
+    }
+}
+
+/// A chunk of packages, parsed once and shared.
+pub async fn chunk<P: Record>(store: &Store, digest: &Digest) -> Result<Arc<Chunk<P>>> {
+    let held = PARSED.lock().ok().and_then(|p| p.get(digest).cloned());
+    if let Some(found) = held.and_then(|any| any.downcast::<Chunk<P>>().ok()) {
+        return Ok(found);
+    }
+    let parsed: Arc<Chunk<P>> = Arc::new(store.get_json(digest).await?);
+    remember_chunk(*digest, Arc::clone(&parsed));
+    Ok(parsed)
+}
+
+async fn load_chunk<P: Record>(store: &Store, cell: &Cell, bucket: u8) -> Result<Arc<Chunk<P>>> {
     match cell.chunks.iter().find(|c| c.bucket == bucket) {
-        Some(chunk) => store.get_json(&chunk.digest).await,
-        None => Ok(Chunk {
+        Some(found) => chunk(store, &found.digest).await,
+        None => Ok(Arc::new(Chunk {
             kind: P::CHUNK_KIND,
             packages: Vec::new(),
-        }),
+        })),
     }
 }
 
@@ -58,8 +91,9 @@ pub async fn find<P: Record>(
     let chunk = load_chunk::<P>(store, &cell, bucket_of(package)).await?;
     Ok(chunk
         .packages
-        .into_iter()
-        .find(|p| p.identity() == (package, version.to_string(), arch)))
+        .iter()
+        .find(|p| p.identity() == (package, version.to_string(), arch))
+        .cloned())
 }
 
 /// Every package of a cell, in chunk order.
@@ -104,7 +138,7 @@ pub async fn add_packages<P: Record>(
         let mut outcomes: Vec<Option<AddOutcome>> = vec![None; packages.len()];
         let mut changed = false;
         for (bucket, indices) in by_bucket {
-            let mut chunk = load_chunk::<P>(store, &cell, bucket).await?;
+            let mut chunk = Chunk::clone(&*load_chunk::<P>(store, &cell, bucket).await?);
             let mut touched = false;
             for i in indices {
                 let package = &packages[i];
@@ -139,6 +173,8 @@ pub async fn add_packages<P: Record>(
                     digest: stored.digest,
                     packages: chunk.packages.len() as u32,
                 };
+                // The publish after this upload reads it next.
+                remember_chunk(stored.digest, Arc::new(chunk));
                 match cell.chunks.binary_search_by_key(&bucket, |c| c.bucket) {
                     Ok(i) => cell.chunks[i] = chunk_ref,
                     Err(i) => cell.chunks.insert(i, chunk_ref),

@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock};
 use super::fragments::{self, Fragment};
 use crate::digest::Digest;
 use crate::fragment_memory::Fragments;
-use crate::model::{AptChunk, AptPackage, Chunk, Record};
+use crate::model::{AptPackage, Chunk, Record};
 use crate::store::{Result, Store};
 
 /// One cell chunk in an index file: (from the `all` cell, bucket, chunk digest).
@@ -133,12 +133,15 @@ async fn delta(
             return Ok(*found);
         }
     }
-    let before: Vec<AptPackage> = match was {
-        Some(was) => store.get_json::<AptChunk>(was).await?.packages,
-        None => Vec::new(),
+    let before = match was {
+        Some(was) => crate::cells::chunk::<AptPackage>(store, was).await?,
+        None => Arc::new(Chunk {
+            kind: AptPackage::CHUNK_KIND,
+            packages: Vec::new(),
+        }),
     };
-    let after: AptChunk = store.get_json(now).await?;
-    let found = added_packages(&before, &after.packages, retention);
+    let after = crate::cells::chunk::<AptPackage>(store, now).await?;
+    let found = added_packages(&before.packages, &after.packages, retention);
     let stored = match found {
         Some(added) => {
             let count = added.len();

@@ -47,6 +47,8 @@ pub(crate) fn composite_path(digest: &Digest) -> Path {
 /// Hash states after each part of recently stored composites, so the next publish of
 /// the same file resumes after the longest unchanged prefix of parts.
 struct Prefix {
+    /// The store the composite went to: its parts were checked there.
+    store: Arc<str>,
     parts: Vec<Digest>,
     states: Vec<Hasher>,
 }
@@ -63,12 +65,13 @@ const REMEMBERED_RECORDS: usize = 4096;
 
 /// The remembered hash states of the longest prefix of `digests` that a recent composite
 /// shares (empty if none).
-fn remembered_prefix(digests: &[Digest]) -> Vec<Hasher> {
+fn remembered_prefix(store: &str, digests: &[Digest]) -> Vec<Hasher> {
     let Ok(remembered) = PREFIXES.lock() else {
         return Vec::new();
     };
     remembered
         .iter()
+        .filter(|p| &*p.store == store)
         .map(|p| {
             let common = p
                 .parts
@@ -85,7 +88,11 @@ fn remembered_prefix(digests: &[Digest]) -> Vec<Hasher> {
 
 /// The sha256 and size of the concatenation of `parts`, resuming after `states`
 /// (the hash states after each of their first parts).
-fn hash_parts(parts: &[(Digest, Bytes)], mut states: Vec<Hasher>) -> (Digest, u64) {
+fn hash_parts(
+    store: Arc<str>,
+    parts: &[(Digest, Bytes)],
+    mut states: Vec<Hasher>,
+) -> (Digest, u64) {
     let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
     let mut hasher = states.last().cloned().unwrap_or_default();
     for (_, bytes) in &parts[states.len()..] {
@@ -93,11 +100,12 @@ fn hash_parts(parts: &[(Digest, Bytes)], mut states: Vec<Hasher>) -> (Digest, u6
         states.push(hasher.clone());
     }
     if let Ok(mut remembered) = PREFIXES.lock() {
-        remembered.retain(|p| p.parts != digests);
+        remembered.retain(|p| p.parts != digests || p.store != store);
         if remembered.len() >= REMEMBERED_PREFIXES {
             remembered.pop_front();
         }
         remembered.push_back(Prefix {
+            store,
             parts: digests,
             states,
         });
@@ -113,14 +121,17 @@ impl Store {
             return self.put_blob(Bytes::new()).await;
         }
         if let [(digest, bytes)] = parts.as_slice() {
-            // One part is the whole, and already a blob.
+            // One part is the whole, and already a blob (if gc has not swept it since).
+            if !self.has_blob(digest).await? {
+                return Err(StoreError::NotFound(format!("blob {digest}")));
+            }
             return Ok(BlobMeta {
                 digest: *digest,
                 size: bytes.len() as u64,
             });
         }
         let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-        let states = remembered_prefix(&digests);
+        let states = remembered_prefix(self.description(), &digests);
         // Parts come from memory: make sure the store still has every one a remembered
         // composite did not already name (gc may have swept a fragment held here), so a
         // record never names a missing part. NotFound makes the publisher start over.
@@ -129,8 +140,9 @@ impl Store {
                 return Err(StoreError::NotFound(format!("blob {digest}")));
             }
         }
+        let store: Arc<str> = Arc::from(self.description());
         let (parts, (digest, size)) = tokio::task::spawn_blocking(move || {
-            let whole = hash_parts(&parts, states);
+            let whole = hash_parts(store, &parts, states);
             (parts, whole)
         })
         .await

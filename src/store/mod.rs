@@ -138,8 +138,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Each memory store is told apart by number: what one has, another does not.
     pub fn memory() -> Self {
-        Self::from_object_store(Arc::new(InMemory::new()), "memory".to_string())
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::from_object_store(Arc::new(InMemory::new()), format!("memory #{n}"))
     }
 
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, description: String) -> Self {

@@ -135,11 +135,23 @@ impl Store {
         // Parts come from memory: make sure the store still has every one a remembered
         // composite did not already name (gc may have swept a fragment held here), so a
         // record never names a missing part. NotFound makes the publisher start over.
-        for digest in &digests[states.len()..] {
-            if !self.has_blob(digest).await? {
-                return Err(StoreError::NotFound(format!("blob {digest}")));
-            }
-        }
+        // Side by side: on S3 each check is a request, and a fresh layout checks hundreds.
+        let checks: Vec<_> = digests[states.len()..]
+            .iter()
+            .map(|digest| {
+                let (store, digest) = (self.clone(), *digest);
+                async move {
+                    match store.has_blob(&digest).await? {
+                        true => Ok(()),
+                        false => Err(StoreError::NotFound(format!("blob {digest}"))),
+                    }
+                }
+            })
+            .collect();
+        futures::stream::iter(checks)
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await?;
         let store: Arc<str> = Arc::from(self.description());
         let (parts, (digest, size)) = tokio::task::spawn_blocking(move || {
             let whole = hash_parts(store, &parts, states);

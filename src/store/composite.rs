@@ -64,14 +64,15 @@ static RECORDS: LazyLock<Mutex<HashMap<Digest, Arc<CompositeRecord>>>> =
 const REMEMBERED_RECORDS: usize = 4096;
 
 /// The remembered hash states of the longest prefix of `digests` that a recent composite
-/// shares (empty if none).
-fn remembered_prefix(store: &str, digests: &[Digest]) -> Vec<Hasher> {
+/// of this store shares (empty if none), and which of `digests` no recent composite of
+/// this store names: only those need checking for existence.
+fn remembered_prefix(store: &str, digests: &[Digest]) -> (Vec<Hasher>, Vec<Digest>) {
     let Ok(remembered) = PREFIXES.lock() else {
-        return Vec::new();
+        return (Vec::new(), digests.to_vec());
     };
-    remembered
+    let ours: Vec<&Prefix> = remembered.iter().filter(|p| &*p.store == store).collect();
+    let states = ours
         .iter()
-        .filter(|p| &*p.store == store)
         .map(|p| {
             let common = p
                 .parts
@@ -83,7 +84,15 @@ fn remembered_prefix(store: &str, digests: &[Digest]) -> Vec<Hasher> {
         })
         .max_by_key(|(common, _)| *common)
         .map(|(common, p)| p.states[..common].to_vec())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let named: std::collections::HashSet<&Digest> =
+        ours.iter().flat_map(|p| p.parts.iter()).collect();
+    let unnamed = digests[states.len()..]
+        .iter()
+        .filter(|d| !named.contains(d))
+        .copied()
+        .collect();
+    (states, unnamed)
 }
 
 /// The sha256 and size of the concatenation of `parts`, resuming after `states`
@@ -131,15 +140,17 @@ impl Store {
             });
         }
         let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-        let states = remembered_prefix(self.description(), &digests);
-        // Parts come from memory: make sure the store still has every one a remembered
-        // composite did not already name (gc may have swept a fragment held here), so a
-        // record never names a missing part. NotFound makes the publisher start over.
+        let (states, unnamed) = remembered_prefix(self.description(), &digests);
+        // Parts come from memory: make sure the store still has every one no remembered
+        // composite already names (gc may have swept a fragment held here), so a record
+        // never names a missing part. NotFound makes the publisher start over. (An RPM
+        // document's first part changes on every publish, so checking only after the
+        // shared prefix meant checking all of them: 10 ms a publish.)
         // Side by side: on S3 each check is a request, and a fresh layout checks hundreds.
-        let checks: Vec<_> = digests[states.len()..]
-            .iter()
+        let checks: Vec<_> = unnamed
+            .into_iter()
             .map(|digest| {
-                let (store, digest) = (self.clone(), *digest);
+                let store = self.clone();
                 async move {
                     match store.has_blob(&digest).await? {
                         true => Ok(()),

@@ -10,11 +10,6 @@ use crate::digest::Digest;
 use crate::store::held::{epoch, forget};
 use crate::store::{Result, Store};
 
-/// A fragment's blob, from memory or the store (checked against its digest there).
-pub async fn bytes(store: &Store, digest: &Digest) -> Result<bytes::Bytes> {
-    store.held_blob(digest).await
-}
-
 /// How many chunks render at once: compression runs on the blocking pool, so a cold
 /// publish (every chunk new) uses every core instead of one.
 const RENDER_PARALLEL: usize = 4;

@@ -12,7 +12,7 @@ use object_store::path::Path;
 
 use crate::digest::Digest;
 use crate::model::{AptPublication, Cell, Chunk, RpmPackage};
-use crate::store::{RefEntry, RefName, Store, StoreError};
+use crate::store::{ListedComposite, RefEntry, RefName, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
@@ -83,11 +83,13 @@ pub fn ref_kind(name: &str) -> RefKind {
 /// A problem found while walking; gc refuses to sweep when there are any.
 pub type Problems = Vec<String>;
 
-/// Mark every blob reachable from the given ref entries. Manifests are read (and
-/// so hash-checked) once each.
+/// Mark every blob reachable from the given ref entries, and the parts of the marked
+/// `composites` (the store's listing, taken once by the caller). Manifests are read
+/// (and so hash-checked) once each.
 pub async fn mark(
     store: &Store,
     entries: &[(String, RefEntry)],
+    composites: &[ListedComposite],
     problems: &mut Problems,
 ) -> Result<HashSet<Digest>> {
     let mut marked: HashSet<Digest> = HashSet::new();
@@ -174,27 +176,27 @@ pub async fn mark(
             problems.push(format!("{context}: {e}"));
         }
     }
-    mark_composite_parts(store, &mut marked, problems).await?;
+    mark_composite_parts(store, composites, &mut marked, problems).await;
     Ok(marked)
 }
 
 /// A marked composite (a joined index file) keeps the blobs it is made of.
 async fn mark_composite_parts(
     store: &Store,
+    composites: &[ListedComposite],
     marked: &mut HashSet<Digest>,
     problems: &mut Problems,
-) -> Result<()> {
-    for (digest, ..) in crate::store::list_composites(store).await? {
-        if !marked.contains(&digest) {
+) {
+    for (digest, ..) in composites {
+        if !marked.contains(digest) {
             continue;
         }
-        match store.composite(&digest).await {
+        match store.composite(digest).await {
             Ok(Some(record)) => marked.extend(record.parts.iter().map(|p| p.sha256)),
             Ok(None) => {}
             Err(e) => problems.push(format!("composite {digest}: {e}")),
         }
     }
-    Ok(())
 }
 
 async fn mark_cell<P: crate::model::Record>(
@@ -368,7 +370,8 @@ pub async fn gc(
         None => all_ref_entries(store).await?,
     };
     let mut problems = Problems::new();
-    let mut marked = mark(store, &entries, &mut problems).await?;
+    let composites = crate::store::list_composites(store).await?;
+    let mut marked = mark(store, &entries, &composites, &mut problems).await?;
     mark_caches(store, &mut marked, dry_run).await?;
     report.reachable = marked.len();
     if !problems.is_empty() {
@@ -391,7 +394,6 @@ pub async fn gc(
         .blobs
         .into_iter()
         .map(|(digest, size, age)| (digest, size, age, crate::store::blob_path(&digest)));
-    let composites = crate::store::list_composites(store).await?;
     for (digest, size, age, path) in blobs.chain(composites) {
         if marked.contains(&digest) {
             continue;
@@ -415,8 +417,9 @@ pub async fn verify(store: &Store, certificate: &[u8]) -> Result<Problems> {
     let entries = all_ref_entries(store).await?;
     let mut problems = Problems::new();
     check_schemas(store, &entries, &mut problems).await;
-    let marked = mark(store, &entries, &mut problems).await?;
-    check_composite_schemas(store, &marked, &mut problems).await?;
+    let composites = crate::store::list_composites(store).await?;
+    let marked = mark(store, &entries, &composites, &mut problems).await?;
+    check_composite_schemas(store, &composites, &marked, &mut problems).await;
     for digest in &marked {
         match store.stream_blob(digest, None).await {
             Ok(stream) => {
@@ -485,14 +488,15 @@ const SCHEMAS: &[(&str, &str)] = &[
 /// The records of the composites publications name, against composite.schema.json.
 async fn check_composite_schemas(
     store: &Store,
+    composites: &[ListedComposite],
     marked: &HashSet<Digest>,
     problems: &mut Problems,
-) -> Result<()> {
+) {
     let Some(validator) = validator("composite") else {
-        return Ok(());
+        return;
     };
-    for (digest, _, _, path) in crate::store::list_composites(store).await? {
-        if !marked.contains(&digest) {
+    for (digest, _, _, path) in composites {
+        if !marked.contains(digest) {
             continue;
         }
         let Ok(Some(bytes)) = store.get_named(path.as_ref(), 64 * 1024 * 1024).await else {
@@ -509,7 +513,6 @@ async fn check_composite_schemas(
             ));
         }
     }
-    Ok(())
 }
 
 fn validator(name: &str) -> Option<jsonschema::Validator> {

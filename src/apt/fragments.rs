@@ -15,7 +15,7 @@ use super::compress::{self, XzBlock};
 use super::{contents, packages};
 use crate::digest::Digest;
 use crate::model::{AptChunk, AptPackage, FileEntry};
-use crate::store::{Result, Store, StoreError};
+use crate::store::{PartBytes, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fragment {
@@ -35,10 +35,6 @@ pub struct Fragment {
 /// Fragments never change for a given key, so a server keeps the recent ones in memory.
 static MEMORY: std::sync::LazyLock<crate::fragment_memory::Fragments<Fragment>> =
     std::sync::LazyLock::new(Default::default);
-
-async fn fragment_bytes(store: &Store, digest: &Digest) -> Result<Bytes> {
-    crate::fragment_memory::bytes(store, digest).await
-}
 
 /// The fragments of `chunks`, in order, rendering the missing ones side by side.
 pub async fn fragments(
@@ -107,27 +103,22 @@ pub async fn fragment(
     let pool_map: std::collections::BTreeMap<&String, FileEntry> = kept_pool(&pool).collect();
     let pool_json = serde_json::to_vec(&pool_map).map_err(|e| failed(e.to_string()))?;
     // Stored side by side (each write is fsynced), and held: the join reads them next.
-    let put = async |bytes: Bytes| -> Result<Digest> {
-        let digest = store.put_blob(bytes.clone()).await?.digest;
-        crate::store::held::hold(&digest, &bytes);
-        Ok(digest)
-    };
     let (pool_chunk, text, gz, xz, contents, contents_gz) = tokio::try_join!(
         store.put_blob(Bytes::from(pool_json)),
-        put(text),
-        put(Bytes::from(gz)),
-        put(Bytes::from(xz_block.bytes.clone())),
-        put(contents_text),
-        put(Bytes::from(contents_gz)),
+        store.put_part(text),
+        store.put_part(gz),
+        store.put_part(xz_block.bytes.clone()),
+        store.put_part(contents_text),
+        store.put_part(contents_gz),
     )?;
     let fragment = Fragment {
         pool_chunk: Some(pool_chunk.digest),
-        text,
-        gz,
-        xz,
+        text: text.0,
+        gz: gz.0,
+        xz: xz.0,
         xz_block,
-        contents,
-        contents_gz,
+        contents: contents.0,
+        contents_gz: contents_gz.0,
         pool,
     };
     let json = serde_json::to_vec(&fragment)
@@ -150,29 +141,20 @@ fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, F
 
 /// The index files of a list of fragments, each as the parts that make it up.
 pub struct Joined {
-    pub packages: Vec<Part>,
-    pub packages_gz: Vec<Part>,
-    pub packages_xz: Vec<Part>,
-    pub contents: Vec<Part>,
-    pub contents_gz: Vec<Part>,
+    pub packages: Vec<PartBytes>,
+    pub packages_gz: Vec<PartBytes>,
+    pub packages_xz: Vec<PartBytes>,
+    pub contents: Vec<PartBytes>,
+    pub contents_gz: Vec<PartBytes>,
 }
 
-/// A stored blob that is one part of a joined index file.
-pub type Part = (Digest, Bytes);
-
-async fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Vec<Part>> {
+/// The fragment blobs `digests` name, from memory or the store, with their names.
+async fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Vec<PartBytes>> {
     let mut out = Vec::new();
     for digest in digests {
-        out.push((digest, fragment_bytes(store, &digest).await?));
+        out.push((digest, store.held_blob(&digest).await?));
     }
     Ok(out)
-}
-
-/// A small blob made while joining (an xz frame, an empty gzip file), stored so a part can name it.
-async fn stored_part(store: &Store, bytes: Vec<u8>) -> Result<Part> {
-    let bytes = Bytes::from(bytes);
-    let meta = store.put_blob(bytes.clone()).await?;
-    Ok((meta.digest, bytes))
 }
 
 /// The parts of each index file of one component and architecture, in order. Nothing
@@ -186,27 +168,27 @@ pub async fn join(store: &Store, fragments: &[Arc<Fragment>]) -> Result<Joined> 
     let packages_xz = if with_blocks.is_empty() {
         let empty =
             compress::xz(b"").map_err(|e| StoreError::Corrupt("xz".into(), e.to_string()))?;
-        vec![stored_part(store, empty).await?]
+        vec![store.put_part(empty).await?]
     } else {
         let frame =
             compress::xz_frame(&with_blocks.iter().map(|f| &f.xz_block).collect::<Vec<_>>());
-        let mut all = vec![stored_part(store, frame.header).await?];
+        let mut all = vec![store.put_part(frame.header).await?];
         all.extend(parts(store, with_blocks.iter().map(|f| f.xz)).await?);
-        all.push(stored_part(store, frame.tail).await?);
+        all.push(store.put_part(frame.tail).await?);
         all
     };
-    // An empty index is still a valid (empty) gzip file.
-    let non_empty_gz = async |parts: Vec<Part>| -> Result<Vec<Part>> {
-        if parts.iter().all(|(_, bytes)| bytes.is_empty()) {
-            let empty = compress::gzip(b"")
-                .map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))?;
-            Ok(vec![stored_part(store, empty).await?])
-        } else {
-            Ok(parts.into_iter().filter(|(_, b)| !b.is_empty()).collect())
-        }
-    };
-    let non_empty = |parts: Vec<Part>| -> Vec<Part> {
+    // Empty fragments add nothing to a file; an empty index is still a valid (empty) gzip file.
+    let non_empty = |parts: Vec<PartBytes>| -> Vec<PartBytes> {
         parts.into_iter().filter(|(_, b)| !b.is_empty()).collect()
+    };
+    let non_empty_gz = async |parts: Vec<PartBytes>| -> Result<Vec<PartBytes>> {
+        let parts = non_empty(parts);
+        if !parts.is_empty() {
+            return Ok(parts);
+        }
+        let empty =
+            compress::gzip(b"").map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))?;
+        Ok(vec![store.put_part(empty).await?])
     };
     Ok(Joined {
         packages: non_empty(parts(store, fragments.iter().map(|f| f.text)).await?),

@@ -48,11 +48,7 @@ pub async fn fragments_for(
     slots: &[Slot],
     retention: Option<u32>,
 ) -> Result<Vec<Arc<Fragment>>> {
-    let key = format!(
-        "{} {file} {}",
-        store.description(),
-        crate::fragment_memory::cache_key("apt-layout", &Digest::of(b""), retention)
-    );
+    let key = format!("{} {file} {retention:?}", store.description());
     if let Some(base) = BASES.get(&key)
         && let Some(laid_out) = over_base(store, &base, slots, retention).await?
     {

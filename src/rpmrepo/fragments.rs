@@ -5,9 +5,7 @@
 //! footer member: dnf and zypper read multi-member gzip.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
-
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -15,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::apt::compress;
 use crate::digest::{Digest, Hasher};
 use crate::model::{Chunk, FileEntry, RpmPackage};
-use crate::store::{Result, Store, StoreError};
+use crate::store::{PartBytes, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Part {
@@ -161,7 +159,7 @@ pub async fn pool_chunk(
 /// One repodata document: its gzip members, and the sha256 and size of its uncompressed form.
 pub struct Document {
     /// Stored blobs whose concatenation is the document's .gz file.
-    pub gz: Vec<(Digest, Bytes)>,
+    pub gz: Vec<PartBytes>,
     pub open_checksum: Digest,
     pub open_size: u64,
 }
@@ -177,18 +175,22 @@ pub async fn document(
     let header =
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{count}\">\n");
     let mut text = vec![Bytes::from(header.clone())];
-    let stored = async |bytes: Vec<u8>| -> Result<(Digest, Bytes)> {
-        let bytes = Bytes::from(bytes);
-        Ok((store.put_blob(bytes.clone()).await?.digest, bytes))
-    };
-    let mut gz = vec![stored(compress::gzip(header.as_bytes()).map_err(gz_error)?).await?];
+    let mut gz = vec![
+        store
+            .put_part(compress::gzip(header.as_bytes()).map_err(gz_error)?)
+            .await?,
+    ];
     for f in fragments.iter().filter(|f| f.count > 0) {
-        text.push(crate::fragment_memory::bytes(store, &f.parts[which].text).await?);
+        text.push(store.held_blob(&f.parts[which].text).await?);
         let member = f.parts[which].gz;
-        gz.push((member, crate::fragment_memory::bytes(store, &member).await?));
+        gz.push((member, store.held_blob(&member).await?));
     }
     text.push(Bytes::from(close.to_string()));
-    gz.push(stored(compress::gzip(close.as_bytes()).map_err(gz_error)?).await?);
+    gz.push(
+        store
+            .put_part(compress::gzip(close.as_bytes()).map_err(gz_error)?)
+            .await?,
+    );
     // Tens of megabytes at 20,000 rpms: hash them off the async threads.
     let (open_checksum, open_size) = tokio::task::spawn_blocking(move || {
         let mut hasher = Hasher::new();

@@ -159,7 +159,7 @@ impl Store {
     pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes> {
         match self.get_plain_blob(digest).await {
             Err(StoreError::NotFound(missing)) => match self.composite(digest).await? {
-                Some(_) => self.get_composite(digest).await,
+                Some(record) => self.get_composite(digest, &record).await,
                 None => Err(StoreError::NotFound(missing)),
             },
             other => other,
@@ -210,7 +210,7 @@ impl Store {
     ) -> Result<BlobStream> {
         match self.stream_plain_blob(digest, range.clone()).await {
             Err(StoreError::NotFound(missing)) => match self.composite(digest).await? {
-                Some(_) => self.stream_composite(digest, range).await,
+                Some(record) => self.stream_composite(digest, &record, range).await,
                 None => Err(StoreError::NotFound(missing)),
             },
             other => other,

@@ -122,10 +122,22 @@ fn hash_parts(
     hasher.finish()
 }
 
+/// A stored blob's digest and bytes: one part of a composite about to be written.
+pub type PartBytes = (Digest, Bytes);
+
 impl Store {
+    /// Store a small blob made to be a part (an xz frame, a gzip header member) and
+    /// return it as one. It is also held in memory: the next publish joins it again.
+    pub async fn put_part(&self, bytes: impl Into<Bytes>) -> Result<PartBytes> {
+        let bytes = bytes.into();
+        let digest = self.put_blob(bytes.clone()).await?.digest;
+        super::held::hold(&digest, &bytes);
+        Ok((digest, bytes))
+    }
+
     /// Store the concatenation of `parts` (each already stored as a blob under its
     /// digest) as a composite blob, and return the whole's digest and size.
-    pub async fn put_composite(&self, parts: Vec<(Digest, Bytes)>) -> Result<BlobMeta> {
+    pub async fn put_composite(&self, parts: Vec<PartBytes>) -> Result<BlobMeta> {
         if parts.is_empty() {
             return self.put_blob(Bytes::new()).await;
         }
@@ -230,11 +242,11 @@ impl Store {
     }
 
     /// A whole composite, checked against its digest.
-    pub(super) async fn get_composite(&self, digest: &Digest) -> Result<Bytes> {
-        let record = self
-            .composite(digest)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("blob {digest}")))?;
+    pub(super) async fn get_composite(
+        &self,
+        digest: &Digest,
+        record: &CompositeRecord,
+    ) -> Result<Bytes> {
         if record.size > MAX_INLINE_BLOB {
             return Err(StoreError::TooLarge(
                 format!("blob {digest}"),
@@ -252,12 +264,9 @@ impl Store {
     pub(super) async fn stream_composite(
         &self,
         digest: &Digest,
+        record: &CompositeRecord,
         range: Option<Range<u64>>,
     ) -> Result<BlobStream> {
-        let record = self
-            .composite(digest)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("blob {digest}")))?;
         let size = record.size;
         let range = super::blobs::checked_range(digest, range, size)?;
         // (part, the slice of it inside the range)
@@ -314,9 +323,12 @@ fn remember_record(digest: Digest, record: Arc<CompositeRecord>) {
     }
 }
 
-/// Every composite record in the store: its digest, the record's size, its age in
-/// seconds, and where it is.
-pub(crate) async fn list_composites(store: &Store) -> Result<Vec<(Digest, u64, i64, Path)>> {
+/// A composite record as listed: its digest, the record's size, its age in seconds,
+/// and where it is.
+pub type ListedComposite = (Digest, u64, i64, Path);
+
+/// Every composite record in the store.
+pub(crate) async fn list_composites(store: &Store) -> Result<Vec<ListedComposite>> {
     let now = crate::time::now_unix();
     let listed: Vec<_> = store
         .object_store()

@@ -12,7 +12,7 @@ mod refs;
 pub(crate) use blobs::blob_path;
 pub use blobs::{BlobMeta, BlobStream};
 pub(crate) use composite::list_composites;
-pub use composite::{CompositeRecord, Part};
+pub use composite::{CompositeRecord, ListedComposite, Part, PartBytes};
 pub(crate) use local_put::buffer_for as copy_buffer_for;
 pub use refs::{RefEntry, RefName};
 

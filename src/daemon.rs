@@ -79,6 +79,8 @@ impl AgentChild {
 pub async fn serve(options: ServeOptions) -> Result<()> {
     let config = Config::load(&options.data)?;
     let store = Store::open(&config.storage, options.data.root()).context("opening the store")?;
+    // A server stays up between uploads: idle time to hash the next RPM publish ahead.
+    crate::rpmrepo::next_publish::enable();
     let root_key = cap_keys::parse_public(&config.caps.root_public_key)?;
 
     let configured_socket = options

@@ -108,6 +108,10 @@ pub trait Record: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync 
     fn identity(&self) -> (&str, String, &str);
     /// The uploaded bytes: the same identity with other bytes is a conflict.
     fn upload_digest(&self) -> Digest;
+    /// What retention counts versions within: name and architecture.
+    fn retention_group(&self) -> (String, String);
+    /// Orders two versions of one retention group, oldest first.
+    fn version_cmp(&self, other: &Self) -> std::cmp::Ordering;
 }
 
 impl Record for AptPackage {
@@ -121,6 +125,12 @@ impl Record for AptPackage {
     }
     fn upload_digest(&self) -> Digest {
         self.sha256
+    }
+    fn retention_group(&self) -> (String, String) {
+        (self.name.clone(), self.architecture.clone())
+    }
+    fn version_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        crate::versions::dpkg_cmp(&self.version, &other.version)
     }
 }
 
@@ -247,6 +257,15 @@ impl Record for RpmPackage {
     fn upload_digest(&self) -> Digest {
         self.uploaded_sha256
     }
+    fn retention_group(&self) -> (String, String) {
+        (self.name.clone(), self.arch.clone())
+    }
+    fn version_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        crate::versions::rpm_cmp(
+            (self.epoch, &self.version, &self.release),
+            (other.epoch, &other.version, &other.release),
+        )
+    }
 }
 
 pub fn rpm_repo_ref(repo: &str) -> Result<RefName> {
@@ -298,5 +317,11 @@ impl Record for AptSource {
     }
     fn upload_digest(&self) -> Digest {
         self.dsc.sha256
+    }
+    fn retention_group(&self) -> (String, String) {
+        (self.name.clone(), String::new())
+    }
+    fn version_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        crate::versions::dpkg_cmp(&self.version, &other.version)
     }
 }

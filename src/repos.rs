@@ -314,6 +314,17 @@ pub fn apply_retention<T>(
     out
 }
 
+/// The packages retention keeps (the newest `keep` versions of each name and
+/// architecture; every one when `keep` is None), in no particular order.
+pub fn retained<P: crate::model::Record>(packages: Vec<&P>, keep: Option<u32>) -> Vec<&P> {
+    apply_retention(
+        packages,
+        keep,
+        |p| p.retention_group(),
+        |a, b| a.version_cmp(b),
+    )
+}
+
 /// Release-file options of one APT suite.
 pub struct SuiteOptions {
     /// Some(None) clears Valid-Until; None leaves it.

@@ -51,6 +51,21 @@ pub async fn fragments(
     .await
 }
 
+impl crate::layout::Fragmented for AptPackage {
+    const KIND: &'static str = "apt";
+    type Fragment = Fragment;
+    fn fragments(
+        store: &Store,
+        chunks: &[Digest],
+        retention: Option<u32>,
+    ) -> impl std::future::Future<Output = Result<Vec<Arc<Fragment>>>> + Send {
+        fragments(store, chunks, retention)
+    }
+    fn listed(fragment: &Fragment) -> usize {
+        fragment.pool.len()
+    }
+}
+
 /// The fragment for a chunk, from the cache or rendered now.
 pub async fn fragment(
     store: &Store,
@@ -71,12 +86,7 @@ pub async fn fragment(
         return Ok(MEMORY.remember(&key, cached));
     }
     let loaded: AptChunk = store.get_json(chunk).await?;
-    let kept = crate::repos::apply_retention(
-        loaded.packages.iter().collect::<Vec<&AptPackage>>(),
-        retention,
-        |p| (p.name.clone(), p.architecture.clone()),
-        |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
-    );
+    let kept = crate::repos::retained(loaded.packages.iter().collect(), retention);
     let pool: Vec<(String, Digest, u64)> = kept
         .iter()
         .map(|p| (p.filename.clone(), p.sha256, p.size))

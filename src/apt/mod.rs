@@ -4,7 +4,6 @@
 pub mod compress;
 pub mod contents;
 pub mod fragments;
-pub mod layout;
 pub mod packages;
 pub mod pool;
 pub mod publish;

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::release::IndexFile;
-use super::{compress, fragments, layout, release, sources};
+use super::{compress, fragments, release, sources};
 use crate::agent::AgentClient;
 use crate::cells;
+use crate::layout;
 use crate::model::{self, AptPackage, AptPublication, AptRepo, AptSource, FileEntry, ManifestKind};
 use crate::publication;
 use crate::store::{BlobMeta, Store, StoreError};
@@ -89,7 +90,9 @@ async fn store_index_files(
     slots: &[layout::Slot],
     retention: Option<u32>,
 ) -> Result<(Vec<std::sync::Arc<fragments::Fragment>>, Vec<BlobMeta>), StoreError> {
-    let parts = layout::fragments_for(store, file, slots, retention).await?;
+    let parts = layout::fragments_for::<AptPackage>(store, file, slots, retention)
+        .await?
+        .fragments;
     let joined = fragments::join(store, &parts).await?;
     let mut stored = Vec::new();
     for file_parts in [
@@ -130,12 +133,8 @@ async fn build(
         )
         .await?;
         let source_records: Vec<AptSource> = cells::all_packages(store, &source_cell).await?;
-        let mut listed_sources = crate::repos::apply_retention(
-            source_records.iter().collect::<Vec<_>>(),
-            definition.retention,
-            |p| (p.name.clone(), String::new()),
-            |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
-        );
+        let mut listed_sources =
+            crate::repos::retained(source_records.iter().collect(), definition.retention);
         for source in &listed_sources {
             for file in std::iter::once(&source.dsc).chain(source.files.iter()) {
                 pool.insert(

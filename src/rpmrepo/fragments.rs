@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::apt::compress;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::model::{Chunk, FileEntry, RpmPackage};
 use crate::store::{PartBytes, Result, Store, StoreError};
 
@@ -30,7 +30,7 @@ pub struct Fragment {
     pub pool: Vec<(String, Digest, u64)>,
 }
 
-fn gz_error(e: std::io::Error) -> StoreError {
+pub(crate) fn gz_error(e: std::io::Error) -> StoreError {
     StoreError::Corrupt("gzip".into(), e.to_string())
 }
 
@@ -60,6 +60,21 @@ pub async fn fragments(
     .await
 }
 
+impl crate::layout::Fragmented for RpmPackage {
+    const KIND: &'static str = "rpm";
+    type Fragment = Fragment;
+    fn fragments(
+        store: &Store,
+        chunks: &[Digest],
+        retention: Option<u32>,
+    ) -> impl std::future::Future<Output = Result<Vec<Arc<Fragment>>>> + Send {
+        fragments(store, chunks, retention)
+    }
+    fn listed(fragment: &Fragment) -> usize {
+        fragment.pool.len()
+    }
+}
+
 pub async fn fragment(
     store: &Store,
     chunk: &Digest,
@@ -76,17 +91,7 @@ pub async fn fragment(
         return Ok(MEMORY.remember(&key, cached));
     }
     let loaded: Chunk<RpmPackage> = store.get_json(chunk).await?;
-    let mut kept = crate::repos::apply_retention(
-        loaded.packages,
-        retention,
-        |p| (p.name.clone(), p.arch.clone()),
-        |a, b| {
-            crate::versions::rpm_cmp(
-                (a.epoch, &a.version, &a.release),
-                (b.epoch, &b.version, &b.release),
-            )
-        },
-    );
+    let mut kept = crate::repos::retained(loaded.packages.iter().collect(), retention);
     // createrepo_c orders packages by file name.
     kept.sort_by(|a, b| {
         a.location
@@ -156,12 +161,26 @@ pub async fn pool_chunk(
     Ok(digest)
 }
 
-/// One repodata document: its gzip members, and the sha256 and size of its uncompressed form.
+/// One repodata document: its gzip members, its text, and the sha256 and size of the text.
 pub struct Document {
     /// Stored blobs whose concatenation is the document's .gz file.
     pub gz: Vec<PartBytes>,
+    /// Header, chunk texts and footer: their concatenation is the uncompressed document.
+    pub text: Vec<PartBytes>,
+    pub packages: u64,
     pub open_checksum: Digest,
     pub open_size: u64,
+}
+
+/// The first line of a document (after the XML declaration): its root element and
+/// the package count. The count is why a publish cannot simply resume an earlier hash.
+pub fn header(open: &str, packages: u64) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{packages}\">\n")
+}
+
+/// A small text as a part: named by its digest, not stored (only the .gz is served).
+pub fn text_part(text: String) -> PartBytes {
+    (Digest::of(text.as_bytes()), Bytes::from(text))
 }
 
 pub async fn document(
@@ -171,38 +190,37 @@ pub async fn document(
     open: &str,
     close: &str,
 ) -> Result<Document> {
-    let count: u64 = fragments.iter().map(|f| f.count).sum();
-    let header =
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open} packages=\"{count}\">\n");
-    let mut text = vec![Bytes::from(header.clone())];
+    let packages: u64 = fragments.iter().map(|f| f.count).sum();
+    let header = header(open, packages);
     let mut gz = vec![
         store
             .put_part(compress::gzip(header.as_bytes()).map_err(gz_error)?)
             .await?,
     ];
+    let mut text = vec![text_part(header)];
     for f in fragments.iter().filter(|f| f.count > 0) {
-        text.push(store.held_blob(&f.parts[which].text).await?);
-        let member = f.parts[which].gz;
-        gz.push((member, store.held_blob(&member).await?));
+        let part = &f.parts[which];
+        text.push((part.text, store.held_blob(&part.text).await?));
+        gz.push((part.gz, store.held_blob(&part.gz).await?));
     }
-    text.push(Bytes::from(close.to_string()));
+    text.push(text_part(close.to_string()));
     gz.push(
         store
             .put_part(compress::gzip(close.as_bytes()).map_err(gz_error)?)
             .await?,
     );
-    // Tens of megabytes at 20,000 rpms: hash them off the async threads.
-    let (open_checksum, open_size) = tokio::task::spawn_blocking(move || {
-        let mut hasher = Hasher::new();
-        for part in &text {
-            hasher.update(part);
-        }
-        hasher.finish()
+    // Tens of megabytes at 20,000 rpms: hashed off the async threads, resuming after
+    // what the server hashed ahead (next_publish) when the count and leading parts match.
+    let (text, (open_checksum, open_size)) = tokio::task::spawn_blocking(move || {
+        let whole = super::next_publish::open_checksum(&text);
+        (text, whole)
     })
     .await
     .map_err(|e| StoreError::Corrupt("repodata".into(), e.to_string()))?;
     Ok(Document {
         gz,
+        text,
+        packages,
         open_checksum,
         open_size,
     })

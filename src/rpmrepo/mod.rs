@@ -6,6 +6,7 @@
 pub mod fragments;
 pub mod ingest;
 pub mod inspect;
+pub mod next_publish;
 pub mod publish;
 pub mod sign;
 pub mod xml;

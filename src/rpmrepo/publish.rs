@@ -12,6 +12,7 @@ use super::fragments;
 use crate::agent::AgentClient;
 use crate::apt::publish::{PublishError, Published};
 use crate::cells;
+use crate::layout;
 use crate::model::{self, AptPublication, FileEntry, ManifestKind, RpmPackage, RpmRepo};
 use crate::publication;
 use crate::repos;
@@ -82,8 +83,16 @@ pub async fn publish_tree(
         if let Some(published) = fresh {
             return Ok(published);
         }
-        let built = build(store, agent, &definition, tree, inputs).await?;
-        if let Some(published) = publication::advance(store, &reference, current, built).await? {
+        let (built, documents) = build(store, agent, &definition, tree, inputs).await?;
+        let advanced = publication::advance(store, &reference, current, built).await?;
+        if let Some(published) = advanced {
+            // Published: now the idle time until the next upload can hash ahead for it.
+            super::next_publish::hash_ahead(
+                store,
+                &documents,
+                [PRIMARY_OPEN, FILELISTS_OPEN, OTHER_OPEN],
+            )
+            .await;
             return Ok(published);
         }
     }
@@ -99,19 +108,21 @@ async fn build(
     definition: &RpmRepo,
     tree: &str,
     inputs: BTreeMap<String, u64>,
-) -> Result<AptPublication, PublishError> {
+) -> Result<(AptPublication, Vec<fragments::Document>), PublishError> {
     let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
-    let mut chunks = Vec::new();
-    for arch in tree_cells(tree_arch) {
+    let mut slots: Vec<layout::Slot> = Vec::new();
+    for (index, arch) in tree_cells(tree_arch).into_iter().enumerate() {
         let (_, cell) =
             cells::load_cell::<RpmPackage>(store, &model::rpm_cell_ref(repo, release, arch)?)
                 .await?;
-        chunks.extend(cell.chunks.iter().map(|c| c.digest));
+        // The second cell (noarch) is the tree's shared one.
+        slots.extend(cell.chunks.iter().map(|c| (index == 1, c.bucket, c.digest)));
     }
+    let file = format!("{repo}/{tree}");
     // A part gc swept while its bytes were held here is NotFound: start over from the store.
     let (pool_chunks, documents, stored) = crate::fragment_memory::retry_after_forgetting(|| {
-        gather(store, tree, &chunks, definition.retention)
+        gather(store, tree, &file, &slots, definition.retention)
     })
     .await?;
     let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
@@ -121,7 +132,7 @@ async fn build(
     );
     for ((kind, document), meta) in ["primary", "filelists", "other"]
         .into_iter()
-        .zip(documents)
+        .zip(&documents)
         .zip(stored)
     {
         let href = format!("repodata/{}-{kind}.xml.gz", meta.digest);
@@ -154,7 +165,7 @@ async fn build(
             },
         );
     }
-    Ok(AptPublication {
+    let publication = AptPublication {
         kind: ManifestKind::RpmPublication,
         repo: repo.to_string(),
         suite: tree.to_string(),
@@ -163,14 +174,16 @@ async fn build(
         files,
         pool: BTreeMap::new(),
         pool_chunks,
-    })
+    };
+    Ok((publication, documents))
 }
 
 /// The pool chunks naming a tree's files, and its three joined documents, stored.
 async fn gather(
     store: &Store,
     tree: &str,
-    chunks: &[crate::digest::Digest],
+    file: &str,
+    slots: &[layout::Slot],
     retention: Option<u32>,
 ) -> Result<
     (
@@ -180,15 +193,20 @@ async fn gather(
     ),
     crate::store::StoreError,
 > {
-    let parts = fragments::fragments(store, chunks, retention).await?;
+    // Laid out over the last base, so one upload renders and hashes only what it adds.
+    let layout::LaidOut {
+        chunks,
+        fragments: parts,
+    } = layout::fragments_for::<RpmPackage>(store, file, slots, retention).await?;
     let mut pool_chunks = Vec::new();
     for (chunk, fragment) in chunks.iter().zip(&parts) {
         pool_chunks.push(fragments::pool_chunk(store, tree, chunk, retention, fragment).await?);
     }
     pool_chunks.sort();
     pool_chunks.dedup();
-    // Each document's open-checksum hashes all of its text (its first line carries the
-    // package count, so no earlier hash state can be resumed): the three hash side by side.
+    // Each document's open-checksum hashes all of its text that was not hashed ahead
+    // (next_publish): the three side by side, once hashing ahead is done.
+    super::next_publish::settled().await;
     let (primary, filelists, other) = tokio::try_join!(
         fragments::document(store, &parts, 0, PRIMARY_OPEN, "</metadata>"),
         fragments::document(store, &parts, 1, FILELISTS_OPEN, "</filelists>"),

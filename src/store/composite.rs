@@ -5,7 +5,7 @@
 //! hashes only what follows the first changed part: the hash state after every
 //! part of recent composites is remembered. Readers see an ordinary blob.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::{BlobMeta, BlobStream, MAX_INLINE_BLOB};
 use super::{Result, Store, StoreError};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
+use crate::prefix_hash::{PartHashes, Resumed};
 
 /// One stored blob of a composite, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,18 +45,10 @@ pub(crate) fn composite_path(digest: &Digest) -> Path {
     Path::from(format!("{COMPOSITES}/{}/{}", &hex[..2], hex))
 }
 
-/// Hash states after each part of recently stored composites, so the next publish of
-/// the same file resumes after the longest unchanged prefix of parts.
-struct Prefix {
-    /// The store the composite went to: its parts were checked there.
-    store: Arc<str>,
-    parts: Vec<Digest>,
-    states: Vec<Hasher>,
-}
-
-const REMEMBERED_PREFIXES: usize = 64;
-
-static PREFIXES: LazyLock<Mutex<VecDeque<Prefix>>> = LazyLock::new(Default::default);
+/// Hash states after each part of recent composites, so the next publish of the same
+/// file resumes after its longest unchanged run of leading parts. Scoped by store: a
+/// part a remembered composite names was checked there.
+pub(crate) static PART_HASHES: PartHashes = PartHashes::new(64);
 
 /// Records read recently: a served Packages file resolves its parts on every request.
 static RECORDS: LazyLock<Mutex<HashMap<Digest, Arc<CompositeRecord>>>> =
@@ -63,67 +56,8 @@ static RECORDS: LazyLock<Mutex<HashMap<Digest, Arc<CompositeRecord>>>> =
 
 const REMEMBERED_RECORDS: usize = 4096;
 
-/// The remembered hash states of the longest prefix of `digests` that a recent composite
-/// of this store shares (empty if none), and which of `digests` no recent composite of
-/// this store names: only those need checking for existence.
-fn remembered_prefix(store: &str, digests: &[Digest]) -> (Vec<Hasher>, Vec<Digest>) {
-    let Ok(remembered) = PREFIXES.lock() else {
-        return (Vec::new(), digests.to_vec());
-    };
-    let ours: Vec<&Prefix> = remembered.iter().filter(|p| &*p.store == store).collect();
-    let states = ours
-        .iter()
-        .map(|p| {
-            let common = p
-                .parts
-                .iter()
-                .zip(digests)
-                .take_while(|(a, b)| a == b)
-                .count();
-            (common, p)
-        })
-        .max_by_key(|(common, _)| *common)
-        .map(|(common, p)| p.states[..common].to_vec())
-        .unwrap_or_default();
-    let named: std::collections::HashSet<&Digest> =
-        ours.iter().flat_map(|p| p.parts.iter()).collect();
-    let unnamed = digests[states.len()..]
-        .iter()
-        .filter(|d| !named.contains(d))
-        .copied()
-        .collect();
-    (states, unnamed)
-}
-
-/// The sha256 and size of the concatenation of `parts`, resuming after `states`
-/// (the hash states after each of their first parts).
-fn hash_parts(
-    store: Arc<str>,
-    parts: &[(Digest, Bytes)],
-    mut states: Vec<Hasher>,
-) -> (Digest, u64) {
-    let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-    let mut hasher = states.last().cloned().unwrap_or_default();
-    for (_, bytes) in &parts[states.len()..] {
-        hasher.update(bytes);
-        states.push(hasher.clone());
-    }
-    if let Ok(mut remembered) = PREFIXES.lock() {
-        remembered.retain(|p| p.parts != digests || p.store != store);
-        if remembered.len() >= REMEMBERED_PREFIXES {
-            remembered.pop_front();
-        }
-        remembered.push_back(Prefix {
-            store,
-            parts: digests,
-            states,
-        });
-    }
-    hasher.finish()
-}
-
 /// A stored blob's digest and bytes: one part of a composite about to be written.
-pub type PartBytes = (Digest, Bytes);
+pub type PartBytes = crate::prefix_hash::PartBytes;
 
 impl Store {
     /// Store a small blob made to be a part (an xz frame, a gzip header member) and
@@ -133,6 +67,12 @@ impl Store {
         let digest = self.put_blob(bytes.clone()).await?.digest;
         super::held::hold(&digest, &bytes);
         Ok((digest, bytes))
+    }
+
+    /// Hashes the leading `parts` of a composite expected soon, so storing it resumes
+    /// after them. Every part must be stored already. Blocking.
+    pub fn hash_composite_ahead(&self, parts: &[PartBytes]) {
+        PART_HASHES.hash_ahead(Arc::from(self.description()), parts);
     }
 
     /// Store the concatenation of `parts` (each already stored as a blob under its
@@ -152,7 +92,7 @@ impl Store {
             });
         }
         let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-        let (states, unnamed) = remembered_prefix(self.description(), &digests);
+        let Resumed { states, unnamed } = PART_HASHES.resume(self.description(), &digests);
         // Parts come from memory: make sure the store still has every one no remembered
         // composite already names (gc may have swept a fragment held here), so a record
         // never names a missing part. NotFound makes the publisher start over. (An RPM
@@ -177,7 +117,7 @@ impl Store {
             .await?;
         let store: Arc<str> = Arc::from(self.description());
         let (parts, (digest, size)) = tokio::task::spawn_blocking(move || {
-            let whole = hash_parts(store, &parts, states);
+            let whole = PART_HASHES.hash(store, &parts, states);
             (parts, whole)
         })
         .await

@@ -398,3 +398,124 @@ fn dnf_reads_a_private_rpm_repository_through_a_read_cap_until_it_is_revoked() {
     assert!(!out.status.success(), "dnf must fail after revocation");
     assert!(output_text(&out).contains("401"), "{}", output_text(&out));
 }
+
+/// Every repodata file of `tree` checked against its repomd.xml: each .gz by sha256
+/// and size, its text by open-checksum, open-size and package count. Returns primary.
+fn consistent_repodata(server: &Server, tree: &str) -> String {
+    let repomd = server.get(&format!("{tree}/repodata/repomd.xml")).text();
+    let mut primary = String::new();
+    for entry in repomd.split("<data type=\"").skip(1) {
+        let kind = entry.split('"').next().unwrap();
+        let field = |tag: &str| {
+            let open = entry.find(&format!("<{tag}")).unwrap();
+            let value = &entry[open..];
+            let value = &value[value.find('>').unwrap() + 1..];
+            value[..value.find('<').unwrap()].to_string()
+        };
+        let href = entry.split("href=\"").nth(1).unwrap().split('"').next();
+        let gz = server.get(&format!("{tree}/{}", href.unwrap())).body;
+        assert_eq!(sha256_hex(&gz), field("checksum"), "{kind} .gz");
+        assert_eq!(gz.len().to_string(), field("size"), "{kind} .gz size");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut text)
+            .unwrap();
+        assert_eq!(
+            sha256_hex(text.as_bytes()),
+            field("open-checksum"),
+            "{kind} text"
+        );
+        assert_eq!(
+            text.len().to_string(),
+            field("open-size"),
+            "{kind} text size"
+        );
+        let counted = text.split("packages=\"").nth(1).unwrap().split('"').next();
+        let entries = text.matches("<package ").count();
+        assert_eq!(
+            counted,
+            Some(entries.to_string().as_str()),
+            "{kind}:\n{text}"
+        );
+        if kind == "primary" {
+            primary = text;
+        }
+    }
+    assert!(!primary.is_empty(), "no primary in\n{repomd}");
+    primary
+}
+
+/// Uploads one at a time add delta fragments after the base layout, and the server hashes
+/// each document ahead for the next count; a removal lays the documents out afresh. Every
+/// checksum repomd.xml carries must stay true, and dnf must keep installing.
+#[test]
+fn one_rpm_at_a_time_then_a_removal_keep_every_checksum_true() {
+    let data = DataDir::init(&[]);
+    data.repo_add_rpm("seq", "12", "x86_64", &[]);
+    let server = Server::start(&data);
+    let cap = data.cap("rpm/seq/12/x86_64", "1h");
+    let tree = "/seq/12/x86_64";
+    let uploads = [
+        ("hello-caprepo-1.0-1.x86_64.rpm", "hello-caprepo"),
+        ("noarch-caprepo-0.5-1.noarch.rpm", "noarch-caprepo"),
+        ("lzma-caprepo-1.0-1.x86_64.rpm", "lzma-caprepo"),
+        ("hello-caprepo-1.0-2.x86_64.rpm", "hello-caprepo"),
+        ("standalone-caprepo-1.0-1.noarch.rpm", "standalone-caprepo"),
+    ];
+    for (done, (file, _)) in uploads.iter().enumerate() {
+        let out = server.upload(&cap, &[rpm(file)], true);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let primary = consistent_repodata(&server, tree);
+        assert_eq!(primary.matches("<package ").count(), done + 1, "{primary}");
+        for (_, name) in &uploads[..=done] {
+            assert!(primary.contains(&format!("<name>{name}</name>")), "{name}");
+        }
+    }
+    // Each publish hashed ahead for one package more, so every later publish of a
+    // non-empty document resumed past its new header (the count) at least.
+    let log = server.log_text();
+    let hashed: Vec<(usize, usize)> = log
+        .lines()
+        .filter_map(|l| l.split("open-checksum parts=").nth(1))
+        .filter_map(|rest| {
+            let (parts, resumed) = rest.split_once(" resumed=")?;
+            Some((parts.parse().ok()?, resumed.trim().parse().ok()?))
+        })
+        .filter(|(parts, _)| *parts > 2)
+        .collect();
+    assert_eq!(hashed.len(), 3 * uploads.len(), "{log}");
+    assert!(
+        hashed.iter().all(|(_, resumed)| *resumed >= 1),
+        "a publish did not resume the states hashed ahead: {hashed:?}\n{log}"
+    );
+    let dnf = Dnf::new(&server, "seq");
+    let out = dnf.run(&["install", "standalone-caprepo"]);
+    assert!(out.status.success(), "dnf install: {}", output_text(&out));
+
+    run_ok(
+        caprepo()
+            .args(["rm", "--data"])
+            .arg(&data.path)
+            .args(["rpm/seq/12", "lzma-caprepo"]),
+    );
+    server.wait_for(&format!("{tree}/repodata/repomd.xml"), "removed", |_| {
+        !consistent_repodata(&server, tree).contains("<name>lzma-caprepo</name>")
+    });
+    assert_eq!(
+        consistent_repodata(&server, tree)
+            .matches("<package ")
+            .count(),
+        4
+    );
+    let out = server.upload(&cap, &[rpm("lzma-caprepo-1.0-1.x86_64.rpm")], true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let primary = consistent_repodata(&server, tree);
+    assert_eq!(primary.matches("<name>lzma-caprepo</name>").count(), 1);
+    // lzma-caprepo needs /bin/sh, which the empty root lacks: dnf lists it instead.
+    let out = Dnf::new(&server, "seq").run(&["repoquery", "lzma-caprepo"]);
+    assert!(out.status.success(), "dnf repoquery: {}", output_text(&out));
+    assert!(
+        output_text(&out).contains("lzma-caprepo-0:1.0-1.x86_64"),
+        "{}",
+        output_text(&out)
+    );
+}

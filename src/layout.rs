@@ -1,24 +1,47 @@
-//! The order of chunk fragments inside one Packages (and Contents) file. apt reads
-//! stanzas in any order, but Release must carry the sha256 of the whole file, and a
-//! hash can only be resumed over an unchanged prefix. So a server remembers the
-//! layout it last published from scratch (its *base*) and, while uploads only add
-//! packages, keeps every base fragment in place and appends the added packages as
-//! small delta fragments: a publish then renders and hashes the delta, not the
-//! changed chunk and everything after it. Anything else (a removal, retention
-//! dropping a version, a server restart, a delta grown large) lays the file out
-//! from scratch again, and that becomes the new base.
+//! The order of chunk fragments inside one index file (APT's Packages and Contents,
+//! RPM's primary, filelists and other). Clients read entries in any order, but
+//! Release and repomd.xml carry the sha256 of the whole file, and a hash can only be
+//! resumed over an unchanged prefix. So a server remembers the layout it last
+//! published from scratch (its *base*) and, while uploads only add packages, keeps
+//! every base fragment in place and appends the added packages as small delta
+//! fragments: a publish then renders and hashes the delta, not the changed chunk and
+//! everything after it. Anything else (a removal, retention dropping a version, a
+//! server restart, a delta grown large) lays the file out from scratch again, and
+//! that becomes the new base.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
-use super::fragments::{self, Fragment};
 use crate::digest::Digest;
 use crate::fragment_memory::Fragments;
-use crate::model::{AptPackage, Chunk, Record};
+use crate::model::{Chunk, Record};
 use crate::store::{Result, Store};
 
-/// One cell chunk in an index file: (from the `all` cell, bucket, chunk digest).
+/// A kind of package whose index files are joined from per-chunk fragments.
+pub trait Fragmented: Record + PartialEq {
+    /// Names the kind in the memories' keys (`apt`, `rpm`).
+    const KIND: &'static str;
+    type Fragment: Send + Sync + 'static;
+    /// The fragments of `chunks`, in order, rendered or remembered.
+    fn fragments(
+        store: &Store,
+        chunks: &[Digest],
+        retention: Option<u32>,
+    ) -> impl Future<Output = Result<Vec<Arc<Self::Fragment>>>> + Send;
+    /// How many packages a fragment lists.
+    fn listed(fragment: &Self::Fragment) -> usize;
+}
+
+/// One cell chunk in an index file: (from the file's shared cell, `all` for APT or
+/// `noarch` for RPM; bucket; chunk digest).
 pub type Slot = (bool, u8, Digest);
+
+/// An index file's fragments in publishing order, with the chunk each renders.
+pub struct LaidOut<F> {
+    pub chunks: Vec<Digest>,
+    pub fragments: Vec<Arc<F>>,
+}
 
 /// What an index file was last laid out from scratch from, in file order.
 #[derive(Debug)]
@@ -28,11 +51,11 @@ struct Base {
     packages: usize,
 }
 
-/// Bases by store, file and retention; dropped with the fragment memory.
+/// Bases by kind, store, file and retention; dropped with the fragment memory.
 static BASES: LazyLock<Fragments<Base>> = LazyLock::new(|| Fragments::bounded(4096));
 
 /// The packages a changed chunk adds to its base chunk, as a chunk of their own, or
-/// None when the change is not a pure addition. Keyed by both digests and retention.
+/// None when the change is not a pure addition. Keyed by kind, both digests and retention.
 static DELTAS: LazyLock<Fragments<Option<(Digest, usize)>>> =
     LazyLock::new(|| Fragments::bounded(65_536));
 
@@ -41,22 +64,22 @@ static DELTAS: LazyLock<Fragments<Option<(Digest, usize)>>> =
 const DELTA_ALLOWANCE: usize = 1024;
 
 /// The fragments of an index file made of `slots`, in the order to publish them.
-/// `file` names the file (repository, suite, component, architecture).
-pub async fn fragments_for(
+/// `file` names the file (repository, suite or release, component, architecture).
+pub async fn fragments_for<P: Fragmented>(
     store: &Store,
     file: &str,
     slots: &[Slot],
     retention: Option<u32>,
-) -> Result<Vec<Arc<Fragment>>> {
-    let key = format!("{} {file} {retention:?}", store.description());
+) -> Result<LaidOut<P::Fragment>> {
+    let key = format!("{} {} {file} {retention:?}", P::KIND, store.description());
     if let Some(base) = BASES.get(&key)
-        && let Some(laid_out) = over_base(store, &base, slots, retention).await?
+        && let Some(laid_out) = over_base::<P>(store, &base, slots, retention).await?
     {
         return Ok(laid_out);
     }
     let chunks: Vec<Digest> = slots.iter().map(|s| s.2).collect();
-    let laid_out = fragments::fragments(store, &chunks, retention).await?;
-    let packages = laid_out.iter().map(|f| f.pool.len()).sum();
+    let fragments = P::fragments(store, &chunks, retention).await?;
+    let packages = fragments.iter().map(|f| P::listed(f)).sum();
     BASES.remember(
         &key,
         Base {
@@ -64,17 +87,17 @@ pub async fn fragments_for(
             packages,
         },
     );
-    Ok(laid_out)
+    Ok(LaidOut { chunks, fragments })
 }
 
 /// The base's fragments followed by the deltas of every chunk changed since, or None
 /// if some change is not a pure addition or the delta has grown too large.
-async fn over_base(
+async fn over_base<P: Fragmented>(
     store: &Store,
     base: &Base,
     slots: &[Slot],
     retention: Option<u32>,
-) -> Result<Option<Vec<Arc<Fragment>>>> {
+) -> Result<Option<LaidOut<P::Fragment>>> {
     let current: HashMap<(bool, u8), Digest> = slots.iter().map(|s| ((s.0, s.1), s.2)).collect();
     let mut deltas = Vec::new();
     let mut added = 0;
@@ -89,7 +112,7 @@ async fn over_base(
             continue;
         }
         // A bucket the base did not have is all new.
-        match delta(store, before, now, retention).await? {
+        match delta::<P>(store, before, now, retention).await? {
             Some((chunk, count)) => {
                 deltas.push(chunk);
                 added += count;
@@ -100,16 +123,17 @@ async fn over_base(
     if added > DELTA_ALLOWANCE + base.packages / 8 {
         return Ok(None);
     }
-    let base_chunks: Vec<Digest> = base.slots.iter().map(|s| s.2).collect();
-    let mut laid_out = fragments::fragments(store, &base_chunks, retention).await?;
-    laid_out.extend(fragments::fragments(store, &deltas, retention).await?);
-    Ok(Some(laid_out))
+    let mut chunks: Vec<Digest> = base.slots.iter().map(|s| s.2).collect();
+    let mut fragments = P::fragments(store, &chunks, retention).await?;
+    fragments.extend(P::fragments(store, &deltas, retention).await?);
+    chunks.extend(deltas);
+    Ok(Some(LaidOut { chunks, fragments }))
 }
 
 /// The chunk of packages `now` has beyond `was`, stored so its fragment can be rendered
 /// and cached like any chunk's, and how many; None unless `now` only adds to `was` and
 /// retention keeps every package of `now` (so the base's fragment of `was` still holds).
-async fn delta(
+async fn delta<P: Fragmented>(
     store: &Store,
     was: Option<&Digest>,
     now: &Digest,
@@ -118,7 +142,7 @@ async fn delta(
     let key = format!(
         "{} {}",
         was.map_or("-".to_string(), |d| d.hex()),
-        crate::fragment_memory::cache_key("apt-delta", now, retention)
+        crate::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, retention)
     );
     if let Some(found) = DELTAS.get(&key) {
         if let Some((chunk, _)) = *found
@@ -130,19 +154,19 @@ async fn delta(
         }
     }
     let before = match was {
-        Some(was) => crate::cells::chunk::<AptPackage>(store, was).await?,
+        Some(was) => crate::cells::chunk::<P>(store, was).await?,
         None => Arc::new(Chunk {
-            kind: AptPackage::CHUNK_KIND,
+            kind: P::CHUNK_KIND,
             packages: Vec::new(),
         }),
     };
-    let after = crate::cells::chunk::<AptPackage>(store, now).await?;
+    let after = crate::cells::chunk::<P>(store, now).await?;
     let found = added_packages(&before.packages, &after.packages, retention);
     let stored = match found {
         Some(added) => {
             let count = added.len();
             let chunk = Chunk {
-                kind: AptPackage::CHUNK_KIND,
+                kind: P::CHUNK_KIND,
                 packages: added,
             };
             Some((store.put_json(&chunk).await?.digest, count))
@@ -154,29 +178,20 @@ async fn delta(
 }
 
 /// The packages of `after` not in `before`, if `after` keeps every package of `before`
-/// (same identity, same bytes) and retention drops nothing from `after`.
-fn added_packages(
-    before: &[AptPackage],
-    after: &[AptPackage],
+/// unchanged and retention drops nothing from `after`.
+fn added_packages<P: Record + PartialEq>(
+    before: &[P],
+    after: &[P],
     retention: Option<u32>,
-) -> Option<Vec<AptPackage>> {
-    let kept = crate::repos::apply_retention(
-        after.iter().collect::<Vec<_>>(),
-        retention,
-        |p| (p.name.clone(), p.architecture.clone()),
-        |a, b| crate::versions::dpkg_cmp(&a.version, &b.version),
-    );
-    if kept.len() != after.len() {
+) -> Option<Vec<P>> {
+    if crate::repos::retained(after.iter().collect(), retention).len() != after.len() {
         return None;
     }
-    let listed: HashMap<_, _> = after.iter().map(|p| (p.identity(), p.sha256)).collect();
-    if before
-        .iter()
-        .any(|p| listed.get(&p.identity()) != Some(&p.sha256))
-    {
+    let listed: HashMap<_, &P> = after.iter().map(|p| (p.identity(), p)).collect();
+    if before.iter().any(|p| listed.get(&p.identity()) != Some(&p)) {
         return None;
     }
-    let had: std::collections::HashSet<_> = before.iter().map(|p| p.identity()).collect();
+    let had: HashSet<_> = before.iter().map(|p| p.identity()).collect();
     Some(
         after
             .iter()
@@ -189,6 +204,7 @@ fn added_packages(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AptPackage;
 
     fn package(name: &str, version: &str, bytes: &[u8]) -> AptPackage {
         AptPackage {

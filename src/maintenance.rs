@@ -138,7 +138,8 @@ pub async fn mark(
                     &mut marked,
                     &mut seen_manifests,
                     |p, m| {
-                        m.extend([p.sha256, p.primary, p.filelists, p.other]);
+                        m.insert(p.sha256);
+                        m.extend(p.entry_blobs());
                     },
                 )
                 .await

@@ -232,11 +232,40 @@ pub struct RpmPackage {
     /// The bytes the build worker uploaded; identity conflicts are judged on these.
     pub uploaded_sha256: Digest,
     pub signed: bool,
-    pub primary: Digest,
-    pub filelists: Digest,
-    pub other: Digest,
+    /// Records written before `entries` name each repodata entry's blob; read, never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filelists: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<Digest>,
+    /// The package's primary, filelists and other entries, one after another in one blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<RpmEntries>,
     pub uploaded_at: i64,
     pub uploaded_by: String,
+}
+
+/// One blob holding a package's three repodata entries: one file to create per package
+/// instead of three, which is what bounds a bulk import (file creation, not hashing).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmEntries {
+    pub digest: Digest,
+    /// Bytes of primary, filelists and other, in that order: the blob is their concatenation.
+    pub sizes: [u64; 3],
+}
+
+impl RpmPackage {
+    /// Every blob holding this package's repodata entries.
+    pub fn entry_blobs(&self) -> Vec<Digest> {
+        let mut blobs: Vec<Digest> = [self.primary, self.filelists, self.other]
+            .into_iter()
+            .flatten()
+            .collect();
+        blobs.extend(self.entries.map(|e| e.digest));
+        blobs
+    }
 }
 
 impl RpmPackage {

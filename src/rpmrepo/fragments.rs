@@ -60,6 +60,47 @@ pub async fn fragments(
     .await
 }
 
+/// A package's primary, filelists and other entries: one blob split at the recorded
+/// sizes, or (records written before `entries`) three blobs.
+async fn entry_texts(store: &Store, package: &RpmPackage) -> Result<[Bytes; 3]> {
+    if let Some(entries) = package.entries {
+        let whole = store.get_blob(&entries.digest).await?;
+        let [primary, filelists, other] = entries.sizes.map(|n| n as usize);
+        let total = primary
+            .checked_add(filelists)
+            .and_then(|n| n.checked_add(other));
+        if total != Some(whole.len()) {
+            return Err(StoreError::Corrupt(
+                format!("blob {}", entries.digest),
+                format!(
+                    "{} bytes, but the entries' sizes are {:?}",
+                    whole.len(),
+                    entries.sizes
+                ),
+            ));
+        }
+        return Ok([
+            whole.slice(..primary),
+            whole.slice(primary..primary + filelists),
+            whole.slice(primary + filelists..),
+        ]);
+    }
+    let mut texts: [Bytes; 3] = Default::default();
+    for (text, blob) in texts
+        .iter_mut()
+        .zip([package.primary, package.filelists, package.other])
+    {
+        let blob = blob.ok_or_else(|| {
+            StoreError::Corrupt(
+                package.location.clone(),
+                "no repodata entries recorded".into(),
+            )
+        })?;
+        *text = store.get_blob(&blob).await?;
+    }
+    Ok(texts)
+}
+
 impl crate::layout::Fragmented for RpmPackage {
     const KIND: &'static str = "rpm";
     type Fragment = Fragment;
@@ -99,16 +140,14 @@ pub async fn fragment(
             .next()
             .cmp(&b.location.rsplit('/').next())
     });
-    let mut parts = Vec::new();
-    for pick in [
-        |p: &RpmPackage| p.primary,
-        |p: &RpmPackage| p.filelists,
-        |p: &RpmPackage| p.other,
-    ] {
-        let mut text = Vec::new();
-        for package in &kept {
-            text.extend_from_slice(&store.get_blob(&pick(package)).await?);
+    let mut texts: [Vec<u8>; 3] = Default::default();
+    for package in &kept {
+        for (text, entry) in texts.iter_mut().zip(entry_texts(store, package).await?) {
+            text.extend_from_slice(&entry);
         }
+    }
+    let mut parts = Vec::new();
+    for text in texts {
         // Off the async threads, so chunks rendering side by side compress in parallel.
         let (text, gz) = tokio::task::spawn_blocking(move || {
             let gz = compress::gzip(&text);
@@ -241,4 +280,84 @@ pub fn pool_entries<'a>(
             )
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ManifestKind, RpmEntries};
+
+    fn package(name: &str) -> RpmPackage {
+        RpmPackage {
+            name: name.into(),
+            epoch: 0,
+            version: "1".into(),
+            release: "1".into(),
+            arch: "x86_64".into(),
+            location: format!("Packages/{}/{name}-1-1.x86_64.rpm", &name[..1]),
+            size: 1,
+            sha256: Digest::of(name.as_bytes()),
+            uploaded_sha256: Digest::of(name.as_bytes()),
+            signed: false,
+            primary: None,
+            filelists: None,
+            other: None,
+            entries: None,
+            uploaded_at: 0,
+            uploaded_by: "t".into(),
+        }
+    }
+
+    /// Records from before `entries` (a blob per entry) render beside new ones (one blob).
+    #[tokio::test]
+    async fn old_and_new_entry_records_render_into_one_fragment() {
+        let store = Store::memory();
+        let put = |text: &'static str| {
+            let store = store.clone();
+            async move { store.put_blob(Bytes::from(text)).await.unwrap().digest }
+        };
+        let mut old = package("aold");
+        old.primary = Some(put("<p old/>").await);
+        old.filelists = Some(put("<f old/>").await);
+        old.other = Some(put("<o old/>").await);
+        let mut new = package("bnew");
+        new.entries = Some(RpmEntries {
+            digest: put("<p new/><f new/><o new/>").await,
+            sizes: [8, 8, 8],
+        });
+        let chunk = Chunk {
+            kind: ManifestKind::RpmChunk,
+            packages: vec![old.clone(), new.clone()],
+        };
+        let digest = store.put_json(&chunk).await.unwrap().digest;
+        let rendered = fragment(&store, &digest, None).await.unwrap();
+        assert_eq!(rendered.count, 2);
+        for (part, expected) in
+            rendered
+                .parts
+                .iter()
+                .zip(["<p old/><p new/>", "<f old/><f new/>", "<o old/><o new/>"])
+        {
+            assert_eq!(
+                &store.get_blob(&part.text).await.unwrap()[..],
+                expected.as_bytes()
+            );
+        }
+
+        // Sizes that do not add up to the blob are corruption, not a panic.
+        let mut lying = package("clying");
+        lying.entries = Some(RpmEntries {
+            digest: put("<p/>").await,
+            sizes: [u64::MAX, 2, 0],
+        });
+        let chunk = Chunk {
+            kind: ManifestKind::RpmChunk,
+            packages: vec![lying],
+        };
+        let digest = store.put_json(&chunk).await.unwrap().digest;
+        assert!(matches!(
+            fragment(&store, &digest, None).await,
+            Err(StoreError::Corrupt(..))
+        ));
+    }
 }

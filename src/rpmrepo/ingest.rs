@@ -15,7 +15,7 @@ use crate::ingest::{
     IngestError, Ingested, PackageId, PlacedPackage, PublishTarget, Spooled, add_to_cell,
     check_existing,
 };
-use crate::model::{self, RpmPackage, RpmRepo};
+use crate::model::{self, RpmEntries, RpmPackage, RpmRepo};
 use crate::repos;
 
 impl From<RpmError> for IngestError {
@@ -265,13 +265,13 @@ impl Placed {
             header_end,
         };
         let info = &self.info;
-        let primary = store
-            .put_blob(Bytes::from(xml::primary(info, &stored)))
-            .await?;
-        let filelists = store
-            .put_blob(Bytes::from(xml::filelists(info, &hex)))
-            .await?;
-        let other = store.put_blob(Bytes::from(xml::other(info, &hex))).await?;
+        let texts = [
+            xml::primary(info, &stored),
+            xml::filelists(info, &hex),
+            xml::other(info, &hex),
+        ];
+        let sizes = texts.each_ref().map(|t| t.len() as u64);
+        let entries = store.put_blob(Bytes::from(texts.concat())).await?;
         Ok(RpmPackage {
             name: info.name.clone(),
             epoch: info.epoch,
@@ -283,9 +283,13 @@ impl Placed {
             sha256: blob.digest,
             uploaded_sha256: spooled.digest,
             signed: sign_packages,
-            primary: primary.digest,
-            filelists: filelists.digest,
-            other: other.digest,
+            primary: None,
+            filelists: None,
+            other: None,
+            entries: Some(RpmEntries {
+                digest: entries.digest,
+                sizes,
+            }),
             uploaded_at: now,
             uploaded_by: actor.to_string(),
         })

@@ -6,8 +6,9 @@
 //! start with N + 1 while it is idle, and the next upload's publish hashes only
 //! the parts it changed.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use super::fragments::{self, Document};
 use crate::digest::Digest;
@@ -15,13 +16,26 @@ use crate::prefix_hash::{PartBytes, PartHashes};
 use crate::store::{Result, Store};
 
 /// Hash states of recent documents' text. Text parts are named by their digest, so one
-/// scope serves every tree and store.
-static OPEN_TEXT: PartHashes = PartHashes::new(16);
+/// scope serves every tree and store. A tree keeps three (one per document) between
+/// publishes: 64 cover 21 trees, at about 40 KB each at 20,000 rpms (states, not bytes).
+static OPEN_TEXT: PartHashes = PartHashes::new(64);
 const SCOPE: &str = "rpm document text";
 
-/// Held while hashing ahead, so a publish waits for states about to be ready rather
-/// than hashing the same bytes beside them.
-static AHEAD: LazyLock<Arc<tokio::sync::Mutex<()>>> = LazyLock::new(Default::default);
+/// Per tree (store and `<repo>/<release>/<arch>`), held while hashing ahead for it, so its
+/// next publish waits for states about to be ready rather than hashing the same bytes
+/// beside them. Per tree, so a noarch upload's publish of one arch does not wait for
+/// the other arch's hashing.
+static AHEAD: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+fn ahead_lock(store: &Store, tree: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let key = format!("{} {tree}", store.description());
+    match AHEAD.lock() {
+        Ok(mut locks) => Arc::clone(locks.entry(key).or_default()),
+        // A panic elsewhere poisoned the map: hashing ahead is an optimisation, go without.
+        Err(_) => Arc::default(),
+    }
+}
 
 /// Only long-running servers hash ahead: a one-shot `caprepo import` would wait for
 /// work no publish will use before it could exit.
@@ -44,21 +58,22 @@ pub fn open_checksum(text: &[PartBytes]) -> (Digest, u64) {
     OPEN_TEXT.hash(Arc::from(SCOPE), text, resumed.states)
 }
 
-/// Waits until hashing ahead (if any) is done.
-pub async fn settled() {
-    drop(AHEAD.lock().await);
+/// Waits until hashing ahead for `tree` (if any) is done.
+pub async fn settled(store: &Store, tree: &str) {
+    drop(ahead_lock(store, tree).lock().await);
 }
 
 /// Hashes ahead for a publish of one package more than `documents` (with their
 /// roots' opening tags `opens`) hold: each document's new header followed by every
 /// chunk part, text and gzip. In the background; a no-op unless enabled. Failing
 /// only costs the next publish the time it would have saved.
-pub async fn hash_ahead(store: &Store, documents: &[Document], opens: [&str; 3]) {
+/// `tree` is `<repo>/<release>/<arch>`.
+pub async fn hash_ahead(store: &Store, tree: &str, documents: &[Document], opens: [&str; 3]) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    // Another tree is hashing ahead: leave the CPU to it rather than queue.
-    let Ok(guard) = Arc::clone(&AHEAD).try_lock_owned() else {
+    // Still hashing ahead for an earlier publish of this tree: that one's guess stands.
+    let Ok(guard) = ahead_lock(store, tree).try_lock_owned() else {
         return;
     };
     match prepare(store, documents, opens).await {

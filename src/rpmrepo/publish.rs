@@ -89,6 +89,7 @@ pub async fn publish_tree(
             // Published: now the idle time until the next upload can hash ahead for it.
             super::next_publish::hash_ahead(
                 store,
+                &format!("{repo}/{tree}"),
                 &documents,
                 [PRIMARY_OPEN, FILELISTS_OPEN, OTHER_OPEN],
             )
@@ -206,7 +207,7 @@ async fn gather(
     pool_chunks.dedup();
     // Each document's open-checksum hashes all of its text that was not hashed ahead
     // (next_publish): the three side by side, once hashing ahead is done.
-    super::next_publish::settled().await;
+    super::next_publish::settled(store, file).await;
     let (primary, filelists, other) = tokio::try_join!(
         fragments::document(store, &parts, 0, PRIMARY_OPEN, "</metadata>"),
         fragments::document(store, &parts, 1, FILELISTS_OPEN, "</filelists>"),

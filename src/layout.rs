@@ -23,14 +23,24 @@ pub trait Fragmented: Record + PartialEq {
     /// Names the kind in the memories' keys (`apt`, `rpm`).
     const KIND: &'static str;
     type Fragment: Send + Sync + 'static;
-    /// The fragments of `chunks`, in order, rendered or remembered.
-    fn fragments(
-        store: &Store,
-        chunks: &[Digest],
+    /// One chunk's fragment, remembered or rendered now. Owned inputs, so that rendering
+    /// several side by side keeps the manager's future `Send` (see `render_chunks`).
+    fn fragment(
+        store: Store,
+        chunk: Digest,
         retention: Option<u32>,
-    ) -> impl Future<Output = Result<Vec<Arc<Self::Fragment>>>> + Send;
+    ) -> impl Future<Output = Result<Arc<Self::Fragment>>> + Send;
     /// How many packages a fragment lists.
     fn listed(fragment: &Self::Fragment) -> usize;
+}
+
+/// The fragments of `chunks`, in order, rendering the missing ones side by side.
+async fn rendered<P: Fragmented>(
+    store: &Store,
+    chunks: &[Digest],
+    retention: Option<u32>,
+) -> Result<Vec<Arc<P::Fragment>>> {
+    crate::fragment_memory::render_chunks(store, chunks, retention, P::fragment).await
 }
 
 /// One cell chunk in an index file: (from the file's shared cell, `all` for APT or
@@ -78,7 +88,7 @@ pub async fn fragments_for<P: Fragmented>(
         return Ok(laid_out);
     }
     let chunks: Vec<Digest> = slots.iter().map(|s| s.2).collect();
-    let fragments = P::fragments(store, &chunks, retention).await?;
+    let fragments = rendered::<P>(store, &chunks, retention).await?;
     let packages = fragments.iter().map(|f| P::listed(f)).sum();
     BASES.remember(
         &key,
@@ -124,8 +134,8 @@ async fn over_base<P: Fragmented>(
         return Ok(None);
     }
     let mut chunks: Vec<Digest> = base.slots.iter().map(|s| s.2).collect();
-    let mut fragments = P::fragments(store, &chunks, retention).await?;
-    fragments.extend(P::fragments(store, &deltas, retention).await?);
+    let mut fragments = rendered::<P>(store, &chunks, retention).await?;
+    fragments.extend(rendered::<P>(store, &deltas, retention).await?);
     chunks.extend(deltas);
     Ok(Some(LaidOut { chunks, fragments }))
 }

@@ -36,30 +36,15 @@ pub struct Fragment {
 static MEMORY: std::sync::LazyLock<crate::fragment_memory::Fragments<Fragment>> =
     std::sync::LazyLock::new(Default::default);
 
-/// The fragments of `chunks`, in order, rendering the missing ones side by side.
-pub async fn fragments(
-    store: &Store,
-    chunks: &[Digest],
-    retention: Option<u32>,
-) -> Result<Vec<Arc<Fragment>>> {
-    crate::fragment_memory::render_chunks(
-        store,
-        chunks,
-        retention,
-        |store, chunk, retention| async move { fragment(&store, &chunk, retention).await },
-    )
-    .await
-}
-
 impl crate::layout::Fragmented for AptPackage {
     const KIND: &'static str = "apt";
     type Fragment = Fragment;
-    fn fragments(
-        store: &Store,
-        chunks: &[Digest],
+    async fn fragment(
+        store: Store,
+        chunk: Digest,
         retention: Option<u32>,
-    ) -> impl std::future::Future<Output = Result<Vec<Arc<Fragment>>>> + Send {
-        fragments(store, chunks, retention)
+    ) -> Result<Arc<Fragment>> {
+        fragment(&store, &chunk, retention).await
     }
     fn listed(fragment: &Fragment) -> usize {
         fragment.pool.len()

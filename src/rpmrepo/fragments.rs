@@ -45,21 +45,6 @@ static MEMORY: LazyLock<crate::fragment_memory::Fragments<Fragment>> =
 static POOL_CHUNKS: LazyLock<crate::fragment_memory::Fragments<Digest>> =
     LazyLock::new(|| crate::fragment_memory::Fragments::bounded(65_536));
 
-/// The fragments of `chunks`, in order, rendering the missing ones side by side.
-pub async fn fragments(
-    store: &Store,
-    chunks: &[Digest],
-    retention: Option<u32>,
-) -> Result<Vec<Arc<Fragment>>> {
-    crate::fragment_memory::render_chunks(
-        store,
-        chunks,
-        retention,
-        |store, chunk, retention| async move { fragment(&store, &chunk, retention).await },
-    )
-    .await
-}
-
 /// A package's primary, filelists and other entries: one blob split at the recorded
 /// sizes, or (records written before `entries`) three blobs.
 async fn entry_texts(store: &Store, package: &RpmPackage) -> Result<[Bytes; 3]> {
@@ -104,12 +89,12 @@ async fn entry_texts(store: &Store, package: &RpmPackage) -> Result<[Bytes; 3]> 
 impl crate::layout::Fragmented for RpmPackage {
     const KIND: &'static str = "rpm";
     type Fragment = Fragment;
-    fn fragments(
-        store: &Store,
-        chunks: &[Digest],
+    async fn fragment(
+        store: Store,
+        chunk: Digest,
         retention: Option<u32>,
-    ) -> impl std::future::Future<Output = Result<Vec<Arc<Fragment>>>> + Send {
-        fragments(store, chunks, retention)
+    ) -> Result<Arc<Fragment>> {
+        fragment(&store, &chunk, retention).await
     }
     fn listed(fragment: &Fragment) -> usize {
         fragment.pool.len()

@@ -282,12 +282,7 @@ fn one_upload_at_a_time_then_a_removal_keep_every_index_whole() {
     apt.run_ok(&["update"]);
     apt.run_ok(&["install", "-y", "--download-only", "tree"]);
 
-    run_ok(
-        caprepo()
-            .args(["rm", "--data"])
-            .arg(&data.path)
-            .args(["apt/seq/stable", "tree"]),
-    );
+    data.cli(&["rm"], &["apt/seq/stable", "tree"]);
     server.wait_for(
         "/seq/dists/stable/main/binary-amd64/Packages",
         "removed",

@@ -491,12 +491,7 @@ fn one_rpm_at_a_time_then_a_removal_keep_every_checksum_true() {
     let out = dnf.run(&["install", "standalone-caprepo"]);
     assert!(out.status.success(), "dnf install: {}", output_text(&out));
 
-    run_ok(
-        caprepo()
-            .args(["rm", "--data"])
-            .arg(&data.path)
-            .args(["rpm/seq/12", "lzma-caprepo"]),
-    );
+    data.cli(&["rm"], &["rpm/seq/12", "lzma-caprepo"]);
     server.wait_for(&format!("{tree}/repodata/repomd.xml"), "removed", |_| {
         !consistent_repodata(&server, tree).contains("<name>lzma-caprepo</name>")
     });

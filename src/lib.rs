@@ -23,6 +23,7 @@ pub mod manager;
 pub mod metrics;
 pub mod mirror;
 pub mod model;
+pub mod pack_sweep;
 pub mod prefix_hash;
 pub mod publication;
 pub mod releases;

@@ -320,6 +320,10 @@ pub struct GcReport {
     /// Unreachable but younger than the grace period.
     pub kept_young: usize,
     pub pruned_generations: usize,
+    /// Live blobs written loose because their pack was mostly dead and went.
+    pub packed_rewritten: usize,
+    /// Dead packed blobs kept because their pack is young or at least half alive.
+    pub packed_held: usize,
 }
 
 /// Drop all but the newest `keep` generations of every ref (snapshots are never pruned).
@@ -407,8 +411,15 @@ pub async fn gc(
         report.swept_bytes += size;
         doomed.push(path);
     }
+    let packs = crate::pack_sweep::sweep_packs(store, &marked, grace, dry_run).await?;
+    report.swept += packs.swept;
+    report.swept_bytes += packs.swept_bytes;
+    report.packed_rewritten = packs.rewritten;
+    report.packed_held = packs.held;
     if !dry_run {
         delete_all(store, doomed).await?;
+        delete_all(store, packs.indexes).await?;
+        delete_all(store, packs.packs).await?;
     }
     Ok((report, problems))
 }
@@ -421,6 +432,10 @@ pub async fn verify(store: &Store, certificate: &[u8]) -> Result<Problems> {
     let composites = crate::store::list_composites(store).await?;
     let marked = mark(store, &entries, &composites, &mut problems).await?;
     check_composite_schemas(store, &composites, &marked, &mut problems).await;
+    store.refresh_packs().await?;
+    for (name, why) in store.unreadable_packs() {
+        problems.push(format!("pack {name}: its index cannot be read: {why}"));
+    }
     for digest in &marked {
         match store.stream_blob(digest, None).await {
             Ok(stream) => {

@@ -128,7 +128,7 @@ async fn load_target(store: &Store, scope: &Scope) -> Result<Target> {
 
 /// What every package of one import run shares.
 struct Run<'a> {
-    /// The store handle with deferred fsync (see `Store::with_deferred_sync`).
+    /// The bulk store handle: packs and deferred fsync (see `Store::bulk`).
     store: &'a Store,
     agent: &'a AgentClient,
     target: &'a Target,
@@ -239,12 +239,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let started = Instant::now();
     // RPM imports sign each package header; both publish signed indices at the end.
     let (agent, _child) = agent_for(&data, &config).await?;
-    // Blobs are written without a per-file fsync and flushed together before any
-    // cell names them, so a crash mid-import leaves only unreferenced blobs.
-    let bulk = store.with_deferred_sync()?;
+    // Small blobs go into packs and nothing is fsynced one by one; the packs are
+    // sealed and flushed before any cell names them, so a crash mid-import leaves
+    // only unreferenced blobs.
     let scratch = data.spool_dir();
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("creating the spool directory {}", scratch.display()))?;
+    let bulk = store.bulk(&scratch)?;
     let run = Run {
         store: &bulk,
         agent: &agent,
@@ -270,7 +271,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    bulk.sync_deferred()
+    bulk.finish_bulk()
         .await
         .context("flushing the imported blobs to disk")?;
 

@@ -67,6 +67,19 @@ pub async fn gc(args: GcArgs) -> Result<ExitCode> {
             String::new()
         }
     );
+    if report.packed_rewritten + report.packed_held > 0 {
+        println!(
+            "packs: {} live blob(s) {} loose from mostly dead packs; {} dead packed blob(s) kept \
+             in packs that are young or at least half alive",
+            report.packed_rewritten,
+            if args.dry_run {
+                "would be written"
+            } else {
+                "written"
+            },
+            report.packed_held
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -45,6 +45,9 @@ impl Store {
     pub async fn put_blob(&self, bytes: Bytes) -> Result<BlobMeta> {
         let digest = Digest::of(&bytes);
         let size = bytes.len() as u64;
+        if self.packs_small(size) {
+            return self.pack_blob(digest, bytes).await;
+        }
         let path = blob_path(&digest);
         if let Some(root) = &self.local_root {
             let (root, sync) = (root.clone(), !self.defer_sync);
@@ -72,6 +75,29 @@ impl Store {
     /// The file is re-hashed on the way in, so a spool file changed behind our back
     /// can never be stored under the wrong name.
     pub async fn put_blob_file(&self, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
+        if self.packer().is_some() {
+            let small = tokio::fs::metadata(file)
+                .await
+                .is_ok_and(|m| self.packs_small(m.len()));
+            if small {
+                let (source, limit) = (file.to_path_buf(), super::packs::MAX_PACKED_BLOB);
+                let bytes = tokio::task::spawn_blocking(move || {
+                    super::local_put::read_small(&source, limit, &source.display().to_string())
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
+                })??;
+                let digest = Digest::of(&bytes);
+                if digest != expected {
+                    return Err(StoreError::Corrupt(
+                        file.display().to_string(),
+                        format!("changed while being stored: expected {expected}, read {digest}"),
+                    ));
+                }
+                return self.pack_blob(digest, bytes).await;
+            }
+        }
         let path = blob_path(&expected);
         if let Some(root) = &self.local_root {
             let (root, file, sync) = (root.clone(), file.to_path_buf(), !self.defer_sync);
@@ -83,17 +109,23 @@ impl Store {
                 StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
             })?;
         }
-        let io_err = |e| StoreError::Io(file.to_path_buf(), e);
-        let mut reader = tokio::fs::File::open(file).await.map_err(io_err)?;
         if let Ok(meta) = self.raw_head(&path).await {
             return Ok(BlobMeta {
                 digest: expected,
                 size: meta.size,
             });
         }
+        self.upload_file(&path, file, expected).await
+    }
+
+    /// Streams a local file to `path` of a remote backend in parts, hashing it on the
+    /// way; a file that does not hash to `expected` is aborted, never stored.
+    async fn upload_file(&self, path: &Path, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
+        let io_err = |e| StoreError::Io(file.to_path_buf(), e);
+        let mut reader = tokio::fs::File::open(file).await.map_err(io_err)?;
         let upload = self
             .inner
-            .put_multipart_opts(&path, Default::default())
+            .put_multipart_opts(path, Default::default())
             .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, STREAM_PART);
         let mut hasher = Hasher::new();
@@ -129,7 +161,7 @@ impl Store {
         digest: Digest,
         movable: bool,
     ) -> Result<BlobMeta> {
-        let (Some(root), true) = (&self.local_root, movable) else {
+        let (Some(root), true, None) = (&self.local_root, movable, self.packer()) else {
             return self.put_blob_file(file, digest).await;
         };
         let path = blob_path(&digest);
@@ -141,33 +173,106 @@ impl Store {
         .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?
     }
 
+    /// Whether the blob is stored by itself or in a pack (not as a composite).
     pub async fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        self.exists(&blob_path(digest)).await
+        Ok(self.exists(&blob_path(digest)).await?
+            || self.packed_size(digest, true).await?.is_some())
     }
 
     pub async fn blob_size(&self, digest: &Digest) -> Result<u64> {
         match self.raw_head(&blob_path(digest)).await {
             Ok(meta) => Ok(meta.size),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(StoreError::NotFound(format!("blob {digest}")))
-            }
+            Err(object_store::Error::NotFound { .. }) => self
+                .packed_size(digest, true)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("blob {digest}"))),
             Err(e) => Err(e.into()),
         }
     }
 
+    /// Whether this handle packs a blob of `size` bytes (bulk handles, small blobs).
+    fn packs_small(&self, size: u64) -> bool {
+        self.packer().is_some() && size <= super::packs::MAX_PACKED_BLOB
+    }
+
+    /// Appends a small blob to the bulk handle's pack, unless it is stored already.
+    async fn pack_blob(&self, digest: Digest, bytes: Bytes) -> Result<BlobMeta> {
+        let meta = BlobMeta {
+            digest,
+            size: bytes.len() as u64,
+        };
+        if self.known_packed(&digest) {
+            return Ok(meta);
+        }
+        let Some(packer) = self.packer().cloned() else {
+            return Err(StoreError::Io(
+                FsPath::new("").to_path_buf(),
+                std::io::Error::other("packing a blob on a handle that has no pack"),
+            ));
+        };
+        let loose = self
+            .local_root
+            .as_ref()
+            .map(|r| r.join(blob_path(&digest).as_ref()));
+        if loose.is_none() && self.exists(&blob_path(&digest)).await? {
+            return Ok(meta);
+        }
+        tokio::task::spawn_blocking(move || {
+            if loose.is_some_and(|path| path.exists()) {
+                return Ok(());
+            }
+            packer.append(digest, &bytes)
+        })
+        .await
+        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))??;
+        Ok(meta)
+    }
+
     /// Read a whole blob (plain or composite) and check it against its name.
     pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes> {
-        match self.get_plain_blob(digest).await {
-            Err(StoreError::NotFound(missing)) => match self.composite(digest).await? {
-                Some(record) => self.get_composite(digest, &record).await,
-                None => Err(StoreError::NotFound(missing)),
-            },
+        match self.get_loose_blob(digest).await {
+            Err(StoreError::NotFound(missing)) => {
+                if let Some(bytes) = self.get_packed(digest, false).await? {
+                    return Ok(bytes);
+                }
+                match self.composite(digest).await? {
+                    Some(record) => self.get_composite(digest, &record).await,
+                    None => self
+                        .get_packed(digest, true)
+                        .await?
+                        .ok_or(StoreError::NotFound(missing)),
+                }
+            }
             other => other,
         }
     }
 
-    /// Read a whole blob stored as itself (not a composite) and check it against its name.
+    /// Read a whole blob stored as itself or in a pack (not a composite), checked against its name.
     pub(super) async fn get_plain_blob(&self, digest: &Digest) -> Result<Bytes> {
+        match self.get_loose_blob(digest).await {
+            Err(StoreError::NotFound(missing)) => self
+                .get_packed(digest, true)
+                .await?
+                .ok_or(StoreError::NotFound(missing)),
+            other => other,
+        }
+    }
+
+    /// A whole packed blob, checked against its name; `None` when no pack holds it.
+    async fn get_packed(&self, digest: &Digest, refresh: bool) -> Result<Option<Bytes>> {
+        let Some(stream) = self.read_packed(digest, None, refresh).await? else {
+            return Ok(None);
+        };
+        let chunks: Vec<Bytes> = stream.body.try_collect().await?;
+        let bytes = match chunks.len() {
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        };
+        check_digest(bytes, digest).map(Some)
+    }
+
+    /// Read a whole blob stored by itself and check it against its name.
+    async fn get_loose_blob(&self, digest: &Digest) -> Result<Bytes> {
         if let Some(root) = &self.local_root {
             // One blocking-pool trip instead of object_store's two (open, then read): an
             // import's publish reads one file list per package.
@@ -208,16 +313,25 @@ impl Store {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<BlobStream> {
-        match self.stream_plain_blob(digest, range.clone()).await {
-            Err(StoreError::NotFound(missing)) => match self.composite(digest).await? {
-                Some(record) => self.stream_composite(digest, &record, range).await,
-                None => Err(StoreError::NotFound(missing)),
-            },
+        match self.stream_loose(digest, range.clone()).await {
+            Err(StoreError::NotFound(missing)) => {
+                if let Some(stream) = self.read_packed(digest, range.clone(), false).await? {
+                    return Ok(stream);
+                }
+                match self.composite(digest).await? {
+                    Some(record) => self.stream_composite(digest, &record, range).await,
+                    None => self
+                        .read_packed(digest, range, true)
+                        .await?
+                        .ok_or(StoreError::NotFound(missing)),
+                }
+            }
             other => other,
         }
     }
 
-    async fn stream_plain_blob(
+    /// Stream a blob stored by itself, or a range of it.
+    pub(super) async fn stream_loose(
         &self,
         digest: &Digest,
         range: Option<Range<u64>>,
@@ -299,13 +413,62 @@ impl Store {
 
     /// Read a small named object, if present.
     pub async fn get_named(&self, name: &str, max: u64) -> Result<Option<Bytes>> {
-        let path = named_path(name)?;
-        match self.inner.get_opts(&path, GetOptions::default()).await {
-            Ok(found) if found.meta.size > max => Err(StoreError::TooLarge(name.to_string(), max)),
+        self.get_named_path(&named_path(name)?, max).await
+    }
+
+    pub(super) async fn get_named_path(&self, path: &Path, max: u64) -> Result<Option<Bytes>> {
+        match self.inner.get_opts(path, GetOptions::default()).await {
+            Ok(found) if found.meta.size > max => Err(StoreError::TooLarge(path.to_string(), max)),
             Ok(found) => Ok(Some(found.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Store {
+    /// Puts a local file of ours at `path` (a pack): renamed into place on local disk
+    /// (fsynced unless deferred), uploaded in parts elsewhere.
+    pub(super) async fn put_file_at(
+        &self,
+        path: &Path,
+        file: &FsPath,
+        digest: Digest,
+    ) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return self.upload_file(path, file, digest).await.map(|_| ());
+        };
+        let (root, relative, file, sync) = (
+            root.clone(),
+            path.to_string(),
+            file.to_path_buf(),
+            !self.defer_sync,
+        );
+        tokio::task::spawn_blocking(move || {
+            super::local_put::adopt_file(&root, &relative, &file, digest, sync)
+        })
+        .await
+        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// Puts small bytes at `path` (a pack index), fsynced on local disk unless deferred.
+    pub(super) async fn put_bytes_at(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            self.raw_put(
+                path,
+                PutPayload::from(bytes),
+                object_store::PutMode::Overwrite,
+            )
+            .await?;
+            return Ok(());
+        };
+        let (root, relative, sync) = (root.clone(), path.to_string(), !self.defer_sync);
+        tokio::task::spawn_blocking(move || {
+            super::local_put::put_bytes(&root, &relative, &bytes, sync)
+        })
+        .await
+        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?
     }
 }
 
@@ -371,6 +534,9 @@ pub(super) fn check_digest(bytes: Bytes, digest: &Digest) -> Result<Bytes> {
     Ok(bytes)
 }
 
+/// Local reads up to this size come back in one piece; longer ones stream.
+pub(super) const READ_WHOLE: u64 = 1 << 20;
+
 /// A local blob read whole, or opened for streaming.
 enum LocalBody {
     Whole(Bytes),
@@ -386,8 +552,32 @@ async fn stream_local_file(
     digest: &Digest,
     range: Option<Range<u64>>,
 ) -> Result<BlobStream> {
+    let (size, range, body) = open_local(file_path, digest, 0, None, range).await?;
+    Ok(BlobStream { size, range, body })
+}
+
+/// Streams `length` bytes from `start` of a local file (a blob inside a pack).
+pub(super) async fn stream_local_slice(
+    file_path: &std::path::Path,
+    digest: &Digest,
+    start: u64,
+    length: u64,
+) -> Result<BoxStream<'static, Result<Bytes>>> {
+    let range = Some(0..length);
+    let (_, _, body) = open_local(file_path, digest, start, Some(length), range).await?;
+    Ok(body)
+}
+
+/// Opens the blob that sits at `base` of a local file, `size` bytes long (the rest of
+/// the file when `None`), and reads `range` of it.
+async fn open_local(
+    file_path: &std::path::Path,
+    digest: &Digest,
+    base: u64,
+    size: Option<u64>,
+    range: Option<Range<u64>>,
+) -> Result<(u64, Range<u64>, BoxStream<'static, Result<Bytes>>)> {
     use std::io::{Read, Seek};
-    const READ_WHOLE: u64 = 1 << 20;
     let path = file_path.to_path_buf();
     let digest = *digest;
     let opened = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -399,9 +589,12 @@ async fn stream_local_file(
             }
         };
         let mut file = std::fs::File::open(&path).map_err(io_error)?;
-        let size = file.metadata().map_err(io_error)?.len();
+        let size = match size {
+            Some(size) => size,
+            None => file.metadata().map_err(io_error)?.len(),
+        };
         let range = checked_range(&digest, range, size)?;
-        file.seek(std::io::SeekFrom::Start(range.start))
+        file.seek(std::io::SeekFrom::Start(base + range.start))
             .map_err(io_error)?;
         let length = range.end - range.start;
         if length <= READ_WHOLE {
@@ -428,5 +621,5 @@ async fn stream_local_file(
             .boxed()
         }
     };
-    Ok(BlobStream { size, range, body })
+    Ok((size, range, body))
 }

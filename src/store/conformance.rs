@@ -14,6 +14,7 @@ pub(crate) async fn run_all(store: &Store) {
     blobs_are_content_addressed(store).await;
     streamed_file_blob(store).await;
     composites_read_like_blobs(store).await;
+    packed_blobs_read_like_loose_ones(store).await;
     refs_compare_and_swap(store).await;
     concurrent_advances_lose_nothing(store).await;
 }
@@ -43,6 +44,112 @@ async fn blobs_are_content_addressed(store: &Store) {
     use futures::TryStreamExt;
     let body: Vec<Bytes> = ranged.body.try_collect().await.unwrap();
     assert_eq!(body.concat(), b"blob");
+}
+
+async fn packed_blobs_read_like_loose_ones(store: &Store) {
+    use futures::TryStreamExt;
+    let tag = format!(
+        "{} {:?}",
+        store.description(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+    );
+    let spool = tempfile::tempdir().unwrap();
+    let bulk = store.bulk(spool.path()).unwrap();
+    let small = Bytes::from(format!("a small packed blob, {tag}"));
+    let repeated = Bytes::from(format!("a longer one, {tag}; ").repeat(200));
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(format!("a package file, {tag}").as_bytes())
+        .unwrap();
+    let file_bytes = Bytes::from(std::fs::read(file.path()).unwrap());
+    let a = bulk.put_blob(small.clone()).await.unwrap();
+    let b = bulk.put_blob(repeated.clone()).await.unwrap();
+    bulk.put_blob(small.clone()).await.unwrap();
+    let c = bulk
+        .put_blob_file(file.path(), Digest::of(&file_bytes))
+        .await
+        .unwrap();
+    assert!(matches!(
+        bulk.put_blob_file(file.path(), Digest::of(b"other bytes"))
+            .await,
+        Err(StoreError::Corrupt(..))
+    ));
+    // Too big to gain from a pack: stored by itself at once.
+    let big = Bytes::from(vec![b'x'; super::packs::MAX_PACKED_BLOB as usize + 1]);
+    let big_meta = bulk.put_blob(big).await.unwrap();
+    assert!(
+        store
+            .exists(&super::blob_path(&big_meta.digest))
+            .await
+            .unwrap()
+    );
+
+    // Until the pack is sealed nothing may name its blobs, and no reader finds them.
+    let reader = store.without_packs_known();
+    assert!(!reader.has_blob(&a.digest).await.unwrap());
+    bulk.finish_bulk().await.unwrap();
+    assert!(
+        !store.exists(&super::blob_path(&a.digest)).await.unwrap(),
+        "a small blob is packed, not a file of its own"
+    );
+    for (meta, bytes) in [(a, &small), (b, &repeated), (c, &file_bytes)] {
+        assert_eq!(&reader.get_blob(&meta.digest).await.unwrap(), bytes);
+        assert!(reader.has_blob(&meta.digest).await.unwrap());
+        assert_eq!(
+            reader.blob_size(&meta.digest).await.unwrap(),
+            bytes.len() as u64
+        );
+        let whole: Vec<Bytes> = reader
+            .stream_blob(&meta.digest, None)
+            .await
+            .unwrap()
+            .body
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(&whole.concat()[..], &bytes[..]);
+    }
+    let ranged = reader.stream_blob(&b.digest, Some(3..40)).await.unwrap();
+    assert_eq!(
+        (ranged.size, ranged.range.clone()),
+        (repeated.len() as u64, 3..40)
+    );
+    let body: Vec<Bytes> = ranged.body.try_collect().await.unwrap();
+    assert_eq!(&body.concat()[..], &repeated[3..40]);
+    assert!(matches!(
+        reader
+            .stream_blob(&a.digest, Some(0..small.len() as u64 + 1))
+            .await,
+        Err(StoreError::Corrupt(..))
+    ));
+    let listed = reader.refresh_packs().await.unwrap();
+    let pack = listed
+        .iter()
+        .find(|p| p.pack.index.find(&a.digest).is_some())
+        .expect("the pack is listed");
+    assert_eq!(
+        pack.pack.index.entries().count(),
+        3,
+        "one entry per blob, once"
+    );
+
+    // A flipped byte inside the pack: whole reads of that blob are refused.
+    let path = super::pack_path(pack.pack.index.name());
+    let mut damaged = store
+        .get_named_path(&path, u64::MAX)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    let at = pack.pack.index.find(&a.digest).unwrap().offset as usize;
+    damaged[at] ^= 1;
+    store
+        .raw_put(&path, damaged.into(), object_store::PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.without_packs_known().get_blob(&a.digest).await,
+        Err(StoreError::Corrupt(..))
+    ));
 }
 
 async fn composites_read_like_blobs(store: &Store) {

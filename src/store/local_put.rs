@@ -2,7 +2,7 @@
 //! machinery: one trip to the blocking pool copies the file into a temp file
 //! beside its final name while hashing it, then renames it into place. Bulk
 //! imports may defer the fsync of each blob to one `syncfs` before any ref can
-//! name them (see `Store::with_deferred_sync`).
+//! name them (see `Store::bulk`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

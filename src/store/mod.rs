@@ -7,6 +7,7 @@ mod blobs;
 mod composite;
 pub mod held;
 mod local_put;
+mod packs;
 mod refs;
 
 pub(crate) use blobs::blob_path;
@@ -14,6 +15,8 @@ pub use blobs::{BlobMeta, BlobStream};
 pub(crate) use composite::list_composites;
 pub use composite::{CompositeRecord, ListedComposite, Part, PartBytes};
 pub(crate) use local_put::buffer_for as copy_buffer_for;
+pub use packs::{ListedPack, LoadedPack, PackIndex, PackedEntry};
+pub(crate) use packs::{index_path as pack_index_path, pack_path};
 pub use refs::{RefEntry, RefName};
 
 use std::collections::HashMap;
@@ -81,8 +84,12 @@ pub struct Store {
     description: Arc<str>,
     /// The directory of a local-disk store, so reads can go straight to the file.
     local_root: Option<Arc<std::path::PathBuf>>,
-    /// Local blob writes skip their fsync; `sync_deferred` makes them durable at once.
+    /// Local blob writes skip their fsync; `finish_bulk` makes them durable at once.
     defer_sync: bool,
+    /// The packs this handle has read the indexes of (shared by its clones).
+    packs: Arc<packs::PackSet>,
+    /// On bulk handles, where small blobs go instead of a file each.
+    packer: Option<Arc<packs::Packer>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -152,34 +159,57 @@ impl Store {
             description: description.into(),
             local_root: None,
             defer_sync: false,
+            packs: Arc::default(),
+            packer: None,
         }
     }
 
-    /// A handle for bulk writes: on local disk, blobs are written without a per-file
-    /// fsync (an import of 20,000 debs spent most of its time waiting on them), and
-    /// `sync_deferred` must run before any ref names them. Other backends are unchanged.
-    pub fn with_deferred_sync(&self) -> Result<Self> {
-        let Some(root) = &self.local_root else {
-            return Ok(self.clone());
-        };
-        let fs = LocalFileSystem::new_with_prefix(root.as_path())?.with_fsync(false);
-        Ok(Store {
-            inner: Arc::new(fs),
-            ref_heads: self.ref_heads.clone(),
-            description: self.description.clone(),
-            local_root: Some(root.clone()),
-            defer_sync: true,
-        })
+    /// A handle for bulk writes (imports): small blobs are appended to a pack spooled in
+    /// `spool` instead of becoming a file each (creating those files was most of a cold
+    /// import's time), and on local disk nothing is fsynced one by one. `finish_bulk`
+    /// must run before any ref names what was written through it.
+    pub fn bulk(&self, spool: &FsPath) -> Result<Self> {
+        let mut bulk = self.clone();
+        bulk.packer = Some(Arc::new(packs::Packer::new(spool)));
+        if let Some(root) = &self.local_root {
+            let fs = LocalFileSystem::new_with_prefix(root.as_path())?.with_fsync(false);
+            bulk.inner = Arc::new(fs);
+            bulk.defer_sync = true;
+        }
+        Ok(bulk)
     }
 
-    /// Makes every deferred write durable (one `syncfs` of the store's filesystem).
-    pub async fn sync_deferred(&self) -> Result<()> {
+    /// Seals the bulk handle's packs, then makes every deferred write durable (one
+    /// `syncfs` of the store's filesystem).
+    pub async fn finish_bulk(&self) -> Result<()> {
+        self.seal_packs().await?;
         let Some(root) = self.local_root.clone().filter(|_| self.defer_sync) else {
             return Ok(());
         };
         tokio::task::spawn_blocking(move || local_put::sync_filesystem(&root))
             .await
             .map_err(|e| StoreError::Io(PathBuf::new(), std::io::Error::other(e)))?
+    }
+
+    /// A handle on the same store that has read no pack index yet (another process's view).
+    #[cfg(test)]
+    pub(crate) fn without_packs_known(&self) -> Self {
+        let mut fresh = self.clone();
+        fresh.packs = Arc::default();
+        fresh.packer = None;
+        fresh
+    }
+
+    /// Writes raw bytes at a path of the store (planting a crash's leftovers).
+    #[cfg(test)]
+    pub(crate) async fn put_bytes_at_for_test(&self, path: &str, bytes: bytes::Bytes) {
+        self.raw_put(
+            &object_store::path::Path::from(path),
+            bytes.into(),
+            object_store::PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
     }
 
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {

@@ -370,6 +370,14 @@ pub fn put(server: &Server, name: &str, file: &Path, cap: Option<&str>, query: &
     curl(&args)
 }
 
+/// Where a local store keeps a blob stored by itself (not packed).
+pub fn blob_file(data: &DataDir, digest: &str) -> std::path::PathBuf {
+    data.path
+        .join("store/blobs/sha256")
+        .join(&digest[..2])
+        .join(digest)
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))

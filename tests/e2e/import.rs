@@ -144,3 +144,83 @@ impl Drop for ChattrOnDrop {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
+
+/// Where `needle` starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn imported_packages_live_in_a_pack_that_verify_checks_and_gc_frees() {
+    let data = DataDir::init(&[]);
+    data.repo_add("packed", "stable", "main", "amd64");
+    let work = tempfile::tempdir().unwrap();
+    let debs = work.path().join("debs");
+    let generator = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gen_debs.py");
+    run_ok(Command::new("python3").arg(&generator).arg(&debs).arg("12"));
+    let out = data.cli(
+        &["import"],
+        &["apt/packed/dists/stable/main", debs.to_str().unwrap()],
+    );
+    assert!(out.contains("imported 12 new"), "{out}");
+
+    // One pack and its index instead of a file per package and per file list.
+    let packs_dir = data.path.join("store/packs");
+    let pack = std::fs::read_dir(&packs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .expect("the import wrote a pack");
+    assert_eq!(std::fs::read_dir(&packs_dir).unwrap().count(), 2);
+    let kept = debs.join("bench-000011_1.0-1_amd64.deb");
+    let kept_bytes = std::fs::read(&kept).unwrap();
+    assert!(!blob_file(&data, &sha256_hex(&kept_bytes)).exists());
+
+    // A flipped byte inside the pack: verify names the package it belongs to.
+    let original = std::fs::read(&pack).unwrap();
+    let at = find(&original, &kept_bytes).expect("the package's bytes are in the pack");
+    let mut damaged = original.clone();
+    damaged[at + kept_bytes.len() / 2] ^= 1;
+    std::fs::write(&pack, &damaged).unwrap();
+    let report = caprepo()
+        .args(["verify", "--data"])
+        .arg(&data.path)
+        .output()
+        .unwrap();
+    assert!(!report.status.success());
+    let stdout = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        stdout.contains(&sha256_hex(&kept_bytes)) && stdout.contains("corrupted"),
+        "{stdout}"
+    );
+    std::fs::write(&pack, &original).unwrap();
+    assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+
+    // Remove most packages and forget history: the mostly dead pack goes, and what is
+    // still published is written loose first.
+    let server = Server::start(&data);
+    let removed: Vec<String> = (0..9).map(|i| format!("bench-{i:06}")).collect();
+    let mut args = vec!["apt/packed/stable"];
+    args.extend(removed.iter().map(String::as_str));
+    data.cli(&["rm"], &args);
+    server.wait_for(
+        "/packed/dists/stable/main/binary-amd64/Packages",
+        "removed",
+        |r| !r.text().contains("Package: bench-000000\n"),
+    );
+    server.stop();
+    let swept = data.cli(&["gc"], &["--grace", "0s", "--keep-generations", "1"]);
+    assert!(
+        swept.contains("packs: 6 live blob(s) written loose"),
+        "{swept}"
+    );
+    assert_eq!(std::fs::read_dir(&packs_dir).unwrap().count(), 0, "{swept}");
+    assert!(blob_file(&data, &sha256_hex(&kept_bytes)).exists());
+    assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+
+    let server = Server::start(&data);
+    let apt = Apt::for_repo(&server, "packed", "stable", "main", &data.key(false), true);
+    apt.run_ok(&["update"]);
+    apt.run_ok(&["install", "-y", "--download-only", "bench-000011"]);
+    server.stop();
+}

@@ -5,13 +5,6 @@
 
 use crate::harness::*;
 
-fn blob_file(data: &DataDir, digest: &str) -> std::path::PathBuf {
-    data.path
-        .join("store/blobs/sha256")
-        .join(&digest[..2])
-        .join(digest)
-}
-
 fn plant_orphan(data: &DataDir, content: &[u8], age: &str) -> std::path::PathBuf {
     plant(blob_file(data, &sha256_hex(content)), content, age)
 }

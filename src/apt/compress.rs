@@ -20,6 +20,7 @@ pub fn xz(data: &[u8]) -> std::io::Result<Vec<u8>> {
     use liblzma::stream::{Check, Filters, LzmaOptions, Stream};
     const PRESET: u32 = 6;
     const PRESET_DICTIONARY: usize = 8 << 20;
+    const NICE_LENGTH: u32 = 16;
     // liblzma's smallest dictionary is 4 KiB.
     let dictionary = data
         .len()
@@ -27,6 +28,11 @@ pub fn xz(data: &[u8]) -> std::io::Result<Vec<u8>> {
         .next_power_of_two();
     let mut options = LzmaOptions::new_preset(PRESET).map_err(std::io::Error::other)?;
     options.dict_size(dictionary.min(PRESET_DICTIONARY) as u32);
+    // Measured on 251 chunks of a 20,000-package Packages file: hash chains with a nice
+    // length of 16 compress in 0.63 s instead of 1.18 s, and the output is 1.5% larger
+    // (preset 1 would be 0.44 s but 25% larger). Index files are text with short repeats.
+    options.match_finder(liblzma::stream::MatchFinder::HashChain4);
+    options.nice_len(NICE_LENGTH);
     let mut filters = Filters::new();
     filters.lzma2(&options);
     let stream =

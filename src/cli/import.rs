@@ -304,6 +304,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .push((path, package)),
         }
     }
+    // Cells and indices are written without an fsync each; every ref advance
+    // flushes them first (see `Store::deferred`).
+    let store = store.deferred()?;
     add_to_cells(&store, apt_cells, &mut counts).await?;
     add_to_cells(&store, rpm_cells, &mut counts).await?;
     let stored_at = started.elapsed();

@@ -225,15 +225,17 @@ impl Placed {
         let sign_packages = definition.sign_packages;
         // Sign into a file of our own in `scratch` (never beside an imported file, which is
         // the user's); the stored blob is the signed package.
-        let signed_path = scratch.join(format!("signed-{}.rpm", crate::caps::token::new_id()));
-        let _cleanup = RemoveOnDrop(signed_path.clone());
-        let stored_path: &Path = if sign_packages {
-            sign::sign_with_agent(agent, &spooled.path, &signed_path)
-                .await
-                .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
-            &signed_path
-        } else {
-            &spooled.path
+        let signed = sign_packages.then(|| {
+            RemoveOnDrop(scratch.join(format!("signed-{}.rpm", crate::caps::token::new_id())))
+        });
+        let stored_path: &Path = match &signed {
+            Some(RemoveOnDrop(signed_path)) => {
+                sign::sign_with_agent(agent, &spooled.path, signed_path)
+                    .await
+                    .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
+                signed_path
+            }
+            None => &spooled.path,
         };
         let stored_owned = stored_path.to_path_buf();
         let (digest, header_start, header_end) = if sign_packages {

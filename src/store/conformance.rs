@@ -132,6 +132,28 @@ async fn packed_blobs_read_like_loose_ones(store: &Store) {
         "one entry per blob, once"
     );
 
+    // A ref advanced through a bulk handle seals its pack first: what it names is there.
+    let bulk = store.bulk(spool.path()).unwrap();
+    let named = bulk
+        .put_blob(Bytes::from(format!("named by a ref, {tag}")))
+        .await
+        .unwrap();
+    let name = RefName::new(&format!(
+        "packed-test/{}",
+        &Digest::of(tag.as_bytes()).hex()[..16]
+    ))
+    .unwrap();
+    bulk.ref_advance(&name, None, named.digest, "test", "packed")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .without_packs_known()
+            .has_blob(&named.digest)
+            .await
+            .unwrap()
+    );
+
     // A flipped byte inside the pack: whole reads of that blob are refused.
     let path = super::pack_path(pack.pack.index.name());
     let mut damaged = store

@@ -170,6 +170,8 @@ pub(crate) struct PackSet {
     unreadable: Mutex<BTreeMap<String, String>>,
     /// One listing at a time: concurrent misses share it.
     refreshing: tokio::sync::Mutex<()>,
+    /// Whether `packs/` was listed at least once.
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl PackSet {
@@ -228,6 +230,9 @@ impl super::Store {
     pub(crate) async fn refresh_packs(&self) -> Result<Vec<ListedPack>> {
         let _one_at_a_time = self.packs.refreshing.lock().await;
         let objects = self.list_pack_objects().await?;
+        self.packs
+            .listed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let ages: BTreeMap<&String, i64> = objects
             .iter()
             .filter(|(_, o)| o.index)
@@ -330,6 +335,11 @@ impl super::Store {
         }
         self.refresh_packs().await?;
         Ok(self.packs.find(digest))
+    }
+
+    /// Whether this handle has listed the packs at least once.
+    pub(crate) fn packs_listed(&self) -> bool {
+        self.packs.listed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `digest` is packed in a pack already known (no listing).

@@ -171,6 +171,24 @@ impl Store {
         actor: &str,
         note: &str,
     ) -> Result<RefEntry> {
+        // On a bulk or deferred handle, whatever the ref may name is sealed and made
+        // durable first, and the ref itself right after.
+        self.finish_bulk().await?;
+        let advanced = self
+            .advance_now(name, expected, target, actor, note)
+            .await?;
+        self.finish_bulk().await?;
+        Ok(advanced)
+    }
+
+    async fn advance_now(
+        &self,
+        name: &RefName,
+        expected: Option<u64>,
+        target: Digest,
+        actor: &str,
+        note: &str,
+    ) -> Result<RefEntry> {
         let generation = expected.map_or(0, |g| g + 1);
         let entry = RefEntry {
             generation,

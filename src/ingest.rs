@@ -14,6 +14,7 @@ use crate::cells::{self, AddOutcome};
 use crate::deb::{self, DebError, DebInfo, Limits};
 use crate::digest::Digest;
 use crate::model::{self, AptPackage, AptRepo, Record};
+use crate::package_source::PackageSource;
 use crate::repos::{self, RepoError};
 use crate::store::{Store, StoreError};
 
@@ -141,10 +142,10 @@ pub struct PackageId {
 }
 
 /// Inspect a spooled upload off the async threads (it decompresses).
-pub async fn inspect(spool: &Path, limits: &Limits) -> Result<DebInfo, IngestError> {
-    let path = spool.to_path_buf();
+pub async fn inspect(spooled: &Spooled, limits: &Limits) -> Result<DebInfo, IngestError> {
+    let (path, bytes) = (spooled.path.clone(), spooled.bytes.clone());
     let limits = limits.clone();
-    tokio::task::spawn_blocking(move || deb::inspect_deb(&path, &limits))
+    tokio::task::spawn_blocking(move || deb::inspect_deb(source_of(&path, &bytes), &limits))
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?
         .map_err(IngestError::from)
@@ -230,6 +231,23 @@ pub struct Spooled {
     /// The file is a private spool that the store may take over by renaming it, instead
     /// of copying and re-hashing it (false for a user's own files, e.g. on import).
     pub movable: bool,
+    /// The whole file, when it was read into memory (small packages on import).
+    pub bytes: Option<Bytes>,
+}
+
+impl Spooled {
+    /// Where inspection reads the package from.
+    pub fn source(&self) -> PackageSource<'_> {
+        source_of(&self.path, &self.bytes)
+    }
+}
+
+/// The in-memory copy when there is one, else the file.
+pub fn source_of<'a>(path: &'a Path, bytes: &'a Option<Bytes>) -> PackageSource<'a> {
+    match bytes {
+        Some(bytes) => PackageSource::Memory(bytes),
+        None => PackageSource::File(path),
+    }
 }
 
 /// Everything after authentication: inspect, place, refuse conflicts, store, add.
@@ -262,7 +280,7 @@ async fn place(
     target: &Scope,
     granted: &Scope,
 ) -> Result<Placed, IngestError> {
-    let info = inspect(&spooled.path, limits).await?;
+    let info = inspect(spooled, limits).await?;
     let control = &info.control;
     let addr = resolve_cell(definition, target, granted, control.architecture())?;
     let cell_ref = addr.ref_name()?;
@@ -335,9 +353,14 @@ impl Placed {
         spooled: &Spooled,
         actor: &str,
     ) -> Result<AptPackage, IngestError> {
-        let blob = store
-            .put_own_file(&spooled.path, spooled.digest, spooled.movable)
-            .await?;
+        let blob = match &spooled.bytes {
+            Some(bytes) => store.put_blob(bytes.clone()).await?,
+            None => {
+                store
+                    .put_own_file(&spooled.path, spooled.digest, spooled.movable)
+                    .await?
+            }
+        };
         let mut file_list = self.info.files.join("\n");
         if !file_list.is_empty() {
             file_list.push('\n');

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod pack_sweep;
+pub mod package_source;
 pub mod prefix_hash;
 pub mod publication;
 pub mod releases;

@@ -245,6 +245,7 @@ pub async fn ingest_changes(
             digest: file.sha256,
             size: file.size,
             movable: false,
+            bytes: None,
         };
         let result = if file.name.ends_with(".dsc") {
             ingest_dsc(store, &inner, target, granted, actor).await

@@ -111,6 +111,7 @@ async fn import_dir(store: &Store, dir: &std::path::Path) -> Result<()> {
             digest,
             size,
             movable: false,
+            bytes: None,
         };
         match ingest::ingest(
             store,

@@ -148,11 +148,11 @@ async fn prepare_one(
         scope,
         scratch,
     } = *run;
-    let hashed = {
+    let loaded = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || ingest::hash_file(&path)).await
+        tokio::task::spawn_blocking(move || load(&path)).await
     };
-    let (digest, size) = hashed
+    let (digest, size, bytes) = loaded
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let spooled = Spooled {
@@ -160,6 +160,7 @@ async fn prepare_one(
         digest,
         size,
         movable: false,
+        bytes,
     };
     match target {
         Target::Apt(definition) => ingest::prepare(
@@ -179,6 +180,25 @@ async fn prepare_one(
         .map(|(cell, package, answer)| (cell, Prepared::Rpm(package), answer)),
     }
     .map_err(|e| e.to_string())
+}
+
+/// Hashes a package; one small enough to be packed is also kept in memory, so that
+/// inspecting and storing it read no file again.
+fn load(
+    path: &std::path::Path,
+) -> std::io::Result<(crate::digest::Digest, u64, Option<bytes::Bytes>)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > crate::store::MAX_PACKED_BLOB {
+        drop(file);
+        let (digest, size) = ingest::hash_file(path)?;
+        return Ok((digest, size, None));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.read_to_end(&mut bytes)?;
+    let digest = crate::digest::Digest::of(&bytes);
+    Ok((digest, bytes.len() as u64, Some(bytes.into())))
 }
 
 /// Tallies of what the cell writes did.

@@ -29,7 +29,10 @@ pub enum ArError {
 }
 
 /// List the members of an ar archive of total length `file_len`.
-pub fn members<R: Read + Seek>(reader: &mut R, file_len: u64) -> Result<Vec<Member>, ArError> {
+pub fn members<R: Read + Seek + ?Sized>(
+    reader: &mut R,
+    file_len: u64,
+) -> Result<Vec<Member>, ArError> {
     const MAX_MEMBERS: usize = 64;
     let mut magic = [0u8; 8];
     if read_full(reader, &mut magic).map_err(|_| ArError::BadMagic)? != 8 || &magic != MAGIC {
@@ -87,7 +90,7 @@ pub fn members<R: Read + Seek>(reader: &mut R, file_len: u64) -> Result<Vec<Memb
     Ok(members)
 }
 
-fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {

@@ -2,13 +2,12 @@
 //! decompress control.tar (gzip, xz, zstd or none) to read `control`, and stream
 //! data.tar once to list its files for Contents. Every step is bounded.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{self, BufReader, Read, SeekFrom};
 
 use super::ar::{self, ArError};
 use super::control::{Control, ControlError, MAX_CONTROL_BYTES};
 use super::limits::{Bounded, Limits, limit_exceeded};
+use crate::package_source::{PackageSource, ReadSeek};
 
 /// What we learn from a valid `.deb`.
 #[derive(Debug, Clone)]
@@ -57,11 +56,11 @@ impl DebError {
     }
 }
 
-/// Inspect a `.deb` on local disk.
-pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
-    let mut file = File::open(path).map_err(DebError::Io)?;
-    let len = file.metadata().map_err(DebError::Io)?.len();
-    let members = ar::members(&mut file, len).map_err(|e| match e {
+/// Inspect a `.deb`, on local disk or in memory.
+pub fn inspect_deb(source: PackageSource<'_>, limits: &Limits) -> Result<DebInfo, DebError> {
+    let (mut file, len) = source.open().map_err(DebError::Io)?;
+    let file = &mut *file;
+    let members = ar::members(file, len).map_err(|e| match e {
         ArError::BadMagic => DebError::NotADeb(e.to_string()),
         ArError::Truncated(..) | ArError::TruncatedHeader => DebError::Truncated(e.to_string()),
         other => DebError::NotADeb(other.to_string()),
@@ -76,7 +75,7 @@ pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
             first.name
         )));
     }
-    let format_version = read_small(&mut file, first.offset, first.size.min(64))?;
+    let format_version = read_small(file, first.offset, first.size.min(64))?;
     if !format_version.starts_with(b"2.") {
         return Err(DebError::Unsupported(format!(
             "debian-binary says format {:?}; only 2.x is supported",
@@ -95,7 +94,7 @@ pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
     let data_compression = compression_of(&data_member.name, "data.tar")?;
 
     let control_bytes = {
-        let reader = member_reader(&mut file, control_member)?;
+        let reader = member_reader(file, control_member)?;
         let decompressed = Bounded::new(
             decompressor(reader, control_compression)?,
             limits.control_tar,
@@ -105,7 +104,7 @@ pub fn inspect_deb(path: &Path, limits: &Limits) -> Result<DebInfo, DebError> {
     let control = Control::parse(&control_bytes)?;
 
     let files = {
-        let reader = member_reader(&mut file, data_member)?;
+        let reader = member_reader(file, data_member)?;
         let limit = limits.data_tar_for(data_member.size);
         let decompressed = Bounded::new(decompressor(reader, data_compression)?, limit);
         list_data_files(decompressed, &data_member.name, limits)?
@@ -146,23 +145,24 @@ fn compression_of(name: &str, stem: &str) -> Result<Compression, DebError> {
     }
 }
 
-fn read_small(file: &mut File, offset: u64, len: u64) -> Result<Vec<u8>, DebError> {
+fn read_small(file: &mut dyn ReadSeek, offset: u64, len: u64) -> Result<Vec<u8>, DebError> {
     file.seek(SeekFrom::Start(offset)).map_err(DebError::Io)?;
     let mut buf = Vec::new();
-    file.by_ref()
-        .take(len)
+    Read::take(file, len)
         .read_to_end(&mut buf)
         .map_err(DebError::Io)?;
     Ok(buf)
 }
 
-fn member_reader<'f>(file: &'f mut File, member: &ar::Member) -> Result<impl Read + 'f, DebError> {
+fn member_reader<'f>(
+    file: &'f mut dyn ReadSeek,
+    member: &ar::Member,
+) -> Result<impl Read + 'f, DebError> {
     file.seek(SeekFrom::Start(member.offset))
         .map_err(DebError::Io)?;
-    Ok(BufReader::with_capacity(
-        256 * 1024,
-        file.by_ref().take(member.size),
-    ))
+    // Never a bigger buffer than the member: a few-KiB deb got (and zeroed) 256 KiB twice.
+    let capacity = member.size.clamp(512, 256 * 1024) as usize;
+    Ok(BufReader::with_capacity(capacity, file.take(member.size)))
 }
 
 /// xz and zstd decoders allocate a window chosen by the stream; cap that too.

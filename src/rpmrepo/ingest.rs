@@ -13,9 +13,10 @@ use crate::agent::AgentClient;
 use crate::caps::Scope;
 use crate::ingest::{
     IngestError, Ingested, PackageId, PlacedPackage, PublishTarget, Spooled, add_to_cell,
-    check_existing,
+    check_existing, source_of,
 };
 use crate::model::{self, RpmEntries, RpmPackage, RpmRepo};
+use crate::package_source::PackageSource;
 use crate::repos;
 
 impl From<RpmError> for IngestError {
@@ -138,8 +139,8 @@ async fn place(
     target: &Scope,
     granted: &Scope,
 ) -> Result<Placed, IngestError> {
-    let path = spooled.path.clone();
-    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(&path))
+    let (path, bytes) = (spooled.path.clone(), spooled.bytes.clone());
+    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(source_of(&path, &bytes)))
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))??;
     let (release, cell_arch) = resolve_cell(definition, target, granted, &info.arch)?;
@@ -242,7 +243,7 @@ impl Placed {
             tokio::task::spawn_blocking(move || {
                 let (digest, _) = crate::ingest::hash_file(&stored_owned)
                     .map_err(|e| IngestError::Internal(e.to_string()))?;
-                let (meta, _) = inspect::read_metadata(&stored_owned)?;
+                let (meta, _) = inspect::read_metadata(PackageSource::File(&stored_owned))?;
                 let offsets = meta.get_package_segment_offsets();
                 Ok::<_, IngestError>((digest, offsets.header, offsets.payload))
             })
@@ -252,10 +253,15 @@ impl Placed {
             // The stored bytes are the uploaded ones: inspection already found the header range.
             (spooled.digest, self.info.header_start, self.info.header_end)
         };
-        let blob = store
-            // The signed copy is ours alone; the upload itself only when it is a spool.
-            .put_own_file(stored_path, digest, sign_packages || spooled.movable)
-            .await?;
+        let blob = match (&spooled.bytes, sign_packages) {
+            (Some(bytes), false) => store.put_blob(bytes.clone()).await?,
+            _ => {
+                store
+                    // The signed copy is ours alone; the upload itself only when it is a spool.
+                    .put_own_file(stored_path, digest, sign_packages || spooled.movable)
+                    .await?
+            }
+        };
         let hex = blob.digest.hex();
         let now = crate::time::now_unix();
         let stored = xml::Stored {

@@ -3,12 +3,12 @@
 //! payload streamed once through SHA-256 and compared with the digest the
 //! header promises, so a corrupted package is refused before anything is stored.
 
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
 
 use rpm::{DependencyFlags, FileFlags, FileType, IndexSignatureTag, IndexTag, PackageMetadata};
 use sha2::{Digest as _, Sha256};
+
+use crate::package_source::PackageSource;
 
 /// What repodata needs to know about one package, read from its headers.
 #[derive(Debug, Clone)]
@@ -124,9 +124,8 @@ fn archive_size(meta: &PackageMetadata) -> u64 {
 }
 
 /// Parse headers only (lead, signature header, main header).
-pub fn read_metadata(path: &Path) -> Result<(PackageMetadata, u64), RpmError> {
-    let mut file = File::open(path).map_err(RpmError::Io)?;
-    let len = file.metadata().map_err(RpmError::Io)?.len();
+pub fn read_metadata(source: PackageSource<'_>) -> Result<(PackageMetadata, u64), RpmError> {
+    let (mut file, len) = source.open().map_err(RpmError::Io)?;
     let mut magic = [0u8; 4];
     if file.read_exact(&mut magic).is_err() || magic != [0xed, 0xab, 0xee, 0xdb] {
         return Err(RpmError::NotAnRpm(
@@ -147,9 +146,9 @@ pub fn read_metadata(path: &Path) -> Result<(PackageMetadata, u64), RpmError> {
     Ok((meta, len))
 }
 
-/// Inspect and verify an `.rpm` on local disk.
-pub fn inspect_rpm(path: &Path) -> Result<RpmInfo, RpmError> {
-    let (meta, len) = read_metadata(path)?;
+/// Inspect and verify an `.rpm`, on local disk or in memory.
+pub fn inspect_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
+    let (meta, len) = read_metadata(source)?;
     let offsets = meta.get_package_segment_offsets();
     if offsets.payload > len {
         return Err(RpmError::Damaged("the file ends inside its headers".into()));
@@ -161,7 +160,7 @@ pub fn inspect_rpm(path: &Path) -> Result<RpmInfo, RpmError> {
         }
         Err(e) => return Err(RpmError::Damaged(e.to_string())),
     }
-    verify_payload(path, &meta, offsets.payload)?;
+    verify_payload(source, &meta, offsets.payload)?;
 
     let name = meta
         .get_name()
@@ -273,7 +272,7 @@ pub fn inspect_rpm(path: &Path) -> Result<RpmInfo, RpmError> {
 
 /// Stream the payload through SHA-256 and compare with the header's payload digest.
 fn verify_payload(
-    path: &Path,
+    source: PackageSource<'_>,
     meta: &PackageMetadata,
     payload_offset: u64,
 ) -> Result<(), RpmError> {
@@ -286,17 +285,28 @@ fn verify_payload(
     let Some(expected) = expected.first().map(|s| s.to_ascii_lowercase()) else {
         return Ok(());
     };
-    let mut file = File::open(path).map_err(RpmError::Io)?;
-    file.seek(SeekFrom::Start(payload_offset))
-        .map_err(RpmError::Io)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(RpmError::Io)?;
-        if n == 0 {
-            break;
+    match source {
+        PackageSource::Memory(bytes) => {
+            let payload = usize::try_from(payload_offset)
+                .ok()
+                .and_then(|start| bytes.get(start..))
+                .ok_or_else(|| RpmError::Damaged("the file ends inside its headers".into()))?;
+            hasher.update(payload);
         }
-        hasher.update(&buf[..n]);
+        PackageSource::File(_) => {
+            let (mut file, _) = source.open().map_err(RpmError::Io)?;
+            file.seek(SeekFrom::Start(payload_offset))
+                .map_err(RpmError::Io)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = file.read(&mut buf).map_err(RpmError::Io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
     }
     let actual = hex::encode(hasher.finalize());
     if actual != expected {

@@ -116,6 +116,7 @@ pub async fn upload(
             digest,
             size,
             movable: true,
+            bytes: None,
         },
         Err((status, code, reason)) => return refused(reply::error(status, code, &reason)),
     };

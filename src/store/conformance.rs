@@ -138,7 +138,7 @@ async fn packed_blobs_read_like_loose_ones(store: &Store) {
         .put_blob(Bytes::from(format!("named by a ref, {tag}")))
         .await
         .unwrap();
-    let name = RefName::new(&format!(
+    let name = RefName::new(format!(
         "packed-test/{}",
         &Digest::of(tag.as_bytes()).hex()[..16]
     ))

@@ -16,7 +16,7 @@ pub(crate) use composite::list_composites;
 pub use composite::{CompositeRecord, ListedComposite, Part, PartBytes};
 pub(crate) use local_put::buffer_for as copy_buffer_for;
 pub use packs::{ListedPack, LoadedPack, PackIndex, PackedEntry};
-pub(crate) use packs::{index_path as pack_index_path, pack_path};
+pub(crate) use packs::{MAX_PACKED_BLOB, index_path as pack_index_path, pack_path};
 pub use refs::{RefEntry, RefName};
 
 use std::collections::HashMap;

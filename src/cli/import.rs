@@ -324,9 +324,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .push((path, package)),
         }
     }
-    // Cells and indices are written without an fsync each; every ref advance
-    // flushes them first (see `Store::deferred`).
-    let store = store.deferred()?;
+    // Cells and index fragments go into packs too; every ref advance seals and
+    // flushes them first (see `Store::bulk`).
+    let store = store.bulk(&scratch)?;
     add_to_cells(&store, apt_cells, &mut counts).await?;
     add_to_cells(&store, rpm_cells, &mut counts).await?;
     let stored_at = started.elapsed();
@@ -344,6 +344,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
+    // What the publish wrote after its last ref (caches) is sealed too.
+    store
+        .finish_bulk()
+        .await
+        .context("flushing the published indices to disk")?;
     println!(
         "imported {} new, {} already present, {} refused; stored in {:.2?}, published and signed in {:.2?}",
         counts.stored,

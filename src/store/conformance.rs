@@ -46,6 +46,20 @@ async fn blobs_are_content_addressed(store: &Store) {
     assert_eq!(body.concat(), b"blob");
 }
 
+/// A blob (or a range of it) read through `stream_blob`.
+async fn streamed(store: &Store, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    use futures::TryStreamExt;
+    let chunks: Vec<Bytes> = store
+        .stream_blob(digest, range)
+        .await
+        .unwrap()
+        .body
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
 async fn packed_blobs_read_like_loose_ones(store: &Store) {
     use futures::TryStreamExt;
     let tag = format!(
@@ -83,9 +97,20 @@ async fn packed_blobs_read_like_loose_ones(store: &Store) {
             .unwrap()
     );
 
-    // Until the pack is sealed nothing may name its blobs, and no reader finds them.
+    // Until the pack is sealed nothing may name its blobs, and no other reader finds
+    // them; the handle that wrote them reads them back.
     let reader = store.without_packs_known();
     assert!(!reader.has_blob(&a.digest).await.unwrap());
+    assert!(bulk.has_blob(&b.digest).await.unwrap());
+    assert_eq!(
+        bulk.blob_size(&b.digest).await.unwrap(),
+        repeated.len() as u64
+    );
+    assert_eq!(bulk.get_blob(&a.digest).await.unwrap(), small);
+    assert_eq!(
+        streamed(&bulk, &b.digest, Some(5..9)).await,
+        &repeated[5..9]
+    );
     bulk.finish_bulk().await.unwrap();
     assert!(
         !store.exists(&super::blob_path(&a.digest)).await.unwrap(),
@@ -98,15 +123,7 @@ async fn packed_blobs_read_like_loose_ones(store: &Store) {
             reader.blob_size(&meta.digest).await.unwrap(),
             bytes.len() as u64
         );
-        let whole: Vec<Bytes> = reader
-            .stream_blob(&meta.digest, None)
-            .await
-            .unwrap()
-            .body
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(&whole.concat()[..], &bytes[..]);
+        assert_eq!(streamed(&reader, &meta.digest, None).await, &bytes[..]);
     }
     let ranged = reader.stream_blob(&b.digest, Some(3..40)).await.unwrap();
     assert_eq!(

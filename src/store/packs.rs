@@ -349,6 +349,9 @@ impl super::Store {
 
     /// The length of a packed blob, if it is packed.
     pub(super) async fn packed_size(&self, digest: &Digest, refresh: bool) -> Result<Option<u64>> {
+        if let Some(length) = self.packer.as_ref().and_then(|p| p.unsealed_length(digest)) {
+            return Ok(Some(length));
+        }
         Ok(self
             .locate_packed(digest, refresh)
             .await?
@@ -365,6 +368,23 @@ impl super::Store {
         range: Option<std::ops::Range<u64>>,
         refresh: bool,
     ) -> Result<Option<super::BlobStream>> {
+        if let Some(bytes) = self
+            .packer
+            .as_ref()
+            .map(|p| p.unsealed(digest))
+            .transpose()?
+            .flatten()
+        {
+            use futures::StreamExt;
+            let size = bytes.len() as u64;
+            let range = super::blobs::checked_range(digest, range, size)?;
+            let body = bytes.slice(range.start as usize..range.end as usize);
+            return Ok(Some(super::BlobStream {
+                size,
+                range,
+                body: futures::stream::once(async move { Ok(body) }).boxed(),
+            }));
+        }
         let mut refresh = refresh;
         for _ in 0..2 {
             let Some((pack, entry)) = self.locate_packed(digest, refresh).await? else {
@@ -484,6 +504,7 @@ impl super::Store {
                 file,
                 hasher,
                 entries,
+                ..
             } = open;
             drop(file);
             if entries.is_empty() {
@@ -522,6 +543,19 @@ struct OpenPack {
     file: std::fs::File,
     hasher: Hasher,
     entries: Vec<PackedEntry>,
+    /// Entry by digest, so the handle that writes a pack reads from it before it is sealed.
+    by_digest: std::collections::HashMap<Digest, usize>,
+}
+
+impl Drop for Packer {
+    /// Packs never sealed (an import that failed) leave no spool file behind.
+    fn drop(&mut self) {
+        if let Ok(state) = self.state.get_mut() {
+            for pack in state.open.iter().chain(state.full.iter()) {
+                let _ = std::fs::remove_file(&pack.path);
+            }
+        }
+    }
 }
 
 impl Packer {
@@ -559,12 +593,18 @@ impl Packer {
             let path = self
                 .spool
                 .join(format!("pack-{}.part", crate::caps::token::new_id()));
-            let file = std::fs::File::create(&path).map_err(|e| StoreError::Io(path.clone(), e))?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| StoreError::Io(path.clone(), e))?;
             state.open = Some(OpenPack {
                 path,
                 file,
                 hasher: Hasher::new(),
                 entries: Vec::new(),
+                by_digest: Default::default(),
             });
         }
         let Some(open) = state.open.as_mut() else {
@@ -575,6 +615,7 @@ impl Packer {
             .write_all(bytes)
             .map_err(|e| StoreError::Io(open.path.clone(), e))?;
         open.hasher.update(bytes);
+        open.by_digest.insert(digest, open.entries.len());
         open.entries.push(PackedEntry {
             digest,
             offset,
@@ -587,6 +628,29 @@ impl Packer {
             }
         }
         Ok(())
+    }
+
+    /// A blob appended to a pack not sealed yet: what this handle wrote it reads back.
+    fn unsealed(&self, digest: &Digest) -> Result<Option<Bytes>> {
+        use std::os::unix::fs::FileExt;
+        let state = self.state.lock().map_err(|_| poisoned())?;
+        for pack in state.open.iter().chain(state.full.iter()) {
+            let Some(entry) = pack.by_digest.get(digest).map(|&i| pack.entries[i]) else {
+                continue;
+            };
+            let mut bytes = vec![0u8; entry.length as usize];
+            pack.file
+                .read_exact_at(&mut bytes, entry.offset)
+                .map_err(|e| StoreError::Io(pack.path.clone(), e))?;
+            return Ok(Some(Bytes::from(bytes)));
+        }
+        Ok(None)
+    }
+
+    fn unsealed_length(&self, digest: &Digest) -> Option<u64> {
+        let state = self.state.lock().ok()?;
+        let mut packs = state.open.iter().chain(state.full.iter());
+        packs.find_map(|pack| pack.by_digest.get(digest).map(|&i| pack.entries[i].length))
     }
 
     fn take_all(&self) -> Result<Vec<OpenPack>> {

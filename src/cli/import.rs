@@ -74,7 +74,14 @@ fn collect(paths: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>> {
             for entry in
                 std::fs::read_dir(&path).with_context(|| format!("reading {}", path.display()))?
             {
-                stack.push(entry?.path());
+                let entry = entry?;
+                // The directory listing says what each entry is: no stat per package.
+                let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+                if is_file && entry.path().extension().is_some_and(|e| e == extension) {
+                    out.push(entry.path());
+                } else if !is_file {
+                    stack.push(entry.path());
+                }
             }
         } else if path.extension().is_some_and(|e| e == extension) {
             out.push(path);

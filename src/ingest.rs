@@ -365,7 +365,7 @@ impl Placed {
         if !file_list.is_empty() {
             file_list.push('\n');
         }
-        let files = store.put_blob(Bytes::from(file_list)).await?;
+        let files = store.put_blob_to_reread(Bytes::from(file_list)).await?;
         let control = &self.info.control;
         Ok(AptPackage {
             name: self.id.name.clone(),

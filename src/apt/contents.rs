@@ -29,7 +29,7 @@ pub async fn render(store: &Store, packages: &[&AptPackage]) -> Result<String> {
         .iter()
         .map(|p| {
             let (store, files) = (store.clone(), p.files);
-            async move { store.get_blob(&files).await }
+            async move { store.held_or_get(&files).await }
         })
         .collect();
     let lists: Vec<bytes::Bytes> = futures::stream::iter(reads)

@@ -49,7 +49,7 @@ static POOL_CHUNKS: LazyLock<crate::fragment_memory::Fragments<Digest>> =
 /// sizes, or (records written before `entries`) three blobs.
 async fn entry_texts(store: &Store, package: &RpmPackage) -> Result<[Bytes; 3]> {
     if let Some(entries) = package.entries {
-        let whole = store.get_blob(&entries.digest).await?;
+        let whole = store.held_or_get(&entries.digest).await?;
         let [primary, filelists, other] = entries.sizes.map(|n| n as usize);
         let total = primary
             .checked_add(filelists)

@@ -279,7 +279,9 @@ impl Placed {
             xml::other(info, &hex),
         ];
         let sizes = texts.each_ref().map(|t| t.len() as u64);
-        let entries = store.put_blob(Bytes::from(texts.concat())).await?;
+        let entries = store
+            .put_blob_to_reread(Bytes::from(texts.concat()))
+            .await?;
         Ok(RpmPackage {
             name: info.name.clone(),
             epoch: info.epoch,

@@ -115,12 +115,17 @@ impl Store {
                 size: meta.size,
             });
         }
-        self.upload_file(&path, file, expected).await
+        self.upload_file(&path, file, Some(expected)).await
     }
 
     /// Streams a local file to `path` of a remote backend in parts, hashing it on the
-    /// way; a file that does not hash to `expected` is aborted, never stored.
-    async fn upload_file(&self, path: &Path, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
+    /// way; a file that does not hash to `expected` (when given) is aborted, never stored.
+    async fn upload_file(
+        &self,
+        path: &Path,
+        file: &FsPath,
+        expected: Option<Digest>,
+    ) -> Result<BlobMeta> {
         let io_err = |e| StoreError::Io(file.to_path_buf(), e);
         let mut reader = tokio::fs::File::open(file).await.map_err(io_err)?;
         let upload = self
@@ -140,7 +145,7 @@ impl Store {
             writer.write(&buf[..n]);
         }
         let (digest, size) = hasher.finish();
-        if digest != expected {
+        if let Some(expected) = expected.filter(|e| *e != digest) {
             writer.abort().await?;
             return Err(StoreError::Corrupt(
                 file.display().to_string(),
@@ -428,16 +433,11 @@ impl Store {
 }
 
 impl Store {
-    /// Puts a local file of ours at `path` (a pack): renamed into place on local disk
-    /// (fsynced unless deferred), uploaded in parts elsewhere.
-    pub(super) async fn put_file_at(
-        &self,
-        path: &Path,
-        file: &FsPath,
-        digest: Digest,
-    ) -> Result<()> {
+    /// Puts a local file of ours at `path` (a pack, which is not named by its own hash):
+    /// renamed into place on local disk (fsynced unless deferred), uploaded in parts elsewhere.
+    pub(super) async fn put_file_at(&self, path: &Path, file: &FsPath) -> Result<()> {
         let Some(root) = &self.local_root else {
-            return self.upload_file(path, file, digest).await.map(|_| ());
+            return self.upload_file(path, file, None).await.map(|_| ());
         };
         let (root, relative, file, sync) = (
             root.clone(),
@@ -446,7 +446,7 @@ impl Store {
             !self.defer_sync,
         );
         tokio::task::spawn_blocking(move || {
-            super::local_put::adopt_file(&root, &relative, &file, digest, sync)
+            super::local_put::move_file(&root, &relative, &file, sync)
         })
         .await
         .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))??;

@@ -143,6 +143,45 @@ pub(crate) fn adopt_file(
     })
 }
 
+/// Moves a file of ours to `<root>/<relative>` (replacing nothing: the name is new),
+/// renaming it, or copying it across filesystems; its content is not checked here.
+pub(crate) fn move_file(
+    root: &Path,
+    relative: &str,
+    source: &Path,
+    sync: bool,
+) -> Result<(), StoreError> {
+    let destination = root.join(relative);
+    let directory = destination
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
+    if sync {
+        std::fs::File::open(source)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error(source))?;
+    }
+    match std::fs::rename(source, &destination) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            let mut reader = std::fs::File::open(source).map_err(io_error(source))?;
+            install(&destination, sync, |writer, temporary| {
+                std::io::copy(&mut reader, writer)
+                    .map(|_| ())
+                    .map_err(io_error(temporary))
+            })?;
+        }
+        Err(e) => return Err(StoreError::Io(destination, e)),
+    }
+    if sync {
+        std::fs::File::open(&directory)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&directory))?;
+    }
+    Ok(())
+}
+
 /// Writes a small in-memory blob to `<root>/<relative>` unless it is there already,
 /// in one trip (object_store's put takes several).
 pub(crate) fn put_bytes(

@@ -1,8 +1,8 @@
 //! Packs: many small blobs kept in one object. A cold import made a file per
 //! package and per file list, and creating them was most of its time (perf:
 //! the kernel's inode and path work, not hashing); the bulk path instead appends
-//! its small blobs to `packs/<hex>.pack` (named by its own sha256) and writes
-//! `packs/<hex>.idx` after it, so an index a reader finds always has its pack.
+//! its small blobs to `packs/<hex>.pack` and writes its index `packs/<hex>.idx`
+//! after it (both named by the index's sha256, which names every blob by its own), so an index a reader finds always has its pack.
 //! A packed blob reads, streams and verifies like a loose one.
 //!
 //! Index format, integers little-endian: the magic `CAPPACK1`, the entry count
@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 
 use super::{Result, StoreError};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 
 const MAGIC: &[u8; 8] = b"CAPPACK1";
 const HEADER: usize = 16;
@@ -502,7 +502,6 @@ impl super::Store {
             let OpenPack {
                 path,
                 file,
-                hasher,
                 entries,
                 ..
             } = open;
@@ -511,11 +510,12 @@ impl super::Store {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let (digest, _) = hasher.finish();
-            let name = digest.hex();
-            self.put_file_at(&pack_path(&name), &path, digest).await?;
-            let _ = std::fs::remove_file(&path);
+            // Named by its index, which names every blob by its own sha256: hashing the
+            // pack itself was a second pass over every packed byte.
             let index = Bytes::from(PackIndex::encode(entries));
+            let name = Digest::of(&index).hex();
+            self.put_file_at(&pack_path(&name), &path).await?;
+            let _ = std::fs::remove_file(&path);
             self.put_bytes_at(&index_path(&name), index.clone()).await?;
             self.packs.add(PackIndex::parse(&name, index)?);
         }
@@ -541,7 +541,8 @@ struct PackerState {
 struct OpenPack {
     path: PathBuf,
     file: std::fs::File,
-    hasher: Hasher,
+    /// Bytes written so far: the next blob's offset.
+    size: u64,
     entries: Vec<PackedEntry>,
     /// Entry by digest, so the handle that writes a pack reads from it before it is sealed.
     by_digest: std::collections::HashMap<Digest, usize>,
@@ -602,7 +603,7 @@ impl Packer {
             state.open = Some(OpenPack {
                 path,
                 file,
-                hasher: Hasher::new(),
+                size: 0,
                 entries: Vec::new(),
                 by_digest: Default::default(),
             });
@@ -610,11 +611,11 @@ impl Packer {
         let Some(open) = state.open.as_mut() else {
             return Err(poisoned());
         };
-        let offset = open.hasher.len();
+        let offset = open.size;
         open.file
             .write_all(bytes)
             .map_err(|e| StoreError::Io(open.path.clone(), e))?;
-        open.hasher.update(bytes);
+        open.size += bytes.len() as u64;
         open.by_digest.insert(digest, open.entries.len());
         open.entries.push(PackedEntry {
             digest,
@@ -622,7 +623,7 @@ impl Packer {
             length: bytes.len() as u64,
         });
         state.seen.insert(digest);
-        if open.hasher.len() >= PACK_TARGET {
+        if open.size >= PACK_TARGET {
             if let Some(full) = state.open.take() {
                 state.full.push(full);
             }

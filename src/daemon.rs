@@ -71,7 +71,8 @@ impl AgentChild {
             if tokio::time::Instant::now() > deadline {
                 bail!("the signing agent did not start within 5 minutes");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // An agent is ready within tens of milliseconds; an import waits for it.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

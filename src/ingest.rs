@@ -354,7 +354,7 @@ impl Placed {
         actor: &str,
     ) -> Result<AptPackage, IngestError> {
         let blob = match &spooled.bytes {
-            Some(bytes) => store.put_blob(bytes.clone()).await?,
+            Some(bytes) => store.put_blob_hashed(spooled.digest, bytes.clone()).await?,
             None => {
                 store
                     .put_own_file(&spooled.path, spooled.digest, spooled.movable)

@@ -52,6 +52,11 @@ enum Target {
 }
 
 impl Target {
+    /// Whether storing a package needs the agent (an RPM repository that signs packages).
+    fn signs_packages(&self) -> bool {
+        matches!(self, Target::Rpm(definition) if definition.sign_packages)
+    }
+
     fn extension(&self) -> &'static str {
         match self {
             Target::Apt(_) => "deb",
@@ -97,6 +102,8 @@ fn collect(paths: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The running server's agent, or one started for this import (`Some` child: wait
+/// for it with `wait_ready` before the first signature).
 async fn agent_for(
     data: &DataDir,
     config: &Config,
@@ -110,10 +117,9 @@ async fn agent_for(
     if client.public_key(true).await.is_ok() {
         return Ok((client, None)); // a running server's agent
     }
-    let mut child =
+    let child =
         crate::daemon::AgentChild::spawn(data, &socket, config.agent.passphrase_file.as_deref())
             .await?;
-    child.wait_ready(&client).await?;
     Ok((client, Some(child)))
 }
 
@@ -133,28 +139,26 @@ async fn load_target(store: &Store, scope: &Scope) -> Result<Target> {
     }
 }
 
-/// What every package of one import run shares.
-struct Run<'a> {
+/// What every package of one import run shares; each package is prepared in a task
+/// of its own, so that rendering its entries and packing it use both cores.
+struct Run {
     /// The bulk store handle: packs and deferred fsync (see `Store::bulk`).
-    store: &'a Store,
-    agent: &'a AgentClient,
-    target: &'a Target,
-    scope: &'a Scope,
+    store: Store,
+    agent: AgentClient,
+    target: Target,
+    scope: Scope,
     /// Where signed copies of rpms are written: the data dir's spool, on the store's filesystem.
-    scratch: &'a std::path::Path,
+    scratch: PathBuf,
 }
 
-async fn prepare_one(
-    run: &Run<'_>,
-    path: PathBuf,
-) -> Result<(RefName, Prepared, Ingested), String> {
+async fn prepare_one(run: &Run, path: PathBuf) -> Result<(RefName, Prepared, Ingested), String> {
     let Run {
         store,
         agent,
         target,
         scope,
         scratch,
-    } = *run;
+    } = run;
     let loaded = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || load(&path)).await
@@ -264,8 +268,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let target = load_target(&store, &scope).await?;
     let files = collect(&args.paths, target.extension())?;
     let started = Instant::now();
-    // RPM imports sign each package header; both publish signed indices at the end.
-    let (agent, _child) = agent_for(&data, &config).await?;
+    // RPM imports may sign each package header; both publish signed indices at the end.
+    // A started agent loads its key while the packages are stored, unless they are signed.
+    let (agent, mut child) = agent_for(&data, &config).await?;
+    if let (Some(child), true) = (&mut child, target.signs_packages()) {
+        child.wait_ready(&agent).await?;
+    }
     // Small blobs go into packs and nothing is fsynced one by one; the packs are
     // sealed and flushed before any cell names them, so a crash mid-import leaves
     // only unreferenced blobs.
@@ -273,28 +281,44 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("creating the spool directory {}", scratch.display()))?;
     let bulk = store.bulk(&scratch)?;
-    let run = Run {
-        store: &bulk,
-        agent: &agent,
-        target: &target,
-        scope: &scope,
-        scratch: &scratch,
-    };
+    let run = std::sync::Arc::new(Run {
+        store: bulk.clone(),
+        agent: agent.clone(),
+        target,
+        scope: scope.clone(),
+        scratch: scratch.clone(),
+    });
     let bar = progress_bar(files.len());
-    let prepared: Vec<(PathBuf, Result<_, String>)> = futures::stream::iter(files)
+    // Futures polled inside one stream share one thread; spawned tasks spread over the
+    // workers. A cold import of 5,000 rpms used 1.1 of the 2 cores before this.
+    let preparing = futures::stream::iter(files)
         .map(|path| {
-            let (run, bar) = (&run, &bar);
-            async move {
-                let result = prepare_one(run, path.clone()).await;
-                if let Some(bar) = bar {
-                    bar.inc(1);
-                }
+            let run = run.clone();
+            let task = tokio::spawn(async move {
+                let result = prepare_one(&run, path.clone()).await;
                 (path, result)
+            });
+            async move {
+                task.await
+                    .unwrap_or_else(|e| (PathBuf::new(), Err(format!("internal error: {e}"))))
             }
         })
         .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+        .inspect(|_| {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        })
+        .collect::<Vec<(PathBuf, Result<_, String>)>>();
+    // An agent that cannot start (a wrong passphrase) stops the import at once.
+    let agent_ready = async {
+        match &mut child {
+            Some(child) => child.wait_ready(&agent).await,
+            None => Ok(()),
+        }
+    };
+    let preparing = async { Ok::<_, anyhow::Error>(preparing.await) };
+    let (prepared, ()) = tokio::try_join!(preparing, agent_ready)?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -338,7 +362,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     add_to_cells(&store, rpm_cells, &mut counts).await?;
     let stored_at = started.elapsed();
     for (repo, tree) in &trees {
-        match &target {
+        match &run.target {
             Target::Apt(_) => {
                 crate::apt::publish::publish_suite(&store, &agent, repo, tree)
                     .await

@@ -254,7 +254,7 @@ impl Placed {
             (spooled.digest, self.info.header_start, self.info.header_end)
         };
         let blob = match (&spooled.bytes, sign_packages) {
-            (Some(bytes), false) => store.put_blob(bytes.clone()).await?,
+            (Some(bytes), false) => store.put_blob_hashed(digest, bytes.clone()).await?,
             _ => {
                 store
                     // The signed copy is ours alone; the upload itself only when it is a spool.

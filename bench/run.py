@@ -277,9 +277,18 @@ def caprepo_served_add_one(work, extras, data=None, layout=APT):
         server.stop()
 
 
-def add_one(work, extras, peers):
-    """Adds one package at a time to the N-package suites the cold runs left behind."""
+def caprepo_uploads(runs):
+    """How many packages caprepo's add one uploads: its first upload after the server starts is timed
+    apart, and the median is of at least 9 more. Each takes a few tens of milliseconds, where the
+    machine's jitter is about 10 ms, so 3 samples made the growth ratio noise (17/32/25 ms in one run)."""
+    return max(runs, 9) + 1
+
+
+def add_one(work, extras, peers, runs):
+    """Adds one package at a time to the N-package suites the cold runs left behind: caprepo every
+    extra, each peer the first --runs + 1 (they take seconds each)."""
     results = {"caprepo": caprepo_served_add_one(work, extras)}
+    extras = extras[:runs + 1]
 
     base = os.path.join(work, "reprepro")
     samples = [timed(f"reprepro -b {base} includedeb stable {deb}", env=peers.env) for deb in extras]
@@ -412,8 +421,9 @@ def rpm_add_one(args, n, extras, peers):
     one = {}
     unsigned, signed = rpm_data(args.work, RPM), rpm_data(args.work, RPM_SIGNED)
     served = caprepo_served_add_one
+    peer_extras = extras[:args.runs + 1]
     for tool, fn in [("caprepo", lambda: served(args.work, extras, unsigned, RPM)),
-                     ("createrepo_c", lambda: createrepo_c_add_one(args.work, extras, peers)),
+                     ("createrepo_c", lambda: createrepo_c_add_one(args.work, peer_extras, peers)),
                      (RPM_SIGNED_LABEL, lambda: served(args.work, extras, signed, RPM_SIGNED))]:
         one[tool] = fn()
         print(f"rpm add one {n} {tool}: {one[tool][0]:.3f}s", file=sys.stderr)
@@ -552,17 +562,17 @@ def growth(work, n, runs):
     Returns ((cold secs, cold RSS), (add-one secs, first upload secs), (RSS before uploads, after
     uploads, after fetches))."""
     debs = gen_packages(os.path.join(work, f"debs-{n}"), n, with_fixtures=True)
-    extras = extra_packages(work, n, max(runs + 1, MEMORY_UPLOADS))
+    extras = extra_packages(work, n, max(caprepo_uploads(runs), MEMORY_UPLOADS))
     data = os.path.join(work, "growth-caprepo")
     cold = median_sample([caprepo_cold(work, debs, data) for _ in range(runs)])
     print(f"growth {n} cold: {cold[0]:.3f}s", file=sys.stderr)
     server = CaprepoServer(work, data)
     try:
         started = server.peak_rss_kib()
-        one = caprepo_add_one(server, extras[:runs + 1])
+        one = caprepo_add_one(server, extras[:caprepo_uploads(runs)])
         first = FIRST_UPLOADS[server.data]
-        if extras[runs + 1:]:
-            caprepo_add_one(server, extras[runs + 1:])
+        if extras[caprepo_uploads(runs):]:
+            caprepo_add_one(server, extras[caprepo_uploads(runs):])
         uploaded = server.peak_rss_kib()
         fetch_like_apt(server)
         fetched = server.peak_rss_kib()
@@ -592,8 +602,7 @@ def peers_tables(args, peers, sizes, growth_rows):
     lines = []
     for n in sizes:
         debs = gen_packages(os.path.join(args.work, f"debs-{n}"), n, with_fixtures=True)
-        # One more than --runs: caprepo's first upload after its server starts is timed apart.
-        extras = extra_packages(args.work, n, args.runs + 1)
+        extras = extra_packages(args.work, n, caprepo_uploads(args.runs))
 
         cold = {}
         for tool, fn in [("caprepo", lambda: caprepo_cold(args.work, debs)),
@@ -608,7 +617,7 @@ def peers_tables(args, peers, sizes, growth_rows):
         lines += [fmt_row(t, s, r, cold["caprepo"][0]) for t, (s, r) in cold.items()]
         lines.append("")
 
-        one = add_one(args.work, extras, peers)
+        one = add_one(args.work, extras, peers, args.runs)
         for tool, (s, _) in one.items():
             print(f"add one {n} {tool}: {s:.3f}s", file=sys.stderr)
         lines += [f"### Add one deb to the {n}-deb suite, until the signed index includes it", "",
@@ -652,7 +661,7 @@ def rpm_tables(args, peers, sizes):
     lines = []
     for n in sizes:
         rpms = gen_packages(os.path.join(args.work, f"rpms-{n}"), n, kind="rpm", with_fixtures=True)
-        extras = extra_packages(args.work, n, args.runs + 1, kind="rpm")
+        extras = extra_packages(args.work, n, caprepo_uploads(args.runs), kind="rpm")
         cold = rpm_cold(args, n, rpms, peers)
         lines += peer_table(f"RPM cold publish, {n} rpms, repomd.xml signed", cold, "createrepo_c")
         lines += ["", f"caprepo: `caprepo import` into an empty data dir (release 40, x86_64). createrepo_c "
@@ -722,7 +731,7 @@ def growth_tables(args, growth_rows):
         lines.append(f"| {n} | {cold_s:.3f} | {cold_rss / 1024:.0f} | {one:.3f} | {one / base_one:.2f} | "
                      f"{math.log(n) / math.log(base_n):.2f} | {first:.3f} |")
     lines += ["", "Cold import: `caprepo import` into an empty data dir. Add one: `caprepo upload --wait` "
-              "against `caprepo serve` of that suite, the median of the uploads after the first. Target: "
+              "against `caprepo serve` of that suite, the median of the (at least 9) uploads after the first. Target: "
               "add one grows no faster than log N, i.e. its column stays at or under the next one. The "
               "first upload after `serve` starts is timed apart: its publish lays the index files out "
               "from scratch and loads every fragment, once per server start.", "",

@@ -57,8 +57,9 @@ pub struct PackIndex {
 }
 
 impl PackIndex {
-    /// Checks the magic, length, trailing checksum, digest order and that no entry
-    /// overflows; an index that fails any of them names no blob.
+    /// Checks the magic, length, trailing checksum, digest order, and that no entry
+    /// overflows or is longer than a packed blob can be; an index that fails any of them
+    /// names no blob.
     pub fn parse(name: &str, bytes: Bytes) -> Result<Self> {
         let corrupt = |why: &str| StoreError::Corrupt(format!("pack index {name}"), why.into());
         if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
@@ -87,6 +88,10 @@ impl PackIndex {
             }
             if entry.offset.checked_add(entry.length).is_none() {
                 return Err(corrupt("an entry reaches past the largest offset"));
+            }
+            // Packs only ever hold small blobs, and a read allocates an entry's length.
+            if entry.length > MAX_PACKED_BLOB {
+                return Err(corrupt("an entry is longer than any packed blob can be"));
             }
             previous = Some(entry.digest);
         }
@@ -714,6 +719,11 @@ mod tests {
             offset: u64::MAX,
             length: 2,
         }]);
+        let too_long = PackIndex::encode(vec![PackedEntry {
+            digest: Digest::of(b"y"),
+            offset: 0,
+            length: MAX_PACKED_BLOB + 1,
+        }]);
         let unsorted = {
             let mut raw = good[..HEADER].to_vec();
             let (first, second) = (
@@ -736,6 +746,7 @@ mod tests {
             ("truncated", good[..good.len() - 1].to_vec()),
             ("count past the end", huge_count),
             ("entry overflows", overflowing),
+            ("entry longer than a packed blob", too_long),
             ("out of order", unsorted),
         ] {
             assert!(

@@ -109,34 +109,13 @@ pub(crate) fn adopt_file(
     expected: Digest,
     sync: bool,
 ) -> Result<BlobMeta, StoreError> {
-    let destination = root.join(relative);
-    if let Some(stored) = already_stored(&destination, expected) {
+    if let Some(stored) = already_stored(&root.join(relative), expected) {
         return Ok(stored);
     }
-    let file = std::fs::File::open(source).map_err(io_error(source))?;
-    let size = file.metadata().map_err(io_error(source))?.len();
-    if sync {
-        // The bytes must be on disk before the name that promises them is.
-        file.sync_all().map_err(io_error(source))?;
-    }
-    drop(file);
-    let directory = destination
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.to_path_buf());
-    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
-    match std::fs::rename(source, &destination) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-            return put_file(root, relative, source, expected, sync);
-        }
-        Err(e) => return Err(StoreError::Io(destination, e)),
-    }
-    if sync {
-        std::fs::File::open(&directory)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&directory))?;
-    }
+    let size = std::fs::metadata(source).map_err(io_error(source))?.len();
+    rename_into_place(root, relative, source, sync, || {
+        put_file(root, relative, source, expected, sync).map(|_| ())
+    })?;
     Ok(BlobMeta {
         digest: expected,
         size,
@@ -151,27 +130,40 @@ pub(crate) fn move_file(
     source: &Path,
     sync: bool,
 ) -> Result<(), StoreError> {
+    rename_into_place(root, relative, source, sync, || {
+        let mut reader = std::fs::File::open(source).map_err(io_error(source))?;
+        install(&root.join(relative), sync, |writer, temporary| {
+            std::io::copy(&mut reader, writer)
+                .map(|_| ())
+                .map_err(io_error(temporary))
+        })
+    })
+}
+
+/// Renames `source` to `<root>/<relative>`: with `sync`, the bytes reach the disk
+/// before the name that promises them, and the directory entry after. Across
+/// filesystems, where rename cannot work, `copy_across` writes the destination instead.
+fn rename_into_place(
+    root: &Path,
+    relative: &str,
+    source: &Path,
+    sync: bool,
+    copy_across: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let destination = root.join(relative);
-    let directory = destination
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.to_path_buf());
-    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
     if sync {
         std::fs::File::open(source)
             .and_then(|f| f.sync_all())
             .map_err(io_error(source))?;
     }
+    let directory = destination
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
     match std::fs::rename(source, &destination) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-            let mut reader = std::fs::File::open(source).map_err(io_error(source))?;
-            install(&destination, sync, |writer, temporary| {
-                std::io::copy(&mut reader, writer)
-                    .map(|_| ())
-                    .map_err(io_error(temporary))
-            })?;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return copy_across(),
         Err(e) => return Err(StoreError::Io(destination, e)),
     }
     if sync {

@@ -37,10 +37,11 @@ pub async fn sweep_packs(
 ) -> Result<PackSweep, StoreError> {
     let grace = grace.as_secs() as i64;
     let mut sweep = PackSweep::default();
-    let loaded = store.refresh_packs().await?;
+    // One listing serves both the loaded packs and the crash leftovers below.
+    let listing = store.refresh_packs().await?;
     let mut doomed_indexes = Vec::new();
     let mut doomed_packs = Vec::new();
-    for listed in &loaded {
+    for listed in &listing.packs {
         let (mut live, mut dead) = (Vec::new(), Vec::new());
         for entry in listed.pack.index.entries() {
             if marked.contains(&entry.digest) {
@@ -73,15 +74,14 @@ pub async fn sweep_packs(
     }
     // Leftovers of a crash: a pack whose index was never written, or an index that
     // cannot be read (it names nothing, so nothing can depend on its pack).
-    let listing = store.list_pack_objects().await?;
     let unreadable: HashSet<String> = store
         .unreadable_packs()
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    for (name, objects) in &listing {
+    for (name, objects) in &listing.objects {
         let old = objects.age >= grace;
-        if old && unreadable.contains(name) {
+        if old && objects.index && unreadable.contains(name) {
             doomed_indexes.push(pack_index_path(name));
             if objects.pack {
                 doomed_packs.push(pack_path(name));

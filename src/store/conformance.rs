@@ -138,7 +138,7 @@ async fn packed_blobs_read_like_loose_ones(store: &Store) {
             .await,
         Err(StoreError::Corrupt(..))
     ));
-    let listed = reader.refresh_packs().await.unwrap();
+    let listed = reader.refresh_packs().await.unwrap().packs;
     let pack = listed
         .iter()
         .find(|p| p.pack.index.find(&a.digest).is_some())

@@ -15,7 +15,7 @@ pub use blobs::{BlobMeta, BlobStream};
 pub(crate) use composite::list_composites;
 pub use composite::{CompositeRecord, ListedComposite, Part, PartBytes};
 pub(crate) use local_put::buffer_for as copy_buffer_for;
-pub use packs::{ListedPack, LoadedPack, PackIndex, PackedEntry};
+pub use packs::{ListedPack, LoadedPack, PackIndex, PackListing, PackedEntry};
 pub(crate) use packs::{MAX_PACKED_BLOB, index_path as pack_index_path, pack_path};
 pub use refs::{RefEntry, RefName};
 

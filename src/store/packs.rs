@@ -220,6 +220,13 @@ pub struct ListedPack {
     pub age: i64,
 }
 
+/// What one listing of `packs/` found: the packs whose indexes are loaded, and every
+/// object by pack name (gc also judges the ones without a readable index).
+pub struct PackListing {
+    pub packs: Vec<ListedPack>,
+    pub objects: BTreeMap<String, PackObjects>,
+}
+
 /// What `packs/` holds under one name.
 #[derive(Debug)]
 pub struct PackObjects {
@@ -232,7 +239,7 @@ pub struct PackObjects {
 impl super::Store {
     /// Lists `packs/` and reads every index not yet loaded; forgets packs gone from
     /// the listing. An index that cannot be read is skipped (and reported by verify).
-    pub(crate) async fn refresh_packs(&self) -> Result<Vec<ListedPack>> {
+    pub(crate) async fn refresh_packs(&self) -> Result<PackListing> {
         let _one_at_a_time = self.packs.refreshing.lock().await;
         let objects = self.list_pack_objects().await?;
         self.packs
@@ -264,21 +271,24 @@ impl super::Store {
                 }
             }
         }
-        let loaded = self.packs.loaded.read().map_err(|_| poisoned())?;
-        Ok(loaded
-            .values()
-            .filter_map(|pack| {
-                let name = pack.index.name().to_string();
-                Some(ListedPack {
-                    pack: pack.clone(),
-                    age: *ages.get(&name)?,
+        let packs = {
+            let loaded = self.packs.loaded.read().map_err(|_| poisoned())?;
+            loaded
+                .values()
+                .filter_map(|pack| {
+                    let name = pack.index.name().to_string();
+                    Some(ListedPack {
+                        pack: pack.clone(),
+                        age: *ages.get(&name)?,
+                    })
                 })
-            })
-            .collect())
+                .collect()
+        };
+        Ok(PackListing { packs, objects })
     }
 
     /// Every pack and index under `packs/`, by pack name.
-    pub(crate) async fn list_pack_objects(&self) -> Result<BTreeMap<String, PackObjects>> {
+    async fn list_pack_objects(&self) -> Result<BTreeMap<String, PackObjects>> {
         let listed: Vec<_> = self
             .object_store()
             .list(Some(&Path::from("packs")))

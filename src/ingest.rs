@@ -143,9 +143,8 @@ pub struct PackageId {
 
 /// Inspect a spooled upload off the async threads (it decompresses).
 pub async fn inspect(spooled: &Spooled, limits: &Limits) -> Result<DebInfo, IngestError> {
-    let (path, bytes) = (spooled.path.clone(), spooled.bytes.clone());
-    let limits = limits.clone();
-    tokio::task::spawn_blocking(move || deb::inspect_deb(source_of(&path, &bytes), &limits))
+    let (spooled, limits) = (spooled.clone(), limits.clone());
+    tokio::task::spawn_blocking(move || deb::inspect_deb(spooled.source(), &limits))
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?
         .map_err(IngestError::from)
@@ -224,6 +223,8 @@ pub fn resolve_cell(
 }
 
 /// A spooled upload: a local file and its digest, computed while it was received.
+/// Cheap to clone: inspection takes a copy to the blocking pool.
+#[derive(Clone)]
 pub struct Spooled {
     pub path: PathBuf,
     pub digest: Digest,
@@ -236,17 +237,25 @@ pub struct Spooled {
 }
 
 impl Spooled {
-    /// Where inspection reads the package from.
+    /// Where inspection reads the package from: the in-memory copy when there is one.
     pub fn source(&self) -> PackageSource<'_> {
-        source_of(&self.path, &self.bytes)
+        match &self.bytes {
+            Some(bytes) => PackageSource::Memory(bytes),
+            None => PackageSource::File(&self.path),
+        }
     }
-}
 
-/// The in-memory copy when there is one, else the file.
-pub fn source_of<'a>(path: &'a Path, bytes: &'a Option<Bytes>) -> PackageSource<'a> {
-    match bytes {
-        Some(bytes) => PackageSource::Memory(bytes),
-        None => PackageSource::File(path),
+    /// Stores the package itself: from memory when it was read whole (its digest was
+    /// computed from those bytes), else from its file (renamed in when `movable`).
+    pub async fn store_in(&self, store: &Store) -> Result<crate::store::BlobMeta, StoreError> {
+        match &self.bytes {
+            Some(bytes) => store.put_blob_hashed(self.digest, bytes.clone()).await,
+            None => {
+                store
+                    .put_own_file(&self.path, self.digest, self.movable)
+                    .await
+            }
+        }
     }
 }
 
@@ -353,14 +362,7 @@ impl Placed {
         spooled: &Spooled,
         actor: &str,
     ) -> Result<AptPackage, IngestError> {
-        let blob = match &spooled.bytes {
-            Some(bytes) => store.put_blob_hashed(spooled.digest, bytes.clone()).await?,
-            None => {
-                store
-                    .put_own_file(&spooled.path, spooled.digest, spooled.movable)
-                    .await?
-            }
-        };
+        let blob = spooled.store_in(store).await?;
         let mut file_list = self.info.files.join("\n");
         if !file_list.is_empty() {
             file_list.push('\n');

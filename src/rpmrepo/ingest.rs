@@ -13,7 +13,7 @@ use crate::agent::AgentClient;
 use crate::caps::Scope;
 use crate::ingest::{
     IngestError, Ingested, PackageId, PlacedPackage, PublishTarget, Spooled, add_to_cell,
-    check_existing, source_of,
+    check_existing,
 };
 use crate::model::{self, RpmEntries, RpmPackage, RpmRepo};
 use crate::package_source::PackageSource;
@@ -139,8 +139,8 @@ async fn place(
     target: &Scope,
     granted: &Scope,
 ) -> Result<Placed, IngestError> {
-    let (path, bytes) = (spooled.path.clone(), spooled.bytes.clone());
-    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(source_of(&path, &bytes)))
+    let spooled = spooled.clone();
+    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(spooled.source()))
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))??;
     let (release, cell_arch) = resolve_cell(definition, target, granted, &info.arch)?;
@@ -253,14 +253,12 @@ impl Placed {
             // The stored bytes are the uploaded ones: inspection already found the header range.
             (spooled.digest, self.info.header_start, self.info.header_end)
         };
-        let blob = match (&spooled.bytes, sign_packages) {
-            (Some(bytes), false) => store.put_blob_hashed(digest, bytes.clone()).await?,
-            _ => {
-                store
-                    // The signed copy is ours alone; the upload itself only when it is a spool.
-                    .put_own_file(stored_path, digest, sign_packages || spooled.movable)
-                    .await?
+        let blob = match &signed {
+            // The signed copy is ours alone.
+            Some(RemoveOnDrop(signed_path)) => {
+                store.put_own_file(signed_path, digest, true).await?
             }
+            None => spooled.store_in(store).await?,
         };
         let hex = blob.digest.hex();
         let now = crate::time::now_unix();

@@ -355,9 +355,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .push((path, package)),
         }
     }
-    // Cells and index fragments go into packs too; every ref advance seals and
-    // flushes them first (see `Store::bulk`).
-    let store = store.bulk(&scratch)?;
+    // Cells and index fragments go into packs too, through the same bulk handle;
+    // every ref advance seals and flushes them first (see `Store::bulk`).
+    let store = bulk;
     add_to_cells(&store, apt_cells, &mut counts).await?;
     add_to_cells(&store, rpm_cells, &mut counts).await?;
     let stored_at = started.elapsed();

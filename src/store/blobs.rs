@@ -100,9 +100,8 @@ impl Store {
                 })??;
                 let digest = Digest::of(&bytes);
                 if digest != expected {
-                    return Err(StoreError::Corrupt(
-                        file.display().to_string(),
-                        format!("changed while being stored: expected {expected}, read {digest}"),
+                    return Err(super::local_put::changed_while_stored(
+                        file, expected, digest,
                     ));
                 }
                 return self.pack_blob(digest, bytes).await;
@@ -157,9 +156,8 @@ impl Store {
         let (digest, size) = hasher.finish();
         if let Some(expected) = expected.filter(|e| *e != digest) {
             writer.abort().await?;
-            return Err(StoreError::Corrupt(
-                file.display().to_string(),
-                format!("changed while being stored: expected {expected}, read {digest}"),
+            return Err(super::local_put::changed_while_stored(
+                file, expected, digest,
             ));
         }
         writer.finish().await?;

@@ -32,7 +32,7 @@ static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| {
 impl Store {
     /// A blob from memory, or read from the store (and checked against its digest) and held.
     pub async fn held_blob(&self, digest: &Digest) -> Result<Bytes> {
-        if let Some(found) = HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned()) {
+        if let Some(found) = held(digest) {
             return Ok(found);
         }
         let bytes = self.get_plain_blob(digest).await?;
@@ -45,7 +45,7 @@ impl Store {
     /// A blob from memory if held, else read from the store (and checked) without
     /// holding it: a server renders each package's file list or rpm entries once.
     pub async fn held_or_get(&self, digest: &Digest) -> Result<Bytes> {
-        if let Some(found) = HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned()) {
+        if let Some(found) = held(digest) {
             return Ok(found);
         }
         self.get_blob(digest).await
@@ -61,6 +61,11 @@ impl Store {
         }
         Ok(meta)
     }
+}
+
+/// The bytes held under `digest`, if any.
+fn held(digest: &Digest) -> Option<Bytes> {
+    HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned())
 }
 
 /// Keep bytes the caller just wrote, so the next publish or reader need not read them back.

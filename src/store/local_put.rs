@@ -91,10 +91,7 @@ pub(crate) fn put_file(
         }
         let (digest, size) = hasher.finish();
         if digest != expected {
-            return Err(StoreError::Corrupt(
-                source.display().to_string(),
-                format!("changed while being stored: expected {expected}, read {digest}"),
-            ));
+            return Err(changed_while_stored(source, expected, digest));
         }
         Ok(BlobMeta { digest, size })
     })
@@ -214,6 +211,14 @@ pub(crate) fn sync_filesystem(root: &Path) -> Result<(), StoreError> {
     let directory = std::fs::File::open(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
     rustix::fs::syncfs(&directory)
         .map_err(|e| StoreError::Io(root.to_path_buf(), std::io::Error::from(e)))
+}
+
+/// A file whose bytes no longer hash to the digest it was stored under: never stored.
+pub(crate) fn changed_while_stored(file: &Path, expected: Digest, read: Digest) -> StoreError {
+    StoreError::Corrupt(
+        file.display().to_string(),
+        format!("changed while being stored: expected {expected}, read {read}"),
+    )
 }
 
 fn temporary_name(destination: &Path) -> PathBuf {

@@ -12,11 +12,13 @@ use crate::store::{Result, Store};
 
 /// How many chunks render at once: compression runs on the blocking pool, so a cold
 /// publish (every chunk new) uses every core instead of one.
-const RENDER_PARALLEL: usize = 4;
+const RENDER_PARALLEL: usize = 8;
 
-/// Renders the fragments of `chunks` a few at a time, keeping their order. `render`
-/// gets owned inputs: borrowed ones would make the manager's future not `Send`
-/// (rustc's higher-ranked lifetime limit on futures inside stream combinators).
+/// Renders the fragments of `chunks` a few at a time, keeping their order. Each render
+/// is its own task: rendering the text of a chunk is CPU work in the future itself, and
+/// futures polled side by side in one task would share one thread. `render` gets owned
+/// inputs: borrowed ones would make the manager's future not `Send` (rustc's
+/// higher-ranked lifetime limit on futures inside stream combinators).
 pub async fn render_chunks<T, F>(
     store: &Store,
     chunks: &[Digest],
@@ -24,17 +26,23 @@ pub async fn render_chunks<T, F>(
     render: fn(Store, Digest, Option<u32>) -> F,
 ) -> Result<Vec<T>>
 where
-    F: std::future::Future<Output = Result<T>>,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
 {
-    use futures::{StreamExt, TryStreamExt};
-    let renders: Vec<F> = chunks
-        .iter()
-        .map(|chunk| render(store.clone(), *chunk, retention))
-        .collect();
-    futures::stream::iter(renders)
-        .buffered(RENDER_PARALLEL)
-        .try_collect()
-        .await
+    use futures::StreamExt;
+    let store = store.clone();
+    // Join handles, not async blocks: a closure returning an async block here trips the
+    // same lifetime limit.
+    let mut joined = futures::stream::iter(chunks.to_vec())
+        .map(move |chunk| tokio::spawn(render(store.clone(), chunk, retention)))
+        .buffered(RENDER_PARALLEL);
+    let mut out = Vec::with_capacity(chunks.len());
+    while let Some(rendered) = joined.next().await {
+        let rendered = rendered
+            .map_err(|e| crate::store::StoreError::Task("a fragment render", e.to_string()))?;
+        out.push(rendered?);
+    }
+    Ok(out)
 }
 
 /// Where a chunk's fragment of `kind` (`apt`, `rpm`) is cached in the store.

@@ -47,6 +47,9 @@ pub enum StoreError {
     TooLarge(String, u64),
     #[error("local file {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// A task doing store work side by side with others panicked or was cancelled.
+    #[error("internal error in {0}: {1}")]
+    Task(&'static str, String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -19,6 +19,14 @@ pub trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
 
 impl<'a> PackageSource<'a> {
+    /// The package's bytes, when it is held in memory.
+    pub fn bytes(self) -> Option<&'a [u8]> {
+        match self {
+            PackageSource::File(_) => None,
+            PackageSource::Memory(bytes) => Some(bytes.as_ref()),
+        }
+    }
+
     /// A reader at the first byte, and the package's length.
     pub fn open(self) -> io::Result<(Box<dyn ReadSeek + 'a>, u64)> {
         match self {

@@ -290,6 +290,15 @@ async fn place(
     granted: &Scope,
 ) -> Result<Placed, IngestError> {
     let info = inspect(spooled, limits).await?;
+    place_inspected(definition, info, target, granted)
+}
+
+fn place_inspected(
+    definition: &AptRepo,
+    info: DebInfo,
+    target: &Scope,
+    granted: &Scope,
+) -> Result<Placed, IngestError> {
     let control = &info.control;
     let addr = resolve_cell(definition, target, granted, control.architecture())?;
     let cell_ref = addr.ref_name()?;
@@ -455,17 +464,18 @@ pub(crate) async fn add_to_cell<P: PlacedPackage>(
     }
 }
 
-/// For bulk imports: inspect, place and store a .deb, leaving the cell write to the
-/// caller (who batches many packages into one write per cell).
+/// For bulk imports: place and store a .deb the caller inspected (in the same trip to
+/// the blocking pool that read it), leaving the cell write to the caller (who batches
+/// many packages into one write per cell).
 pub async fn prepare(
     store: &Store,
     definition: &AptRepo,
-    limits: &Limits,
+    info: DebInfo,
     spooled: &Spooled,
     target: &Scope,
     actor: &str,
 ) -> Result<(crate::store::RefName, AptPackage, Ingested), IngestError> {
-    let placed = place(definition, limits, spooled, target, target).await?;
+    let placed = place_inspected(definition, info, target, target)?;
     let package = placed.store(store, spooled, actor).await?;
     Ok((
         placed.cell_ref.clone(),

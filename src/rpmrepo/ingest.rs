@@ -143,6 +143,15 @@ async fn place(
     let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(spooled.source()))
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))??;
+    place_inspected(definition, info, target, granted)
+}
+
+fn place_inspected(
+    definition: &RpmRepo,
+    info: RpmInfo,
+    target: &Scope,
+    granted: &Scope,
+) -> Result<Placed, IngestError> {
     let (release, cell_arch) = resolve_cell(definition, target, granted, &info.arch)?;
     let cell_ref = model::rpm_cell_ref(&definition.name, &release, &cell_arch)?;
     let evr = format!("{}:{}-{}", info.epoch, info.version, info.release);
@@ -327,19 +336,25 @@ pub async fn ingest(
     add_to_cell(store, &placed, spooled, record, actor).await
 }
 
-/// For bulk imports: verify, place, sign and store an rpm, leaving the cell write
+/// For bulk imports: place, sign and store an rpm the caller verified (`inspect_rpm`,
+/// in the same trip to the blocking pool that read it), leaving the cell write
 /// to the caller (who batches many packages into one write per cell). Signed copies
 /// are written to `scratch`, never beside the user's file.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one import run's shared parts plus the package; bundling them would only rename them"
+)]
 pub async fn prepare(
     store: &crate::store::Store,
     agent: &AgentClient,
     definition: &RpmRepo,
+    info: RpmInfo,
     spooled: &Spooled,
     target: &Scope,
     scratch: &Path,
     actor: &str,
 ) -> Result<(crate::store::RefName, RpmPackage, Ingested), IngestError> {
-    let placed = place(definition, spooled, target, target).await?;
+    let placed = place_inspected(definition, info, target, target)?;
     let record = placed
         .store(store, agent, definition, spooled, scratch, actor)
         .await?;

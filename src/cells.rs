@@ -43,29 +43,61 @@ pub async fn load_cell<P: Record>(
 /// Chunks parsed lately, by digest. A chunk never changes, and one upload's chunk is
 /// read when the upload checks for the package, again when it adds it, and again by
 /// the publish after: at 100,000 packages that is 400 records parsed each time.
-/// Bounded by count: a parsed chunk of that suite is a few hundred KiB.
-static PARSED: LazyLock<Mutex<HashMap<Digest, Arc<dyn Any + Send + Sync>>>> =
-    LazyLock::new(Default::default);
+/// Bounded by the chunks' stored (JSON) size, and emptied when full.
+struct Parsed {
+    chunks: HashMap<Digest, Arc<dyn Any + Send + Sync>>,
+    bytes: usize,
+}
 
-const PARSED_CHUNKS: usize = 64;
+static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(|| {
+    Mutex::new(Parsed {
+        chunks: HashMap::new(),
+        bytes: 0,
+    })
+});
 
-fn remember_chunk<P: Record>(digest: Digest, chunk: Arc<Chunk<P>>) {
+/// A server's bound: what 64 chunks of a 100,000-package cell take (about 250 KiB of
+/// JSON each), and every chunk of a 20,000-package one.
+const PARSED_BYTES: usize = 16 << 20;
+
+static PARSED_BUDGET: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(PARSED_BYTES);
+
+/// Lets this process hold up to `bytes` of parsed chunks: an import writes every chunk
+/// of a cold cell and its publish reads each one back right after (parsing them again
+/// was a twelfth of a cold publish).
+pub fn hold_parsed_chunks(bytes: usize) {
+    PARSED_BUDGET.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn remember_chunk<P: Record>(digest: Digest, chunk: Arc<Chunk<P>>, stored_bytes: usize) {
+    let budget = PARSED_BUDGET.load(std::sync::atomic::Ordering::Relaxed);
     if let Ok(mut parsed) = PARSED.lock() {
-        if parsed.len() >= PARSED_CHUNKS {
-            parsed.clear();
+        if parsed.bytes.saturating_add(stored_bytes) > budget {
+            parsed.chunks.clear();
+            parsed.bytes = 0;
         }
-        parsed.insert(digest, chunk);
+        if parsed.chunks.insert(digest, chunk).is_none() {
+            parsed.bytes = parsed.bytes.saturating_add(stored_bytes);
+        }
     }
 }
 
 /// A chunk of packages, parsed once and shared.
 pub async fn chunk<P: Record>(store: &Store, digest: &Digest) -> Result<Arc<Chunk<P>>> {
-    let held = PARSED.lock().ok().and_then(|p| p.get(digest).cloned());
+    let held = PARSED
+        .lock()
+        .ok()
+        .and_then(|p| p.chunks.get(digest).cloned());
     if let Some(found) = held.and_then(|any| any.downcast::<Chunk<P>>().ok()) {
         return Ok(found);
     }
-    let parsed: Arc<Chunk<P>> = Arc::new(store.get_json(digest).await?);
-    remember_chunk(*digest, Arc::clone(&parsed));
+    let bytes = store.get_blob(digest).await?;
+    let parsed: Arc<Chunk<P>> = Arc::new(
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("manifest {digest}"), e.to_string()))?,
+    );
+    remember_chunk(*digest, Arc::clone(&parsed), bytes.len());
     Ok(parsed)
 }
 
@@ -92,7 +124,7 @@ pub async fn find<P: Record>(
     Ok(chunk
         .packages
         .iter()
-        .find(|p| p.identity() == (package, version.to_string(), arch))
+        .find(|p| p.identity() == (package, version.into(), arch))
         .cloned())
 }
 
@@ -119,6 +151,68 @@ pub async fn add_package<P: Record>(
     })
 }
 
+/// One bucket's share of a cell write: the packages at `indices` merged into the
+/// bucket's chunk (`existing`), which is stored again if any was added. Returns the new
+/// chunk's reference, if it changed, and each package's outcome.
+async fn merge_into_chunk<P: Record>(
+    store: Store,
+    existing: Option<Digest>,
+    bucket: u8,
+    packages: Arc<Vec<P>>,
+    indices: Vec<usize>,
+    generation: u64,
+) -> Result<(Option<ChunkRef>, Vec<(usize, AddOutcome)>)> {
+    let mut chunk = match existing {
+        Some(digest) => Chunk::clone(&*chunk::<P>(&store, &digest).await?),
+        None => Chunk {
+            kind: P::CHUNK_KIND,
+            packages: Vec::new(),
+        },
+    };
+    let mut outcomes = Vec::with_capacity(indices.len());
+    for i in indices {
+        let package = &packages[i];
+        let same = chunk
+            .packages
+            .iter()
+            .find(|p| p.identity() == package.identity());
+        outcomes.push((
+            i,
+            match same {
+                Some(existing) if existing.upload_digest() == package.upload_digest() => {
+                    AddOutcome::AlreadyPresent { generation }
+                }
+                Some(existing) => AddOutcome::Conflict {
+                    existing: existing.upload_digest(),
+                },
+                None => {
+                    chunk.packages.push(package.clone());
+                    // The generation is filled in once the ref advance has succeeded.
+                    AddOutcome::Added { generation: 0 }
+                }
+            },
+        ));
+    }
+    if !outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, AddOutcome::Added { .. }))
+    {
+        return Ok((None, outcomes));
+    }
+    chunk
+        .packages
+        .sort_by(|a, b| a.identity().cmp(&b.identity()));
+    let stored = store.put_json(&chunk).await?;
+    let chunk_ref = ChunkRef {
+        bucket,
+        digest: stored.digest,
+        packages: chunk.packages.len() as u32,
+    };
+    // The publish after this upload reads it next.
+    remember_chunk(stored.digest, Arc::new(chunk), stored.size as usize);
+    Ok((Some(chunk_ref), outcomes))
+}
+
 /// Add many packages to one cell with one ref advance: each affected chunk is
 /// rewritten once. Returns one outcome per package, in order.
 pub async fn add_packages<P: Record>(
@@ -128,54 +222,49 @@ pub async fn add_packages<P: Record>(
     actor: &str,
 ) -> Result<Vec<AddOutcome>> {
     const MAX_ATTEMPTS: usize = 64;
+    let packages = Arc::new(packages);
     for attempt in 0..MAX_ATTEMPTS {
         let (head, mut cell) = load_cell::<P>(store, name).await?;
+        let generation = head.as_ref().map_or(0, |h| h.generation);
         let mut by_bucket: std::collections::BTreeMap<u8, Vec<usize>> =
             std::collections::BTreeMap::new();
         for (i, p) in packages.iter().enumerate() {
             by_bucket.entry(bucket_of(p.name())).or_default().push(i);
         }
+        // Each bucket's chunk is merged, serialized and stored in a task of its own: a
+        // cold import writes hundreds of chunks, which one thread did one by one.
+        let merges: Vec<_> = by_bucket
+            .into_iter()
+            .map(|(bucket, indices)| {
+                let existing = cell
+                    .chunks
+                    .iter()
+                    .find(|c| c.bucket == bucket)
+                    .map(|c| c.digest);
+                tokio::spawn(merge_into_chunk(
+                    store.clone(),
+                    existing,
+                    bucket,
+                    Arc::clone(&packages),
+                    indices,
+                    generation,
+                ))
+            })
+            .collect();
         let mut outcomes: Vec<Option<AddOutcome>> = vec![None; packages.len()];
         let mut changed = false;
-        for (bucket, indices) in by_bucket {
-            let mut chunk = Chunk::clone(&*load_chunk::<P>(store, &cell, bucket).await?);
-            let mut touched = false;
-            for i in indices {
-                let package = &packages[i];
-                let same = chunk
-                    .packages
-                    .iter()
-                    .find(|p| p.identity() == package.identity());
-                outcomes[i] = Some(match same {
-                    Some(existing) if existing.upload_digest() == package.upload_digest() => {
-                        AddOutcome::AlreadyPresent {
-                            generation: head.as_ref().map_or(0, |h| h.generation),
-                        }
-                    }
-                    Some(existing) => AddOutcome::Conflict {
-                        existing: existing.upload_digest(),
-                    },
-                    None => {
-                        chunk.packages.push(package.clone());
-                        touched = true;
-                        // The generation is filled in once the ref advance has succeeded.
-                        AddOutcome::Added { generation: 0 }
-                    }
-                });
+        for merge in merges {
+            let (chunk_ref, merged) = merge
+                .await
+                .map_err(|e| StoreError::Task("a cell write", e.to_string()))??;
+            for (i, outcome) in merged {
+                outcomes[i] = Some(outcome);
             }
-            if touched {
-                chunk
-                    .packages
-                    .sort_by(|a, b| a.identity().cmp(&b.identity()));
-                let stored = store.put_json(&chunk).await?;
-                let chunk_ref = ChunkRef {
-                    bucket,
-                    digest: stored.digest,
-                    packages: chunk.packages.len() as u32,
-                };
-                // The publish after this upload reads it next.
-                remember_chunk(stored.digest, Arc::new(chunk));
-                match cell.chunks.binary_search_by_key(&bucket, |c| c.bucket) {
+            if let Some(chunk_ref) = chunk_ref {
+                match cell
+                    .chunks
+                    .binary_search_by_key(&chunk_ref.bucket, |c| c.bucket)
+                {
                     Ok(i) => cell.chunks[i] = chunk_ref,
                     Err(i) => cell.chunks.insert(i, chunk_ref),
                 }

@@ -3,6 +3,7 @@
 //! published suite are canonical JSON blobs named by their sha256; refs point at
 //! them. `schema/` holds the JSON Schema of every manifest here.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -105,7 +106,9 @@ pub trait Record: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync 
     const CHUNK_KIND: ManifestKind;
     fn name(&self) -> &str;
     /// Name, full version and architecture: two packages with the same identity conflict.
-    fn identity(&self) -> (&str, String, &str);
+    /// The version is borrowed where the record stores it whole (APT), since cell writes
+    /// compare and sort identities many times per package.
+    fn identity(&self) -> (&str, Cow<'_, str>, &str);
     /// The uploaded bytes: the same identity with other bytes is a conflict.
     fn upload_digest(&self) -> Digest;
     /// What retention counts versions within: name and architecture.
@@ -120,8 +123,8 @@ impl Record for AptPackage {
     fn name(&self) -> &str {
         &self.name
     }
-    fn identity(&self) -> (&str, String, &str) {
-        (&self.name, self.version.clone(), &self.architecture)
+    fn identity(&self) -> (&str, Cow<'_, str>, &str) {
+        (&self.name, Cow::Borrowed(&self.version), &self.architecture)
     }
     fn upload_digest(&self) -> Digest {
         self.sha256
@@ -280,8 +283,8 @@ impl Record for RpmPackage {
     fn name(&self) -> &str {
         &self.name
     }
-    fn identity(&self) -> (&str, String, &str) {
-        (&self.name, self.evr(), &self.arch)
+    fn identity(&self) -> (&str, Cow<'_, str>, &str) {
+        (&self.name, Cow::Owned(self.evr()), &self.arch)
     }
     fn upload_digest(&self) -> Digest {
         self.uploaded_sha256
@@ -341,8 +344,8 @@ impl Record for AptSource {
     fn name(&self) -> &str {
         &self.name
     }
-    fn identity(&self) -> (&str, String, &str) {
-        (&self.name, self.version.clone(), "source")
+    fn identity(&self) -> (&str, Cow<'_, str>, &str) {
+        (&self.name, Cow::Borrowed(&self.version), "source")
     }
     fn upload_digest(&self) -> Digest {
         self.dsc.sha256

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::compress::{self, XzBlock};
 use super::{contents, packages};
 use crate::digest::Digest;
-use crate::model::{AptChunk, AptPackage, FileEntry};
+use crate::model::{AptPackage, FileEntry};
 use crate::store::{PartBytes, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +70,8 @@ pub async fn fragment(
     {
         return Ok(MEMORY.remember(&key, cached));
     }
-    let loaded: AptChunk = store.get_json(chunk).await?;
+    // Usually still held from the cell write that made it (an import, an upload).
+    let loaded = crate::cells::chunk::<AptPackage>(store, chunk).await?;
     let kept = crate::repos::retained(loaded.packages.iter().collect(), retention);
     let pool: Vec<(String, Digest, u64)> = kept
         .iter()

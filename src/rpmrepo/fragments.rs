@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apt::compress;
 use crate::digest::Digest;
-use crate::model::{Chunk, FileEntry, RpmPackage};
+use crate::model::{FileEntry, RpmPackage};
 use crate::store::{PartBytes, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +116,8 @@ pub async fn fragment(
     {
         return Ok(MEMORY.remember(&key, cached));
     }
-    let loaded: Chunk<RpmPackage> = store.get_json(chunk).await?;
+    // Usually still held from the cell write that made it (an import, an upload).
+    let loaded = crate::cells::chunk::<RpmPackage>(store, chunk).await?;
     let mut kept = crate::repos::retained(loaded.packages.iter().collect(), retention);
     // createrepo_c orders packages by file name.
     kept.sort_by(|a, b| {
@@ -270,7 +271,7 @@ pub fn pool_entries<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ManifestKind, RpmEntries};
+    use crate::model::{Chunk, ManifestKind, RpmEntries};
 
     fn package(name: &str) -> RpmPackage {
         RpmPackage {

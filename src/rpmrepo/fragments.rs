@@ -132,19 +132,23 @@ pub async fn fragment(
             text.extend_from_slice(&entry);
         }
     }
-    let mut parts = Vec::new();
-    for text in texts {
-        // Off the async threads, so chunks rendering side by side compress in parallel.
-        let (text, gz) = tokio::task::spawn_blocking(move || {
+    // Off the async threads, so chunks rendering side by side compress in parallel;
+    // the three documents in one trip to the blocking pool.
+    let compressed = tokio::task::spawn_blocking(move || {
+        texts.map(|text| {
             let gz = compress::gzip(&text);
             (text, gz)
         })
-        .await
-        .map_err(|e| StoreError::Corrupt("repodata".into(), e.to_string()))?;
+    })
+    .await
+    .map_err(|e| StoreError::Task("a repodata render", e.to_string()))?;
+    let mut parts = Vec::new();
+    for (text, gz) in compressed {
         let gz = gz.map_err(gz_error)?;
+        // Held as well as stored: the documents are joined from them right after.
         parts.push(Part {
-            text: store.put_blob(Bytes::from(text)).await?.digest,
-            gz: store.put_blob(Bytes::from(gz)).await?.digest,
+            text: store.put_part(text).await?.0,
+            gz: store.put_part(gz).await?.0,
         });
     }
     let parts: [Part; 3] = parts

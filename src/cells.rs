@@ -172,10 +172,11 @@ async fn merge_into_chunk<P: Record>(
     let mut outcomes = Vec::with_capacity(indices.len());
     for i in indices {
         let package = &packages[i];
+        // Names first: an rpm's identity formats its EVR, an allocation per comparison.
         let same = chunk
             .packages
             .iter()
-            .find(|p| p.identity() == package.identity());
+            .find(|p| p.name() == package.name() && p.identity() == package.identity());
         outcomes.push((
             i,
             match same {
@@ -199,9 +200,12 @@ async fn merge_into_chunk<P: Record>(
     {
         return Ok((None, outcomes));
     }
-    chunk
-        .packages
-        .sort_by(|a, b| a.identity().cmp(&b.identity()));
+    // The same order as by identity, which starts with the name.
+    chunk.packages.sort_by(|a, b| {
+        a.name()
+            .cmp(b.name())
+            .then_with(|| a.identity().cmp(&b.identity()))
+    });
     let stored = store.put_json(&chunk).await?;
     let chunk_ref = ChunkRef {
         bucket,

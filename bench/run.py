@@ -279,9 +279,10 @@ def caprepo_served_add_one(work, extras, data=None, layout=APT):
 
 def caprepo_uploads(runs):
     """How many packages caprepo's add one uploads: its first upload after the server starts is timed
-    apart, and the median is of at least 9 more. Each takes a few tens of milliseconds, where the
-    machine's jitter is about 10 ms, so 3 samples made the growth ratio noise (17/32/25 ms in one run)."""
-    return max(runs, 9) + 1
+    apart, and the median is of at least 19 more. Each takes a few tens of milliseconds, where the
+    machine's jitter is about 10 ms: 3 samples made the growth ratio noise (17/32/25 ms in one run),
+    and 9 still moved it by 10 ms between runs (one 20,000-deb suite: 16 to 38 ms per upload)."""
+    return max(runs, 19) + 1
 
 
 def add_one(work, extras, peers, runs):
@@ -563,8 +564,13 @@ def growth(work, n, runs):
     uploads, after fetches))."""
     debs = gen_packages(os.path.join(work, f"debs-{n}"), n, with_fixtures=True)
     extras = extra_packages(work, n, max(caprepo_uploads(runs), MEMORY_UPLOADS))
-    data = os.path.join(work, "growth-caprepo")
-    cold = median_sample([caprepo_cold(work, debs, data) for _ in range(runs)])
+    # A data dir per run, all removed once every size is measured (growth_tables): deleting one
+    # right before the next run made the server's uploads slower on this VM's ext4, which has no
+    # journal and skips every recently freed inode when it allocates one (perf: 10% of the
+    # server's samples in recently_deleted). That is the benchmark's deletion, not caprepo's work.
+    datas = [os.path.join(work, "growth", f"{n}-run{i}") for i in range(runs)]
+    cold = median_sample([caprepo_cold(work, debs, data) for data in datas])
+    data = datas[-1]
     print(f"growth {n} cold: {cold[0]:.3f}s", file=sys.stderr)
     server = CaprepoServer(work, data)
     try:
@@ -717,10 +723,12 @@ def concurrent_table(args):
 def growth_tables(args, growth_rows):
     """Add one at every size measured, so its growth with N shows; then serve RSS at the growth sizes."""
     memory = []
+    shutil.rmtree(os.path.join(args.work, "growth"), ignore_errors=True)
     for n in [int(s) for s in args.growth_sizes.split(",")]:
         cold, one, rss = growth(args.work, n, args.runs)
         growth_rows[n] = (cold, one)
         memory.append((n, rss))
+    shutil.rmtree(os.path.join(args.work, "growth"), ignore_errors=True)
     ns = sorted(growth_rows)
     base_n, base_one = ns[0], growth_rows[ns[0]][1][0]
     lines = ["### caprepo alone: cold import and add one as N grows", "",

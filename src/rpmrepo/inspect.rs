@@ -132,9 +132,15 @@ pub fn read_metadata(source: PackageSource<'_>) -> Result<(PackageMetadata, u64)
             "no RPM lead (an .rpm starts with the bytes ed ab ee db)".into(),
         ));
     }
-    file.seek(SeekFrom::Start(0)).map_err(RpmError::Io)?;
-    let mut reader = BufReader::new(file);
-    let meta = PackageMetadata::parse(&mut reader).map_err(|e| match e {
+    let parsed = match source.bytes() {
+        // A package held in memory is parsed from its bytes: no buffer, no copy.
+        Some(mut bytes) => PackageMetadata::parse(&mut bytes),
+        None => {
+            file.seek(SeekFrom::Start(0)).map_err(RpmError::Io)?;
+            PackageMetadata::parse(&mut BufReader::new(file))
+        }
+    };
+    let meta = parsed.map_err(|e| match e {
         rpm::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             RpmError::Damaged("the file ends inside its headers".into())
         }

@@ -739,7 +739,7 @@ def growth_tables(args, growth_rows):
         lines.append(f"| {n} | {cold_s:.3f} | {cold_rss / 1024:.0f} | {one:.3f} | {one / base_one:.2f} | "
                      f"{math.log(n) / math.log(base_n):.2f} | {first:.3f} |")
     lines += ["", "Cold import: `caprepo import` into an empty data dir. Add one: `caprepo upload --wait` "
-              "against `caprepo serve` of that suite, the median of the (at least 9) uploads after the first. Target: "
+              "against `caprepo serve` of that suite, the median of the (at least 19) uploads after the first. Target: "
               "add one grows no faster than log N, i.e. its column stays at or under the next one. The "
               "first upload after `serve` starts is timed apart: its publish lays the index files out "
               "from scratch and loads every fragment, once per server start.", "",

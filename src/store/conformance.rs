@@ -435,3 +435,43 @@ async fn s3_backend_on_loopback() {
     let store = Store::open(&server.config("conformance"), std::path::Path::new("/")).unwrap();
     run_all(&store).await;
 }
+
+/// An import's spool on another filesystem than a local store (here tmpfs under
+/// /dev/shm): rename fails with EXDEV, and sealing must copy each pack across, then
+/// remove the spool copy, and every blob must read back from a fresh handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn packs_sealed_across_filesystems_read_back() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir_in("/dev/shm").expect("this test needs a tmpfs at /dev/shm");
+    let device = |path: &std::path::Path| std::fs::metadata(path).unwrap().dev();
+    assert_ne!(
+        device(dir.path()),
+        device(spool.path()),
+        "the spool must be on another filesystem than the store for this test to mean anything"
+    );
+    let store = Store::local(dir.path()).unwrap();
+    let bulk = store.bulk(spool.path()).unwrap();
+    let blobs: Vec<Bytes> = (0..50)
+        .map(|i| Bytes::from(format!("blob {i} packed across filesystems; ").repeat(i + 1)))
+        .collect();
+    let mut digests = Vec::new();
+    for blob in &blobs {
+        digests.push(bulk.put_blob(blob.clone()).await.unwrap().digest);
+    }
+    bulk.finish_bulk().await.unwrap();
+    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the spool copy of the pack was removed: {left:?}"
+    );
+    let packs: Vec<String> = std::fs::read_dir(dir.path().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(packs.len(), 2, "one pack and its index: {packs:?}");
+    let fresh = Store::local(dir.path()).unwrap();
+    for (digest, blob) in digests.iter().zip(&blobs) {
+        assert_eq!(&fresh.get_blob(digest).await.unwrap(), blob);
+    }
+}

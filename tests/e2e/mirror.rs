@@ -183,6 +183,109 @@ fn a_mirrored_directory_served_by_nginx_works_for_apt_and_dnf() {
     apt.run_ok(&["install", "-y", "--download-only", "tree"]);
 }
 
+/// Waits until the mirror at `root` holds the InRelease the server publishes for `repo`.
+fn wait_mirrored(server: &Server, root: &std::path::Path, repo: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let served = format!("/{repo}/dists/stable/InRelease");
+    let mirrored = root.join(format!("{repo}/dists/stable/InRelease"));
+    while std::fs::read(&mirrored).ok() != Some(server.get(&served).body) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror {} did not follow the publish:\n{}",
+            root.display(),
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A file no publication references any more leaves a mirror once the mirror's grace
+/// period has passed, and not before. A removed package's pool file stays referenced
+/// by the 16 superseded publications the server keeps (clients may still follow their
+/// InRelease), so it takes 17 more publishes to drop out; then the mirror with a grace
+/// of 0s deletes it and the one with a grace of 1d keeps it.
+#[test]
+fn a_mirror_prunes_unreferenced_files_only_after_its_grace_period() {
+    let data = DataDir::init(&[]);
+    let (prompt, patient) = (
+        data.tmp.path().join("prompt"),
+        data.tmp.path().join("patient"),
+    );
+    let config = data.path.join("caprepo.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (dir, grace) in [(&prompt, "0s"), (&patient, "1d")] {
+        text.push_str(&format!(
+            "\n[[mirror]]\ndirectory = \"{}\"\ngrace = \"{grace}\"\n",
+            dir.display()
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    data.repo_add("pub", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/pub/dists/stable/main/binary-amd64", "1h");
+    let upload = |deb: &str| {
+        let out = server.upload(&cap, &[fixture(deb)], true);
+        assert!(out.status.success(), "{}", output_text(&out));
+    };
+    upload("debs/hello_2.10-3_amd64.deb");
+    let hello = "pub/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    for root in [&prompt, &patient] {
+        wait_mirrored(&server, root, "pub");
+        assert!(root.join(hello).exists(), "{} has hello", root.display());
+    }
+
+    data.cli(&["rm"], &["apt/pub/stable", "hello"]);
+    server.wait_for(
+        "/pub/dists/stable/main/binary-amd64/Packages",
+        "hello removed",
+        |r| !r.text().contains("Package: hello\n"),
+    );
+    // Seventeen more publishes: tree added and removed in turn.
+    for round in 0..17 {
+        if round % 2 == 0 {
+            upload("debs/tree_2.1.0-1_amd64.deb");
+        } else {
+            data.cli(&["rm"], &["apt/pub/stable", "tree"]);
+            server.wait_for(
+                "/pub/dists/stable/main/binary-amd64/Packages",
+                "tree removed",
+                |r| !r.text().contains("Package: tree\n"),
+            );
+        }
+        if round == 1 {
+            // Syncs run one after another, so once this publish is mirrored, every sync
+            // that saw the removal has finished, pruning included.
+            wait_mirrored(&server, &prompt, "pub");
+            assert!(
+                prompt.join(hello).exists(),
+                "still referenced by the superseded publications a client may follow"
+            );
+        }
+    }
+    // The pruning comes after the files in a sync: wait for it, not for InRelease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while prompt.join(hello).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no publication references hello's pool file and the grace of 0s has passed, \
+             yet the mirror keeps it:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    wait_mirrored(&server, &patient, "pub");
+    assert!(
+        patient.join(hello).exists(),
+        "the mirror with a grace of 1d keeps it"
+    );
+    assert!(
+        prompt
+            .join("pub/pool/main/t/tree/tree_2.1.0-1_amd64.deb")
+            .exists(),
+        "what the current publication lists stays"
+    );
+}
+
 /// An S3-compatible server on loopback: the one .ci/run started, or a moto we start.
 struct S3 {
     endpoint: String,

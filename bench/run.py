@@ -554,16 +554,21 @@ def fetch_like_apt(server, pool_files=5):
 MEMORY_UPLOADS = 10
 
 
+def memory_uploads(runs):
+    """How many one-deb uploads the server has taken when its RSS after uploads is read."""
+    return max(caprepo_uploads(runs), MEMORY_UPLOADS)
+
+
 def growth(work, n, runs):
     """caprepo alone at N debs: cold import, then add one against `caprepo serve` of the result,
     then what the server holds: its VmHWM before the uploads, after them, after apt-like fetches.
 
     The server's RSS climbs over its first several publishes (caches fill, freed buffers stay mapped),
-    so it takes MEMORY_UPLOADS one-deb uploads in all, however few --runs time add one.
+    so it takes memory_uploads(runs) one-deb uploads in all, however few --runs time add one.
     Returns ((cold secs, cold RSS), (add-one secs, first upload secs), (RSS before uploads, after
     uploads, after fetches))."""
     debs = gen_packages(os.path.join(work, f"debs-{n}"), n, with_fixtures=True)
-    extras = extra_packages(work, n, max(caprepo_uploads(runs), MEMORY_UPLOADS))
+    extras = extra_packages(work, n, memory_uploads(runs))
     # A data dir per run, all removed once every size is measured (growth_tables): deleting one
     # right before the next run made the server's uploads slower on this VM's ext4, which has no
     # journal and skips every recently freed inode when it allocates one (perf: 10% of the
@@ -744,12 +749,13 @@ def growth_tables(args, growth_rows):
               "first upload after `serve` starts is timed apart: its publish lays the index files out "
               "from scratch and loads every fragment, once per server start.", "",
               "### Memory: `caprepo serve` holding an N-package suite", "",
-              f"| N debs | before uploads MiB | after {MEMORY_UPLOADS} one-deb uploads MiB | "
+              f"| N debs | before uploads MiB | after {memory_uploads(args.runs)} one-deb uploads MiB | "
               "after apt's fetches MiB |",
               "|---|---|---|---|"]
     lines += [f"| {n} | {a / 1024:.0f} | {b / 1024:.0f} | {c / 1024:.0f} |" for n, (a, b, c) in memory]
     lines += ["", "VmHWM (peak RSS) of the server, which only grows: read once it first answers, after "
-              f"{MEMORY_UPLOADS} one-deb `caprepo upload --wait` runs (the add-one runs, then more: its RSS "
+              f"{memory_uploads(args.runs)} one-deb `caprepo upload --wait` runs (the add-one runs, and more if "
+              "they are fewer than 10: its RSS "
               "climbs over the first publishes), then after fetching InRelease, Packages.xz, "
               "Contents-amd64.gz and 5 pool files. Target: under 300 MiB at 100,000.", ""]
     return lines

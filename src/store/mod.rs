@@ -167,26 +167,18 @@ impl Store {
         }
     }
 
-    /// A handle whose local writes skip their fsync: a ref advanced through it first
-    /// makes everything durable with one `syncfs` (see `finish_bulk`). A cold publish
-    /// writes a few thousand index fragments; fsyncing each (and its directory) was
-    /// most of its wall time. Other backends are unchanged.
-    pub fn deferred(&self) -> Result<Self> {
-        let mut deferred = self.clone();
+    /// A handle for bulk writes (imports): small blobs are appended to a pack spooled in
+    /// `spool` instead of becoming a file each (creating those files was most of a cold
+    /// import's time), and on local disk nothing is fsynced one by one: a ref advanced
+    /// through the handle first seals the pack and makes everything durable with one
+    /// `syncfs` (see `finish_bulk`). Other backends only pack.
+    pub fn bulk(&self, spool: &FsPath) -> Result<Self> {
+        let mut bulk = self.clone();
         if let Some(root) = &self.local_root {
             let fs = LocalFileSystem::new_with_prefix(root.as_path())?.with_fsync(false);
-            deferred.inner = Arc::new(fs);
-            deferred.defer_sync = true;
+            bulk.inner = Arc::new(fs);
+            bulk.defer_sync = true;
         }
-        Ok(deferred)
-    }
-
-    /// A handle for bulk writes (imports): deferred like `deferred`, and small blobs
-    /// are appended to a pack spooled in `spool` instead of becoming a file each
-    /// (creating those files was most of a cold import's time). `finish_bulk` seals
-    /// the pack; a ref advanced through the handle runs it first.
-    pub fn bulk(&self, spool: &FsPath) -> Result<Self> {
-        let mut bulk = self.deferred()?;
         bulk.packer = Some(Arc::new(packs::Packer::new(spool)));
         Ok(bulk)
     }

@@ -171,7 +171,7 @@ impl Store {
         actor: &str,
         note: &str,
     ) -> Result<RefEntry> {
-        // On a bulk or deferred handle, whatever the ref may name is sealed and made
+        // On a bulk handle, whatever the ref may name is sealed and made
         // durable first, and the ref itself right after.
         self.finish_bulk().await?;
         let advanced = self

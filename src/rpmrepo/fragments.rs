@@ -134,14 +134,13 @@ pub async fn fragment(
     }
     // Off the async threads, so chunks rendering side by side compress in parallel;
     // the three documents in one trip to the blocking pool.
-    let compressed = tokio::task::spawn_blocking(move || {
+    let compressed = crate::store::blocking("a repodata render", move || {
         texts.map(|text| {
             let gz = compress::gzip(&text);
             (text, gz)
         })
     })
-    .await
-    .map_err(|e| StoreError::Task("a repodata render", e.to_string()))?;
+    .await?;
     let mut parts = Vec::new();
     for (text, gz) in compressed {
         let gz = gz.map_err(gz_error)?;
@@ -240,12 +239,12 @@ pub async fn document(
     );
     // Tens of megabytes at 20,000 rpms: hashed off the async threads, resuming after
     // what the server hashed ahead (next_publish) when the count and leading parts match.
-    let (text, (open_checksum, open_size)) = tokio::task::spawn_blocking(move || {
-        let whole = super::next_publish::open_checksum(&text);
-        (text, whole)
-    })
-    .await
-    .map_err(|e| StoreError::Corrupt("repodata".into(), e.to_string()))?;
+    let (text, (open_checksum, open_size)) =
+        crate::store::blocking("hashing a repodata document", move || {
+            let whole = super::next_publish::open_checksum(&text);
+            (text, whole)
+        })
+        .await?;
     Ok(Document {
         gz,
         text,

@@ -51,13 +51,10 @@ impl Store {
         let path = blob_path(&digest);
         if let Some(root) = &self.local_root {
             let (root, sync) = (root.clone(), !self.defer_sync);
-            tokio::task::spawn_blocking(move || {
+            super::blocking("a local blob write", move || {
                 super::local_put::put_bytes(&root, path.as_ref(), &bytes, sync)
             })
-            .await
-            .map_err(|e| {
-                StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
-            })??;
+            .await??;
             return Ok(BlobMeta { digest, size });
         }
         if !self.exists(&path).await? {
@@ -91,13 +88,10 @@ impl Store {
                 .is_ok_and(|m| self.packs_small(m.len()));
             if small {
                 let (source, limit) = (file.to_path_buf(), super::packs::MAX_PACKED_BLOB);
-                let bytes = tokio::task::spawn_blocking(move || {
+                let bytes = super::blocking("reading a file to pack", move || {
                     super::local_put::read_small(&source, limit, &source.display().to_string())
                 })
-                .await
-                .map_err(|e| {
-                    StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
-                })??;
+                .await??;
                 let digest = Digest::of(&bytes);
                 if digest != expected {
                     return Err(super::local_put::changed_while_stored(
@@ -110,13 +104,10 @@ impl Store {
         let path = blob_path(&expected);
         if let Some(root) = &self.local_root {
             let (root, file, sync) = (root.clone(), file.to_path_buf(), !self.defer_sync);
-            return tokio::task::spawn_blocking(move || {
+            return super::blocking("a local file copy", move || {
                 super::local_put::put_file(&root, path.as_ref(), &file, expected, sync)
             })
-            .await
-            .map_err(|e| {
-                StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
-            })?;
+            .await?;
         }
         if let Ok(meta) = self.raw_head(&path).await {
             return Ok(BlobMeta {
@@ -179,11 +170,10 @@ impl Store {
         };
         let path = blob_path(&digest);
         let (root, file, sync) = (root.clone(), file.to_path_buf(), !self.defer_sync);
-        tokio::task::spawn_blocking(move || {
+        super::blocking("adopting a spool file", move || {
             super::local_put::adopt_file(&root, path.as_ref(), &file, digest, sync)
         })
-        .await
-        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?
+        .await?
     }
 
     /// Whether the blob is stored by itself or in a pack (not as a composite).
@@ -292,13 +282,10 @@ impl Store {
             // import's publish reads one file list per package.
             let file = root.join(blob_path(digest).as_ref());
             let digest = *digest;
-            let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = super::blocking("a local blob read", move || {
                 super::local_put::read_small(&file, MAX_INLINE_BLOB, &format!("blob {digest}"))
             })
-            .await
-            .map_err(|e| {
-                StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e))
-            })??;
+            .await??;
             return check_digest(bytes, &digest);
         }
         let result = match self
@@ -453,11 +440,10 @@ impl Store {
             file.to_path_buf(),
             !self.defer_sync,
         );
-        tokio::task::spawn_blocking(move || {
+        super::blocking("moving a pack into place", move || {
             super::local_put::move_file(&root, &relative, &file, sync)
         })
-        .await
-        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))??;
+        .await??;
         Ok(())
     }
 
@@ -473,11 +459,10 @@ impl Store {
             return Ok(());
         };
         let (root, relative, sync) = (root.clone(), path.to_string(), !self.defer_sync);
-        tokio::task::spawn_blocking(move || {
+        super::blocking("a local write", move || {
             super::local_put::put_bytes(&root, &relative, &bytes, sync)
         })
-        .await
-        .map_err(|e| StoreError::Io(FsPath::new("").to_path_buf(), std::io::Error::other(e)))?
+        .await?
     }
 }
 
@@ -589,7 +574,7 @@ async fn open_local(
     use std::io::{Read, Seek};
     let path = file_path.to_path_buf();
     let digest = *digest;
-    let opened = tokio::task::spawn_blocking(move || -> Result<_> {
+    let opened = super::blocking("opening a local blob", move || -> Result<_> {
         let io_error = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 StoreError::NotFound(format!("blob {digest}"))
@@ -615,8 +600,7 @@ async fn open_local(
         }
         Ok((size, range, LocalBody::Open(file, path)))
     })
-    .await
-    .map_err(|e| StoreError::Io(file_path.to_path_buf(), std::io::Error::other(e)))??;
+    .await??;
     let (size, range, body) = opened;
     let body = match body {
         LocalBody::Whole(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),

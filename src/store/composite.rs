@@ -116,12 +116,11 @@ impl Store {
             .try_collect::<Vec<()>>()
             .await?;
         let store: Arc<str> = Arc::from(self.description());
-        let (parts, (digest, size)) = tokio::task::spawn_blocking(move || {
+        let (parts, (digest, size)) = super::blocking("hashing a composite", move || {
             let whole = PART_HASHES.hash(store, &parts, states);
             (parts, whole)
         })
-        .await
-        .map_err(|e| StoreError::Corrupt("composite".into(), e.to_string()))?;
+        .await?;
         let record = CompositeRecord {
             size,
             parts: parts

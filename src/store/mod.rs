@@ -54,6 +54,17 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Runs blocking store work (file I/O, hashing, compressing) on the blocking pool. A
+/// task that panics or is cancelled is `StoreError::Task` naming `what`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task(what, e.to_string()))
+}
+
 /// Where the bytes live. Deserialized from the `[storage]` table of caprepo.toml.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(tag = "backend", rename_all = "lowercase")]
@@ -190,9 +201,10 @@ impl Store {
         let Some(root) = self.local_root.clone().filter(|_| self.defer_sync) else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || local_put::sync_filesystem(&root))
-            .await
-            .map_err(|e| StoreError::Io(PathBuf::new(), std::io::Error::other(e)))?
+        blocking("a filesystem sync", move || {
+            local_put::sync_filesystem(&root)
+        })
+        .await?
     }
 
     /// A handle on the same store that has read no pack index yet (another process's view).

@@ -466,7 +466,7 @@ impl super::Store {
                 });
         }
         let pack = pack.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Bytes> {
+        let bytes = super::blocking("a packed blob read", move || -> Result<Bytes> {
             use std::os::unix::fs::FileExt;
             let io_error = |e: std::io::Error| match e.kind() {
                 std::io::ErrorKind::NotFound => StoreError::NotFound(format!("pack {name}")),
@@ -493,8 +493,7 @@ impl super::Store {
             })?;
             Ok(Bytes::from(bytes))
         })
-        .await
-        .map_err(|e| StoreError::Io(PathBuf::new(), std::io::Error::other(e)))??;
+        .await??;
         Ok(super::BlobStream {
             size: entry.length,
             range,

@@ -2,7 +2,8 @@
 //! package and per file list, and creating them was most of its time (perf:
 //! the kernel's inode and path work, not hashing); the bulk path instead appends
 //! its small blobs to `packs/<hex>.pack` and writes its index `packs/<hex>.idx`
-//! after it (both named by the index's sha256, which names every blob by its own), so an index a reader finds always has its pack.
+//! after it (both named by the index's sha256, which names every blob by its own),
+//! so an index a reader finds always has its pack.
 //! A packed blob reads, streams and verifies like a loose one.
 //!
 //! Index format, integers little-endian: the magic `CAPPACK1`, the entry count
@@ -552,6 +553,14 @@ struct PackerState {
     failed: Option<String>,
 }
 
+impl PackerState {
+    /// The unsealed pack holding `digest`, and its entry there.
+    fn find(&self, digest: &Digest) -> Option<(&OpenPack, PackedEntry)> {
+        let mut packs = self.open.iter().chain(self.full.iter());
+        packs.find_map(|pack| Some((pack, pack.entries[*pack.by_digest.get(digest)?])))
+    }
+}
+
 struct OpenPack {
     path: PathBuf,
     file: std::fs::File,
@@ -655,32 +664,28 @@ impl Packer {
     fn unsealed(&self, digest: &Digest) -> Result<Option<Bytes>> {
         use std::os::unix::fs::FileExt;
         let state = self.state.lock().map_err(|_| poisoned())?;
-        for pack in state.open.iter().chain(state.full.iter()) {
-            let Some(entry) = pack.by_digest.get(digest).map(|&i| pack.entries[i]) else {
-                continue;
-            };
-            let in_file = pack.size - pack.pending.len() as u64;
-            if let Some(start) = entry.offset.checked_sub(in_file) {
-                let held = usize::try_from(start)
-                    .ok()
-                    .zip(usize::try_from(entry.length).ok())
-                    .and_then(|(start, length)| pack.pending.get(start..start.checked_add(length)?))
-                    .ok_or_else(poisoned)?;
-                return Ok(Some(Bytes::copy_from_slice(held)));
-            }
-            let mut bytes = vec![0u8; entry.length as usize];
-            pack.file
-                .read_exact_at(&mut bytes, entry.offset)
-                .map_err(|e| StoreError::Io(pack.path.clone(), e))?;
-            return Ok(Some(Bytes::from(bytes)));
+        let Some((pack, entry)) = state.find(digest) else {
+            return Ok(None);
+        };
+        let in_file = pack.size - pack.pending.len() as u64;
+        if let Some(start) = entry.offset.checked_sub(in_file) {
+            let held = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(entry.length).ok())
+                .and_then(|(start, length)| pack.pending.get(start..start.checked_add(length)?))
+                .ok_or_else(poisoned)?;
+            return Ok(Some(Bytes::copy_from_slice(held)));
         }
-        Ok(None)
+        let mut bytes = vec![0u8; entry.length as usize];
+        pack.file
+            .read_exact_at(&mut bytes, entry.offset)
+            .map_err(|e| StoreError::Io(pack.path.clone(), e))?;
+        Ok(Some(Bytes::from(bytes)))
     }
 
     fn unsealed_length(&self, digest: &Digest) -> Option<u64> {
         let state = self.state.lock().ok()?;
-        let mut packs = state.open.iter().chain(state.full.iter());
-        packs.find_map(|pack| pack.by_digest.get(digest).map(|&i| pack.entries[i].length))
+        state.find(digest).map(|(_, entry)| entry.length)
     }
 
     fn take_all(&self) -> Result<Vec<OpenPack>> {

@@ -60,7 +60,10 @@ impl std::fmt::Display for Right {
 #[serde(deny_unknown_fields)]
 pub struct Block {
     pub v: u8,
-    /// 32 hex characters, random; revoking an id revokes every cap derived through it.
+    /// 32 hex characters, random. Only block 0's is the cap's id as written: the root key
+    /// signed it. A later block is written by a holder, who could copy any id into it,
+    /// so its id is derived instead ([`block_id`]); this field only makes each payload
+    /// unique.
     pub id: String,
     pub rights: Vec<Right>,
     pub scope: String,
@@ -133,6 +136,35 @@ impl Grant {
 
 fn is_lower_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The id of block `index > 0`: a hash of its parent's id and its own signed payload.
+///
+/// Revocation, history and audit name blocks by id, so a holder must not be able to pick
+/// one: an admin of `apt/foo` who wrote the id of an `apt/foobar` cap into a block of its
+/// own would otherwise revoke that cap, or sign uploads with its id. A derived id is unique
+/// to the chain that leads to it, whatever the block says.
+pub fn block_id(parent_id: &str, payload: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"caprepo1 block id\0");
+    hasher.update(parent_id.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(payload);
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Every block's id, root first: block 0's as the root key signed it, the rest derived.
+fn chain_ids(links: &[(Vec<u8>, Block, Signature)]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::with_capacity(links.len());
+    for (index, (payload, block, _)) in links.iter().enumerate() {
+        let id = match ids.last() {
+            Some(parent) if index > 0 => block_id(parent, payload),
+            _ => block.id.clone(),
+        };
+        ids.push(id);
+    }
+    ids
 }
 
 pub fn new_id() -> String {
@@ -253,7 +285,8 @@ impl Token {
     pub fn verify_chain(&self, root: &VerifyingKey) -> Result<Grant, CapError> {
         let mut signer_key = *root;
         let mut grant: Option<Grant> = None;
-        for (index, (payload, block, signature)) in self.links.iter().enumerate() {
+        let ids = chain_ids(&self.links);
+        for (index, ((payload, block, signature), id)) in self.links.iter().zip(&ids).enumerate() {
             signer_key
                 .verify_strict(payload, signature)
                 .map_err(|_| CapError::BadSignature(index))?;
@@ -268,14 +301,14 @@ impl Token {
             }
             grant = Some(match grant {
                 None => Grant {
-                    id: block.id.clone(),
-                    chain_ids: vec![block.id.clone()],
+                    id: id.clone(),
+                    chain_ids: vec![id.clone()],
                     rights: block.rights.clone(),
                     scope,
                     nbf: block.nbf,
                     exp: block.exp,
                 },
-                Some(parent) => narrow(parent, block, scope, index)?,
+                Some(parent) => narrow(parent, block, id, scope, index)?,
             });
             let next: [u8; 32] = hex::decode(&block.next)
                 .ok()
@@ -299,7 +332,7 @@ impl Token {
         let last = blocks[blocks.len() - 1];
         Summary {
             id: blocks[0].id.clone(),
-            chain_ids: blocks.iter().map(|b| b.id.clone()).collect(),
+            chain_ids: chain_ids(&self.links),
             scope: last.scope.clone(),
             rights: last.rights.clone(),
             nbf: blocks.iter().map(|b| b.nbf).max().unwrap_or(0),
@@ -324,7 +357,13 @@ impl Token {
     }
 }
 
-fn narrow(parent: Grant, block: &Block, scope: Scope, index: usize) -> Result<Grant, CapError> {
+fn narrow(
+    parent: Grant,
+    block: &Block,
+    id: &str,
+    scope: Scope,
+    index: usize,
+) -> Result<Grant, CapError> {
     let widen = |why: String| CapError::Widening { block: index, why };
     if !parent.scope.covers(&scope) {
         return Err(widen(format!(
@@ -342,7 +381,7 @@ fn narrow(parent: Grant, block: &Block, scope: Scope, index: usize) -> Result<Gr
         return Err(widen("not-before earlier than the parent's".into()));
     }
     let mut chain_ids = parent.chain_ids;
-    chain_ids.push(block.id.clone());
+    chain_ids.push(id.to_string());
     Ok(Grant {
         id: parent.id,
         chain_ids,
@@ -358,7 +397,10 @@ pub fn redact(token: &str) -> String {
     match Token::parse(token) {
         Ok(t) => format!(
             "cap:{}",
-            t.links.last().map(|(_, b, _)| b.id.as_str()).unwrap_or("?")
+            chain_ids(&t.links)
+                .last()
+                .map(String::as_str)
+                .unwrap_or("?")
         ),
         Err(_) => "cap:<malformed>".to_string(),
     }
@@ -500,5 +542,54 @@ mod tests {
                 "the redacted form must not carry any part of the token"
             );
         }
+    }
+
+    /// A holder writes the id of someone else's cap into a block it appends: that id must
+    /// not become the attenuated cap's, or revoking "its own" cap revokes the other one.
+    #[test]
+    fn a_holder_cannot_choose_a_block_id() {
+        let foo: Scope = "apt/foo".parse().unwrap();
+        let foobar: Scope = "apt/foobar".parse().unwrap();
+        let victim = issue(&root(), vec![Right::Upload], &foobar, 0, 1000);
+        let victim_id = Token::parse(&victim).unwrap().summary().id;
+        let admin = issue(&root(), vec![Right::Admin], &foo, 0, 1000);
+        let parsed = Token::parse(&admin).unwrap();
+        // Forge the appended block by hand, with the victim's id in it.
+        let (mut block, proof) = new_block(vec![Right::Admin], &foo, 0, 500);
+        block.id = victim_id.clone();
+        let mut forged = String::from(PREFIX);
+        for (payload, _, signature) in &parsed.links {
+            forged.push_str(&B64.encode(payload));
+            forged.push('.');
+            forged.push_str(&B64.encode(signature.to_bytes()));
+            forged.push('.');
+        }
+        forged.push_str(&encode_link(&block, &parsed.proof));
+        forged.push('.');
+        forged.push_str(&B64.encode(proof.to_bytes()));
+        let grant = Token::parse(&forged)
+            .unwrap()
+            .verify(&root().verifying_key(), 1)
+            .unwrap();
+        assert!(
+            !grant.chain_ids.contains(&victim_id),
+            "{:?}",
+            grant.chain_ids
+        );
+        assert_ne!(grant.log_id(), victim_id);
+        assert!(!redact(&forged).contains(&victim_id));
+        assert!(
+            !Token::parse(&forged)
+                .unwrap()
+                .summary()
+                .chain_ids
+                .contains(&victim_id)
+        );
+        // The derived id is stable: the same token always names the same block.
+        let again = Token::parse(&forged)
+            .unwrap()
+            .verify(&root().verifying_key(), 1)
+            .unwrap();
+        assert_eq!(grant.chain_ids, again.chain_ids);
     }
 }

@@ -307,6 +307,22 @@ async fn tree_cells(store: &Store, tree: &Tree) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The name `cell` (of any suite or release of the tree's repository) has in `tree`'s
+/// suite or release: `cells/<kind>/<repo>/<unit>/...` with the unit replaced.
+fn cell_in_tree(cell: &str, tree: &Tree) -> Option<String> {
+    let mut parts: Vec<&str> = cell.split('/').collect();
+    if parts.len() < 5 || parts[0] != "cells" || parts[1] != tree.kind || parts[2] != tree.repo {
+        return None;
+    }
+    let unit = tree.unit();
+    // An RPM tree's package locations are claimed per release: its cells stay in theirs.
+    if tree.kind == "rpm" && parts[3] != unit.name {
+        return None;
+    }
+    parts[3] = &unit.name;
+    Some(parts.join("/"))
+}
+
 /// Make the tree's cells what they were when `publication` was built. The manager then
 /// publishes once: readers flip from the current suite to the restored one.
 pub async fn restore(
@@ -316,11 +332,18 @@ pub async fn restore(
     actor: &str,
     note: &str,
 ) -> Result<usize> {
-    let wanted = cells_of_publication(store, publication).await?;
+    // Only the tree's own cells change. A snapshot of another suite (blue/green) names that
+    // suite's cells: they are read as the same component and architecture of this tree, and
+    // never written, so a cap for this tree cannot roll back a suite it does not cover.
     let mut names: Vec<String> = tree_cells(store, tree).await?;
-    names.extend(wanted.keys().cloned());
     names.sort();
     names.dedup();
+    let wanted: BTreeMap<String, Digest> = cells_of_publication(store, publication)
+        .await?
+        .into_iter()
+        .filter_map(|(name, digest)| Some((cell_in_tree(&name, tree)?, digest)))
+        .filter(|(name, _)| names.binary_search(name).is_ok())
+        .collect();
     in_batch(store, &tree.unit(), actor, async || {
         for name in &names {
             let reference = RefName::new(name.clone())?;

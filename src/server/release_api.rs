@@ -95,19 +95,41 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
     let store = &state.store;
     // Work out what the request changes, check the cap covers it, then do it.
     let result: Result<String, ReleaseError> = async {
-        let unit = match &request {
-            ReleaseRequest::Promote { repo, to, .. } => Unit::parse(repo, to)?,
-            ReleaseRequest::Rm { target, .. } => unit_of_target(target)?,
+        // Every suite or release the request changes: a move changes its source too.
+        let (unit, changed) = match &request {
+            ReleaseRequest::Promote {
+                repo,
+                from,
+                to,
+                r#move,
+                ..
+            } => {
+                let to = Unit::parse(repo, to)?;
+                let mut changed = vec![to.clone()];
+                if *r#move {
+                    changed.push(Unit::parse(repo, from)?);
+                }
+                (to, changed)
+            }
+            ReleaseRequest::Rm { target, .. } => {
+                let unit = unit_of_target(target)?;
+                (unit.clone(), vec![unit])
+            }
             ReleaseRequest::Snapshot { tree, .. }
             | ReleaseRequest::SnapshotSwitch { tree, .. }
-            | ReleaseRequest::Rollback { tree, .. } => Tree::parse(tree)?.unit(),
+            | ReleaseRequest::Rollback { tree, .. } => {
+                let unit = Tree::parse(tree)?.unit();
+                (unit.clone(), vec![unit])
+            }
         };
-        let scope = unit_scope(&unit).map_err(ReleaseError::Invalid)?;
-        if !grant.scope.covers(&scope) {
-            return Err(ReleaseError::Forbidden(format!(
-                "{scope} is outside the cap's scope {}",
-                grant.scope
-            )));
+        for changed in &changed {
+            let scope = unit_scope(changed).map_err(ReleaseError::Invalid)?;
+            if !grant.scope.covers(&scope) {
+                return Err(ReleaseError::Forbidden(format!(
+                    "{scope} is outside the cap's scope {}",
+                    grant.scope
+                )));
+            }
         }
         match request {
             ReleaseRequest::Promote {

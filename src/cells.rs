@@ -173,10 +173,13 @@ async fn merge_into_chunk<P: Record>(
     for i in indices {
         let package = &packages[i];
         // Names first: an rpm's identity formats its EVR, an allocation per comparison.
-        let same = chunk
-            .packages
-            .iter()
-            .find(|p| p.name() == package.name() && p.identity() == package.identity());
+        // The same identity, or another one served at the same path (an epoch apart).
+        let same = chunk.packages.iter().find(|p| {
+            p.name() == package.name()
+                && (p.identity() == package.identity()
+                    || (p.upload_digest() != package.upload_digest()
+                        && p.served_path() == package.served_path()))
+        });
         outcomes.push((
             i,
             match same {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::apt::pool::pool_path;
 use crate::caps::Scope;
 use crate::cells::{self, AddOutcome};
+use crate::claims;
 use crate::deb::{self, DebError, DebInfo, Limits};
 use crate::digest::Digest;
 use crate::model::{self, AptPackage, AptRepo, Record};
@@ -55,7 +56,7 @@ pub enum IngestError {
     #[error("{0}")]
     BadTarget(String),
     #[error(
-        "{identity} already exists in {cell} with different contents (sha256 {existing}); bump the version to publish a rebuild"
+        "{identity} conflicts with a package already in {cell} with different contents (sha256 {existing}): the same name, version and architecture, or the same file name (an epoch is not part of it); bump the version to publish a rebuild"
     )]
     Conflict {
         identity: String,
@@ -377,20 +378,36 @@ impl Placed {
             file_list.push('\n');
         }
         let files = store.put_blob_to_reread(Bytes::from(file_list)).await?;
+        Ok(self.record(blob.digest, blob.size, files.digest, actor))
+    }
+
+    fn record(&self, sha256: Digest, size: u64, files: Digest, actor: &str) -> AptPackage {
         let control = &self.info.control;
-        Ok(AptPackage {
+        AptPackage {
             name: self.id.name.clone(),
             version: self.id.version.clone(),
             architecture: self.id.architecture.clone(),
             source: control.source_name().to_string(),
             control: control.text().to_string(),
             filename: self.filename.clone(),
-            size: blob.size,
-            sha256: blob.digest,
-            files: files.digest,
+            size,
+            sha256,
+            files,
             uploaded_at: crate::time::now_unix(),
             uploaded_by: actor.to_string(),
-        })
+        }
+    }
+
+    /// Refuses a package whose Packages stanza would not be well-formed: publishing
+    /// would leave it out (see [`crate::publish_check`]), so the uploader hears it now.
+    fn check_publishable(&self, spooled: &Spooled) -> Result<(), IngestError> {
+        let record = self.record(spooled.digest, spooled.size, spooled.digest, "");
+        match crate::publish_check::stanza_problem(&record) {
+            Some(why) => Err(IngestError::BadPackage(format!(
+                "its Packages stanza would not be well-formed: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -404,13 +421,34 @@ pub async fn ingest(
     actor: &str,
 ) -> Result<Ingested, IngestError> {
     let definition = target_repo(store, target).await?;
-    let placed = place(&definition, limits, spooled, target, granted).await?;
+    let mut placed = place(&definition, limits, spooled, target, granted).await?;
+    placed.check_publishable(spooled)?;
     // Refuse before writing anything: a refused upload leaves the store as it was.
     if let Some(answer) = check_existing(store, &placed, spooled).await? {
         return Ok(answer);
     }
+    let pool = claims::Domain {
+        kind: "apt",
+        repo: &definition.name,
+    };
+    placed.filename = claims::place(store, pool, &placed.filename, spooled.digest, actor)
+        .await?
+        .map_err(|existing| placed.conflict(existing))?;
     let package = placed.store(store, spooled, actor).await?;
     add_to_cell(store, &placed, spooled, package, actor).await
+}
+
+/// Whether the .deb at `spooled` is already in the cell it would go to, with these bytes.
+pub async fn already_in_cell(
+    store: &Store,
+    limits: &Limits,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+) -> Result<bool, IngestError> {
+    let definition = target_repo(store, target).await?;
+    let placed = place(&definition, limits, spooled, target, granted).await?;
+    Ok(check_existing(store, &placed, spooled).await?.is_some())
 }
 
 /// A package of either kind, inspected and placed in its cell: what the shared
@@ -466,7 +504,8 @@ pub(crate) async fn add_to_cell<P: PlacedPackage>(
 
 /// For bulk imports: place and store a .deb the caller inspected (in the same trip to
 /// the blocking pool that read it), leaving the cell write to the caller (who batches
-/// many packages into one write per cell).
+/// many packages into one write per cell) and the pool path's claim to
+/// [`claim_pool_paths`].
 pub async fn prepare(
     store: &Store,
     definition: &AptRepo,
@@ -476,6 +515,7 @@ pub async fn prepare(
     actor: &str,
 ) -> Result<(crate::store::RefName, AptPackage, Ingested), IngestError> {
     let placed = place_inspected(definition, info, target, target)?;
+    placed.check_publishable(spooled)?;
     let package = placed.store(store, spooled, actor).await?;
     Ok((
         placed.cell_ref.clone(),
@@ -498,4 +538,30 @@ pub fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finish())
+}
+
+/// For bulk imports: claims the pool path of every package about to be added to
+/// `repo`'s cells, in one write per claims shard, and moves a package whose usual path
+/// names other bytes to its own ([`claims::own_path`]). A package whose own path is
+/// taken too comes back as `Err` with the digest holding it.
+pub async fn claim_pool_paths(
+    store: &Store,
+    repo: &str,
+    packages: &mut [AptPackage],
+    actor: &str,
+) -> Result<Vec<Result<(), Digest>>, StoreError> {
+    let wanted = packages
+        .iter()
+        .map(|p| (p.filename.clone(), p.sha256))
+        .collect();
+    let pool = claims::Domain { kind: "apt", repo };
+    let placed = claims::place_all(store, pool, wanted, actor).await?;
+    Ok(packages
+        .iter_mut()
+        .zip(placed)
+        .map(|(package, placed)| {
+            package.filename = placed?;
+            Ok(())
+        })
+        .collect())
 }

@@ -62,6 +62,8 @@ pub enum RefKind {
     RpmCell,
     Publication,
     CapList,
+    /// A shard of a repository's path claims ([`crate::claims`]).
+    Claims,
     /// Batch markers point at no blob.
     Marker,
 }
@@ -76,6 +78,7 @@ pub fn ref_kind(name: &str) -> RefKind {
         "cells" => RefKind::RpmCell,
         "published" | "snapshots" => RefKind::Publication,
         "caps" => RefKind::CapList,
+        "claims" => RefKind::Claims,
         _ => RefKind::Marker,
     }
 }
@@ -141,6 +144,18 @@ pub async fn mark(
                         m.insert(p.sha256);
                         m.extend(p.entry_blobs());
                     },
+                )
+                .await
+            }
+            // A claim keeps its shard's manifests, not the content it names: that lives as
+            // long as a cell or publication does.
+            RefKind::Claims => {
+                mark_cell::<crate::claims::Claim>(
+                    store,
+                    &entry.target,
+                    &mut marked,
+                    &mut seen_manifests,
+                    |_, _| {},
                 )
                 .await
             }
@@ -487,6 +502,14 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("rpm-cell", include_str!("../schema/rpm-cell.schema.json")),
     ("rpm-chunk", include_str!("../schema/rpm-chunk.schema.json")),
     (
+        "claim-cell",
+        include_str!("../schema/claim-cell.schema.json"),
+    ),
+    (
+        "claim-chunk",
+        include_str!("../schema/claim-chunk.schema.json"),
+    ),
+    (
         "rpm-publication",
         include_str!("../schema/rpm-publication.schema.json"),
     ),
@@ -575,6 +598,7 @@ async fn check_schemas(store: &Store, entries: &[(String, RefEntry)], problems: 
             (RefKind::Publication, _) => "rpm-publication",
             (RefKind::CapList, _) if name.ends_with("issued") => "cap-registry",
             (RefKind::CapList, _) => "cap-revocations",
+            (RefKind::Claims, _) => "claim-cell",
             (RefKind::Marker, _) => continue,
         };
         let Ok(manifest) = store.get_json::<serde_json::Value>(&entry.target).await else {
@@ -593,6 +617,7 @@ async fn check_schemas(store: &Store, entries: &[(String, RefEntry)], problems: 
             "apt-cell" if name.ends_with("/source") => "apt-source-chunk",
             "apt-cell" => "apt-chunk",
             "rpm-cell" => "rpm-chunk",
+            "claim-cell" => "claim-chunk",
             _ => continue,
         };
         for chunk in manifest["chunks"].as_array().into_iter().flatten() {

@@ -64,6 +64,8 @@ pub enum ManifestKind {
     RpmRepo,
     RpmCell,
     RpmChunk,
+    ClaimCell,
+    ClaimChunk,
     RpmPublication,
     CapRegistry,
     CapRevocations,
@@ -115,6 +117,10 @@ pub trait Record: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync 
     fn retention_group(&self) -> (String, String);
     /// Orders two versions of one retention group, oldest first.
     fn version_cmp(&self, other: &Self) -> std::cmp::Ordering;
+    /// The path clients fetch the package at (relative to its repository or tree): two
+    /// records of a cell with other bytes may never share it, whatever their identities
+    /// (`1.0-1` and `1:1.0-1` have one file name: the epoch is not part of it).
+    fn served_path(&self) -> Cow<'_, str>;
 }
 
 impl Record for AptPackage {
@@ -134,6 +140,9 @@ impl Record for AptPackage {
     }
     fn version_cmp(&self, other: &Self) -> std::cmp::Ordering {
         crate::versions::dpkg_cmp(&self.version, &other.version)
+    }
+    fn served_path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.filename)
     }
 }
 
@@ -298,6 +307,9 @@ impl Record for RpmPackage {
             (other.epoch, &other.version, &other.release),
         )
     }
+    fn served_path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.location)
+    }
 }
 
 pub fn rpm_repo_ref(repo: &str) -> Result<RefName> {
@@ -355,5 +367,8 @@ impl Record for AptSource {
     }
     fn version_cmp(&self, other: &Self) -> std::cmp::Ordering {
         crate::versions::dpkg_cmp(&self.version, &other.version)
+    }
+    fn served_path(&self) -> Cow<'_, str> {
+        Cow::Owned(format!("{}/{}", self.directory, self.dsc.name))
     }
 }

@@ -72,7 +72,25 @@ pub async fn fragment(
     }
     // Usually still held from the cell write that made it (an import, an upload).
     let loaded = crate::cells::chunk::<AptPackage>(store, chunk).await?;
-    let kept = crate::repos::retained(loaded.packages.iter().collect(), retention);
+    let kept: Vec<&AptPackage> =
+        crate::repos::retained(loaded.packages.iter().collect(), retention)
+            .into_iter()
+            .filter(
+                |package| match crate::publish_check::stanza_problem(package) {
+                    // A record stored before a fix (or past a future parser gap) must not make the
+                    // whole Packages file unreadable: it is left out, loudly, and the rest published.
+                    Some(why) => {
+                        tracing::error!(
+                            package = %package.filename,
+                            why,
+                            "left out of Packages: its stanza would not be well-formed"
+                        );
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
     let pool: Vec<(String, Digest, u64)> = kept
         .iter()
         .map(|p| (p.filename.clone(), p.sha256, p.size))

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use super::sources::{self, SourceError};
 use crate::caps::Scope;
 use crate::cells::{self, AddOutcome};
+use crate::claims;
 use crate::deb::Limits;
 use crate::deb::control::Control;
 use crate::digest::Digest;
@@ -66,6 +67,33 @@ fn answer(
     }
 }
 
+/// The claims domain of an APT repository's pool.
+fn pool(repo: &str) -> claims::Domain<'_> {
+    claims::Domain { kind: "apt", repo }
+}
+
+/// Whether a file a `.dsc` or `.changes` names may be published through this cell: it
+/// was staged through a cap of the cell, or the repository's pool already serves these
+/// bytes at `pool_path`. Anything else in the store (another repository's package, a
+/// private one) is not the uploader's to publish, whatever digest it can name.
+async fn may_publish(
+    store: &Store,
+    repo: &str,
+    suite: &str,
+    component: &str,
+    digest: &Digest,
+    pool_path: Option<&str>,
+) -> Result<bool, IngestError> {
+    let staged = claims::staged_path(suite, component, digest);
+    if claims::lookup(store, pool(repo), &staged).await? == Some(*digest) {
+        return Ok(true);
+    }
+    Ok(match pool_path {
+        Some(path) => claims::lookup(store, pool(repo), path).await? == Some(*digest),
+        None => false,
+    })
+}
+
 /// A tarball, diff or signature: store it and wait for the .dsc that names it.
 pub async fn stage(
     store: &Store,
@@ -76,6 +104,9 @@ pub async fn stage(
 ) -> Result<Ingested, IngestError> {
     let (repo, suite, component) = component_of(store, target, granted).await?;
     store.put_blob_file(&spooled.path, spooled.digest).await?;
+    // Only what was staged through a cap of this cell may be named by its .dsc files.
+    let staged = claims::staged_path(&suite, &component, &spooled.digest);
+    claims::claim(store, pool(&repo), &staged, spooled.digest, "stage").await?;
     let id = PackageId {
         name: name.to_string(),
         version: String::new(),
@@ -115,7 +146,27 @@ pub async fn ingest_dsc(
     let bytes = read_control_file(spooled, ".dsc").await?;
     let control = Control::parse_dsc(&bytes).map_err(SourceError::from)?;
     let files = sources::checksums(&control)?;
+    let name = control.get("Source").unwrap_or_default().to_string();
+    let version = control.get("Version").unwrap_or_default().to_string();
+    let usual_directory = source_directory(&component, &name);
     for file in &files {
+        let published_at = format!("{usual_directory}/{}", file.name);
+        if !may_publish(
+            store,
+            &repo,
+            &suite,
+            &component,
+            &file.sha256,
+            Some(&published_at),
+        )
+        .await?
+        {
+            return Err(IngestError::BadPackage(format!(
+                "{} (sha256 {}) was not uploaded through a cap of apt/{repo}/dists/{suite}/{component}: \
+                 upload the files a .dsc names to this cell before the .dsc",
+                file.name, file.sha256
+            )));
+        }
         match store.blob_size(&file.sha256).await {
             Ok(size) if size == file.size => {}
             Ok(size) => {
@@ -132,21 +183,15 @@ pub async fn ingest_dsc(
             }
         }
     }
-    let name = control.get("Source").unwrap_or_default().to_string();
-    let version = control.get("Version").unwrap_or_default().to_string();
-    let prefix = if name.starts_with("lib") && name.len() > 3 {
-        &name[..4]
-    } else {
-        &name[..1]
-    };
     let file_version = version.split_once(':').map_or(version.as_str(), |(_, v)| v);
     let dsc = SourceFile {
         name: format!("{name}_{file_version}.dsc"),
         sha256: spooled.digest,
         size: spooled.size,
     };
+    let directory = claim_directory(store, &repo, &usual_directory, &dsc, &files, actor).await?;
     let record = AptSource {
-        directory: format!("pool/{component}/{prefix}/{name}"),
+        directory,
         dsc,
         files,
         control: control.text().to_string(),
@@ -188,6 +233,51 @@ pub async fn ingest_dsc(
     }
 }
 
+/// `pool/<component>/<prefix>/<source>`, as the Debian archive lays it out.
+fn source_directory(component: &str, name: &str) -> String {
+    let prefix = if name.starts_with("lib") && name.len() > 3 {
+        &name[..4]
+    } else {
+        &name[..1]
+    };
+    format!("pool/{component}/{prefix}/{name}")
+}
+
+/// Claims the pool paths of a source package's files in `usual`, or, when one of them
+/// names other bytes there, in a directory named by the .dsc's digest beside it (see
+/// [`crate::claims`]): a source package is served from one directory.
+async fn claim_directory(
+    store: &Store,
+    repo: &str,
+    usual: &str,
+    dsc: &SourceFile,
+    files: &[SourceFile],
+    actor: &str,
+) -> Result<String, IngestError> {
+    let own = claims::own_path(&format!("{usual}/{}", dsc.name), &dsc.sha256);
+    let own = own
+        .rsplit_once('/')
+        .map_or(usual.to_string(), |(dir, _)| dir.to_string());
+    for directory in [usual.to_string(), own] {
+        let wanted: Vec<claims::Claim> = std::iter::once(dsc)
+            .chain(files)
+            .map(|f| claims::Claim {
+                path: format!("{directory}/{}", f.name),
+                sha256: f.sha256,
+            })
+            .collect();
+        let outcomes = claims::claim_all(store, pool(repo), wanted, actor).await?;
+        if outcomes.iter().all(|o| *o == claims::Claimed::Ours) {
+            return Ok(directory);
+        }
+    }
+    Err(IngestError::Conflict {
+        identity: format!("source files of {}", dsc.name),
+        cell: format!("apt/{repo} {usual}"),
+        existing: dsc.sha256,
+    })
+}
+
 async fn blob_to_file(store: &Store, digest: &Digest, path: &Path) -> Result<(), IngestError> {
     let stream = store.stream_blob(digest, None).await?;
     let mut file = tokio::fs::File::create(path)
@@ -205,6 +295,32 @@ async fn blob_to_file(store: &Store, digest: &Digest, path: &Path) -> Result<(),
     Ok(())
 }
 
+/// Whether the .deb or .dsc at `spooled` is already in the cell `target` names, with
+/// these very bytes.
+async fn already_in_cell(
+    store: &Store,
+    limits: &Limits,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+    dsc: bool,
+) -> Result<bool, IngestError> {
+    if !dsc {
+        return ingest::already_in_cell(store, limits, spooled, target, granted).await;
+    }
+    let (repo, suite, component) = component_of(store, target, granted).await?;
+    let bytes = read_control_file(spooled, ".dsc").await?;
+    let control = Control::parse_dsc(&bytes).map_err(SourceError::from)?;
+    let name = control.get("Source").unwrap_or_default();
+    let version = control.get("Version").unwrap_or_default();
+    let cell_ref = model::cell_ref(&repo, &suite, &component, "source")?;
+    Ok(
+        cells::find::<AptSource>(store, &cell_ref, name, version, "source")
+            .await?
+            .is_some_and(|found| found.dsc.sha256 == spooled.digest),
+    )
+}
+
 /// A `.changes`: check every listed file against its checksum, then ingest its .dsc and .debs.
 pub async fn ingest_changes(
     store: &Store,
@@ -215,7 +331,7 @@ pub async fn ingest_changes(
     actor: &str,
 ) -> Result<Ingested, IngestError> {
     // The target must name one component; the .dsc and .debs inside are placed through it.
-    component_of(store, target, granted).await?;
+    let (repo, suite, component) = component_of(store, target, granted).await?;
     let bytes = read_control_file(spooled, ".changes").await?;
     let text = String::from_utf8(bytes)
         .map_err(|_| IngestError::BadPackage("the .changes is not UTF-8".into()))?;
@@ -239,6 +355,7 @@ pub async fn ingest_changes(
         let path = spooled
             .path
             .with_extension(format!("part-{}", &file.sha256.hex()[..12]));
+        let staged = may_publish(store, &repo, &suite, &component, &file.sha256, None).await?;
         blob_to_file(store, &file.sha256, &path).await?;
         let inner = Spooled {
             path: path.clone(),
@@ -247,11 +364,26 @@ pub async fn ingest_changes(
             movable: false,
             bytes: None,
         };
-        let result = if file.name.ends_with(".dsc") {
-            ingest_dsc(store, &inner, target, granted, actor).await
-        } else {
-            ingest::ingest(store, limits, &inner, target, granted, actor).await
-        };
+        let result = async {
+            // Unless staged here, a listed package must already be in this cell with these
+            // bytes: a .changes confirms uploads, it does not publish what it names.
+            if !staged
+                && !already_in_cell(store, limits, &inner, target, granted, file.name.ends_with(".dsc"))
+                    .await?
+            {
+                return Err(IngestError::BadPackage(format!(
+                    "{} (sha256 {}) was not uploaded through a cap of apt/{repo}/dists/{suite}/{component}: \
+                     upload it to this cell before the .changes",
+                    file.name, file.sha256
+                )));
+            }
+            if file.name.ends_with(".dsc") {
+                ingest_dsc(store, &inner, target, granted, actor).await
+            } else {
+                ingest::ingest(store, limits, &inner, target, granted, actor).await
+            }
+        }
+        .await;
         let _ = tokio::fs::remove_file(&path).await;
         let done = result?;
         trees.extend(done.target.trees.clone());

@@ -229,10 +229,13 @@ struct Counts {
     refused: usize,
 }
 
+/// Packages headed for each cell, by cell name: its ref and (file, record) pairs.
+type ByCell<P> = BTreeMap<String, (RefName, Vec<(PathBuf, P)>)>;
+
 /// Adds every cell's packages in one write per cell.
 async fn add_to_cells<P: Record>(
     store: &Store,
-    by_cell: BTreeMap<String, (RefName, Vec<(PathBuf, P)>)>,
+    by_cell: ByCell<P>,
     counts: &mut Counts,
 ) -> Result<()> {
     for (_, (cell, items)) in by_cell {
@@ -249,6 +252,46 @@ async fn add_to_cells<P: Record>(
                         path.display()
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Claims every package's pool path across the repository in one pass (see
+/// [`crate::claims`]); a package whose path and own path both name other bytes is
+/// refused and dropped from its cell.
+async fn claim_pool_paths(
+    store: &Store,
+    repo: &str,
+    by_cell: &mut ByCell<crate::model::AptPackage>,
+    counts: &mut Counts,
+) -> Result<()> {
+    let mut owners: Vec<(String, PathBuf)> = Vec::new();
+    let mut packages: Vec<crate::model::AptPackage> = Vec::new();
+    for (key, (_, items)) in by_cell.iter_mut() {
+        for (path, package) in items.drain(..) {
+            owners.push((key.clone(), path));
+            packages.push(package);
+        }
+    }
+    let outcomes = ingest::claim_pool_paths(store, repo, &mut packages, "import")
+        .await
+        .context("claiming pool paths")?;
+    for (((key, path), package), outcome) in owners.into_iter().zip(packages).zip(outcomes) {
+        match outcome {
+            Ok(()) => {
+                if let Some((_, items)) = by_cell.get_mut(&key) {
+                    items.push((path, package));
+                }
+            }
+            Err(existing) => {
+                counts.refused += 1;
+                eprintln!(
+                    "caprepo: {}: refused: its pool path {} names other bytes ({existing})",
+                    path.display(),
+                    package.filename
+                );
             }
         }
     }
@@ -370,6 +413,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // Cells and index fragments go into packs too, through the same bulk handle;
     // every ref advance seals and flushes them first (see `Store::bulk`).
     let store = bulk;
+    if let Target::Apt(definition) = &run.target {
+        claim_pool_paths(&store, &definition.name, &mut apt_cells, &mut counts).await?;
+    }
     add_to_cells(&store, apt_cells, &mut counts).await?;
     add_to_cells(&store, rpm_cells, &mut counts).await?;
     let stored_at = started.elapsed();

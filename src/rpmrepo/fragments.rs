@@ -127,11 +127,28 @@ pub async fn fragment(
             .cmp(&b.location.rsplit('/').next())
     });
     let mut texts: [Vec<u8>; 3] = Default::default();
-    for package in &kept {
-        for (text, entry) in texts.iter_mut().zip(entry_texts(store, package).await?) {
+    let mut published = Vec::with_capacity(kept.len());
+    for package in kept {
+        let entries = entry_texts(store, package).await?;
+        // One record rendered before a fix (or past a future gap) must not make every
+        // tree that lists it unreadable: it is left out, loudly, and the rest published.
+        if let Some(why) = entries
+            .iter()
+            .find_map(|entry| crate::publish_check::xml_text_problem(entry))
+        {
+            tracing::error!(
+                package = %package.location,
+                why,
+                "left out of repodata: its entries are not well-formed XML"
+            );
+            continue;
+        }
+        for (text, entry) in texts.iter_mut().zip(entries) {
             text.extend_from_slice(&entry);
         }
+        published.push(package);
     }
+    let kept = published;
     // Off the async threads, so chunks rendering side by side compress in parallel;
     // the three documents in one trip to the blocking pool.
     let compressed = crate::store::blocking("a repodata render", move || {

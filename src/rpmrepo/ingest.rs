@@ -104,6 +104,45 @@ fn location(info: &RpmInfo) -> String {
     )
 }
 
+/// Name, version, release and arch become the package's file name in the tree
+/// (`<name>-<version>-<release>.<arch>.rpm`): each must be one plain path segment
+/// that rpm itself could have built (no '/', whitespace or control characters, no '-'
+/// in version or release), and the whole name must fit a file system's 255 bytes.
+fn check_file_name(info: &RpmInfo) -> Result<(), IngestError> {
+    let fields = [
+        ("name", info.name.as_str()),
+        ("version", info.version.as_str()),
+        ("release", info.release.as_str()),
+        ("arch", info.arch.as_str()),
+    ];
+    for (field, value) in fields {
+        let plain = !value.is_empty()
+            && !value.starts_with('.')
+            && value
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '\\' | '"' | '<' | '>' | '&'))
+            && (field == "name" || !value.contains('-'));
+        if !plain {
+            return Err(IngestError::BadPackage(format!(
+                "the rpm's {field} {:?} cannot be part of a file name: rpmbuild allows only \
+                 printable ASCII without '/' (and no '-' in version or release)",
+                value.chars().take(100).collect::<String>()
+            )));
+        }
+    }
+    let file_name = format!(
+        "{}-{}-{}.{}.rpm",
+        info.name, info.version, info.release, info.arch
+    );
+    if file_name.len() > 255 {
+        return Err(IngestError::BadPackage(format!(
+            "the package's file name would be {} bytes long; file systems and clients allow 255",
+            file_name.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The RPM repository a target scope names.
 pub async fn target_repo(
     store: &crate::store::Store,
@@ -152,6 +191,7 @@ fn place_inspected(
     target: &Scope,
     granted: &Scope,
 ) -> Result<Placed, IngestError> {
+    check_file_name(&info)?;
     let (release, cell_arch) = resolve_cell(definition, target, granted, &info.arch)?;
     let cell_ref = model::rpm_cell_ref(&definition.name, &release, &cell_arch)?;
     let evr = format!("{}:{}-{}", info.epoch, info.version, info.release);

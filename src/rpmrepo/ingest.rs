@@ -105,9 +105,10 @@ fn location(info: &RpmInfo) -> String {
 }
 
 /// Name, version, release and arch become the package's file name in the tree
-/// (`<name>-<version>-<release>.<arch>.rpm`): each must be one plain path segment
-/// that rpm itself could have built (no '/', whitespace or control characters, no '-'
-/// in version or release), and the whole name must fit a file system's 255 bytes.
+/// (`<name>-<version>-<release>.<arch>.rpm`): each must be one plain path segment in
+/// the characters `schema/rpm-chunk.schema.json` allows (no '/', white space, control
+/// characters, markup; no '-' in version or release, as rpmbuild requires), and the
+/// whole name must fit a file system's 255 bytes.
 fn check_file_name(info: &RpmInfo) -> Result<(), IngestError> {
     let fields = [
         ("name", info.name.as_str()),
@@ -116,16 +117,23 @@ fn check_file_name(info: &RpmInfo) -> Result<(), IngestError> {
         ("arch", info.arch.as_str()),
     ];
     for (field, value) in fields {
-        let plain = !value.is_empty()
-            && !value.starts_with('.')
-            && value
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '\\' | '"' | '<' | '>' | '&'))
-            && (field == "name" || !value.contains('-'));
-        if !plain {
+        let mut chars = value.chars();
+        let first_ok = chars.next().is_some_and(|c| {
+            if field == "arch" {
+                c.is_ascii_lowercase() || c.is_ascii_digit()
+            } else {
+                c.is_ascii_alphanumeric() || "_+~^".contains(c)
+            }
+        });
+        let rest_ok = chars.all(|c| match field {
+            "arch" => c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_',
+            "name" => c.is_ascii_alphanumeric() || "._+~^-".contains(c),
+            _ => c.is_ascii_alphanumeric() || "._+~^".contains(c),
+        });
+        if !(first_ok && rest_ok) {
             return Err(IngestError::BadPackage(format!(
-                "the rpm's {field} {:?} cannot be part of a file name: rpmbuild allows only \
-                 printable ASCII without '/' (and no '-' in version or release)",
+                "the rpm's {field} {:?} cannot be part of its file name: use letters, digits \
+                 and . _ + ~ ^ (and - in the name only; lowercase, digits and _ in the arch)",
                 value.chars().take(100).collect::<String>()
             )));
         }

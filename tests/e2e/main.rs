@@ -15,5 +15,6 @@ mod refusals;
 mod releases;
 mod rpm;
 mod schema;
+mod scope_integrity;
 mod signing;
 mod sources;

@@ -40,11 +40,11 @@ fn a_second_suite_cannot_replace_what_another_suite_serves_at_a_pool_path() {
     let other = fixture("variants/hello-conflict.deb");
     assert!(
         server
-            .upload(&stable, &[real.clone()], true)
+            .upload(&stable, std::slice::from_ref(&real), true)
             .status
             .success()
     );
-    let out = server.upload(&aaa, &[other.clone()], true);
+    let out = server.upload(&aaa, std::slice::from_ref(&other), true);
     assert!(
         out.status.success(),
         "another suite's identity gets its own path: {}",
@@ -208,7 +208,7 @@ fn a_dsc_cannot_publish_a_blob_it_did_not_stage() {
     let secret = fixture("debs/tree_2.1.0-1_amd64.deb");
     assert!(
         server
-            .upload(&private_cap, &[secret.clone()], true)
+            .upload(&private_cap, std::slice::from_ref(&secret), true)
             .status
             .success()
     );

@@ -85,6 +85,21 @@ fn real_manifests_match_the_schemas() {
     let chunk = blob(&data, cell["chunks"][0]["digest"].as_str().unwrap());
     assert_valid(&schema("apt-chunk.schema.json"), &chunk, "chunk");
 
+    // Each uploaded package claimed its pool path in one of the repository's claim shards.
+    let mut claimed = 0;
+    for shard in std::fs::read_dir(refs.join("claims/apt/s")).unwrap() {
+        let shard_ref = newest_ref(&shard.unwrap().path());
+        assert_valid(&ref_entry, &shard_ref, "claims shard ref");
+        let cell = blob(&data, shard_ref["target"].as_str().unwrap());
+        assert_valid(&schema("claim-cell.schema.json"), &cell, "claims shard");
+        for chunk in cell["chunks"].as_array().unwrap() {
+            let chunk = blob(&data, chunk["digest"].as_str().unwrap());
+            assert_valid(&schema("claim-chunk.schema.json"), &chunk, "claims chunk");
+            claimed += chunk["packages"].as_array().unwrap().len();
+        }
+    }
+    assert_eq!(claimed, 2, "hello and lsb-base each claim their pool path");
+
     let published = newest_ref(&refs.join("published/apt/s/stable"));
     assert_valid(&ref_entry, &published, "publication ref");
     let publication = blob(&data, published["target"].as_str().unwrap());

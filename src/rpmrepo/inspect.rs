@@ -5,9 +5,11 @@
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
-use rpm::{DependencyFlags, FileFlags, FileType, IndexSignatureTag, IndexTag, PackageMetadata};
+use rpm::{DependencyFlags, PackageMetadata};
 use sha2::{Digest as _, Sha256};
 
+use super::header::{self, Header, HeaderError, Headers};
+use super::{text, xml};
 use crate::package_source::PackageSource;
 
 /// What repodata needs to know about one package, read from its headers.
@@ -78,6 +80,15 @@ pub enum RpmError {
     DigestMismatch(String),
     #[error("invalid package: {0}")]
     Invalid(String),
+    /// Our own checks of the header structure (rpm's `hdrblobVerifyInfo` and kin) failed.
+    #[error("the rpm header is malformed: {0}")]
+    BadHeader(String),
+    /// The `rpm` crate panicked on headers our checks let through.
+    #[error("the rpm header could not be parsed")]
+    Unparsable,
+    /// A header string repodata cannot carry.
+    #[error("the package cannot be listed in repodata: {0}")]
+    Unrenderable(String),
     #[error("could not read the uploaded file: {0}")]
     Io(std::io::Error),
 }
@@ -86,100 +97,281 @@ pub enum RpmError {
 const MAX_FILES: usize = 500_000;
 const MAX_TEXT: usize = 1024 * 1024;
 
-/// A header string, bounded; missing tags are empty strings, as createrepo_c writes them.
-fn text(value: Result<&str, rpm::Error>) -> String {
-    value.unwrap_or_default().chars().take(MAX_TEXT).collect()
+/// Main header tags repodata reads (rpm's lib/rpmtag.h).
+mod tag {
+    pub const NAME: u32 = 1000;
+    pub const VERSION: u32 = 1001;
+    pub const RELEASE: u32 = 1002;
+    pub const EPOCH: u32 = 1003;
+    pub const SUMMARY: u32 = 1004;
+    pub const DESCRIPTION: u32 = 1005;
+    pub const BUILDTIME: u32 = 1006;
+    pub const BUILDHOST: u32 = 1007;
+    pub const SIZE: u32 = 1009;
+    pub const VENDOR: u32 = 1011;
+    pub const LICENSE: u32 = 1014;
+    pub const PACKAGER: u32 = 1015;
+    pub const GROUP: u32 = 1016;
+    pub const URL: u32 = 1020;
+    pub const ARCH: u32 = 1022;
+    pub const OLDFILENAMES: u32 = 1027;
+    pub const FILEMODES: u32 = 1030;
+    pub const FILEFLAGS: u32 = 1037;
+    pub const SOURCERPM: u32 = 1044;
+    pub const ARCHIVESIZE: u32 = 1046;
+    pub const CHANGELOGTIME: u32 = 1080;
+    pub const CHANGELOGNAME: u32 = 1081;
+    pub const CHANGELOGTEXT: u32 = 1082;
+    pub const SOURCEPACKAGE: u32 = 1106;
+    pub const DIRINDEXES: u32 = 1116;
+    pub const BASENAMES: u32 = 1117;
+    pub const DIRNAMES: u32 = 1118;
+    pub const LONGSIZE: u32 = 5009;
+    /// Also the signature header's tag for the same value.
+    pub const LONGARCHIVESIZE: u32 = 271;
+    pub const PAYLOADDIGEST: u32 = 5092;
+    /// Signature header.
+    pub const SIG_PAYLOADSIZE: u32 = 1007;
+    /// (name, flags, version) tags of each dependency kind.
+    pub const PROVIDES: [u32; 3] = [1047, 1112, 1113];
+    pub const REQUIRES: [u32; 3] = [1049, 1048, 1050];
+    pub const CONFLICTS: [u32; 3] = [1054, 1053, 1055];
+    pub const OBSOLETES: [u32; 3] = [1090, 1114, 1115];
+    pub const RECOMMENDS: [u32; 3] = [5046, 5048, 5047];
+    pub const SUGGESTS: [u32; 3] = [5049, 5051, 5050];
+    pub const SUPPLEMENTS: [u32; 3] = [5052, 5054, 5053];
+    pub const ENHANCES: [u32; 3] = [5055, 5057, 5056];
 }
 
-fn deps(list: Result<Vec<rpm::Dependency>, rpm::Error>) -> Vec<Dep> {
-    list.unwrap_or_default()
-        .into_iter()
-        .map(|d| Dep {
-            name: d.name,
-            flags: d.flags.bits(),
-            version: d.version,
+/// rpm's `RPMFILE_GHOST` file flag.
+const FILE_GHOST: u64 = 1 << 6;
+
+/// One header string as repodata carries it (see `text::decode`), bounded.
+fn decoded(raw: &[u8], field: &str) -> Result<String, RpmError> {
+    let value = text::decode(raw).map_err(|why| RpmError::Invalid(format!("{field} {why}")))?;
+    Ok(if value.len() > MAX_TEXT {
+        value.chars().take(MAX_TEXT).collect()
+    } else {
+        value
+    })
+}
+
+/// A string tag; a missing tag is an empty string, as createrepo_c writes it.
+fn string(header: &Header, tag: u32, field: &str) -> Result<String, RpmError> {
+    decoded(header.string(tag).unwrap_or_default(), field)
+}
+
+/// Parallel arrays must agree in length: createrepo_c would silently zip them to the
+/// shortest, the `rpm` crate refuses them, and a package that lists 0x0fffffff file
+/// names but no more modes is not one rpm could install.
+fn same_length(field: &str, lengths: &[(&str, usize)]) -> Result<(), RpmError> {
+    let (first_name, first) = lengths[0];
+    match lengths.iter().find(|(_, n)| *n != first) {
+        None => Ok(()),
+        Some((name, n)) => Err(RpmError::Invalid(format!(
+            "the {field} list is inconsistent: {first} {first_name} but {n} {name}"
+        ))),
+    }
+}
+
+fn deps(
+    header: &Header,
+    [names, flags, versions]: [u32; 3],
+    kind: &str,
+) -> Result<Vec<Dep>, RpmError> {
+    let names = header.strings(names).unwrap_or_default();
+    let flags = header.numbers(flags).unwrap_or_default();
+    let versions = header.strings(versions).unwrap_or_default();
+    same_length(
+        kind,
+        &[
+            ("names", names.len()),
+            ("flags", flags.len()),
+            ("versions", versions.len()),
+        ],
+    )?;
+    names
+        .iter()
+        .zip(&flags)
+        .zip(&versions)
+        .map(|((name, &flags), version)| {
+            Ok(Dep {
+                name: decoded(name, &format!("{kind} name"))?,
+                flags: flags as u32,
+                version: decoded(version, &format!("{kind} version"))?,
+            })
         })
         .collect()
 }
 
-fn archive_size(meta: &PackageMetadata) -> u64 {
-    let header = &meta.header;
-    header
-        .get_entry_data_as_u64(IndexTag::RPMTAG_LONGARCHIVESIZE)
-        .or_else(|_| {
-            header
-                .get_entry_data_as_u32(IndexTag::RPMTAG_ARCHIVESIZE)
-                .map(u64::from)
+fn files(header: &Header) -> Result<Vec<FileItem>, RpmError> {
+    let kind_of = |mode: u64, flags: u64| {
+        // S_ISDIR, then the ghost flag, as createrepo_c decides.
+        if mode & 0o170000 == 0o040000 {
+            FileKind::Dir
+        } else if flags & FILE_GHOST != 0 {
+            FileKind::Ghost
+        } else {
+            FileKind::File
+        }
+    };
+    let modes = header.numbers(tag::FILEMODES).unwrap_or_default();
+    let flags = header.numbers(tag::FILEFLAGS).unwrap_or_default();
+    let paths: Vec<String> = if let Some(basenames) = header.strings(tag::BASENAMES) {
+        let dirnames = header.strings(tag::DIRNAMES).unwrap_or_default();
+        let indexes = header.numbers(tag::DIRINDEXES).unwrap_or_default();
+        same_length(
+            "file",
+            &[
+                ("names", basenames.len()),
+                ("directory indexes", indexes.len()),
+                ("modes", modes.len()),
+                ("flags", flags.len()),
+            ],
+        )?;
+        if basenames.len() > MAX_FILES {
+            return Err(RpmError::Invalid(format!("more than {MAX_FILES} files")));
+        }
+        let dirnames = dirnames
+            .iter()
+            .map(|d| decoded(d, "a directory name"))
+            .collect::<Result<Vec<_>, _>>()?;
+        basenames
+            .iter()
+            .zip(&indexes)
+            .map(|(base, &index)| {
+                let dir = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| dirnames.get(i))
+                    .ok_or_else(|| {
+                        RpmError::Invalid(format!(
+                            "a file names directory {index}, but there are {}",
+                            dirnames.len()
+                        ))
+                    })?;
+                Ok(format!("{dir}{}", decoded(base, "a file name")?))
+            })
+            .collect::<Result<_, RpmError>>()?
+    } else if let Some(old) = header.strings(tag::OLDFILENAMES) {
+        // rpm < 4 wrote whole paths; librpm converts them on reading.
+        same_length(
+            "file",
+            &[
+                ("names", old.len()),
+                ("modes", modes.len()),
+                ("flags", flags.len()),
+            ],
+        )?;
+        if old.len() > MAX_FILES {
+            return Err(RpmError::Invalid(format!("more than {MAX_FILES} files")));
+        }
+        old.iter()
+            .map(|path| decoded(path, "a file name"))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(paths
+        .into_iter()
+        .zip(modes.iter().zip(&flags))
+        .map(|(path, (&mode, &flags))| FileItem {
+            path,
+            kind: kind_of(mode, flags),
         })
-        .or_else(|_| {
-            meta.signature
-                .get_entry_data_as_u64(IndexSignatureTag::RPMSIGTAG_LONGARCHIVESIZE)
+        .collect())
+}
+
+/// Newest first, as in the header; only the entries createrepo_c keeps.
+fn changelog(header: &Header) -> Result<Vec<(String, u64, String)>, RpmError> {
+    let times = header.numbers(tag::CHANGELOGTIME).unwrap_or_default();
+    let authors = header.strings(tag::CHANGELOGNAME).unwrap_or_default();
+    let texts = header.strings(tag::CHANGELOGTEXT).unwrap_or_default();
+    same_length(
+        "changelog",
+        &[
+            ("times", times.len()),
+            ("authors", authors.len()),
+            ("texts", texts.len()),
+        ],
+    )?;
+    times
+        .iter()
+        .zip(&authors)
+        .zip(&texts)
+        .take(xml::CHANGELOG_LIMIT)
+        .map(|((&time, author), body)| {
+            // createrepo_c drops trailing spaces (only spaces) from the author, keeping the first byte.
+            let keep = author.iter().rposition(|&b| b != b' ').map_or(1, |i| i + 1);
+            let author = &author[..keep.min(author.len())];
+            Ok((
+                decoded(author, "a changelog author")?,
+                time,
+                decoded(body, "a changelog entry")?,
+            ))
         })
-        .or_else(|_| {
-            meta.signature
-                .get_entry_data_as_u32(IndexSignatureTag::RPMSIGTAG_PAYLOADSIZE)
-                .map(u64::from)
-        })
+        .collect()
+}
+
+fn archive_size(signature: &Header, main: &Header) -> u64 {
+    main.number(tag::LONGARCHIVESIZE)
+        .or_else(|| main.number(tag::ARCHIVESIZE))
+        .or_else(|| signature.number(tag::LONGARCHIVESIZE))
+        .or_else(|| signature.number(tag::SIG_PAYLOADSIZE))
         .unwrap_or(0)
 }
 
-/// Parse headers only (lead, signature header, main header).
-pub fn read_metadata(source: PackageSource<'_>) -> Result<(PackageMetadata, u64), RpmError> {
-    let (mut file, len) = source.open().map_err(RpmError::Io)?;
-    let mut magic = [0u8; 4];
-    if file.read_exact(&mut magic).is_err() || magic != [0xed, 0xab, 0xee, 0xdb] {
-        return Err(RpmError::NotAnRpm(
-            "no RPM lead (an .rpm starts with the bytes ed ab ee db)".into(),
-        ));
-    }
-    let parsed = match source.bytes() {
-        // A package held in memory is parsed from its bytes: no buffer, no copy.
-        Some(mut bytes) => PackageMetadata::parse(&mut bytes),
-        None => {
-            file.seek(SeekFrom::Start(0)).map_err(RpmError::Io)?;
-            PackageMetadata::parse(&mut BufReader::new(file))
-        }
-    };
-    let meta = parsed.map_err(|e| match e {
+/// Run a call into the `rpm` crate, turning a panic in it (a bug there, on input our
+/// own checks let through) into a refused package rather than a crashed request.
+fn guarded<T>(call: impl FnOnce() -> T) -> Result<T, RpmError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|_| RpmError::Unparsable)
+}
+
+/// Read and check the lead and both headers, never allocating more than the file holds.
+fn read_checked_headers(source: PackageSource<'_>) -> Result<(Headers, u64), RpmError> {
+    let (file, len) = source.open().map_err(RpmError::Io)?;
+    let headers = header::read_headers(&mut BufReader::new(file), len).map_err(|e| match e {
+        HeaderError::NoLead => RpmError::NotAnRpm(e.to_string()),
+        HeaderError::Truncated(_) => RpmError::Damaged(e.to_string()),
+        HeaderError::Bad { .. } => RpmError::BadHeader(e.to_string()),
+        HeaderError::Io(e) => RpmError::Io(std::io::Error::other(e)),
+    })?;
+    Ok((headers, len))
+}
+
+/// The `rpm` crate's view of headers that passed our checks.
+fn crate_metadata(headers: &Headers) -> Result<PackageMetadata, RpmError> {
+    guarded(|| PackageMetadata::parse(&mut &headers.bytes[..]))?.map_err(|e| match e {
         rpm::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             RpmError::Damaged("the file ends inside its headers".into())
         }
-        rpm::Error::InvalidMagic { .. } => {
-            RpmError::NotAnRpm("no RPM lead (an .rpm starts with ed ab ee db)".into())
-        }
-        other => RpmError::NotAnRpm(other.to_string()),
-    })?;
+        other => RpmError::BadHeader(other.to_string()),
+    })
+}
+
+/// Parse headers only (lead, signature header, main header), checked first.
+pub fn read_metadata(source: PackageSource<'_>) -> Result<(PackageMetadata, u64), RpmError> {
+    let (headers, len) = read_checked_headers(source)?;
+    let meta = crate_metadata(&headers)?;
     Ok((meta, len))
 }
 
 /// Inspect and verify an `.rpm`, on local disk or in memory.
 pub fn inspect_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
-    let (meta, len) = read_metadata(source)?;
-    let offsets = meta.get_package_segment_offsets();
-    if offsets.payload > len {
-        return Err(RpmError::Damaged("the file ends inside its headers".into()));
-    }
-    match meta.verify_digests() {
+    let (headers, _) = read_checked_headers(source)?;
+    let meta = crate_metadata(&headers)?;
+    match guarded(|| meta.verify_digests())? {
         Ok(()) | Err(rpm::Error::NoHeaderDigestError) => {}
         Err(e @ rpm::Error::DigestMismatchError { .. }) => {
             return Err(RpmError::DigestMismatch(e.to_string()));
         }
         Err(e) => return Err(RpmError::Damaged(e.to_string())),
     }
-    verify_payload(source, &meta, offsets.payload)?;
+    verify_payload(source, &headers.main, headers.payload_start)?;
+    let main = &headers.main;
 
-    let name = meta
-        .get_name()
-        .map_err(|e| RpmError::Invalid(format!("no name: {e}")))?
-        .to_string();
-    let version = meta
-        .get_version()
-        .map_err(|e| RpmError::Invalid(format!("no version: {e}")))?
-        .to_string();
-    let release = meta
-        .get_release()
-        .map_err(|e| RpmError::Invalid(format!("no release: {e}")))?
-        .to_string();
+    let name = string(main, tag::NAME, "name")?;
+    let version = string(main, tag::VERSION, "version")?;
+    let release = string(main, tag::RELEASE, "release")?;
     for (field, value) in [
         ("name", &name),
         ("version", &version),
@@ -197,13 +389,10 @@ pub fn inspect_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
             )));
         }
     }
-    let arch = if meta.is_source_package() {
+    let arch = if is_source_package(main) {
         "src".to_string()
     } else {
-        let arch = meta
-            .get_arch()
-            .map_err(|e| RpmError::Invalid(format!("no arch: {e}")))?
-            .to_string();
+        let arch = string(main, tag::ARCH, "arch")?;
         if arch.is_empty()
             || arch.len() > 64
             || !arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -215,82 +404,72 @@ pub fn inspect_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
         arch
     };
 
-    let mut files = Vec::new();
-    for entry in meta.get_file_entries().unwrap_or_default() {
-        if files.len() == MAX_FILES {
-            return Err(RpmError::Invalid(format!("more than {MAX_FILES} files")));
-        }
-        let kind = if entry.file_type() == FileType::Dir {
-            FileKind::Dir
-        } else if entry.flags().contains(FileFlags::GHOST) {
-            FileKind::Ghost
-        } else {
-            FileKind::File
-        };
-        files.push(FileItem {
-            path: format!("{}{}", entry.dirname(), entry.basename()),
-            kind,
-        });
-    }
-    let changelog = meta
-        .get_changelog_entries()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| (c.name.trim_end().to_string(), c.timestamp, c.description))
-        .collect();
-
-    Ok(RpmInfo {
-        epoch: meta.get_epoch().unwrap_or(0),
-        summary: text(meta.get_summary()),
-        description: text(meta.get_description()),
-        packager: text(meta.get_packager()),
-        url: text(meta.get_url()),
-        license: text(meta.get_license()),
-        vendor: text(meta.get_vendor()),
-        group: text(meta.get_group()),
-        buildhost: text(meta.get_build_host()),
+    let info = RpmInfo {
+        epoch: main.number(tag::EPOCH).unwrap_or(0) as u32,
+        summary: string(main, tag::SUMMARY, "summary")?,
+        description: string(main, tag::DESCRIPTION, "description")?,
+        packager: string(main, tag::PACKAGER, "packager")?,
+        url: string(main, tag::URL, "url")?,
+        license: string(main, tag::LICENSE, "license")?,
+        vendor: string(main, tag::VENDOR, "vendor")?,
+        group: string(main, tag::GROUP, "group")?,
+        buildhost: string(main, tag::BUILDHOST, "buildhost")?,
         sourcerpm: if arch == "src" {
             String::new()
         } else {
-            text(meta.get_source_rpm())
+            string(main, tag::SOURCERPM, "sourcerpm")?
         },
-        build_time: meta.get_build_time().unwrap_or(0),
-        installed_size: meta.get_installed_size().unwrap_or(0),
-        archive_size: archive_size(&meta),
-        provides: deps(meta.get_provides()),
-        requires: deps(meta.get_requires()),
-        conflicts: deps(meta.get_conflicts()),
-        obsoletes: deps(meta.get_obsoletes()),
-        suggests: deps(meta.get_suggests()),
-        enhances: deps(meta.get_enhances()),
-        recommends: deps(meta.get_recommends()),
-        supplements: deps(meta.get_supplements()),
-        files,
-        changelog,
+        build_time: main.number(tag::BUILDTIME).unwrap_or(0),
+        installed_size: main
+            .number(tag::LONGSIZE)
+            .or_else(|| main.number(tag::SIZE))
+            .unwrap_or(0),
+        archive_size: archive_size(&headers.signature, main),
+        provides: deps(main, tag::PROVIDES, "provides")?,
+        requires: deps(main, tag::REQUIRES, "requires")?,
+        conflicts: deps(main, tag::CONFLICTS, "conflicts")?,
+        obsoletes: deps(main, tag::OBSOLETES, "obsoletes")?,
+        suggests: deps(main, tag::SUGGESTS, "suggests")?,
+        enhances: deps(main, tag::ENHANCES, "enhances")?,
+        recommends: deps(main, tag::RECOMMENDS, "recommends")?,
+        supplements: deps(main, tag::SUPPLEMENTS, "supplements")?,
+        files: files(main)?,
+        changelog: changelog(main)?,
         name,
         version,
         release,
         arch,
-        header_start: offsets.header,
-        header_end: offsets.payload,
-    })
+        header_start: headers.main_start,
+        header_end: headers.payload_start,
+    };
+    // Refuse here, before anything is stored, what would make repodata unreadable.
+    xml::check_renderable(&info).map_err(RpmError::Unrenderable)?;
+    Ok(info)
+}
+
+/// As the `rpm` crate (and librpm for old source rpms) decides.
+fn is_source_package(main: &Header) -> bool {
+    if main.contains(tag::SOURCEPACKAGE) {
+        return true;
+    }
+    if main.contains(tag::SOURCERPM) {
+        return false;
+    }
+    main.strings(tag::DIRNAMES)
+        .is_some_and(|dirs| dirs.len() == 1 && dirs[0].is_empty())
 }
 
 /// Stream the payload through SHA-256 and compare with the header's payload digest.
 fn verify_payload(
     source: PackageSource<'_>,
-    meta: &PackageMetadata,
+    main: &Header,
     payload_offset: u64,
 ) -> Result<(), RpmError> {
-    let Ok(expected) = meta
-        .header
-        .get_entry_data_as_string_array(IndexTag::RPMTAG_PAYLOADSHA256)
-    else {
-        return Ok(()); // rpm < 4.14 wrote no payload digest; the header digests were checked
-    };
-    let Some(expected) = expected.first().map(|s| s.to_ascii_lowercase()) else {
+    // rpm < 4.14 wrote no payload digest; the header digests were checked.
+    let Some(expected) = main.string(tag::PAYLOADDIGEST) else {
         return Ok(());
     };
+    let expected = String::from_utf8_lossy(expected).to_ascii_lowercase();
     let mut hasher = Sha256::new();
     match source {
         PackageSource::Memory(bytes) => {
@@ -327,3 +506,88 @@ fn verify_payload(
 pub const PRE_FLAGS: u32 = DependencyFlags::PREREQ.bits()
     | DependencyFlags::SCRIPT_PRE.bits()
     | DependencyFlags::SCRIPT_POST.bits();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/rpms")
+            .join(name)
+    }
+
+    fn inspect(name: &str) -> Result<RpmInfo, RpmError> {
+        inspect_rpm(PackageSource::File(&fixture(name)))
+    }
+
+    fn refusal(name: &str) -> String {
+        inspect(name).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_corrupt_header_index_is_refused_as_rpm_refuses_it() {
+        // rpm -K: "tag[50]: BAD, tag 1117 type 8 offset 1608 count 268435455 len 20".
+        let why = refusal("malformed/basenames-count.rpm");
+        assert!(
+            why.starts_with("the rpm header is malformed: main header: tag[50]: BAD, tag 1117"),
+            "{why}"
+        );
+        // rpm -K: "tag[5]: BAD, tag 1004 type 9 offset 6288 count 1 len 4".
+        let why = refusal("malformed/offset-outside.rpm");
+        assert!(
+            why.contains("tag[5]: BAD, tag 1004") && why.contains("outside"),
+            "{why}"
+        );
+    }
+
+    /// The `rpm` crate 0.30.2 panics on a header entry whose offset is past its data
+    /// store (`Header::parse_header` slices `bytes[entry.offset as usize..]`); the guard
+    /// turns that into a refusal, should our own checks ever let such input through.
+    #[test]
+    fn a_panic_in_the_rpm_crate_becomes_a_refusal() {
+        let bytes = std::fs::read(fixture("malformed/offset-outside.rpm")).unwrap();
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let unguarded = std::panic::catch_unwind(|| PackageMetadata::parse(&mut &bytes[..]));
+        let guarded_parse = guarded(|| PackageMetadata::parse(&mut &bytes[..]));
+        std::panic::set_hook(quiet);
+        assert!(
+            unguarded.is_err(),
+            "the crate no longer panics here: update the note"
+        );
+        let why = guarded_parse.err().map(|e| e.to_string());
+        assert_eq!(why.as_deref(), Some("the rpm header could not be parsed"));
+    }
+
+    #[test]
+    fn a_control_character_in_the_summary_is_refused_naming_the_field() {
+        let why = refusal("malformed/control-caprepo-1.0-1.noarch.rpm");
+        assert!(
+            why.contains("summary contains the control character U+0001"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn latin1_strings_become_utf8_and_carriage_returns_stay() {
+        let info = inspect("latin1-caprepo-1.0-1.noarch.rpm").unwrap();
+        assert_eq!(info.summary, "Latin-1 text: Skyttä writes ÜTF-8 badly");
+        assert_eq!(info.packager, "Jürgen <fixtures@caprepo.invalid>");
+        assert!(
+            info.files
+                .iter()
+                .any(|f| f.path == "/usr/share/latin1-caprepo/café.txt")
+        );
+        assert_eq!(
+            info.changelog[0].0,
+            "Ville Skyttä <fixtures@caprepo.invalid> - 1.0-1"
+        );
+        assert_eq!(
+            info.changelog[0].2,
+            "- Initial fixture package, naïvely encoded."
+        );
+        let info = inspect("cr-caprepo-1.0-1.noarch.rpm").unwrap();
+        assert_eq!(info.summary, "Carriage\rreturn inside the Summary");
+    }
+}

@@ -4,11 +4,13 @@
 //! createrepo_c 0.17 writes them, and publishing concatenates them.
 
 pub mod fragments;
+pub mod header;
 pub mod ingest;
 pub mod inspect;
 pub mod next_publish;
 pub mod publish;
 pub mod sign;
+pub mod text;
 pub mod xml;
 
 pub use inspect::{RpmError, RpmInfo, inspect_rpm};

@@ -8,17 +8,43 @@ use std::fmt::Write;
 
 use super::inspect::{Dep, FileItem, FileKind, PRE_FLAGS, RpmInfo};
 
-/// Text content: `&`, `<`, `>` (libxml2 leaves quotes alone in text).
-pub fn text(value: &str) -> String {
-    value
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Escape `value` for XML, as libxml2 escapes what createrepo_c writes: `&`, `<`,
+/// `>` always and CR as `&#13;` (a raw CR would reach readers as LF); in attributes
+/// also `"`, and TAB and LF, which attribute-value normalisation would turn into
+/// spaces. Other characters are written as they are: libxml2 writes non-ASCII as
+/// character references, which parse to the same values. Characters XML cannot carry
+/// at all never get here (`check_renderable`).
+fn escape(value: &str, in_attribute: bool) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| {
+        matches!(c, '&' | '<' | '>' | '\r') || (in_attribute && matches!(c, '"' | '\n' | '\t'))
+    };
+    if !value.contains(special) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 16);
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#13;"),
+            '"' if in_attribute => out.push_str("&quot;"),
+            '\n' if in_attribute => out.push_str("&#10;"),
+            '\t' if in_attribute => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
-/// Attribute values: also `"`.
-pub fn attr(value: &str) -> String {
-    text(value).replace('"', "&quot;")
+/// Text content.
+pub fn text(value: &str) -> std::borrow::Cow<'_, str> {
+    escape(value, false)
+}
+
+/// Attribute values (always written between double quotes).
+pub fn attr(value: &str) -> std::borrow::Cow<'_, str> {
+    escape(value, true)
 }
 
 /// createrepo_c's `cr_is_primary`: files every resolver may need without filelists.
@@ -296,6 +322,177 @@ pub fn other(info: &RpmInfo, sha256: &str) -> String {
     out
 }
 
+/// Refuse, naming the field, a package whose repodata would not be XML: every
+/// string that goes into primary, filelists and other (createrepo_c's
+/// `cr_Package_contains_forbidden_control_chars` checks the same strings: the
+/// dependencies it keeps, every file, the changelog entries it keeps), then the
+/// rendered entries themselves, so that a gap in the escaping fails one upload
+/// instead of every tree that would list the package.
+pub fn check_renderable(info: &RpmInfo) -> Result<(), String> {
+    use super::text::check_field;
+    for (field, value) in [
+        ("name", &info.name),
+        ("arch", &info.arch),
+        ("version", &info.version),
+        ("release", &info.release),
+        ("summary", &info.summary),
+        ("description", &info.description),
+        ("url", &info.url),
+        ("license", &info.license),
+        ("vendor", &info.vendor),
+        ("group", &info.group),
+        ("buildhost", &info.buildhost),
+        ("sourcerpm", &info.sourcerpm),
+        ("packager", &info.packager),
+    ] {
+        check_field(field, value)?;
+    }
+    for (kind, deps) in [
+        ("provides", plain(&info.provides)),
+        ("requires", filtered_requires(info)),
+        ("conflicts", plain(&info.conflicts)),
+        ("obsoletes", plain(&info.obsoletes)),
+        ("suggests", plain(&info.suggests)),
+        ("enhances", plain(&info.enhances)),
+        ("recommends", plain(&info.recommends)),
+        ("supplements", plain(&info.supplements)),
+    ] {
+        for (dep, _) in &deps {
+            check_field(&format!("the {kind} name {:?}", dep.name), &dep.name)?;
+            check_field(
+                &format!("the version of {kind} {:?}", dep.name),
+                &dep.version,
+            )?;
+        }
+    }
+    for file in &info.files {
+        check_field(&format!("the file name {:?}", file.path), &file.path)?;
+    }
+    for (author, time, body) in info.changelog.iter().take(CHANGELOG_LIMIT) {
+        check_field(&format!("the changelog author of {time}"), author)?;
+        check_field(
+            &format!("the changelog entry of {time} by {author:?}"),
+            body,
+        )?;
+    }
+    // Facts about the stored file are digits, hex and a path made of the checked NEVRA.
+    let stored = Stored {
+        sha256: &"0".repeat(64),
+        size: 0,
+        location: "Packages/x.rpm",
+        file_time: 0,
+        header_start: info.header_start,
+        header_end: info.header_end,
+    };
+    for (document, fragment) in [
+        ("primary", primary(info, &stored)),
+        ("filelists", filelists(info, stored.sha256)),
+        ("other", other(info, stored.sha256)),
+    ] {
+        check_well_formed(&fragment).map_err(|why| format!("its {document} entry {why}"))?;
+    }
+    Ok(())
+}
+
+/// Whether `xml`, a run of rendered entries (no XML declaration, `rpm:` prefixes
+/// allowed), is well-formed XML 1.0 once wrapped in a root element: elements nest
+/// and close, attributes are quoted and unique, every reference is one of the five
+/// predefined entities or a character reference to a legal character, and no
+/// character XML forbids appears, raw or referenced. Cheap enough to run on every
+/// entry at upload and on every document before it is published.
+pub fn check_well_formed(xml: &str) -> Result<(), String> {
+    use quick_xml::events::Event;
+    if let Some(c) = xml.chars().find(|&c| super::text::forbidden_in_xml(c)) {
+        return Err(format!(
+            "is not well-formed XML: it holds the character U+{:04X}",
+            c as u32
+        ));
+    }
+    let wrapped = format!(
+        "<caprepo xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">{xml}</caprepo>"
+    );
+    let mut reader = quick_xml::Reader::from_str(&wrapped);
+    reader.config_mut().check_end_names = true;
+    let fail = |at: u64, why: String| format!("is not well-formed XML (at byte {at}): {why}");
+    let legal = |c: char| !super::text::forbidden_in_xml(c);
+    // Open elements, the wrapper included; once it closes, nothing may follow.
+    let mut depth = 0usize;
+    let mut closed = false;
+    loop {
+        let at = reader.buffer_position();
+        let event = reader.read_event().map_err(|e| fail(at, e.to_string()))?;
+        if closed && !matches!(event, Event::Eof) {
+            return Err(fail(at, "it closes an element it did not open".into()));
+        }
+        match event {
+            Event::Start(ref element) | Event::Empty(ref element) => {
+                if matches!(event, Event::Start(_)) {
+                    depth += 1;
+                }
+                let mut names = Vec::new();
+                for attribute in element.attributes() {
+                    let attribute = attribute.map_err(|e| fail(at, e.to_string()))?;
+                    if names.contains(&attribute.key) {
+                        return Err(fail(at, "an attribute appears twice".into()));
+                    }
+                    names.push(attribute.key);
+                    let value = attribute
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .map_err(|e| fail(at, e.to_string()))?;
+                    if !value.chars().all(legal) {
+                        return Err(fail(
+                            at,
+                            "an attribute refers to a character XML forbids".into(),
+                        ));
+                    }
+                    if attribute.value.contains('<') {
+                        return Err(fail(at, "a raw < in an attribute value".into()));
+                    }
+                }
+            }
+            Event::End(_) => {
+                depth -= 1;
+                closed = depth == 0;
+            }
+            Event::Text(content) => {
+                if content.xml10_content().contains("]]>") {
+                    return Err(fail(at, "]]> in text".into()));
+                }
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = reference
+                    .resolve_char_ref()
+                    .map_err(|e| fail(at, e.to_string()))?;
+                match resolved {
+                    Some(c) if !legal(c) => {
+                        return Err(fail(at, format!("a reference to U+{:04X}", c as u32)));
+                    }
+                    Some(_) => {}
+                    None if matches!(&*reference, "amp" | "lt" | "gt" | "quot" | "apos") => {}
+                    None => {
+                        return Err(fail(at, format!("an undeclared entity &{};", &*reference)));
+                    }
+                }
+            }
+            Event::Eof => break,
+            Event::CData(_) | Event::Comment(_) => {}
+            Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {
+                return Err(fail(
+                    at,
+                    "a declaration or processing instruction inside an entry".into(),
+                ));
+            }
+        }
+    }
+    if !closed {
+        return Err(fail(
+            wrapped.len() as u64,
+            "an element is not closed".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +523,156 @@ mod tests {
             glibc_version("libc.so.6(GLIBC_2.34)(64bit)")
                 > glibc_version("libc.so.6(GLIBC_2.3.4)(64bit)")
         );
+    }
+
+    #[test]
+    fn values_survive_escaping_as_xml_readers_parse_them() {
+        assert_eq!(
+            text("a\rb <c> & \"d\"\t\n"),
+            "a&#13;b &lt;c&gt; &amp; \"d\"\t\n"
+        );
+        assert_eq!(attr("a\rb\tc\nd\"e"), "a&#13;b&#9;c&#10;d&quot;e");
+        assert_eq!(text("]]>"), "]]&gt;");
+        assert!(matches!(
+            text("plain Skyttä"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // What quick-xml reads back from `<e a="..">..</e>` is what went in.
+        for value in [
+            "a\rb",
+            "tab\there",
+            "line\nfeed",
+            "q\"uote'",
+            "<&>]]>",
+            "Ünï€😀",
+        ] {
+            let doc = format!("<e a=\"{}\">{}</e>", attr(value), text(value));
+            let mut reader = quick_xml::Reader::from_str(&doc);
+            let mut read_text = String::new();
+            let mut read_attr = String::new();
+            loop {
+                match reader.read_event().unwrap() {
+                    quick_xml::events::Event::Start(e) => {
+                        let a = e.attributes().next().unwrap().unwrap();
+                        read_attr = a
+                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .unwrap()
+                            .into_owned();
+                    }
+                    quick_xml::events::Event::Text(t) => read_text.push_str(&t.xml10_content()),
+                    quick_xml::events::Event::GeneralRef(r) => {
+                        match r.resolve_char_ref().unwrap() {
+                            Some(c) => read_text.push(c),
+                            None => read_text.push_str(match &*r {
+                                "amp" => "&",
+                                "lt" => "<",
+                                "gt" => ">",
+                                other => panic!("{other}"),
+                            }),
+                        }
+                    }
+                    quick_xml::events::Event::Eof => break,
+                    _ => {}
+                }
+            }
+            assert_eq!(read_attr, value, "attribute {doc}");
+            assert_eq!(read_text, value.replace("\r\n", "\n"), "text {doc}");
+        }
+    }
+
+    #[test]
+    fn only_well_formed_fragments_pass() {
+        let good = "<package type=\"rpm\">\n  <name>a&amp;b &#13; &#xE4;</name>\n  <rpm:entry name=\"x\"/>\n</package>\n<package/>\n";
+        assert_eq!(check_well_formed(good), Ok(()));
+        assert_eq!(check_well_formed(""), Ok(()));
+        for (bad, why) in [
+            ("<summary>a\u{1}b</summary>", "U+0001"),
+            ("<summary>a&#1;b</summary>", "U+0001"),
+            ("<summary>a&#xFFFE;b</summary>", "U+FFFE"),
+            ("<summary>a\u{ffff}</summary>", "U+FFFF"),
+            ("<summary>a & b</summary>", "well-formed"),
+            ("<summary>&nbsp;</summary>", "undeclared entity"),
+            ("<summary>a]]>b</summary>", "]]>"),
+            ("<summary>a</description>", "well-formed"),
+            ("<summary>a", "well-formed"),
+            ("</caprepo><x/>", "well-formed"),
+            ("<e a=\"<\"/>", "well-formed"),
+            ("<e a=\"1\" a=\"2\"/>", "well-formed"),
+            ("<e a=1/>", "well-formed"),
+            ("<?xml version=\"1.0\"?>", "well-formed"),
+        ] {
+            let err = check_well_formed(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    /// Every string createrepo_c checks, and only the dependencies and changelog
+    /// entries it keeps, refused by name.
+    #[test]
+    fn control_characters_are_refused_wherever_repodata_would_carry_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/rpms/hello-caprepo-1.0-1.x86_64.rpm");
+        let clean =
+            super::super::inspect_rpm(crate::package_source::PackageSource::File(&path)).unwrap();
+        assert_eq!(check_renderable(&clean), Ok(()));
+        let dep = |name: &str, version: &str| Dep {
+            name: name.into(),
+            flags: if version.is_empty() { 0 } else { 8 },
+            version: version.into(),
+        };
+        type Edit = Box<dyn Fn(&mut RpmInfo)>;
+        let cases: Vec<(Edit, Option<&str>)> = vec![
+            (
+                Box::new(|i| i.description.push('\u{7}')),
+                Some("description contains"),
+            ),
+            (
+                Box::new(|i| i.packager.push('\u{1b}')),
+                Some("packager contains"),
+            ),
+            (
+                Box::new(|i| i.sourcerpm.push('\u{0}')),
+                Some("sourcerpm contains"),
+            ),
+            (
+                Box::new(move |i| i.provides.push(dep("evil\u{2}", ""))),
+                Some("the provides name"),
+            ),
+            (
+                Box::new(move |i| i.requires.push(dep("lib", "1\u{3}"))),
+                Some("the version of requires"),
+            ),
+            (
+                Box::new(move |i| i.suggests.push(dep("s\u{4}", ""))),
+                Some("the suggests name"),
+            ),
+            (
+                Box::new(|i| i.files[0].path.push('\u{5}')),
+                Some("the file name"),
+            ),
+            (
+                Box::new(|i| i.changelog[0].0.push('\u{6}')),
+                Some("changelog author"),
+            ),
+            (
+                Box::new(|i| i.changelog[1].2.push('\u{8}')),
+                Some("changelog entry"),
+            ),
+            // TAB, LF and CR are allowed, and so is a dropped requirement.
+            (Box::new(|i| i.summary.push_str("\t\n\r")), None),
+            (
+                Box::new(move |i| i.requires.push(dep("rpmlib(Evil\u{1})", "1"))),
+                None,
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut info = clean.clone();
+            edit(&mut info);
+            match (check_renderable(&info), expected) {
+                (Ok(()), None) => {}
+                (Err(why), Some(expected)) => assert!(why.contains(expected), "{why}"),
+                (got, expected) => panic!("{got:?}, expected {expected:?}"),
+            }
+        }
     }
 }

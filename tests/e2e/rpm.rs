@@ -99,50 +99,7 @@ fn dnf_zypper_and_rpmkeys_accept_what_caprepo_publishes_and_it_equals_createrepo
 
     // createrepo_c over the very packages we serve writes the same records.
     for tree in ["12/x86_64", "12/source"] {
-        let ours = work.path().join(format!("ours-{}", tree.replace('/', "-")));
-        let theirs = work
-            .path()
-            .join(format!("theirs-{}", tree.replace('/', "-")));
-        std::fs::create_dir_all(ours.join("repodata")).unwrap();
-        let repomd = server.get(&format!("/fed/{tree}/repodata/repomd.xml"));
-        std::fs::write(ours.join("repodata/repomd.xml"), &repomd.body).unwrap();
-        for href in repomd
-            .text()
-            .split("href=\"")
-            .skip(1)
-            .map(|s| s.split('"').next().unwrap().to_string())
-        {
-            std::fs::write(
-                ours.join(&href),
-                server.get(&format!("/fed/{tree}/{href}")).body,
-            )
-            .unwrap();
-        }
-        let primary = Command::new("sh")
-            .arg("-c")
-            .arg(format!("zcat {}/repodata/*-primary.xml.gz", ours.display()))
-            .output()
-            .unwrap();
-        for location in String::from_utf8_lossy(&primary.stdout)
-            .split("location href=\"")
-            .skip(1)
-        {
-            let location = location.split('"').next().unwrap();
-            let path = theirs.join(location);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, server.get(&format!("/fed/{tree}/{location}")).body).unwrap();
-        }
-        run_ok(
-            Command::new("createrepo_c")
-                .arg("--no-database")
-                .arg(&theirs),
-        );
-        let compared = run_ok(
-            Command::new("python3")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/compare_repodata.py"))
-                .arg(&ours)
-                .arg(&theirs),
-        );
+        let compared = compare_with_createrepo_c(&server, &format!("fed/{tree}"), work.path());
         assert!(compared.contains(", 0 differences"), "{tree}: {compared}");
     }
 
@@ -397,6 +354,54 @@ fn dnf_reads_a_private_rpm_repository_through_a_read_cap_until_it_is_revoked() {
     let out = Dnf::new(&server, &format!("r/{read}")).run(&["makecache"]);
     assert!(!out.status.success(), "dnf must fail after revocation");
     assert!(output_text(&out).contains("401"), "{}", output_text(&out));
+}
+
+/// Download the repodata of `tree` (`<repo>/<release>/<arch>`) and every package it
+/// lists into `work`, run createrepo_c over those very packages, and compare the two
+/// field by field (tests/tools/compare_repodata.py): its report.
+pub fn compare_with_createrepo_c(server: &Server, tree: &str, work: &Path) -> String {
+    let ours = work.join(format!("ours-{}", tree.replace('/', "-")));
+    let theirs = work.join(format!("theirs-{}", tree.replace('/', "-")));
+    std::fs::create_dir_all(ours.join("repodata")).unwrap();
+    let repomd = server.get(&format!("/{tree}/repodata/repomd.xml"));
+    std::fs::write(ours.join("repodata/repomd.xml"), &repomd.body).unwrap();
+    for href in repomd
+        .text()
+        .split("href=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+    {
+        std::fs::write(
+            ours.join(&href),
+            server.get(&format!("/{tree}/{href}")).body,
+        )
+        .unwrap();
+    }
+    let primary = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zcat {}/repodata/*-primary.xml.gz", ours.display()))
+        .output()
+        .unwrap();
+    for location in String::from_utf8_lossy(&primary.stdout)
+        .split("location href=\"")
+        .skip(1)
+    {
+        let location = location.split('"').next().unwrap();
+        let path = theirs.join(location);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, server.get(&format!("/{tree}/{location}")).body).unwrap();
+    }
+    run_ok(
+        Command::new("createrepo_c")
+            .arg("--no-database")
+            .arg(&theirs),
+    );
+    run_ok(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/compare_repodata.py"))
+            .arg(&ours)
+            .arg(&theirs),
+    )
 }
 
 /// Every repodata file of `tree` checked against its repomd.xml: each .gz by sha256

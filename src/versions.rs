@@ -54,22 +54,80 @@ fn dpkg_part(a: &[u8], b: &[u8]) -> Ordering {
     Ordering::Equal
 }
 
-fn dpkg_split(v: &str) -> (u64, &str, &str) {
-    let (epoch, rest) = match v.split_once(':') {
-        Some((e, rest)) => (e.parse().unwrap_or(0), rest),
-        None => (0, v),
-    };
-    match rest.rsplit_once('-') {
-        Some((upstream, revision)) => (epoch, upstream, revision),
-        None => (epoch, rest, ""),
-    }
+/// A version's (epoch, upstream, revision), split as dpkg does: the epoch before the
+/// first `:` (empty when there is none), the revision after the last `-`.
+fn dpkg_split(v: &str) -> (&str, &str, &str) {
+    let (epoch, rest) = v.split_once(':').unwrap_or(("", v));
+    let (upstream, revision) = rest.rsplit_once('-').unwrap_or((rest, ""));
+    (epoch, upstream, revision)
 }
 
-/// Compare two Debian versions (`[epoch:]upstream[-revision]`).
+/// The largest epoch dpkg accepts (`INT_MAX`, lib/dpkg/parsehelp.c).
+pub const MAX_DPKG_EPOCH: u64 = i32::MAX as u64;
+
+/// Check a Debian version as dpkg's `parseversion` does, with policy 5.6.12's
+/// characters: `[epoch:]upstream[-revision]`, the epoch decimal and at most
+/// [`MAX_DPKG_EPOCH`], something after the colon, the upstream part starting with a
+/// digit and using only letters, digits and `. + ~ -`, the revision (after the last
+/// `-`) non-empty with only letters, digits and `. + ~`. Errors say why.
+pub fn check_dpkg_version(version: &str) -> Result<(), &'static str> {
+    if version.is_empty() {
+        return Err("the version is empty");
+    }
+    if version.contains(char::is_whitespace) {
+        return Err("a version has no spaces");
+    }
+    let rest = match version.split_once(':') {
+        Some((epoch, rest)) => {
+            if epoch.is_empty() {
+                return Err("the epoch before ':' is empty");
+            }
+            if !epoch.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("the epoch before ':' must be a decimal number");
+            }
+            // Digits only, so a failed parse means too many of them.
+            if epoch.parse::<u64>().map_or(true, |e| e > MAX_DPKG_EPOCH) {
+                return Err("the epoch is larger than dpkg's limit 2147483647");
+            }
+            if rest.is_empty() {
+                return Err("nothing after the epoch's ':'");
+            }
+            rest
+        }
+        None => version,
+    };
+    let (upstream, revision) = match rest.rsplit_once('-') {
+        Some((upstream, revision)) => (upstream, Some(revision)),
+        None => (rest, None),
+    };
+    if !upstream.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err("the upstream version must start with a digit");
+    }
+    if !upstream
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".+~-".contains(&b))
+    {
+        return Err("the upstream version uses only letters, digits and . + ~ -");
+    }
+    if let Some(revision) = revision
+        && (revision.is_empty()
+            || !revision
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".+~".contains(&b)))
+    {
+        return Err("the Debian revision after the last '-' uses only letters, digits and . + ~");
+    }
+    Ok(())
+}
+
+/// Compare two Debian versions (`[epoch:]upstream[-revision]`). Versions are checked
+/// with [`check_dpkg_version`] when a package is inspected; the epochs are compared
+/// as numbers of any length, so even a version stored before that check never has its
+/// epoch read as 0.
 pub fn dpkg_cmp(a: &str, b: &str) -> Ordering {
     let (ea, ua, ra) = dpkg_split(a);
     let (eb, ub, rb) = dpkg_split(b);
-    ea.cmp(&eb)
+    dpkg_part(ea.as_bytes(), eb.as_bytes())
         .then_with(|| dpkg_part(ua.as_bytes(), ub.as_bytes()))
         .then_with(|| dpkg_part(ra.as_bytes(), rb.as_bytes()))
 }
@@ -204,9 +262,53 @@ mod tests {
             ("1.10", "1.9", Greater),
             ("1.0-1~bpo12+1", "1.0-1", Less),
             ("0:1.0", "1.0", Equal),
+            ("10:1.0", "9:2.0", Greater),
+            ("007:1.0", "7:1.0", Equal),
+            ("2147483647:1", "2147483646:9", Greater),
+            // Before the fix an epoch too long for u64 parsed as 0 and sorted below 1:2.
+            ("99999999999999999999:1", "1:2", Greater),
+            ("99999999999999999999:1", "99999999999999999998:1", Greater),
         ] {
             assert_eq!(dpkg_cmp(a, b), want, "{a} vs {b}");
             assert_eq!(dpkg_cmp(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn dpkg_versions_are_checked_like_parseversion() {
+        for good in [
+            "1.0",
+            "1:2.10-3",
+            "2.10-3+deb12u1",
+            "1.0~rc1-1",
+            "0-1-2",
+            "7",
+            "0:1",
+            "2147483647:1.0",
+            "01:1.0",
+        ] {
+            assert_eq!(check_dpkg_version(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("1.0 1", "spaces"),
+            (":1", "epoch before ':' is empty"),
+            ("x:1.0", "decimal"),
+            ("-1:1.0", "decimal"),
+            ("+1:1.0", "decimal"),
+            ("2147483648:1.0", "larger than"),
+            ("99999999999999999999:1", "larger than"),
+            ("1:", "nothing after"),
+            ("1:-1", "start with a digit"),
+            ("a1.0", "start with a digit"),
+            ("1:a", "start with a digit"),
+            ("1.0_1", "upstream"),
+            ("1:2:3", "upstream"),
+            ("1.0-", "revision"),
+            ("1.0-a_b", "revision"),
+        ] {
+            let err = check_dpkg_version(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
         }
     }
 

@@ -2,6 +2,10 @@
 //! architecture, for `apt-file` and friends. Built from the file list each
 //! package's upload stored (one small blob per package), so publishing never
 //! reopens a .deb; the per-package lists are what make this incremental.
+//!
+//! Every path in a list passed `deb::paths::contents_path` at upload, so it renders
+//! into one valid line; a list stored before that rule existed is filtered through it
+//! again here, so an old upload cannot forge a line either.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,10 +43,9 @@ pub async fn render(store: &Store, packages: &[&AptPackage]) -> Result<String> {
     let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (package, list) in packages.iter().zip(lists) {
         let owner = format!("{}/{}", section(package), package.name);
-        for path in String::from_utf8_lossy(&list)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
+        for path in String::from_utf8_lossy(&list).split('\n').filter(|path| {
+            crate::deb::paths::contents_path(path.as_bytes(), false) == Ok(Some(path))
+        }) {
             owners
                 .entry(path.to_string())
                 .or_default()

@@ -104,11 +104,12 @@ fn read_full<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> io::Result<usi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Cursor;
 
-    fn member(name: &str, body: &[u8]) -> Vec<u8> {
+    /// One member: its 60-byte header, its body, and the pad byte after an odd body.
+    pub(crate) fn member(name: &str, body: &[u8]) -> Vec<u8> {
         let mut out = format!(
             "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
             name,

@@ -4,8 +4,28 @@
 //! and we check it strictly, because a bad stanza would break `apt-get update`
 //! for every user of the repository.
 //!
+//! The syntax rules are dpkg's parser's (`lib/dpkg/parse.c`) where dpkg refuses
+//! something, and stricter where a byte would change how apt reads the index:
+//! - UTF-8 text; no control characters but tab and newline (a NUL ends dpkg's C
+//!   strings early; apt takes `\r\n\r\n` as the end of a stanza, so no carriage
+//!   returns either, not even CRLF line ends);
+//! - field names of 2 or more printable ASCII characters (dpkg: user-defined names
+//!   are at least 2 long), not starting with `-` or `#`, each at most once
+//!   (case-insensitively);
+//! - no line holding only spaces or tabs (dpkg: "blank line in value"; an empty line
+//!   inside a value is written ` .`); exactly one paragraph; a binary package's control
+//!   file ends with a newline (dpkg: "missing final newline");
+//! - at most [`MAX_CONTROL_FIELDS`] fields in [`MAX_CONTROL_BYTES`] bytes.
+//!
+//! A binary package needs Package, Version and Architecture, as `dpkg-deb --build`
+//! does; Maintainer and Description are only warnings there, and are not required here.
+//!
 //! Parsed by hand rather than with `debcontrol` (unmaintained since 2020, see
 //! README design notes): we need line-accurate errors and byte-exact text.
+
+use std::collections::HashSet;
+
+use crate::versions::check_dpkg_version;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Control {
@@ -35,22 +55,45 @@ pub enum ControlError {
 /// The most bytes a control paragraph may have; real ones are a few KiB.
 pub const MAX_CONTROL_BYTES: usize = 1024 * 1024;
 
+/// The most fields a control paragraph may have; real ones have a few dozen.
+pub const MAX_CONTROL_FIELDS: usize = 1000;
+
+/// The longest file name of a package's .deb, in the pool and in apt's cache (NAME_MAX):
+/// apt fails with "File name too long" past it.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
 impl Control {
-    /// One deb822 paragraph, checked for syntax only.
+    /// One deb822 paragraph, checked for syntax only (see the module doc). Linear in its size.
     pub fn parse_paragraph(bytes: &[u8]) -> Result<Self, ControlError> {
         let text = std::str::from_utf8(bytes).map_err(|_| ControlError::NotUtf8)?;
         let mut fields: Vec<(String, String)> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut kept = String::with_capacity(text.len());
         let mut blank_seen_at: Option<usize> = None;
-        for (index, raw_line) in text.split('\n').enumerate() {
+        for (index, line) in text.split('\n').enumerate() {
             let line_no = index + 1;
-            let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
             let syntax = |why: String| ControlError::Syntax { line: line_no, why };
-            if line.trim().is_empty() {
+            if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+                return Err(syntax(if c == '\r' {
+                    "has a carriage return (CRLF line ends?); control files use LF line ends only"
+                        .into()
+                } else {
+                    format!(
+                        "has the control character U+{:04X}; control fields are text",
+                        c as u32
+                    )
+                }));
+            }
+            if line.is_empty() {
                 if !fields.is_empty() {
                     blank_seen_at.get_or_insert(line_no);
                 }
                 continue;
+            }
+            if line.trim().is_empty() {
+                return Err(syntax(
+                    "holds only spaces or tabs; dpkg refuses that (an empty line inside a value is written \" .\")".into(),
+                ));
             }
             if let Some(blank) = blank_seen_at {
                 return Err(ControlError::Syntax {
@@ -69,12 +112,18 @@ impl Control {
             } else {
                 let Some((name, value)) = line.split_once(':') else {
                     return Err(syntax(format!(
-                        "{line:?} is neither \"Field: value\" nor a continuation line"
+                        "{:?} is neither \"Field: value\" nor a continuation line",
+                        line.chars().take(100).collect::<String>()
                     )));
                 };
                 validate_field_name(name).map_err(|why| syntax(why.to_string()))?;
-                if fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                if !seen.insert(name.to_ascii_lowercase()) {
                     return Err(syntax(format!("field {name} appears twice")));
+                }
+                if fields.len() == MAX_CONTROL_FIELDS {
+                    return Err(syntax(format!(
+                        "more than {MAX_CONTROL_FIELDS} fields; real control files have a few dozen"
+                    )));
                 }
                 fields.push((name.to_string(), value.trim().to_string()));
             }
@@ -90,6 +139,12 @@ impl Control {
     /// A binary package's control file: one paragraph with a valid Package, Version, Architecture.
     pub fn parse(bytes: &[u8]) -> Result<Self, ControlError> {
         let control = Self::parse_paragraph(bytes)?;
+        if !bytes.ends_with(b"\n") {
+            return Err(ControlError::Syntax {
+                line: bytes.split(|b| *b == b'\n').count(),
+                why: "the control file has no final newline (dpkg refuses that)".into(),
+            });
+        }
         control.validate()?;
         Ok(control)
     }
@@ -127,15 +182,36 @@ impl Control {
             .get("Architecture")
             .ok_or(ControlError::Missing("Architecture"))?;
         validate_architecture(arch)?;
+        // apt names the file it downloads <name>_<version, ':' as %3a>_<arch>.deb; the pool
+        // name drops the epoch, so apt's is the longer of the two.
+        let apt_file_name = format!("{name}_{}_{arch}.deb", version.replace(':', "%3a"));
+        if apt_file_name.len() > MAX_FILE_NAME_BYTES {
+            return Err(ControlError::Invalid {
+                field: "Package",
+                value: format!("{name} {version}").chars().take(100).collect(),
+                why: "the package's file name <name>_<version>_<arch>.deb (apt writes ':' as %3a) would be longer than 255 bytes",
+            });
+        }
         if let Some(source) = self.get("Source") {
-            let (source_name, source_version) = split_source(source);
-            validate_package_name(source_name).map_err(|_| ControlError::Invalid {
+            let invalid = |why| ControlError::Invalid {
                 field: "Source",
-                value: source.to_string(),
-                why: "the source name must be a valid package name",
-            })?;
-            if let Some(v) = source_version {
-                validate_version(v)?;
+                value: source.chars().take(100).collect(),
+                why,
+            };
+            let (source_name, source_version) = split_source(source)
+                .ok_or_else(|| invalid("the Source field is \"name\" or \"name (version)\""))?;
+            validate_package_name(source_name)
+                .map_err(|_| invalid("the source name must be a valid package name"))?;
+            let source_version = source_version.unwrap_or(version);
+            check_dpkg_version(source_version).map_err(invalid)?;
+            // The source's own files are <source>_<version without epoch>.debian.tar.xz and shorter.
+            let file_version = source_version
+                .split_once(':')
+                .map_or(source_version, |(_, v)| v);
+            if format!("{source_name}_{file_version}.debian.tar.xz").len() > MAX_FILE_NAME_BYTES {
+                return Err(invalid(
+                    "the source package's file names (<source>_<version>.debian.tar.xz) would be longer than 255 bytes",
+                ));
             }
         }
         Ok(())
@@ -164,7 +240,8 @@ impl Control {
     /// The source package name: `Source` without its optional `(version)`, else `Package`.
     pub fn source_name(&self) -> &str {
         self.get("Source")
-            .map(|s| split_source(s).0)
+            .and_then(split_source)
+            .map(|(name, _)| name)
             .unwrap_or_else(|| self.package())
     }
 
@@ -199,10 +276,14 @@ pub fn strip_clearsign(text: &str) -> String {
         + "\n"
 }
 
-fn split_source(value: &str) -> (&str, Option<&str>) {
+/// A binary's `Source` field: `name` or `name (version)`, as dpkg-gencontrol writes it.
+fn split_source(value: &str) -> Option<(&str, Option<&str>)> {
     match value.split_once('(') {
-        Some((name, rest)) => (name.trim(), Some(rest.trim_end_matches(')').trim())),
-        None => (value.trim(), None),
+        Some((name, rest)) => {
+            let version = rest.strip_suffix(')')?.trim();
+            Some((name.trim(), Some(version)))
+        }
+        None => Some((value.trim(), None)),
     }
 }
 
@@ -215,6 +296,9 @@ fn validate_field_name(name: &str) -> Result<(), &'static str> {
     }
     if !name.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("field names are printable ASCII without spaces");
+    }
+    if name.len() < 2 {
+        return Err("field names have at least 2 characters (dpkg refuses shorter ones)");
     }
     Ok(())
 }
@@ -244,51 +328,17 @@ pub fn validate_package_name(name: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
-/// Debian policy 5.6.12: `[epoch:]upstream_version[-debian_revision]`.
+/// Debian policy 5.6.12 and dpkg's `parseversion`: see [`check_dpkg_version`].
 pub fn validate_version(version: &str) -> Result<(), ControlError> {
-    let invalid = |why| {
-        Err(ControlError::Invalid {
-            field: "Version",
-            value: version.chars().take(100).collect(),
-            why,
-        })
+    let invalid = |why| ControlError::Invalid {
+        field: "Version",
+        value: version.chars().take(100).collect(),
+        why,
     };
-    if version.is_empty() || version.len() > 200 {
-        return invalid("a version has 1 to 200 characters");
+    if version.len() > 200 {
+        return Err(invalid("a version has at most 200 characters"));
     }
-    let rest = match version.split_once(':') {
-        Some((epoch, rest)) => {
-            if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) {
-                return invalid("the epoch before ':' must be a number");
-            }
-            rest
-        }
-        None => version,
-    };
-    let (upstream, revision) = match rest.rsplit_once('-') {
-        Some((u, r)) => (u, Some(r)),
-        None => (rest, None),
-    };
-    if !upstream.starts_with(|c: char| c.is_ascii_digit()) {
-        return invalid("the upstream version must start with a digit");
-    }
-    if !upstream
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b".+~-".contains(&b))
-    {
-        return invalid("the upstream version uses only letters, digits and . + ~ -");
-    }
-    if let Some(revision) = revision
-        && (revision.is_empty()
-            || !revision
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".+~".contains(&b)))
-    {
-        return invalid(
-            "the Debian revision after the last '-' uses only letters, digits and . + ~",
-        );
-    }
-    Ok(())
+    check_dpkg_version(version).map_err(invalid)
 }
 
 pub fn validate_architecture(arch: &str) -> Result<(), ControlError> {
@@ -362,11 +412,11 @@ mod tests {
             Err(ControlError::Syntax { line: 1, .. })
         ));
         assert!(matches!(
-            Control::parse(b"A: 1\n\nB: 2\n"),
+            Control::parse(b"Aa: 1\n\nBb: 2\n"),
             Err(ControlError::Syntax { line: 3, .. })
         ));
         assert!(matches!(
-            Control::parse(b"A: 1\na: 2\n"),
+            Control::parse(b"Aa: 1\naA: 2\n"),
             Err(ControlError::Syntax { line: 2, .. })
         ));
         assert_eq!(Control::parse(b"\n\n"), Err(ControlError::Empty));
@@ -385,33 +435,160 @@ mod tests {
         for bad in ["Hello", "a", "hello_world", "-x", "hé", "Hello_World!"] {
             assert!(validate_package_name(bad).is_err(), "{bad}");
         }
-        for good in [
-            "1.0",
-            "1:2.10-3",
-            "2.10-3+deb12u1",
-            "1.0~rc1-1",
-            "0-1-2",
-            "7",
-        ] {
-            assert!(validate_version(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "not a version",
-            "a1.0",
-            ":1",
-            "1.0-",
-            "1.0_1",
-            "x:1.0",
-            "1:a",
-            "",
-        ] {
-            assert!(validate_version(bad).is_err(), "{bad}");
-        }
+        // The version rules themselves are tested in crate::versions.
+        assert!(validate_version("1:2.10-3").is_ok());
+        assert!(matches!(
+            validate_version("not a version"),
+            Err(ControlError::Invalid {
+                field: "Version",
+                ..
+            })
+        ));
+        assert!(validate_version(&format!("1.{}", "0".repeat(199))).is_err());
         for good in ["amd64", "all", "arm64", "kfreebsd-amd64"] {
             assert!(validate_architecture(good).is_ok(), "{good}");
         }
         for bad in ["AMD64", "any", "source", "", "../x"] {
             assert!(validate_architecture(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod hardening_tests {
+    //! The rules added against hostile uploads (issue 14).
+    use super::*;
+
+    const BASE: &str = "Package: hello\nVersion: 1.0-1\nArchitecture: amd64\n";
+
+    fn syntax_error(text: &str) -> String {
+        match Control::parse(text.as_bytes()) {
+            Err(e @ ControlError::Syntax { .. }) => e.to_string(),
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn control_characters_and_carriage_returns_are_refused() {
+        let nul = syntax_error(&format!("{BASE}Description: a\0b\n"));
+        assert!(nul.contains("line 4") && nul.contains("U+0000"), "{nul}");
+        let esc = syntax_error(&format!("{BASE}Description: a\n b\u{1b}[2J\n"));
+        assert!(esc.contains("line 5") && esc.contains("U+001B"), "{esc}");
+        let crlf = syntax_error(&BASE.replace('\n', "\r\n"));
+        assert!(crlf.contains("carriage return"), "{crlf}");
+        let lone_cr = syntax_error(&format!("{BASE}Description: a\rPackage: evil\n"));
+        assert!(lone_cr.contains("carriage return"), "{lone_cr}");
+        // Tabs are how some continuation lines start.
+        assert!(Control::parse(format!("{BASE}Description: a\n\tb\n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn odd_lines_and_names_are_refused() {
+        let blank = syntax_error(&format!("{BASE}Description: a\n  \n b\n"));
+        assert!(
+            blank.contains("line 5") && blank.contains("only spaces"),
+            "{blank}"
+        );
+        let trailing = syntax_error(&format!("{BASE} \t\n"));
+        assert!(trailing.contains("only spaces"), "{trailing}");
+        let no_newline = syntax_error(BASE.trim_end());
+        assert!(no_newline.contains("final newline"), "{no_newline}");
+        for (line, why) in [
+            ("X: 1", "at least 2"),
+            ("X Y: 1", "printable ASCII"),
+            ("Fé: 1", "printable ASCII"),
+            ("-X: 1", "may not start"),
+            ("#X: 1", "may not start"),
+            (": 1", "empty field name"),
+        ] {
+            let err = syntax_error(&format!("{BASE}{line}\n"));
+            assert!(err.contains(why), "{line:?}: {err}");
+        }
+        assert!(syntax_error(&format!("{BASE}PACKAGE: x\n")).contains("appears twice"));
+    }
+
+    #[test]
+    fn fields_are_bounded_and_parsing_is_linear() {
+        let fields = |n: usize| {
+            let mut text = BASE.to_string();
+            for i in 0..n {
+                text.push_str(&format!("X{i:05}: 1\n"));
+            }
+            text
+        };
+        assert!(Control::parse(fields(MAX_CONTROL_FIELDS - 3).as_bytes()).is_ok());
+        let err = syntax_error(&fields(MAX_CONTROL_FIELDS - 2));
+        assert!(err.contains("more than 1000 fields"), "{err}");
+        // 94,000 distinct fields were 19 s of CPU with the quadratic check; a set makes
+        // each a constant-time lookup, and the bound stops the parse at field 1001.
+        let started = std::time::Instant::now();
+        assert!(syntax_error(&fields(94_000)).contains("more than 1000 fields"));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn file_names_fit_in_255_bytes() {
+        let control = |name: &str, version: &str| {
+            format!("Package: {name}\nVersion: {version}\nArchitecture: amd64\n")
+        };
+        // <name>_<version>_amd64.deb: name + version + 11 bytes.
+        let name = "a".repeat(122);
+        let version = format!("1{}", "0".repeat(121));
+        assert!(Control::parse(control(&name, &version).as_bytes()).is_ok());
+        let err = Control::parse(control(&name, &format!("{version}0")).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("255 bytes"), "{err}");
+        // apt writes the epoch's ':' as %3a in its file name.
+        let with_epoch = format!("1:{}", "0".repeat(119));
+        let err = Control::parse(control(&name, &with_epoch).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("255 bytes"), "{err}");
+        let long200 = "a".repeat(200);
+        let err = Control::parse(control(&long200, &format!("1.{}", "0".repeat(198))).as_bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("255 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_source_field_is_checked_too() {
+        let with_source = |source: &str| format!("{BASE}Source: {source}\n");
+        assert_eq!(
+            Control::parse(with_source("foo (2:1.0-1)").as_bytes())
+                .unwrap()
+                .source_name(),
+            "foo"
+        );
+        for (source, why) in [
+            ("foo (1.0-1", "\"name (version)\""),
+            ("foo (99999999999999999999:1)", "epoch"),
+            ("Foo", "valid package name"),
+        ] {
+            let err = Control::parse(with_source(source).as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(why), "{source}: {err}");
+        }
+        let long = format!("{} (1.{})", "s".repeat(150), "0".repeat(100));
+        let err = Control::parse(with_source(&long).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("255 bytes"), "{err}");
+    }
+
+    #[test]
+    fn epochs_dpkg_refuses_are_refused() {
+        for version in ["99999999999999999999:1", "2147483648:1.0", "-1:1.0", "1:"] {
+            let text = BASE.replace("1.0-1", version);
+            let err = Control::parse(text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ControlError::Invalid {
+                        field: "Version",
+                        ..
+                    }
+                ),
+                "{version}: {err}"
+            );
+        }
+        assert!(Control::parse(BASE.replace("1.0-1", "2147483647:1.0").as_bytes()).is_ok());
     }
 }

@@ -1,12 +1,23 @@
 //! Turning an uploaded file into a package description: walk the ar members,
 //! decompress control.tar (gzip, xz, zstd or none) to read `control`, and stream
 //! data.tar once to list its files for Contents. Every step is bounded.
+//!
+//! The ar layout is dpkg-deb's (`src/deb/extract.c`): `debian-binary` first, holding
+//! `2.<minor>` and a newline; then exactly one `control.tar[.gz|.xz|.zst]`; then one
+//! `data.tar[...]`. Members whose name starts with `_` are optional extras (debsigs'
+//! `_gpgorigin`) and are skipped wherever they are after `debian-binary`. Any other
+//! member before data.tar is refused, as dpkg-deb does ("premature member", "two control
+//! members"); dpkg never reads past data.tar, but we refuse a non-`_` member there too,
+//! so no tool can see a second data or control member we did not inspect. Empty
+//! control or data members are refused, as dpkg-deb does.
 
 use std::io::{self, BufRead, BufReader, Read, SeekFrom};
 
 use super::ar::{self, ArError};
 use super::control::{Control, ControlError, MAX_CONTROL_BYTES};
-use super::limits::{Bounded, Limits, limit_exceeded};
+use super::limits::{Bounded, LimitUnit, Limits, limit_exceeded};
+use super::paths::{BadPath, contents_path};
+use super::tar::{EntryKind, TarError, TarWalker};
 use crate::package_source::{PackageSource, ReadSeek};
 
 /// What we learn from a valid `.deb`.
@@ -39,10 +50,16 @@ pub enum DebError {
     NoControlFile,
     #[error("bad control file: {0}")]
     Control(#[from] ControlError),
-    #[error(
-        "{what} decompresses to more than {limit} bytes; refusing it as a possible decompression bomb"
-    )]
-    TooLarge { what: String, limit: u64 },
+    #[error("{member}: {why}")]
+    BadTar { member: String, why: String },
+    #[error("{member}: {why}")]
+    BadPath { member: String, why: BadPath },
+    #[error("{what} {}", unit.describe(*limit))]
+    TooLarge {
+        what: String,
+        limit: u64,
+        unit: LimitUnit,
+    },
     #[error("{0}")]
     Unsupported(String),
     #[error("could not read the uploaded file: {0}")]
@@ -67,30 +84,14 @@ pub fn inspect_deb(source: PackageSource<'_>, limits: &Limits) -> Result<DebInfo
         other => DebError::NotADeb(other.to_string()),
     })?;
 
-    let first = members
-        .first()
-        .ok_or(DebError::MissingMember("debian-binary"))?;
-    if first.name != "debian-binary" {
-        return Err(DebError::NotADeb(format!(
-            "the first ar member is {:?}; a .deb starts with debian-binary",
-            first.name
-        )));
-    }
-    let format_version = read_small(file, first.offset, first.size.min(64))?;
-    if !format_version.starts_with(b"2.") {
-        return Err(DebError::Unsupported(format!(
-            "debian-binary says format {:?}; only 2.x is supported",
-            String::from_utf8_lossy(&format_version).trim()
-        )));
-    }
-
-    let control_member = find_member(&members, "control.tar")?;
-    let data_member = find_member(&members, "data.tar")?;
-    if control_member.offset > data_member.offset {
-        return Err(DebError::NotADeb(
-            "control.tar comes after data.tar; dpkg requires debian-binary, control.tar, data.tar in that order".into(),
-        ));
-    }
+    let layout = member_layout(&members)?;
+    let format_version = read_small(
+        file,
+        layout.debian_binary.offset,
+        layout.debian_binary.size.min(64),
+    )?;
+    check_format_version(&format_version)?;
+    let (control_member, data_member) = (layout.control, layout.data);
     let control_compression = compression_of(&control_member.name, "control.tar")?;
     let data_compression = compression_of(&data_member.name, "data.tar")?;
 
@@ -119,19 +120,107 @@ pub fn inspect_deb(source: PackageSource<'_>, limits: &Limits) -> Result<DebInfo
     })
 }
 
-fn find_member<'a>(
-    members: &'a [ar::Member],
-    stem: &'static str,
-) -> Result<&'a ar::Member, DebError> {
-    members
-        .iter()
-        .find(|m| {
-            m.name == stem
-                || m.name
-                    .strip_prefix(stem)
-                    .is_some_and(|rest| rest.starts_with('.'))
-        })
-        .ok_or(DebError::MissingMember(stem))
+/// The members that matter, found by dpkg-deb's rules (see the module doc).
+struct Layout<'a> {
+    debian_binary: &'a ar::Member,
+    control: &'a ar::Member,
+    data: &'a ar::Member,
+}
+
+fn member_layout(members: &[ar::Member]) -> Result<Layout<'_>, DebError> {
+    let (debian_binary, rest) = members
+        .split_first()
+        .ok_or(DebError::MissingMember("debian-binary"))?;
+    if debian_binary.name != "debian-binary" {
+        return Err(DebError::NotADeb(format!(
+            "the first ar member is {:?}; a .deb starts with debian-binary",
+            debian_binary.name
+        )));
+    }
+    let is_stem = |member: &ar::Member, stem: &str| {
+        member
+            .name
+            .strip_prefix(stem)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    let (mut control, mut data) = (None::<&ar::Member>, None::<&ar::Member>);
+    for member in rest.iter().filter(|m| !m.name.starts_with('_')) {
+        let refuse = |why: String| Err(DebError::NotADeb(why));
+        if data.is_some() {
+            return refuse(format!(
+                "member {:?} comes after data.tar; only optional members named _* may follow it",
+                member.name
+            ));
+        }
+        if is_stem(member, "control.tar") {
+            if control.is_some() {
+                return refuse(
+                    "the archive contains two control members (dpkg-deb refuses that)".into(),
+                );
+            }
+            control = Some(member);
+        } else if is_stem(member, "data.tar") {
+            if control.is_none() {
+                return refuse(
+                    "data.tar comes before control.tar; dpkg requires debian-binary, control.tar, data.tar in that order".into(),
+                );
+            }
+            data = Some(member);
+        } else {
+            let before = if control.is_none() {
+                "control.tar"
+            } else {
+                "data.tar"
+            };
+            return refuse(format!(
+                "premature member {:?} before {before} (dpkg-deb refuses it; optional members are named _*)",
+                member.name
+            ));
+        }
+        if member.size == 0 {
+            return refuse(format!("the {} member is empty", member.name));
+        }
+    }
+    Ok(Layout {
+        debian_binary,
+        control: control.ok_or(DebError::MissingMember("control.tar"))?,
+        data: data.ok_or(DebError::MissingMember("data.tar"))?,
+    })
+}
+
+/// `debian-binary` as dpkg's `deb_version_parse` reads it: `<major>.<minor>` then a
+/// newline; only major version 2 exists.
+fn check_format_version(text: &[u8]) -> Result<(), DebError> {
+    let shown = || {
+        String::from_utf8_lossy(text)
+            .trim()
+            .chars()
+            .take(20)
+            .collect::<String>()
+    };
+    let line = text
+        .split(|b| *b == b'\n')
+        .next()
+        .filter(|_| text.contains(&b'\n'))
+        .ok_or_else(|| DebError::NotADeb("debian-binary has no newline".into()))?;
+    let mut parts = line.splitn(2, |b| *b == b'.');
+    let (major, minor) = (parts.next().unwrap_or_default(), parts.next());
+    let number =
+        |part: &[u8]| !part.is_empty() && part.len() <= 9 && part.iter().all(u8::is_ascii_digit);
+    let well_formed = number(major) && minor.is_some_and(number);
+    if !well_formed {
+        return Err(DebError::NotADeb(format!(
+            "debian-binary holds {:?}, not a format version such as 2.0",
+            shown()
+        )));
+    }
+    if !line.starts_with(b"2.") {
+        return Err(DebError::Unsupported(format!(
+            "debian-binary says format {:?}; only 2.x is supported",
+            shown()
+        )));
+    }
+    Ok(())
 }
 
 fn compression_of(name: &str, stem: &str) -> Result<Compression, DebError> {
@@ -213,90 +302,281 @@ fn decompressor<'r, R: BufRead + 'r>(
 }
 
 fn classify_io(err: io::Error, what: &str) -> DebError {
-    if let Some(limit) = limit_exceeded(&err) {
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<io::Error>());
+    if let Some(limit) = limit_exceeded(&err).or_else(|| inner.and_then(limit_exceeded)) {
         return DebError::TooLarge {
             what: what.to_string(),
             limit,
-        };
-    }
-    if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<io::Error>())
-        && let Some(limit) = limit_exceeded(inner)
-    {
-        return DebError::TooLarge {
-            what: what.to_string(),
-            limit,
+            unit: LimitUnit::DecompressedBytes,
         };
     }
     DebError::Truncated(format!("{what}: {err}"))
 }
 
-fn normalize_tar_path(raw: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let trimmed = text.trim_start_matches("./").trim_start_matches('/');
-    if trimmed.is_empty() {
-        None
-    } else {
-        Some(trimmed.to_string())
+fn tar_error(err: TarError, member: &str) -> DebError {
+    match err {
+        TarError::Io(e) => classify_io(e, member),
+        TarError::Truncated => DebError::Truncated(format!("{member}: {err}")),
+        other => DebError::BadTar {
+            member: member.to_string(),
+            why: other.to_string(),
+        },
     }
 }
 
+/// Drain what follows the end-of-archive block, so the size bound and the compressed
+/// stream's own integrity check still cover it.
+fn drain(rest: impl Read, member: &str) -> Result<(), DebError> {
+    let mut rest = rest;
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member))?;
+    Ok(())
+}
+
 fn read_control_file(reader: impl Read, member: &str) -> Result<Vec<u8>, DebError> {
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| classify_io(e, member))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| classify_io(e, member))?;
-        let path = entry.path_bytes();
-        if normalize_tar_path(&path).as_deref() == Some("control")
-            && entry.header().entry_type().is_file()
-        {
-            let mut control = Vec::new();
-            entry
-                .by_ref()
-                .take(MAX_CONTROL_BYTES as u64 + 1)
-                .read_to_end(&mut control)
-                .map_err(|e| classify_io(e, member))?;
-            if control.len() > MAX_CONTROL_BYTES {
-                return Err(DebError::TooLarge {
-                    what: "the control file".into(),
-                    limit: MAX_CONTROL_BYTES as u64,
-                });
-            }
-            // Keep reading to the end of control.tar so a bomb hidden after `control` is caught too.
-            let mut rest = archive.into_inner();
-            io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member))?;
-            return Ok(control);
+    let mut walker = TarWalker::new(reader);
+    while let Some(entry) = walker.next_entry().map_err(|e| tar_error(e, member))? {
+        let is_control = entry.kind == EntryKind::File
+            && contents_path(&entry.name, false).is_ok_and(|p| p == Some("control"));
+        if !is_control {
+            continue;
         }
+        let control = walker
+            .read_body(MAX_CONTROL_BYTES)
+            .map_err(|e| tar_error(e, member))?
+            .ok_or_else(|| DebError::TooLarge {
+                what: "the control file".into(),
+                limit: MAX_CONTROL_BYTES as u64,
+                unit: LimitUnit::Bytes,
+            })?;
+        // Keep reading to the end of control.tar so a bomb hidden after `control` is caught too.
+        while walker
+            .next_entry()
+            .map_err(|e| tar_error(e, member))?
+            .is_some()
+        {}
+        drain(walker.into_inner(), member)?;
+        return Ok(control);
     }
     Err(DebError::NoControlFile)
 }
 
+/// The Contents paths of data.tar's non-directory entries; every name (directories
+/// too) must pass the rules of [`super::paths`].
 fn list_data_files(
     reader: impl Read,
     member: &str,
     limits: &Limits,
 ) -> Result<Vec<String>, DebError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut walker = TarWalker::new(reader);
     let mut files = Vec::new();
     let mut name_bytes = 0usize;
-    let entries = archive.entries().map_err(|e| classify_io(e, member))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| classify_io(e, member))?;
-        if entry.header().entry_type().is_dir() {
+    while let Some(entry) = walker.next_entry().map_err(|e| tar_error(e, member))? {
+        let is_directory = entry.kind == EntryKind::Directory;
+        let path = contents_path(&entry.name, is_directory).map_err(|why| DebError::BadPath {
+            member: member.to_string(),
+            why,
+        })?;
+        let Some(path) = path.filter(|_| !is_directory) else {
             continue;
+        };
+        let too_large = |limit: usize, unit| DebError::TooLarge {
+            what: member.to_string(),
+            limit: limit as u64,
+            unit,
+        };
+        if files.len() >= limits.data_entries {
+            return Err(too_large(limits.data_entries, LimitUnit::Files));
         }
-        if let Some(path) = normalize_tar_path(&entry.path_bytes()) {
-            name_bytes += path.len();
-            if files.len() >= limits.data_entries || name_bytes > limits.file_list_bytes {
-                return Err(DebError::TooLarge {
-                    what: format!("{member} file list"),
-                    limit: limits.data_entries as u64,
-                });
-            }
-            files.push(path);
+        name_bytes += path.len();
+        if name_bytes > limits.file_list_bytes {
+            return Err(too_large(limits.file_list_bytes, LimitUnit::NameBytes));
         }
+        files.push(path.to_string());
     }
-    // tar stops at the end-of-archive marker; drain what follows so bounds still apply.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| classify_io(e, member))?;
+    drain(walker.into_inner(), member)?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deb::ar::tests::member as ar_member;
+    use crate::deb::tar::tests::{end, entry};
+    use bytes::Bytes;
+
+    const CONTROL: &[u8] = b"Package: hello\nVersion: 1.0-1\nArchitecture: amd64\n";
+
+    fn control_tar(control: &[u8]) -> Vec<u8> {
+        let mut tar = entry(b"./", b'5', b"");
+        tar.extend(entry(b"./control", b'0', control));
+        tar.extend(end());
+        tar
+    }
+
+    fn data_tar(names: &[&[u8]]) -> Vec<u8> {
+        let mut tar = entry(b"./", b'5', b"");
+        tar.extend(entry(b"./usr/", b'5', b""));
+        for name in names {
+            tar.extend(entry(name, b'0', b"x"));
+        }
+        tar.extend(end());
+        tar
+    }
+
+    /// An uncompressed .deb from (member name, body) pairs.
+    fn deb(members: &[(&str, Vec<u8>)]) -> Bytes {
+        let mut out = b"!<arch>\n".to_vec();
+        for (name, body) in members {
+            out.extend(ar_member(name, body));
+        }
+        Bytes::from(out)
+    }
+
+    fn good_members() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar", control_tar(CONTROL)),
+            ("data.tar", data_tar(&[b"./usr/bin/hello"])),
+        ]
+    }
+
+    fn inspect(bytes: &Bytes) -> Result<DebInfo, DebError> {
+        inspect_deb(PackageSource::Memory(bytes), &Limits::default())
+    }
+
+    fn refusal(bytes: &Bytes) -> String {
+        inspect(bytes).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_plain_deb_lists_its_files() {
+        let info = inspect(&deb(&good_members())).unwrap();
+        assert_eq!(info.control.package(), "hello");
+        assert_eq!(info.files, vec!["usr/bin/hello".to_string()]);
+    }
+
+    #[test]
+    fn members_follow_dpkg_debs_order_and_count() {
+        let [binary, control, data] = <[_; 3]>::try_from(good_members()).unwrap();
+        let twice = deb(&[
+            binary.clone(),
+            control.clone(),
+            ("control.tar.gz", control.1.clone()),
+            data.clone(),
+        ]);
+        assert!(refusal(&twice).contains("two control members"));
+        let premature = deb(&[
+            binary.clone(),
+            ("extra", b"x".to_vec()),
+            control.clone(),
+            data.clone(),
+        ]);
+        assert!(refusal(&premature).contains("premature member \"extra\" before control.tar"));
+        let between = deb(&[
+            binary.clone(),
+            control.clone(),
+            ("extra", b"x".to_vec()),
+            data.clone(),
+        ]);
+        assert!(refusal(&between).contains("before data.tar"));
+        let data_first = deb(&[binary.clone(), data.clone(), control.clone()]);
+        assert!(refusal(&data_first).contains("data.tar comes before control.tar"));
+        let after = deb(&[
+            binary.clone(),
+            control.clone(),
+            data.clone(),
+            ("data.tar.gz", data.1.clone()),
+        ]);
+        assert!(refusal(&after).contains("after data.tar"));
+        let empty = deb(&[binary.clone(), control.clone(), ("data.tar", Vec::new())]);
+        assert!(refusal(&empty).contains("data.tar member is empty"));
+        let no_data = deb(&[binary.clone(), control.clone()]);
+        assert!(refusal(&no_data).contains("no data.tar member"));
+        // Optional `_` members may stand anywhere after debian-binary.
+        let extras = deb(&[
+            binary,
+            ("_note", b"x".to_vec()),
+            control,
+            ("_between", b"y".to_vec()),
+            data,
+            ("_gpgorigin", b"z".to_vec()),
+        ]);
+        assert_eq!(inspect(&extras).unwrap().control.package(), "hello");
+    }
+
+    #[test]
+    fn debian_binary_is_a_format_version_and_a_newline() {
+        for (text, why) in [
+            (&b"2.0"[..], "no newline"),
+            (b"2.0junk\n", "not a format version"),
+            (b"2\n", "not a format version"),
+            (b".0\n", "not a format version"),
+            (b"3.0\n", "only 2.x"),
+        ] {
+            let mut members = good_members();
+            members[0].1 = text.to_vec();
+            let err = refusal(&deb(&members));
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+        let mut members = good_members();
+        members[0].1 = b"2.1\nanything after the line\n".to_vec();
+        assert!(inspect(&deb(&members)).is_ok());
+    }
+
+    #[test]
+    fn data_names_are_checked_and_limits_name_their_unit() {
+        let mut members = good_members();
+        members[2].1 = data_tar(&[b"./usr/bin/a\nusr/sbin/sshd"]);
+        let err = refusal(&deb(&members));
+        assert!(err.starts_with("data.tar: file name"), "{err}");
+        assert!(err.contains("U+000A"), "{err}");
+        members[2].1 = data_tar(&[b"./usr/../../etc/shadow"]);
+        assert!(refusal(&deb(&members)).contains("\"..\" component"));
+
+        members[2].1 = data_tar(&[b"./usr/a", b"./usr/b", b"./usr/c"]);
+        let few_files = Limits {
+            data_entries: 2,
+            ..Limits::default()
+        };
+        let err = inspect_deb(PackageSource::Memory(&deb(&members)), &few_files).unwrap_err();
+        assert!(err.is_limit());
+        assert_eq!(err.to_string(), "data.tar has more than 2 files");
+        let few_bytes = Limits {
+            file_list_bytes: 10,
+            ..Limits::default()
+        };
+        let err = inspect_deb(PackageSource::Memory(&deb(&members)), &few_bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.tar has more than 10 bytes of file names"
+        );
+    }
+
+    #[test]
+    fn a_huge_long_name_in_data_tar_is_refused_before_it_is_read() {
+        let mut members = good_members();
+        let mut tar = crate::deb::tar::tests::header(b"././@LongLink", b'L', 200 << 20);
+        tar.extend(vec![b'a'; 4096]); // the rest of the claimed name never arrives
+        members[2].1 = tar;
+        let err = refusal(&deb(&members));
+        assert!(
+            err.contains("long name or link claims 209715200 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_control_file_is_refused_by_size() {
+        let mut members = good_members();
+        let mut control = CONTROL.to_vec();
+        control.extend(b"Description: x\n");
+        control.extend(std::iter::repeat_n(b" y\n", MAX_CONTROL_BYTES / 3 + 1).flatten());
+        members[1].1 = control_tar(&control);
+        let err = inspect(&deb(&members)).unwrap_err();
+        assert!(err.is_limit());
+        assert_eq!(
+            err.to_string(),
+            format!("the control file is larger than {MAX_CONTROL_BYTES} bytes")
+        );
+    }
 }

@@ -1,6 +1,14 @@
 //! Bounds on everything a package can make us decompress or read: without them a
 //! few kilobytes of xz can expand to gigabytes (a decompression bomb) and take the
 //! server down. Exceeding a bound is a refusal of the package, never an OOM.
+//!
+//! Memory while inspecting one package is bounded by constants, never by what the
+//! package claims: the decompressor's window (at most `DECODER_MEMORY`, 256 MiB, for xz
+//! and 2^27 bytes for zstd, in `inspect`), one tar header and at most one
+//! [`MAX_PATH_BYTES`](super::tar::MAX_PATH_BYTES) name at a time (the tar walker checks
+//! each header's size before reading its body), the control file (at most
+//! [`MAX_CONTROL_BYTES`](super::control::MAX_CONTROL_BYTES)) and the file list kept for
+//! Contents (at most `file_list_bytes` of names, `data_entries` names).
 
 use std::io::{self, Read};
 
@@ -38,6 +46,33 @@ impl Limits {
         compressed
             .saturating_mul(self.data_ratio)
             .clamp(self.data_floor, self.data_ceiling)
+    }
+}
+
+/// What a limit counts, so a refusal names the right unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitUnit {
+    /// Bytes coming out of a decompressor (a decompression bomb if far past the limit).
+    DecompressedBytes,
+    /// Bytes of one file read whole (the control file).
+    Bytes,
+    /// Non-directory entries of data.tar.
+    Files,
+    /// Bytes of file names kept for Contents.
+    NameBytes,
+}
+
+impl LimitUnit {
+    /// The end of a refusal: "<what> <this>".
+    pub fn describe(self, limit: u64) -> String {
+        match self {
+            LimitUnit::DecompressedBytes => format!(
+                "decompresses to more than {limit} bytes; refusing it as a possible decompression bomb"
+            ),
+            LimitUnit::Bytes => format!("is larger than {limit} bytes"),
+            LimitUnit::Files => format!("has more than {limit} files"),
+            LimitUnit::NameBytes => format!("has more than {limit} bytes of file names"),
+        }
     }
 }
 

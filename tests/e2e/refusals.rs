@@ -65,6 +65,130 @@ const CASES: &[Case] = &[
         status: 413,
         reason: "decompression bomb",
     },
+    // Issue 14: what an attacker with a valid cap tried (tests/e2e/hostile_debs.rs has more).
+    // data.tar member names (Contents forgery, path traversal)
+    Case {
+        file: "malformed/name-newline.deb",
+        status: 400,
+        reason: "U+000A",
+    },
+    Case {
+        file: "malformed/name-carriage-return.deb",
+        status: 400,
+        reason: "U+000D",
+    },
+    Case {
+        file: "malformed/name-dotdot.deb",
+        status: 400,
+        reason: "\"..\" component",
+    },
+    Case {
+        file: "malformed/name-leading-dotdot.deb",
+        status: 400,
+        reason: "\"..\" component",
+    },
+    Case {
+        file: "malformed/name-trailing-space.deb",
+        status: 400,
+        reason: "whitespace",
+    },
+    Case {
+        file: "malformed/data-pax-header.deb",
+        status: 400,
+        reason: "pax",
+    },
+    Case {
+        file: "malformed/long-name-bomb.deb",
+        status: 400,
+        reason: "long name",
+    },
+    // ar members in an order or number dpkg-deb refuses
+    Case {
+        file: "malformed/control-twice.deb",
+        status: 400,
+        reason: "two control members",
+    },
+    Case {
+        file: "malformed/control-xz-and-gz.deb",
+        status: 400,
+        reason: "two control members",
+    },
+    Case {
+        file: "malformed/member-before-control.deb",
+        status: 400,
+        reason: "before control.tar",
+    },
+    Case {
+        file: "malformed/data-twice.deb",
+        status: 400,
+        reason: "after data.tar",
+    },
+    Case {
+        file: "malformed/empty-data-member.deb",
+        status: 400,
+        reason: "empty",
+    },
+    // control files dpkg refuses, or that would corrupt the Packages index
+    Case {
+        file: "malformed/control-nul.deb",
+        status: 400,
+        reason: "U+0000",
+    },
+    Case {
+        file: "malformed/control-crlf.deb",
+        status: 400,
+        reason: "carriage return",
+    },
+    Case {
+        file: "malformed/control-latin1.deb",
+        status: 400,
+        reason: "not UTF-8",
+    },
+    Case {
+        file: "malformed/control-blank-continuation.deb",
+        status: 400,
+        reason: "only spaces",
+    },
+    Case {
+        file: "malformed/control-no-final-newline.deb",
+        status: 400,
+        reason: "final newline",
+    },
+    Case {
+        file: "malformed/control-bad-field-name.deb",
+        status: 400,
+        reason: "field name",
+    },
+    Case {
+        file: "malformed/control-missing-version.deb",
+        status: 400,
+        reason: "no Version field",
+    },
+    Case {
+        file: "malformed/bad-architecture.deb",
+        status: 400,
+        reason: "invalid Architecture",
+    },
+    Case {
+        file: "malformed/epoch-overflow.deb",
+        status: 400,
+        reason: "epoch",
+    },
+    Case {
+        file: "malformed/epoch-too-big.deb",
+        status: 400,
+        reason: "epoch",
+    },
+    Case {
+        file: "malformed/long-name-and-version.deb",
+        status: 400,
+        reason: "255",
+    },
+    Case {
+        file: "malformed/many-fields.deb",
+        status: 400,
+        reason: "fields",
+    },
     Case {
         file: "malformed/arch-arm64.deb",
         status: 403,

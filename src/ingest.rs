@@ -56,7 +56,7 @@ pub enum IngestError {
     #[error("{0}")]
     BadTarget(String),
     #[error(
-        "{identity} conflicts with a package already in {cell} with different contents (sha256 {existing}): the same name, version and architecture, or the same file name (an epoch is not part of it); bump the version to publish a rebuild"
+        "{identity} already exists in {cell} with different contents (sha256 {existing}), or another epoch of it does (the epoch is not part of the file name); bump the version to publish a rebuild"
     )]
     Conflict {
         identity: String,

@@ -33,7 +33,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -53,8 +57,23 @@ const BOUNDARIES: &[u32] = &[
 ];
 
 const TOKENS: &[&[u8]] = &[
-    b"\n", b"\n\n", b"\0", b"\r", b":", b" ", b"../", b"/", b"\x1b", b"Package: ", b"Version: ",
-    b"99999999999999999999:", b"Architecture: ", b"\n ", b"\xff\xfe", b"Source: ", b"(",
+    b"\n",
+    b"\n\n",
+    b"\0",
+    b"\r",
+    b":",
+    b" ",
+    b"../",
+    b"/",
+    b"\x1b",
+    b"Package: ",
+    b"Version: ",
+    b"99999999999999999999:",
+    b"Architecture: ",
+    b"\n ",
+    b"\xff\xfe",
+    b"Source: ",
+    b"(",
 ];
 
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -115,7 +134,10 @@ fn ar_members(deb: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     while rest.len() >= 60 {
         let header = &rest[..60];
         let name = String::from_utf8_lossy(&header[..16]).trim().to_string();
-        let size: usize = String::from_utf8_lossy(&header[48..58]).trim().parse().ok()?;
+        let size: usize = String::from_utf8_lossy(&header[48..58])
+            .trim()
+            .parse()
+            .ok()?;
         let body = rest.get(60..60 + size)?;
         out.push((name, body.to_vec()));
         rest = &rest[(60 + size + size % 2).min(rest.len())..];
@@ -127,8 +149,15 @@ fn ar_build(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = b"!<arch>\n".to_vec();
     for (name, body) in members {
         out.extend_from_slice(
-            format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, body.len())
-                .as_bytes(),
+            format!(
+                "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                0,
+                0,
+                0,
+                100644,
+                body.len()
+            )
+            .as_bytes(),
         );
         out.extend_from_slice(body);
         if body.len() % 2 == 1 {
@@ -141,7 +170,9 @@ fn ar_build(members: &[(String, Vec<u8>)]) -> Vec<u8> {
 fn decompress(name: &str, body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let ok = if name.ends_with(".gz") {
-        flate2::read::GzDecoder::new(body).read_to_end(&mut out).is_ok()
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .is_ok()
     } else if name.ends_with(".xz") {
         liblzma::read::XzDecoder::new(body)
             .read_to_end(&mut out)
@@ -354,7 +385,11 @@ fn parsers_survive_mutated_real_inputs() {
     let mut report = Vec::new();
     let mut failed = false;
     for target in &targets {
-        assert!(!target.corpus.is_empty(), "{}: no fixtures to start from", target.name);
+        assert!(
+            !target.corpus.is_empty(),
+            "{}: no fixtures to start from",
+            target.name
+        );
         let mut tally = Tally::default();
         let started = Instant::now();
         while started.elapsed() < budget {
@@ -392,5 +427,9 @@ fn parsers_survive_mutated_real_inputs() {
     for line in &report {
         println!("{line}");
     }
-    assert!(!failed, "fuzz findings (seed {seed}):\n{}", report.join("\n"));
+    assert!(
+        !failed,
+        "fuzz findings (seed {seed}):\n{}",
+        report.join("\n")
+    );
 }

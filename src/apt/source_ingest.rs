@@ -163,7 +163,7 @@ pub async fn ingest_dsc(
         {
             return Err(IngestError::BadPackage(format!(
                 "{} (sha256 {}) was not uploaded through a cap of apt/{repo}/dists/{suite}/{component}: \
-                 upload the files a .dsc names to this cell before the .dsc",
+                 upload the files a .dsc names before the .dsc, through a cap of this cell",
                 file.name, file.sha256
             )));
         }

@@ -2,9 +2,9 @@
 //! and data tars), control paragraphs and .dsc files, rpm headers, and capability
 //! tokens. It runs on stable Rust with no extra tooling: each round takes a real input
 //! from `fixtures/` (good and malformed), mutates it, and hands it to the parser; a
-//! panic, or one input that takes longer than a second, is a finding. Findings are
-//! written to `target/fuzz-findings/` and fail the test, so that each becomes a fixture
-//! in `fixtures/malformed/` and a regression test.
+//! panic, or one input that takes longer than a second (five in a debug build), is a
+//! finding. Findings are written to `target/fuzz-findings/` and fail the test, so that
+//! each becomes a fixture in `fixtures/malformed/` and a regression test.
 //!
 //! Mutations are raw (flip, overwrite with boundary values, insert, delete, duplicate a
 //! span, truncate) and, for debs, structural: the control and data tars are unpacked
@@ -284,10 +284,13 @@ fn control_corpus(debs: &[Vec<u8>]) -> Vec<Vec<u8>> {
     out
 }
 
+/// A parser entry point, called with one input; its errors are ignored, only panics count.
+type Parse = Box<dyn Fn(&[u8]) + std::panic::RefUnwindSafe>;
+
 struct Target {
     name: &'static str,
     corpus: Vec<Vec<u8>>,
-    run: Box<dyn Fn(&[u8]) + std::panic::RefUnwindSafe>,
+    run: Parse,
     structural: bool,
 }
 
@@ -381,6 +384,13 @@ fn parsers_survive_mutated_real_inputs() {
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let budget = Duration::from_secs(seconds) / targets.len() as u32;
+    // One input taking this long is a finding (quadratic work, a bomb let through); an
+    // unoptimized build of the crate is several times slower, so it gets more.
+    let slow = if cfg!(debug_assertions) {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
     let mut rng = Rng(seed);
     let mut report = Vec::new();
     let mut failed = false;
@@ -404,7 +414,7 @@ fn parsers_survive_mutated_real_inputs() {
             tally.executions += 1;
             if outcome.is_err() {
                 tally.findings.push(save(target.name, "panic", &input));
-            } else if one.elapsed() > Duration::from_secs(1) {
+            } else if one.elapsed() > slow {
                 tally.findings.push(save(target.name, "slow", &input));
             }
         }

@@ -526,3 +526,38 @@ impl Dnf {
         self.dir.path().join("root")
     }
 }
+
+/// Appends a block to `token` carrying `id`, signed with the token's proof key, as any
+/// holder can; prints the new token.
+pub fn attenuate_with_id(token: &str, id: &str, scope: &str, rights: &str) -> String {
+    let script = format!(
+        r#"
+import base64, json
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+tok = "{token}"
+parts = tok[len("caprepo1."):].split(".")
+d = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+e = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
+proof = Ed25519PrivateKey.from_private_bytes(d(parts[-1]))
+parent = json.loads(d(parts[-3]))
+nxt = Ed25519PrivateKey.generate()
+pub = nxt.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+block = dict(v=1, id="{id}", rights=["{rights}"], scope="{scope}", nbf=parent["nbf"], exp=parent["exp"], next=pub)
+payload = json.dumps(block, separators=(",", ":")).encode()
+raw = nxt.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+print("caprepo1." + ".".join(parts[:-1] + [e(payload), e(proof.sign(payload)), e(raw)]))
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 with cryptography: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -3,7 +3,6 @@
 //! (by every server on the store), offline attenuation, not-yet-valid caps, and
 //! caps never written whole to the log.
 
-use std::process::Command;
 
 use crate::harness::*;
 
@@ -364,37 +363,7 @@ fn not_yet_valid_and_widened_by_hand_caps_are_refused() {
         "upload",
         &[],
     );
-    let script = format!(
-        r#"
-import base64, json, sys
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
-tok = "{narrow}"
-parts = tok[len("caprepo1."):].split(".")
-d = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-e = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
-proof = Ed25519PrivateKey.from_private_bytes(d(parts[-1]))
-parent = json.loads(d(parts[0]))
-nxt = Ed25519PrivateKey.generate()
-pub = nxt.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-block = dict(v=1, id="ab"*16, rights=["upload"], scope="apt/rp", nbf=parent["nbf"], exp=parent["exp"], next=pub)
-payload = json.dumps(block, separators=(",", ":")).encode()
-sig = proof.sign(payload)
-raw = nxt.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-print("caprepo1." + ".".join(parts[:-1] + [e(payload), e(sig), e(raw)]))
-"#
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python3 with cryptography: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let wider = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let wider = attenuate_with_id(&narrow, &"ab".repeat(16), "apt/rp", "upload");
     let reply = put(
         &server,
         "hello.deb",

@@ -146,10 +146,17 @@ pub async fn add_rpm_repo(
 ) -> Result<RefEntry, RepoError> {
     check_repo_name(&new.name)?;
     check_list("release", &new.releases)?;
-    if new.releases.iter().any(|r| r == "snapshots") {
-        return Err(RepoError::Invalid(
-            "\"snapshots\" is reserved for snapshot URLs; pick another release name".into(),
-        ));
+    // A release is the first segment of its trees' URLs, beside the paths every
+    // repository serves: `snapshots/`, and `dists/` and `pool/`, which the server reads as
+    // APT paths, so a release of one of those names would never be reachable.
+    if let Some(reserved) = new
+        .releases
+        .iter()
+        .find(|r| matches!(r.as_str(), "snapshots" | "dists" | "pool"))
+    {
+        return Err(RepoError::Invalid(format!(
+            "{reserved:?} is reserved for the server's own URLs (snapshots/, dists/, pool/); pick another release name"
+        )));
     }
     check_list("architecture", &new.architectures)?;
     for arch in &new.architectures {

@@ -348,6 +348,13 @@ pub struct SourceFile {
     pub name: String,
     pub sha256: Digest,
     pub size: u64,
+    /// MD5 and SHA-1 (hex), computed from the stored bytes at upload, for the `Files` and
+    /// `Checksums-Sha1` lists Debian Policy requires in Sources. Records written before
+    /// they were kept have neither, and their stanzas list SHA-256 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
 }
 
 impl Record for AptSource {

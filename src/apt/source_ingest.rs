@@ -183,11 +183,15 @@ pub async fn ingest_dsc(
             }
         }
     }
+    let files = with_legacy_hashes(store, &control, files).await?;
     let file_version = version.split_once(':').map_or(version.as_str(), |(_, v)| v);
+    let (md5, sha1) = legacy_hashes(&bytes);
     let dsc = SourceFile {
         name: format!("{name}_{file_version}.dsc"),
         sha256: spooled.digest,
         size: spooled.size,
+        md5: Some(md5),
+        sha1: Some(sha1),
     };
     let directory = claim_directory(store, &repo, &usual_directory, &dsc, &files, actor).await?;
     let record = AptSource {
@@ -231,6 +235,55 @@ pub async fn ingest_dsc(
             existing,
         }),
     }
+}
+
+/// MD5 and SHA-1 of some bytes, hex: what Sources' `Files` and `Checksums-Sha1` list.
+fn legacy_hashes(bytes: &[u8]) -> (String, String) {
+    use sha1::Digest as _;
+    (
+        hex::encode(md5::Md5::digest(bytes)),
+        hex::encode(sha1::Sha1::digest(bytes)),
+    )
+}
+
+/// Each listed file with its MD5 and SHA-1, computed from the stored bytes. Where the .dsc
+/// lists them too (`Files`, `Checksums-Sha1`), they must agree, as dpkg-source checks.
+async fn with_legacy_hashes(
+    store: &Store,
+    control: &Control,
+    files: Vec<SourceFile>,
+) -> Result<Vec<SourceFile>, IngestError> {
+    use sha1::Digest as _;
+    let claimed_md5 = sources::listed_hashes(control, "Files", 32)?;
+    let claimed_sha1 = sources::listed_hashes(control, "Checksums-Sha1", 40)?;
+    let mut out = Vec::with_capacity(files.len());
+    for mut file in files {
+        let (mut md5, mut sha1) = (md5::Md5::new(), sha1::Sha1::new());
+        let mut body = store.stream_blob(&file.sha256, None).await?.body;
+        while let Some(chunk) = body.try_next().await? {
+            md5.update(&chunk);
+            sha1.update(&chunk);
+        }
+        let (md5, sha1) = (hex::encode(md5.finalize()), hex::encode(sha1.finalize()));
+        for (field, claimed, computed) in [
+            ("Files", claimed_md5.get(&file.name), &md5),
+            ("Checksums-Sha1", claimed_sha1.get(&file.name), &sha1),
+        ] {
+            if let Some((hash, size)) = claimed
+                && (hash != computed || *size != file.size)
+            {
+                return Err(IngestError::BadPackage(format!(
+                    "the .dsc's {field} entry for {} ({hash}, {size} bytes) does not match the \
+                     uploaded file ({computed}, {} bytes)",
+                    file.name, file.size
+                )));
+            }
+        }
+        file.md5 = Some(md5);
+        file.sha1 = Some(sha1);
+        out.push(file);
+    }
+    Ok(out)
 }
 
 /// `pool/<component>/<prefix>/<source>`, as the Debian archive lays it out.

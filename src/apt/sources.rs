@@ -67,12 +67,44 @@ pub fn checksums(control: &Control) -> Result<Vec<SourceFile>, SourceError> {
             name: name.to_string(),
             sha256,
             size,
+            md5: None,
+            sha1: None,
         });
     }
     if out.is_empty() {
         return Err(SourceError::Invalid(
             "Checksums-Sha256 lists no files".into(),
         ));
+    }
+    Ok(out)
+}
+
+/// What the .dsc's own `Files` (MD5) or `Checksums-Sha1` list says of each file: name ->
+/// (lowercase hex, size). Absent fields give an empty map; a malformed line is an error,
+/// as dpkg-source would refuse it.
+pub fn listed_hashes(
+    control: &Control,
+    field: &str,
+    hex_len: usize,
+) -> Result<std::collections::HashMap<String, (String, u64)>, SourceError> {
+    let mut out = std::collections::HashMap::new();
+    let Some(listing) = control.get(field) else {
+        return Ok(out);
+    };
+    for line in listing.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [hash, size, name] = parts.as_slice() else {
+            return Err(SourceError::Invalid(format!("bad {field} line {line:?}")));
+        };
+        let size: u64 = size
+            .parse()
+            .map_err(|_| SourceError::Invalid(format!("bad size {size:?} in {field}")))?;
+        if hash.len() != hex_len || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SourceError::Invalid(format!(
+                "bad hash {hash:?} in {field}"
+            )));
+        }
+        out.insert(name.to_string(), (hash.to_ascii_lowercase(), size));
     }
     Ok(out)
 }
@@ -90,7 +122,7 @@ pub fn stanza(source: &AptSource, out: &mut String) {
             continue;
         }
         let name = line.split_once(':').map_or(line, |(n, _)| n);
-        // MD5/SHA1 lists would lack the .dsc line we add; apt takes the strongest list it has.
+        // The .dsc's own lists lack the .dsc line; all three are written again below.
         skipping = [
             "Files",
             "Checksums-Sha1",
@@ -110,11 +142,24 @@ pub fn stanza(source: &AptSource, out: &mut String) {
             out.push('\n');
         }
     }
-    out.push_str(&format!(
-        "Directory: {}\nChecksums-Sha256:\n",
-        source.directory
-    ));
-    for file in std::iter::once(&source.dsc).chain(source.files.iter()) {
+    out.push_str(&format!("Directory: {}\n", source.directory));
+    let all = || std::iter::once(&source.dsc).chain(source.files.iter());
+    // Files (MD5) is mandatory in Sources (Debian Policy 5.6.21); with Checksums-Sha1 it is
+    // written whenever every file's hashes are known, as dpkg-scansources writes them.
+    if all().all(|f| f.md5.is_some() && f.sha1.is_some()) {
+        out.push_str("Files:\n");
+        for file in all() {
+            let md5 = file.md5.as_deref().unwrap_or_default();
+            out.push_str(&format!(" {md5} {} {}\n", file.size, file.name));
+        }
+        out.push_str("Checksums-Sha1:\n");
+        for file in all() {
+            let sha1 = file.sha1.as_deref().unwrap_or_default();
+            out.push_str(&format!(" {sha1} {} {}\n", file.size, file.name));
+        }
+    }
+    out.push_str("Checksums-Sha256:\n");
+    for file in all() {
         out.push_str(&format!(" {} {} {}\n", file.sha256, file.size, file.name));
     }
     out.push('\n');

@@ -3,7 +3,6 @@
 //! (by every server on the store), offline attenuation, not-yet-valid caps, and
 //! caps never written whole to the log.
 
-
 use crate::harness::*;
 
 fn issue(data: &DataDir, scope: &str, rights: &str, extra: &[&str]) -> String {

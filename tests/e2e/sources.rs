@@ -193,3 +193,80 @@ fn a_changes_upload_checks_every_listed_file() {
         "source manifests match their schemas"
     );
 }
+
+/// A deb822 paragraph as field -> value (continuation lines joined with '\n'), for comparing
+/// stanzas field by field in any order.
+fn fields(stanza: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in stanza.lines() {
+        if let Some(rest) = line.strip_prefix(' ') {
+            if let Some(name) = &last {
+                let value: &mut String = out.get_mut(name).unwrap();
+                value.push('\n');
+                value.push_str(rest);
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.insert(name.to_string(), value.trim().to_string());
+            last = Some(name.to_string());
+        }
+    }
+    out
+}
+
+/// Sources stanzas carry what dpkg-scansources writes over the same files, value for value
+/// (Files and Checksums-Sha1 included), apart from Directory, which is where each keeps them.
+#[test]
+fn sources_stanzas_equal_dpkg_scansources() {
+    let data = DataDir::init(&[]);
+    data.repo_add("dss", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/dss/dists/stable/main/binary-amd64", "1h");
+    let names = [
+        "caprepo-hello_1.0.orig.tar.xz",
+        "caprepo-hello_1.0-1.debian.tar.xz",
+        "caprepo-hello_1.0-1.dsc",
+    ];
+    let out = server.upload(&cap, &names.map(source), true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = server.get("/dss/dists/stable/main/source/Sources").text();
+    let work = tempfile::tempdir().unwrap();
+    let pool = work.path().join("pool");
+    std::fs::create_dir(&pool).unwrap();
+    for name in names {
+        std::fs::copy(source(name), pool.join(name)).unwrap();
+    }
+    let theirs = run_ok(
+        Command::new("dpkg-scansources")
+            .current_dir(work.path())
+            .args(["pool", "/dev/null"]),
+    );
+    let (mut ours, mut theirs) = (fields(&ours), fields(&theirs));
+    for stanza in [&mut ours, &mut theirs] {
+        assert!(stanza.remove("Directory").is_some());
+    }
+    assert!(
+        ours.contains_key("Files") && ours.contains_key("Checksums-Sha1"),
+        "{ours:#?}"
+    );
+    assert_eq!(ours, theirs);
+
+    // A .dsc whose own Files list disagrees with the uploaded bytes is refused, as dpkg-source
+    // refuses it.
+    let dsc = std::fs::read_to_string(source("caprepo-hello_1.0-1.dsc")).unwrap();
+    let lying = dsc.replace(
+        "fada37b714164c3ea2041140a7793185",
+        "00000000000000000000000000000000",
+    );
+    assert_ne!(lying, dsc);
+    let path = work.path().join("caprepo-hello_1.0-1.dsc");
+    std::fs::write(&path, lying).unwrap();
+    let reply = put(&server, "caprepo-hello_1.0-1.dsc", &path, Some(&cap), "");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("Files entry"), "{}", reply.text());
+    server.stop();
+}

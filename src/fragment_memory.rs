@@ -1,5 +1,5 @@
 //! What a long-running process keeps of per-chunk index fragments (APT and RPM).
-//! A fragment is named by its chunk's digest and the retention, and its bytes by
+//! A fragment is named by its chunk's digest and how it is rendered ([`Rendering`]), and its bytes by
 //! their sha256, so nothing held here can go stale: a publish after one upload
 //! touches the store only for the chunk that changed.
 
@@ -9,6 +9,25 @@ use std::sync::{Arc, Mutex};
 use crate::digest::Digest;
 use crate::store::held::{epoch, forget};
 use crate::store::{Result, Store};
+
+/// How a chunk's fragment is rendered: which versions retention keeps, and, for APT,
+/// whether Packages stanzas carry the legacy `MD5sum` and `SHA1` fields beside `SHA256`.
+/// Part of every fragment's name, so fragments of one chunk rendered both ways never meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Rendering {
+    pub retention: Option<u32>,
+    pub legacy_hashes: bool,
+}
+
+impl Rendering {
+    /// Retention only: RPM repodata has no legacy hash fields.
+    pub fn retaining(retention: Option<u32>) -> Rendering {
+        Rendering {
+            retention,
+            legacy_hashes: false,
+        }
+    }
+}
 
 /// How many chunks render at once: compression runs on the blocking pool, so a cold
 /// publish (every chunk new) uses every core instead of one.
@@ -22,8 +41,8 @@ const RENDER_PARALLEL: usize = 8;
 pub async fn render_chunks<T, F>(
     store: &Store,
     chunks: &[Digest],
-    retention: Option<u32>,
-    render: fn(Store, Digest, Option<u32>) -> F,
+    rendering: Rendering,
+    render: fn(Store, Digest, Rendering) -> F,
 ) -> Result<Vec<T>>
 where
     F: std::future::Future<Output = Result<T>> + Send + 'static,
@@ -34,7 +53,7 @@ where
     // Join handles, not async blocks: a closure returning an async block here trips the
     // same lifetime limit.
     let mut joined = futures::stream::iter(chunks.to_vec())
-        .map(move |chunk| tokio::spawn(render(store.clone(), chunk, retention)))
+        .map(move |chunk| tokio::spawn(render(store.clone(), chunk, rendering)))
         .buffered(RENDER_PARALLEL);
     let mut out = Vec::with_capacity(chunks.len());
     while let Some(rendered) = joined.next().await {
@@ -46,10 +65,17 @@ where
 }
 
 /// Where a chunk's fragment of `kind` (`apt`, `rpm`) is cached in the store.
-pub fn cache_key(kind: &str, chunk: &Digest, retention: Option<u32>) -> String {
+pub fn cache_key(kind: &str, chunk: &Digest, rendering: Rendering) -> String {
     format!(
-        "cache/{kind}-fragments/{chunk}-{}",
-        retention.map_or("all".to_string(), |n| n.to_string())
+        "cache/{kind}-fragments/{chunk}-{}{}",
+        rendering
+            .retention
+            .map_or("all".to_string(), |n| n.to_string()),
+        if rendering.legacy_hashes {
+            "-legacy"
+        } else {
+            ""
+        }
     )
 }
 

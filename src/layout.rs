@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
 use crate::digest::Digest;
-use crate::fragment_memory::Fragments;
+use crate::fragment_memory::{Fragments, Rendering};
 use crate::model::{Chunk, Record};
 use crate::store::{Result, Store};
 
@@ -28,7 +28,7 @@ pub trait Fragmented: Record + PartialEq {
     fn fragment(
         store: Store,
         chunk: Digest,
-        retention: Option<u32>,
+        rendering: Rendering,
     ) -> impl Future<Output = Result<Arc<Self::Fragment>>> + Send;
     /// How many packages a fragment lists.
     fn listed(fragment: &Self::Fragment) -> usize;
@@ -38,9 +38,9 @@ pub trait Fragmented: Record + PartialEq {
 async fn rendered<P: Fragmented>(
     store: &Store,
     chunks: &[Digest],
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<Vec<Arc<P::Fragment>>> {
-    crate::fragment_memory::render_chunks(store, chunks, retention, P::fragment).await
+    crate::fragment_memory::render_chunks(store, chunks, rendering, P::fragment).await
 }
 
 /// One cell chunk in an index file: (from the file's shared cell, `all` for APT or
@@ -79,16 +79,16 @@ pub async fn fragments_for<P: Fragmented>(
     store: &Store,
     file: &str,
     slots: &[Slot],
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<LaidOut<P::Fragment>> {
-    let key = format!("{} {} {file} {retention:?}", P::KIND, store.description());
+    let key = format!("{} {} {file} {rendering:?}", P::KIND, store.description());
     if let Some(base) = BASES.get(&key)
-        && let Some(laid_out) = over_base::<P>(store, &base, slots, retention).await?
+        && let Some(laid_out) = over_base::<P>(store, &base, slots, rendering).await?
     {
         return Ok(laid_out);
     }
     let chunks: Vec<Digest> = slots.iter().map(|s| s.2).collect();
-    let fragments = rendered::<P>(store, &chunks, retention).await?;
+    let fragments = rendered::<P>(store, &chunks, rendering).await?;
     let packages = fragments.iter().map(|f| P::listed(f)).sum();
     BASES.remember(
         &key,
@@ -106,7 +106,7 @@ async fn over_base<P: Fragmented>(
     store: &Store,
     base: &Base,
     slots: &[Slot],
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<Option<LaidOut<P::Fragment>>> {
     let current: HashMap<(bool, u8), Digest> = slots.iter().map(|s| ((s.0, s.1), s.2)).collect();
     let mut deltas = Vec::new();
@@ -122,7 +122,7 @@ async fn over_base<P: Fragmented>(
             continue;
         }
         // A bucket the base did not have is all new.
-        match delta::<P>(store, before, now, retention).await? {
+        match delta::<P>(store, before, now, rendering).await? {
             Some((chunk, count)) => {
                 deltas.push(chunk);
                 added += count;
@@ -134,8 +134,8 @@ async fn over_base<P: Fragmented>(
         return Ok(None);
     }
     let mut chunks: Vec<Digest> = base.slots.iter().map(|s| s.2).collect();
-    let mut fragments = rendered::<P>(store, &chunks, retention).await?;
-    fragments.extend(rendered::<P>(store, &deltas, retention).await?);
+    let mut fragments = rendered::<P>(store, &chunks, rendering).await?;
+    fragments.extend(rendered::<P>(store, &deltas, rendering).await?);
     chunks.extend(deltas);
     Ok(Some(LaidOut { chunks, fragments }))
 }
@@ -147,12 +147,12 @@ async fn delta<P: Fragmented>(
     store: &Store,
     was: Option<&Digest>,
     now: &Digest,
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<Option<(Digest, usize)>> {
     let key = format!(
         "{} {}",
         was.map_or("-".to_string(), |d| d.hex()),
-        crate::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, retention)
+        crate::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, rendering)
     );
     if let Some(found) = DELTAS.get(&key) {
         if let Some((chunk, _)) = *found
@@ -171,7 +171,7 @@ async fn delta<P: Fragmented>(
         }),
     };
     let after = crate::cells::chunk::<P>(store, now).await?;
-    let found = added_packages(&before.packages, &after.packages, retention);
+    let found = added_packages(&before.packages, &after.packages, rendering.retention);
     let stored = match found {
         Some(added) => {
             let count = added.len();

@@ -240,7 +240,13 @@ async fn mark_cell<P: crate::model::Record>(
 /// publish stays incremental) and drop the entries of chunks nothing references.
 async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool) -> Result<()> {
     let mut listed: Vec<_> = Vec::new();
-    for prefix in ["cache/apt-fragments", "cache/rpm-fragments"] {
+    // Each entry's name starts with the digest it belongs to: a chunk's, or for
+    // legacy hashes a package's; it goes when that is no longer marked.
+    for prefix in [
+        "cache/apt-fragments",
+        "cache/rpm-fragments",
+        "cache/legacy-hashes",
+    ] {
         let found: Vec<_> = store
             .object_store()
             .list(Some(&Path::from(prefix)))

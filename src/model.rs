@@ -24,6 +24,10 @@ pub struct AptRepo {
     /// Keep only the newest N versions of each package (per architecture) in the published indices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<u32>,
+    /// Also list the legacy MD5 and SHA-1 hashes: `MD5sum` and `SHA1` in Packages, `MD5Sum` and
+    /// `SHA1` in Release, for mirroring tools that read them. SHA-256 alone is the default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_hashes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

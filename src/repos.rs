@@ -28,6 +28,7 @@ pub struct NewAptRepo {
     pub label: Option<String>,
     pub private: bool,
     pub retention: Option<u32>,
+    pub legacy_hashes: bool,
 }
 
 fn check_list(kind: &str, items: &[String]) -> Result<(), RepoError> {
@@ -101,6 +102,7 @@ pub async fn add_apt_repo(
             })
             .collect(),
         retention: new.retention,
+        legacy_hashes: new.legacy_hashes,
     };
     create(
         store,
@@ -252,6 +254,52 @@ pub async fn set_retention(
             "--retention must keep at least 1 version".into(),
         ));
     }
+    let note = format!(
+        "set retention {}",
+        retention.map_or("unlimited".to_string(), |n| n.to_string())
+    );
+    update_definition(
+        store,
+        kind,
+        name,
+        actor,
+        &note,
+        |apt| apt.retention = retention,
+        |rpm| rpm.retention = retention,
+    )
+    .await
+}
+
+/// Turn the legacy MD5 and SHA-1 fields of an APT repository's Packages and Release on or off.
+pub async fn set_legacy_hashes(
+    store: &Store,
+    name: &str,
+    on: bool,
+    actor: &str,
+) -> Result<RefEntry, RepoError> {
+    let note = format!("set legacy hashes {}", if on { "on" } else { "off" });
+    update_definition(
+        store,
+        "apt",
+        name,
+        actor,
+        &note,
+        |apt| apt.legacy_hashes = on,
+        |_| {},
+    )
+    .await
+}
+
+/// Rewrite a repository's definition with `apt` or `rpm`, by compare-and-swap on its ref.
+async fn update_definition(
+    store: &Store,
+    kind: &str,
+    name: &str,
+    actor: &str,
+    note: &str,
+    apt: impl Fn(&mut AptRepo),
+    rpm: impl Fn(&mut RpmRepo),
+) -> Result<RefEntry, RepoError> {
     let reference = match kind {
         "apt" => model::repo_ref(name)?,
         "rpm" => model::rpm_repo_ref(name)?,
@@ -261,10 +309,6 @@ pub async fn set_retention(
             )));
         }
     };
-    let note = format!(
-        "set retention {}",
-        retention.map_or("unlimited".to_string(), |n| n.to_string())
-    );
     for _ in 0..16 {
         let head = store
             .ref_head(&reference)
@@ -272,11 +316,11 @@ pub async fn set_retention(
             .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
         let stored = if kind == "apt" {
             let mut definition: AptRepo = store.get_json(&head.target).await?;
-            definition.retention = retention;
+            apt(&mut definition);
             store.put_json(&definition).await?
         } else {
             let mut definition: RpmRepo = store.get_json(&head.target).await?;
-            definition.retention = retention;
+            rpm(&mut definition);
             store.put_json(&definition).await?
         };
         match store
@@ -285,7 +329,7 @@ pub async fn set_retention(
                 Some(head.generation),
                 stored.digest,
                 actor,
-                &note,
+                note,
             )
             .await
         {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::compress::{self, XzBlock};
 use super::{contents, packages};
 use crate::digest::Digest;
+use crate::fragment_memory::Rendering;
 use crate::model::{AptPackage, FileEntry};
 use crate::store::{PartBytes, Result, Store, StoreError};
 
@@ -39,25 +40,60 @@ static MEMORY: std::sync::LazyLock<crate::fragment_memory::Fragments<Fragment>> 
 impl crate::layout::Fragmented for AptPackage {
     const KIND: &'static str = "apt";
     type Fragment = Fragment;
-    async fn fragment(
-        store: Store,
-        chunk: Digest,
-        retention: Option<u32>,
-    ) -> Result<Arc<Fragment>> {
-        fragment(&store, &chunk, retention).await
+    async fn fragment(store: Store, chunk: Digest, rendering: Rendering) -> Result<Arc<Fragment>> {
+        fragment(&store, &chunk, rendering).await
     }
     fn listed(fragment: &Fragment) -> usize {
         fragment.pool.len()
     }
 }
 
+/// MD5 and SHA-1 of a stored package, for Packages' legacy `MD5sum` and `SHA1` fields:
+/// computed from its bytes once and remembered under `cache/legacy-hashes/<sha256>`
+/// (gc drops the entry with the package), since a fragment laid out from scratch again
+/// would otherwise reread every package of its chunk.
+async fn legacy_hashes(store: &Store, digest: &Digest) -> Result<packages::LegacyHashes> {
+    use futures::TryStreamExt;
+    use sha1::Digest as _;
+    let key = format!("cache/legacy-hashes/{digest}");
+    if let Some(bytes) = store.get_named(&key, 1024).await?
+        && let Some((md5, sha1)) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.trim().split_once(' '))
+        && md5.len() == 32
+        && sha1.len() == 40
+    {
+        return Ok(packages::LegacyHashes {
+            md5: md5.to_string(),
+            sha1: sha1.to_string(),
+        });
+    }
+    let (mut md5, mut sha1) = (md5::Md5::new(), sha1::Sha1::new());
+    let mut body = store.stream_blob(digest, None).await?.body;
+    while let Some(chunk) = body.try_next().await? {
+        md5.update(&chunk);
+        sha1.update(&chunk);
+    }
+    let hashes = packages::LegacyHashes {
+        md5: hex::encode(md5.finalize()),
+        sha1: hex::encode(sha1.finalize()),
+    };
+    store
+        .put_named(
+            &key,
+            Bytes::from(format!("{} {}\n", hashes.md5, hashes.sha1)),
+        )
+        .await?;
+    Ok(hashes)
+}
+
 /// The fragment for a chunk, from the cache or rendered now.
 pub async fn fragment(
     store: &Store,
     chunk: &Digest,
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::fragment_memory::cache_key("apt", chunk, retention);
+    let key = crate::fragment_memory::cache_key("apt", chunk, rendering);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
@@ -73,7 +109,7 @@ pub async fn fragment(
     // Usually still held from the cell write that made it (an import, an upload).
     let loaded = crate::cells::chunk::<AptPackage>(store, chunk).await?;
     let kept: Vec<&AptPackage> =
-        crate::repos::retained(loaded.packages.iter().collect(), retention)
+        crate::repos::retained(loaded.packages.iter().collect(), rendering.retention)
             .into_iter()
             .filter(
                 |package| match crate::publish_check::stanza_problem(package) {
@@ -96,8 +132,17 @@ pub async fn fragment(
         .map(|p| (p.filename.clone(), p.sha256, p.size))
         .collect();
     let contents_text = contents::render(store, &kept).await?;
+    let legacy = if rendering.legacy_hashes {
+        let mut hashes = std::collections::HashMap::with_capacity(kept.len());
+        for package in &kept {
+            hashes.insert(package.sha256, legacy_hashes(store, &package.sha256).await?);
+        }
+        Some(hashes)
+    } else {
+        None
+    };
     let mut kept = kept;
-    let text = packages::render(&mut kept);
+    let text = packages::render(&mut kept, legacy.as_ref());
     // xz takes longest: it runs beside the two gzips, on the other core.
     let (text, contents_text) = (Bytes::from(text), Bytes::from(contents_text));
     let failed = |e: String| StoreError::Corrupt("fragment".into(), e);

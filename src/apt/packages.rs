@@ -7,8 +7,16 @@ use crate::model::AptPackage;
 /// Fields the archive owns: a package may not smuggle its own values in.
 const ARCHIVE_FIELDS: &[&str] = &["filename", "size", "md5sum", "sha1", "sha256", "sha512"];
 
-/// Render one stanza, ending with a blank line.
-pub fn stanza(package: &AptPackage, out: &mut String) {
+/// A package's MD5 and SHA-1 (hex), for repositories that list the legacy hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegacyHashes {
+    pub md5: String,
+    pub sha1: String,
+}
+
+/// Render one stanza, ending with a blank line. `legacy` adds `MD5sum` and `SHA1` before
+/// `SHA256`, in the order dpkg-scanpackages writes them.
+pub fn stanza(package: &AptPackage, legacy: Option<&LegacyHashes>, out: &mut String) {
     let mut skipping = false;
     for line in package.control.lines() {
         if line.starts_with(' ') || line.starts_with('\t') {
@@ -26,20 +34,27 @@ pub fn stanza(package: &AptPackage, out: &mut String) {
         }
     }
     out.push_str(&format!(
-        "Filename: {}\nSize: {}\nSHA256: {}\n\n",
-        package.filename, package.size, package.sha256
+        "Filename: {}\nSize: {}\n",
+        package.filename, package.size
     ));
+    if let Some(legacy) = legacy {
+        out.push_str(&format!("MD5sum: {}\nSHA1: {}\n", legacy.md5, legacy.sha1));
+    }
+    out.push_str(&format!("SHA256: {}\n\n", package.sha256));
 }
 
 /// A whole Packages file, sorted by name, version and architecture so equal
 /// content always renders to equal bytes.
-pub fn render(packages: &mut [&AptPackage]) -> String {
+pub fn render(
+    packages: &mut [&AptPackage],
+    legacy: Option<&std::collections::HashMap<crate::digest::Digest, LegacyHashes>>,
+) -> String {
     packages.sort_by(|a, b| {
         (&a.name, &a.version, &a.architecture).cmp(&(&b.name, &b.version, &b.architecture))
     });
     let mut out = String::new();
     for p in packages.iter() {
-        stanza(p, &mut out);
+        stanza(p, legacy.and_then(|l| l.get(&p.sha256)), &mut out);
     }
     out
 }
@@ -65,7 +80,7 @@ mod tests {
             uploaded_by: "t".into(),
         };
         let mut out = String::new();
-        stanza(&package, &mut out);
+        stanza(&package, None, &mut out);
         assert_eq!(
             out,
             format!(

@@ -4,6 +4,7 @@
 //! only then advance the suite's published ref. Readers resolve paths through
 //! one published manifest, so they see the old suite or the new one, never a mix.
 
+use crate::fragment_memory::Rendering;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -88,9 +89,9 @@ async fn store_index_files(
     store: &Store,
     file: &str,
     slots: &[layout::Slot],
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<(Vec<std::sync::Arc<fragments::Fragment>>, Vec<BlobMeta>), StoreError> {
-    let parts = layout::fragments_for::<AptPackage>(store, file, slots, retention)
+    let parts = layout::fragments_for::<AptPackage>(store, file, slots, rendering)
         .await?
         .fragments;
     let joined = fragments::join(store, &parts).await?;
@@ -107,6 +108,27 @@ async fn store_index_files(
     Ok((parts, stored))
 }
 
+/// MD5, SHA-1 and SHA-512 of a stored index file, for Release's legacy hash lists.
+async fn legacy_index_hashes(store: &Store, sha256: &str) -> Result<[String; 3], PublishError> {
+    use futures::TryStreamExt;
+    use sha1::Digest as _;
+    let digest: crate::digest::Digest = sha256
+        .parse()
+        .map_err(|_| StoreError::Corrupt(sha256.to_string(), "not a digest".into()))?;
+    let (mut md5, mut sha1, mut sha512) = (md5::Md5::new(), sha1::Sha1::new(), sha2::Sha512::new());
+    let mut body = store.stream_blob(&digest, None).await?.body;
+    while let Some(chunk) = body.try_next().await? {
+        md5.update(&chunk);
+        sha1.update(&chunk);
+        sha512.update(&chunk);
+    }
+    Ok([
+        hex::encode(md5.finalize()),
+        hex::encode(sha1.finalize()),
+        hex::encode(sha512.finalize()),
+    ])
+}
+
 async fn build(
     store: &Store,
     agent: &AgentClient,
@@ -120,6 +142,10 @@ async fn build(
         .find(|s| s.name == suite)
         .ok_or_else(|| PublishError::NoSuite(definition.name.clone(), suite.to_string()))?;
     let repo = definition.name.as_str();
+    let rendering = Rendering {
+        retention: definition.retention,
+        legacy_hashes: definition.legacy_hashes,
+    };
     let dists = format!("dists/{suite}");
     let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
     let mut pool: BTreeMap<String, FileEntry> = BTreeMap::new();
@@ -175,6 +201,7 @@ async fn build(
                 path: format!("{dir}/{name}"),
                 size: meta.size,
                 sha256: meta.digest.hex(),
+                legacy: None,
             });
         }
         let (_, arch_all) =
@@ -196,7 +223,7 @@ async fn build(
             let file = format!("{repo}/{suite}/{component}/{arch}");
             // A part gc swept while its bytes were held here is NotFound: start over from the store.
             let (parts, stored) = crate::fragment_memory::retry_after_forgetting(|| {
-                store_index_files(store, &file, &slots, definition.retention)
+                store_index_files(store, &file, &slots, rendering)
             })
             .await?;
             pool_chunks.extend(
@@ -228,11 +255,17 @@ async fn build(
                     path,
                     size: meta.size,
                     sha256: meta.digest.hex(),
+                    legacy: None,
                 });
             }
         }
     }
 
+    if definition.legacy_hashes {
+        for file in &mut index_files {
+            file.legacy = Some(legacy_index_hashes(store, &file.sha256).await?);
+        }
+    }
     let built_at = crate::time::now_unix();
     let release_text = release::render(definition, suite_def, built_at, &index_files);
     let in_release = agent.clearsign(release_text.as_bytes()).await?;

@@ -12,6 +12,8 @@ pub struct IndexFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// MD5, SHA-1 and SHA-512 (hex), for a repository that lists the legacy hashes.
+    pub legacy: Option<[String; 3]>,
 }
 
 pub fn render(repo: &AptRepo, suite: &SuiteDef, date_unix: i64, files: &[IndexFile]) -> String {
@@ -39,12 +41,27 @@ pub fn render(repo: &AptRepo, suite: &SuiteDef, date_unix: i64, files: &[IndexFi
         out.push_str("ButAutomaticUpgrades: yes\n");
     }
     out.push_str("Acquire-By-Hash: yes\n");
-    out.push_str("SHA256:\n");
-    for file in files {
-        out.push_str(&format!(
-            " {} {:>16} {}\n",
-            file.sha256, file.size, file.path
-        ));
+    // With the legacy hashes on, the families apt-ftparchive lists, in its order.
+    let legacy = files.iter().all(|f| f.legacy.is_some()) && !files.is_empty();
+    let families: &[(&str, Option<usize>)] = if legacy {
+        &[
+            ("MD5Sum", Some(0)),
+            ("SHA1", Some(1)),
+            ("SHA256", None),
+            ("SHA512", Some(2)),
+        ]
+    } else {
+        &[("SHA256", None)]
+    };
+    for (family, index) in families {
+        out.push_str(&format!("{family}:\n"));
+        for file in files {
+            let hash = match (index, &file.legacy) {
+                (Some(i), Some(legacy)) => legacy[*i].as_str(),
+                _ => file.sha256.as_str(),
+            };
+            out.push_str(&format!(" {hash} {:>16} {}\n", file.size, file.path));
+        }
     }
     out
 }

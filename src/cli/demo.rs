@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 label: Some("caprepo demo".into()),
                 private: false,
                 retention: None,
+                legacy_hashes: false,
             },
             "demo",
         )

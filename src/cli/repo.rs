@@ -28,6 +28,10 @@ pub enum Command {
         /// Publish every version again.
         #[arg(long)]
         unlimited_retention: bool,
+        /// APT: also list MD5 and SHA-1 (`MD5sum`/`SHA1` in Packages, `MD5Sum`/`SHA1` in
+        /// Release) for mirroring tools that read them; `false` lists SHA-256 only again.
+        #[arg(long, value_name = "BOOL")]
+        legacy_hashes: Option<bool>,
         /// APT: the suite the options below apply to.
         #[arg(long, value_name = "SUITE")]
         suite: Option<String>,
@@ -92,6 +96,10 @@ pub struct AddArgs {
     /// Readable only through read caps (`caprepo cap issue --rights read`); the public path answers 404.
     #[arg(long)]
     private: bool,
+    /// APT: also list MD5 and SHA-1 hashes in Packages and Release, as Debian's archive does,
+    /// for mirroring tools that read them (apt itself needs SHA-256 only, the default).
+    #[arg(long)]
+    legacy_hashes: bool,
 }
 
 pub fn open_store(data: &DataDir) -> Result<Store> {
@@ -114,6 +122,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         label: args.label,
                         private: args.private,
                         retention: args.retention,
+                        legacy_hashes: args.legacy_hashes,
                     };
                     repos::add_apt_repo(&store, new, "cli").await?;
                     println!(
@@ -122,6 +131,11 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
                 "rpm" => {
+                    if args.legacy_hashes {
+                        bail!(
+                            "--legacy-hashes is for APT repositories: repomd.xml names SHA-256 only"
+                        );
+                    }
                     let new = repos::NewRpmRepo {
                         name: args.name.clone(),
                         releases: split_list(args.releases.as_deref().unwrap_or_default()),
@@ -145,6 +159,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             repo,
             retention,
             unlimited_retention,
+            legacy_hashes,
             suite,
             valid_for,
             no_valid_until,
@@ -177,13 +192,26 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                 println!(
                     "{repo}/{suite}: Release options set; a running server re-signs within a second."
                 );
+                if retention.is_none() && !unlimited_retention && legacy_hashes.is_none() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            if let Some(on) = legacy_hashes {
+                if kind != "apt" {
+                    bail!("--legacy-hashes is for APT repositories: repomd.xml names SHA-256 only");
+                }
+                repos::set_legacy_hashes(&store, name, on, "cli").await?;
+                println!(
+                    "{repo}: legacy MD5 and SHA-1 hashes {}; a running server republishes within a second.",
+                    if on { "listed" } else { "no longer listed" }
+                );
                 if retention.is_none() && !unlimited_retention {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
             if retention.is_none() && !unlimited_retention {
                 bail!(
-                    "nothing to set: give --retention N, --unlimited-retention, or --suite S with Release options"
+                    "nothing to set: give --retention N, --unlimited-retention, --legacy-hashes BOOL, or --suite S with Release options"
                 );
             }
             repos::set_retention(&store, kind, name, retention, "cli").await?;

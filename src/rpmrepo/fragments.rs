@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apt::compress;
 use crate::digest::Digest;
+use crate::fragment_memory::Rendering;
 use crate::model::{FileEntry, RpmPackage};
 use crate::store::{PartBytes, Result, Store, StoreError};
 
@@ -89,12 +90,8 @@ async fn entry_texts(store: &Store, package: &RpmPackage) -> Result<[Bytes; 3]> 
 impl crate::layout::Fragmented for RpmPackage {
     const KIND: &'static str = "rpm";
     type Fragment = Fragment;
-    async fn fragment(
-        store: Store,
-        chunk: Digest,
-        retention: Option<u32>,
-    ) -> Result<Arc<Fragment>> {
-        fragment(&store, &chunk, retention).await
+    async fn fragment(store: Store, chunk: Digest, rendering: Rendering) -> Result<Arc<Fragment>> {
+        fragment(&store, &chunk, rendering).await
     }
     fn listed(fragment: &Fragment) -> usize {
         fragment.pool.len()
@@ -104,9 +101,9 @@ impl crate::layout::Fragmented for RpmPackage {
 pub async fn fragment(
     store: &Store,
     chunk: &Digest,
-    retention: Option<u32>,
+    rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::fragment_memory::cache_key("rpm", chunk, retention);
+    let key = crate::fragment_memory::cache_key("rpm", chunk, rendering);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
@@ -118,7 +115,7 @@ pub async fn fragment(
     }
     // Usually still held from the cell write that made it (an import, an upload).
     let loaded = crate::cells::chunk::<RpmPackage>(store, chunk).await?;
-    let mut kept = crate::repos::retained(loaded.packages.iter().collect(), retention);
+    let mut kept = crate::repos::retained(loaded.packages.iter().collect(), rendering.retention);
     // createrepo_c orders packages by file name.
     kept.sort_by(|a, b| {
         a.location
@@ -189,12 +186,12 @@ pub async fn pool_chunk(
     store: &Store,
     tree: &str,
     chunk: &Digest,
-    retention: Option<u32>,
+    rendering: Rendering,
     fragment: &Fragment,
 ) -> Result<Digest> {
     let key = format!(
         "{tree} {}",
-        crate::fragment_memory::cache_key("rpm", chunk, retention)
+        crate::fragment_memory::cache_key("rpm", chunk, rendering)
     );
     if let Some(found) = POOL_CHUNKS.get(&key) {
         return Ok(*found);
@@ -336,7 +333,7 @@ mod tests {
             packages: vec![old.clone(), new.clone()],
         };
         let digest = store.put_json(&chunk).await.unwrap().digest;
-        let rendered = fragment(&store, &digest, None).await.unwrap();
+        let rendered = fragment(&store, &digest, Rendering::default()).await.unwrap();
         assert_eq!(rendered.count, 2);
         for (part, expected) in
             rendered
@@ -362,7 +359,7 @@ mod tests {
         };
         let digest = store.put_json(&chunk).await.unwrap().digest;
         assert!(matches!(
-            fragment(&store, &digest, None).await,
+            fragment(&store, &digest, Rendering::default()).await,
             Err(StoreError::Corrupt(..))
         ));
     }

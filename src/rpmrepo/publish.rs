@@ -4,6 +4,7 @@
 //! the agent sign it (repomd.xml.asc, for `repo_gpgcheck=1`). Blobs first, then
 //! one ref flip, as for APT.
 
+use crate::fragment_memory::Rendering;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -198,10 +199,20 @@ async fn gather(
     let layout::LaidOut {
         chunks,
         fragments: parts,
-    } = layout::fragments_for::<RpmPackage>(store, file, slots, retention).await?;
+    } = layout::fragments_for::<RpmPackage>(store, file, slots, Rendering::retaining(retention))
+        .await?;
     let mut pool_chunks = Vec::new();
     for (chunk, fragment) in chunks.iter().zip(&parts) {
-        pool_chunks.push(fragments::pool_chunk(store, tree, chunk, retention, fragment).await?);
+        pool_chunks.push(
+            fragments::pool_chunk(
+                store,
+                tree,
+                chunk,
+                Rendering::retaining(retention),
+                fragment,
+            )
+            .await?,
+        );
     }
     pool_chunks.sort();
     pool_chunks.dedup();

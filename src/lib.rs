@@ -33,6 +33,7 @@ pub mod releases;
 pub mod repos;
 pub mod rpmrepo;
 pub mod server;
+pub mod spool;
 pub mod store;
 pub mod time;
 pub mod versions;

@@ -36,6 +36,16 @@ pub async fn gc(args: GcArgs) -> Result<ExitCode> {
     let data = DataDir::new(&args.data);
     let store = open_store(&data)?;
     let grace = crate::time::parse_duration(&args.grace).map_err(anyhow::Error::msg)?;
+    if !args.dry_run {
+        let swept = crate::spool::sweep(&data.spool_dir())
+            .with_context(|| format!("sweeping {}", data.spool_dir().display()))?;
+        if swept.files > 0 {
+            println!(
+                "removed {} spool file(s) of processes that died, {} bytes",
+                swept.files, swept.bytes
+            );
+        }
+    }
     let (report, problems) =
         maintenance::gc(&store, grace, args.keep_generations, args.dry_run).await?;
     if !problems.is_empty() {
@@ -92,7 +102,16 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
             data.public_key_armored().display()
         )
     })?;
-    let problems = maintenance::verify(&store, &certificate).await?;
+    let mut problems = maintenance::verify(&store, &certificate).await?;
+    // Spool files no live process holds: left by a crash; `serve` and `gc` remove them.
+    for (path, size) in crate::spool::leftovers(&data.spool_dir())
+        .with_context(|| format!("reading {}", data.spool_dir().display()))?
+    {
+        problems.push(format!(
+            "{}: {size} bytes left in the spool by a process that died (`caprepo gc` or the next `serve` removes it)",
+            path.display()
+        ));
+    }
     if problems.is_empty() {
         println!("ok: every reachable blob, ref, manifest and published signature checks out");
         return Ok(ExitCode::SUCCESS);

@@ -333,7 +333,9 @@ mod tests {
             packages: vec![old.clone(), new.clone()],
         };
         let digest = store.put_json(&chunk).await.unwrap().digest;
-        let rendered = fragment(&store, &digest, Rendering::default()).await.unwrap();
+        let rendered = fragment(&store, &digest, Rendering::default())
+            .await
+            .unwrap();
         assert_eq!(rendered.count, 2);
         for (part, expected) in
             rendered

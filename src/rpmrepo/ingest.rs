@@ -283,11 +283,18 @@ impl Placed {
         let sign_packages = definition.sign_packages;
         // Sign into a file of our own in `scratch` (never beside an imported file, which is
         // the user's); the stored blob is the signed package.
-        let signed = sign_packages.then(|| {
-            RemoveOnDrop(scratch.join(format!("signed-{}.rpm", crate::caps::token::new_id())))
-        });
+        let signed = match sign_packages {
+            true => Some(
+                crate::spool::SpoolFile::create(
+                    scratch.join(format!("signed-{}.rpm", crate::caps::token::new_id())),
+                )
+                .map_err(|e| IngestError::Internal(format!("spooling the signed package: {e}")))?,
+            ),
+            false => None,
+        };
         let stored_path: &Path = match &signed {
-            Some(RemoveOnDrop(signed_path)) => {
+            Some(spool) => {
+                let signed_path = spool.path();
                 sign::sign_with_agent(agent, &spooled.path, signed_path)
                     .await
                     .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
@@ -312,9 +319,7 @@ impl Placed {
         };
         let blob = match &signed {
             // The signed copy is ours alone.
-            Some(RemoveOnDrop(signed_path)) => {
-                store.put_own_file(signed_path, digest, true).await?
-            }
+            Some(spool) => store.put_own_file(spool.path(), digest, true).await?,
             None => spooled.store_in(store).await?,
         };
         let hex = blob.digest.hex();
@@ -411,12 +416,4 @@ pub async fn prepare(
         record,
         placed.answer(spooled, "stored", 0),
     ))
-}
-
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -3,7 +3,6 @@
 //! pipeline under the cap's scope. `?wait=true` answers only once the package
 //! is in the signed index; `GET /api/v1/wait` does the same for earlier uploads.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -37,13 +36,6 @@ struct UploadAnswer<'a> {
 }
 
 /// Removes the spool file however the request ends.
-struct SpoolGuard(PathBuf);
-
-impl Drop for SpoolGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn valid_file_name(name: &str) -> bool {
     name.len() <= 255
@@ -109,8 +101,18 @@ pub async fn upload(
         .data
         .spool_dir()
         .join(format!("upload-{}.part", crate::caps::token::new_id()));
-    let guard = SpoolGuard(spool_path.clone());
-    let spooled = match receive(body, &spool_path, max).await {
+    // Locked while this request owns it, removed when it ends (see `crate::spool`).
+    let guard = match crate::spool::SpoolFile::create(spool_path.clone()) {
+        Ok(file) => file,
+        Err(e) => {
+            return refused(reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "spool",
+                &format!("cannot spool the upload: {e}"),
+            ));
+        }
+    };
+    let spooled = match receive(body, &guard, max).await {
         Ok((digest, size)) => Spooled {
             path: spool_path,
             digest,
@@ -233,7 +235,7 @@ pub async fn upload(
 
 async fn receive(
     body: Body,
-    spool: &std::path::Path,
+    spool: &crate::spool::SpoolFile,
     max: u64,
 ) -> Result<(crate::digest::Digest, u64), (StatusCode, &'static str, String)> {
     let internal = |e: std::io::Error| {
@@ -243,12 +245,9 @@ async fn receive(
             format!("cannot spool the upload: {e}"),
         )
     };
-    if let Some(dir) = spool.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(internal)?;
-    }
     let mut file = tokio::io::BufWriter::with_capacity(
         1 << 20,
-        tokio::fs::File::create(spool).await.map_err(internal)?,
+        tokio::fs::File::from_std(spool.handle().map_err(internal)?),
     );
     let mut hasher = Hasher::new();
     let mut stream = body.into_data_stream();

@@ -621,12 +621,10 @@ impl Packer {
             let path = self
                 .spool
                 .join(format!("pack-{}.part", crate::caps::token::new_id()));
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| StoreError::Io(path.clone(), e))?;
+            // Locked as this process's until sealed, so a sweep after a crash removes it
+            // and never one in use (see `crate::spool`).
+            let file =
+                crate::spool::create_locked(&path).map_err(|e| StoreError::Io(path.clone(), e))?;
             state.open = Some(OpenPack {
                 path,
                 file,

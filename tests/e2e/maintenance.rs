@@ -139,3 +139,73 @@ fn verify_finds_a_flipped_byte_and_gc_sweeps_only_old_unreachable_blobs() {
     data.cli(&["gc"], &["--grace", "0s"]);
     assert!(package.exists());
 }
+
+fn spool_files(data: &DataDir) -> Vec<String> {
+    std::fs::read_dir(data.path.join("spool"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("upload-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `kill -9` in the middle of an upload leaves its spool file: verify reports it, gc
+/// removes it, and a file a live server is still receiving is never touched.
+#[test]
+fn spool_files_of_a_killed_server_are_reported_and_swept() {
+    let data = DataDir::init(&[]);
+    data.repo_add("sp", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/sp/dists/stable/main/binary-amd64", "1h");
+    let big = data.path.join("big.deb");
+    std::fs::write(&big, vec![0u8; 8 << 20]).unwrap();
+    let url = format!("{}/api/v1/upload/big.deb", server.url);
+    let trickle = || {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--limit-rate", "256K", "-T"])
+            .arg(&big)
+            .args(["-H", &format!("Authorization: Bearer {cap}"), &url])
+            .spawn()
+            .unwrap()
+    };
+    let wait_for_spool = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while spool_files(&data).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: no spool file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let mut first = trickle();
+    wait_for_spool("first upload");
+    // While the server lives, its spool file is its own: gc leaves it and verify is quiet
+    // about it.
+    let gc = data.cli(&["gc"], &["--grace", "1h"]);
+    assert!(!gc.contains("spool file"), "{gc}");
+    assert_eq!(spool_files(&data).len(), 1);
+    server.kill9();
+    let _ = first.kill();
+    let _ = first.wait();
+    let left = spool_files(&data);
+    assert_eq!(left.len(), 1, "kill -9 leaves the spool file behind");
+    let out = caprepo()
+        .args(["verify", "--data"])
+        .arg(&data.path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains(&left[0]) && report.contains("left in the spool"),
+        "{report}"
+    );
+    let gc = data.cli(&["gc"], &["--grace", "1h"]);
+    assert!(gc.contains("removed 1 spool file"), "{gc}");
+    assert!(spool_files(&data).is_empty());
+    assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+}

@@ -35,8 +35,6 @@ struct UploadAnswer<'a> {
     published: bool,
 }
 
-/// Removes the spool file however the request ends.
-
 fn valid_file_name(name: &str) -> bool {
     name.len() <= 255
         && (name.ends_with(".deb")

@@ -6,6 +6,7 @@ mod harness;
 mod apt_client;
 mod caps_http;
 mod concurrency;
+mod hardening;
 mod http_semantics;
 mod import;
 mod maintenance;

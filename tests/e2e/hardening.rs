@@ -1,5 +1,6 @@
-//! Hostile setups against real `caprepo agent` processes: agent sockets pointed at
-//! shared or occupied places.
+//! Hostile peers against real `caprepo serve` and `caprepo agent` processes: agent
+//! sockets pointed at shared or occupied places, and every spelling of a cap in a URL
+//! with the log at trace level.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -131,4 +132,108 @@ fn agent_leaves_a_regular_file_alone_and_replaces_only_a_stale_socket() {
     assert!(error.contains("already listening"), "{error}");
     assert!(std::os::unix::net::UnixStream::connect(&file).is_ok());
     stop(agent);
+}
+
+/// Every byte of `text` as %XX.
+fn encode_all(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// The byte at `index` as %xx (lower-case hex), the rest as is.
+fn encode_one(text: &str, index: usize) -> String {
+    let mut out = String::new();
+    for (i, b) in text.bytes().enumerate() {
+        if i == index {
+            out.push_str(&format!("%{b:02x}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_spelling_of_a_cap_or_link_in_a_request_reaches_the_log_at_trace_level() {
+    let data = DataDir::init(&[]);
+    data.repo_add("secret", "stable", "main", "amd64");
+    let cap = data.cap_with("apt/secret", "read", "1h", &["--long"]);
+    let link = data.cap_with("apt/secret", "read", "1h", &[]);
+    let upload = data.cap("apt/secret/dists/stable/main/binary-amd64", "1h");
+    assert!(cap.starts_with("caprepo1.") && link.starts_with("cr1-"));
+    let server = Server::start_with(&data, &[], &[("CAPREPO_LOG", "trace")]);
+    let rest = cap.strip_prefix("caprepo1.").unwrap();
+
+    let mut spellings: Vec<String> = vec![
+        cap.clone(),
+        encode_all(&cap),
+        encode_one(&cap, 12),
+        encode_one(&cap, cap.len() - 1),
+        encode_all(&encode_all(&cap)),
+        format!("CAPREPO1.{rest}"),
+        format!("{cap}junk"),
+        format!("{cap}%00"),
+        format!("{cap}%2Fdists"),
+        link.clone(),
+        link.to_uppercase(),
+        encode_one(&link, 20),
+        encode_all(&link),
+        format!("{link}x"),
+    ];
+    spellings.push(format!("x{}", spellings[0]));
+    let mut paths = Vec::new();
+    for token in &spellings {
+        for prefix in [
+            "/r/", "/%72/", "/%52/", "/R/", "/r//", "//r/", "/r/./", "/x/", "/",
+        ] {
+            paths.push(format!("{prefix}{token}/dists/stable/InRelease"));
+            paths.push(format!("{prefix}{token}"));
+        }
+        paths.push(format!("/secret/pool/{token}"));
+        paths.push(format!("/healthz?cap={token}"));
+        paths.push(format!("/r/{link}/dists/stable/InRelease?x={token}&y=1"));
+    }
+    for path in &paths {
+        let reply = curl(&["--path-as-is", &format!("{}{path}", server.url)]);
+        assert!(reply.status >= 200, "{path}: no answer");
+    }
+    for token in [&cap, &upload, &format!("{upload}x"), &encode_all(&upload)] {
+        let reply = curl(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{}/api/v1/upload/a.deb?cap={token}", server.url),
+        ]);
+        assert!(reply.status >= 400, "{}", reply.text());
+    }
+
+    let log = server.log_text();
+    let logged_requests = log.matches("request").count();
+    assert!(
+        logged_requests >= paths.len(),
+        "the access log saw the requests ({logged_requests} of {}):\n{log}",
+        paths.len()
+    );
+    let mut secrets: Vec<String> = cap
+        .split('.')
+        .chain(upload.split('.'))
+        .filter(|part| part.len() >= 16)
+        .map(str::to_string)
+        .collect();
+    secrets.push(link["cr1-".len()..].to_string());
+    let lower = log.to_lowercase();
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()) && !lower.contains(&secret.to_lowercase()),
+            "a secret part {secret:?} reached the log"
+        );
+    }
+    for spelling in &spellings {
+        assert!(
+            !log.contains(spelling.as_str()),
+            "the spelling {spelling:?} reached the log"
+        );
+    }
 }

@@ -9,8 +9,8 @@
 //!   When every connection is in the middle of a request, the new one waits, in the
 //!   kernel's accept queue, until one finishes or goes idle.
 //! - **How long without a request.** A new connection must send a whole request head
-//!   within `header_timeout`; so must a kept-alive one from the first byte of its next
-//!   request (slowloris). A kept-alive connection that sends nothing is closed after
+//!   within `header_timeout`; a kept-alive one, within at most twice that from the first
+//!   byte of its next request (slowloris). A kept-alive connection that sends nothing is closed after
 //!   `idle_timeout`. hyper's own `header_read_timeout` cannot say this: it runs from the
 //!   moment hyper waits for a head, so it would also be the keep-alive timeout.
 //! - **How long a request body may stall.** A handler waiting more than `body_timeout`

@@ -86,6 +86,31 @@ pub struct ServerConfig {
     /// Largest accepted upload, bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    // The keys below are written out only when changed, so that a caprepo.toml made by
+    // `init` still loads in an older caprepo (the tables refuse unknown keys).
+    /// Most connections served at once. Unset: three quarters of the open-file limit left
+    /// after 128 descriptors for the store, spools and the agent (at most 16,384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a whole request head: from when it connects, or from
+    /// the first byte of its next request on a kept-alive connection.
+    #[serde(
+        default = "default_header_timeout",
+        skip_serializing_if = "is_default_header_timeout"
+    )]
+    pub header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[serde(
+        default = "default_idle_timeout",
+        skip_serializing_if = "is_default_idle_timeout"
+    )]
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body (an upload) may stall before the request fails.
+    #[serde(
+        default = "default_body_timeout",
+        skip_serializing_if = "is_default_body_timeout"
+    )]
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -93,8 +118,57 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             max_upload_bytes: default_max_upload(),
+            max_connections: None,
+            header_timeout_secs: default_header_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            body_timeout_secs: default_body_timeout(),
         }
     }
+}
+
+impl ServerConfig {
+    /// Refuse bounds that would make the server useless (a zero timeout cuts every client).
+    pub fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+        ] {
+            if value == 0 || value > 86_400 {
+                return Err(format!(
+                    "[server] {key} = {value}: give a number of seconds from 1 to 86400"
+                ));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err("[server] max_connections = 0: give at least 1, or leave it out to derive it from the open-file limit".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn is_default_header_timeout(secs: &u64) -> bool {
+    *secs == default_header_timeout()
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+fn is_default_idle_timeout(secs: &u64) -> bool {
+    *secs == default_idle_timeout()
+}
+
+fn default_body_timeout() -> u64 {
+    60
+}
+
+fn is_default_body_timeout(secs: &u64) -> bool {
+    *secs == default_body_timeout()
 }
 
 fn default_listen() -> String {
@@ -152,12 +226,63 @@ impl Config {
             }
             Err(e) => return Err(ConfigError::Io(path.display().to_string(), e)),
         };
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid(path.display().to_string(), e.to_string()))
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(path.display().to_string(), e.to_string()))?;
+        config
+            .server
+            .check()
+            .map_err(|e| ConfigError::Invalid(path.display().to_string(), e))?;
+        Ok(config)
     }
 
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).unwrap_or_default();
         format!("# caprepo configuration; see README.md \"Configuration\".\n{body}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(server_table: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\nbackend = \"local\"\npath = \"store\"\n\n[server]\n{server_table}\n\n\
+             [caps]\nroot_public_key = \"00\"\n\n[signing]\nfingerprint = \"F\"\nalgorithm = \"ed25519\"\n"
+        );
+        std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        Config::load(&DataDir::new(dir.path()))
+    }
+
+    #[test]
+    fn connection_bounds_default_load_and_refuse_zero() {
+        let config = load("").unwrap();
+        assert_eq!(config.server, ServerConfig::default());
+        // Written out only when changed, so an older caprepo still reads what `init` writes.
+        assert!(
+            !config.to_toml().contains("timeout"),
+            "{}",
+            config.to_toml()
+        );
+        let config = load("header_timeout_secs = 3\nmax_connections = 50").unwrap();
+        assert_eq!(
+            (
+                config.server.header_timeout_secs,
+                config.server.max_connections
+            ),
+            (3, Some(50))
+        );
+        assert!(config.to_toml().contains("header_timeout_secs = 3"));
+        for bad in [
+            "header_timeout_secs = 0",
+            "idle_timeout_secs = 0",
+            "body_timeout_secs = 100000",
+            "max_connections = 0",
+        ] {
+            let error = load(bad).unwrap_err().to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(error.contains(key), "{bad}: {error}");
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! `caprepo agent`: the one process that holds the unlocked signing key. It
-//! listens on a Unix socket created mode 0600 inside a 0700 directory, accepts
-//! only peers running as its own uid, and answers sign requests; it never sends
-//! secret key material, because no request can ask for it.
+//! listens on a Unix socket created mode 0600 in a directory only its own user can
+//! write (created 0700 when missing, refused when shared), accepts only peers
+//! running as its own uid, and answers sign requests; it never sends secret key
+//! material, because no request can ask for it.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +21,12 @@ pub enum AgentError {
     Io(PathBuf, std::io::Error),
     #[error("another agent is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    #[error(
+        "refusing to put the agent socket in {0}: {1}; use a directory of its own (created 0700 if missing)"
+    )]
+    UnsafeDirectory(PathBuf, String),
+    #[error("refusing to replace {0}: it exists and is not a socket{1}")]
+    NotASocket(PathBuf, String),
 }
 
 struct Signer {
@@ -28,23 +35,93 @@ struct Signer {
     public_binary: Vec<u8>,
 }
 
+/// The directory the socket goes in: created 0700 if missing; if it exists, it must be
+/// ours and writable by nobody else, or another user could swap the socket for theirs.
+/// Never chmod an existing directory: `--socket /tmp/x.sock` must not close up /tmp.
+fn prepare_directory(dir: &Path, own_uid: u32) -> Result<(), AgentError> {
+    let io = |e| AgentError::Io(dir.to_path_buf(), e);
+    let unsafe_dir = |why: String| AgentError::UnsafeDirectory(dir.to_path_buf(), why);
+    match std::fs::metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
+    let meta = std::fs::metadata(dir).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory".into()));
+    }
+    if meta.uid() != own_uid {
+        return Err(unsafe_dir(format!(
+            "it is owned by uid {}, not by us (uid {own_uid})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "it is group- or world-writable (mode {mode:04o})"
+        )));
+    }
+    Ok(())
+}
+
+/// Make room for the socket: nothing there, or a socket of ours nobody answers on (an
+/// agent that crashed). Anything else stays where it is.
+async fn clear_stale_socket(socket: &Path, own_uid: u32) -> Result<(), AgentError> {
+    let io = |e| AgentError::Io(socket.to_path_buf(), e);
+    let meta = match std::fs::symlink_metadata(socket) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let file_type = meta.file_type();
+    if !file_type.is_socket() {
+        let what = if file_type.is_symlink() {
+            " (a symbolic link)"
+        } else if file_type.is_dir() {
+            " (a directory)"
+        } else if file_type.is_file() {
+            " (a regular file)"
+        } else {
+            ""
+        };
+        return Err(AgentError::NotASocket(socket.to_path_buf(), what.into()));
+    }
+    if meta.uid() != own_uid {
+        return Err(AgentError::NotASocket(
+            socket.to_path_buf(),
+            format!(" of ours (it is a socket of uid {})", meta.uid()),
+        ));
+    }
+    match UnixStream::connect(socket).await {
+        Ok(_) => Err(AgentError::AlreadyRunning(socket.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(socket).map_err(io)
+        }
+        // Anything but "nobody listens" (a full backlog, EACCES): leave it be.
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Bind the socket; returns once it accepts connections, with the serving future.
 pub async fn bind(socket: &Path, cert: &Cert, keypair: KeyPair) -> Result<Agent, AgentError> {
     let io = |e| AgentError::Io(socket.to_path_buf(), e);
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    if socket.exists() {
-        if UnixStream::connect(socket).await.is_ok() {
-            return Err(AgentError::AlreadyRunning(socket.to_path_buf()));
-        }
-        std::fs::remove_file(socket).map_err(io)?; // stale socket from a crashed agent
-    }
+    let own_uid = rustix::process::geteuid().as_raw();
+    let dir = match socket.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    prepare_directory(dir, own_uid)?;
+    clear_stale_socket(socket, own_uid).await?;
     let listener = UnixListener::bind(socket).map_err(io)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    // The socket file is ours, so its owner is our effective uid: no unsafe getuid needed.
-    let own_uid = std::fs::metadata(socket).map_err(io)?.uid();
+    let made = std::fs::symlink_metadata(socket).map_err(io)?;
     let signer = Signer {
         public_armored: openpgp::public_armored(cert).unwrap_or_default(),
         public_binary: openpgp::public_binary(cert).unwrap_or_default(),
@@ -55,6 +132,7 @@ pub async fn bind(socket: &Path, cert: &Cert, keypair: KeyPair) -> Result<Agent,
         own_uid,
         signer: Arc::new(signer),
         socket: socket.to_path_buf(),
+        made: (made.dev(), made.ino()),
     })
 }
 
@@ -63,6 +141,8 @@ pub struct Agent {
     own_uid: u32,
     signer: Arc<Signer>,
     socket: PathBuf,
+    /// (device, inode) of the socket we bound: the only file Drop may remove.
+    made: (u64, u64),
 }
 
 impl Agent {
@@ -98,7 +178,14 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
+        // Another agent may have replaced our socket after we stopped answering: remove
+        // only the very socket we made.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.socket)
+            && meta.file_type().is_socket()
+            && (meta.dev(), meta.ino()) == self.made
+        {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 }
 

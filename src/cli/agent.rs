@@ -16,7 +16,8 @@ pub struct Args {
     /// The data dir whose keys/signing-key.asc to hold.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// Socket path (default DIR/run/agent.sock); created mode 0600.
+    /// Socket path (default DIR/run/agent.sock); created mode 0600. Its directory must be
+    /// ours and not group- or world-writable; it is created 0700 when missing.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Read the passphrase from this file (else CAPREPO_PASSPHRASE, else a prompt).

@@ -7,6 +7,7 @@
 mod access_log;
 mod admin;
 mod auth;
+pub mod connections;
 mod files;
 mod hot_files;
 pub mod pages;

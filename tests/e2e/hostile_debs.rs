@@ -65,25 +65,6 @@ fn odd_file_names_cannot_forge_contents_and_apt_still_updates() {
     assert!(!out.contains("W:") && !out.contains("E:"), "{out}");
 }
 
-/// The server process: the one whose command line names this data dir.
-fn server_pid(data: &DataDir) -> u32 {
-    let wanted = data.path.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                let args: Vec<_> = cmdline
-                    .split(|b| *b == 0)
-                    .map(String::from_utf8_lossy)
-                    .collect();
-                args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == wanted)
-            })
-        })
-        .expect("the caprepo serve process")
-}
-
-/// Peak resident memory of a process, in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -121,8 +102,8 @@ fn many_control_fields_are_refused_in_bounded_time() {
 
 #[test]
 fn huge_long_names_are_refused_without_buffering_them() {
-    let (data, server, cap) = server_with_hello();
-    let pid = server_pid(&data);
+    let (_data, server, cap) = server_with_hello();
+    let pid = server.pid();
     let before = vm_hwm_kib(pid);
     // Six at once: each claims 200 MiB of file name.
     let replies: Vec<(HttpReply, Duration)> = std::thread::scope(|scope| {

@@ -81,6 +81,16 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let open_files = raise_open_file_limit();
     let connection_limits = connection_limits(&config.server, open_files);
     let store = Store::open(&config.storage, options.data.root()).context("opening the store")?;
+    // Spool files of processes that died (kill -9 mid-upload) would otherwise pile up.
+    match crate::spool::sweep(&options.data.spool_dir()) {
+        Ok(swept) if swept.files > 0 => tracing::info!(
+            files = swept.files,
+            bytes = swept.bytes,
+            "removed spool files left by processes that died"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot sweep the spool directory"),
+    }
     // A server stays up between uploads: idle time to hash the next RPM publish ahead.
     crate::rpmrepo::next_publish::enable();
     let root_key = cap_keys::parse_public(&config.caps.root_public_key)?;
@@ -160,6 +170,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         body_timeout_secs = connection_limits.body_timeout.as_secs(),
         "connection limits"
     );
+    let manager = state.manager.clone();
     server::connections::serve(
         listener,
         server::router(state),
@@ -167,7 +178,33 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         shutdown_signal(),
     )
     .await;
+    drain(&manager).await;
     Ok(())
+}
+
+/// How long a stopping server may spend publishing what it acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The last thing a stopping server does: publish every upload it answered 2xx (and
+/// anything else whose cells moved), so a stop never strands an acknowledged upload
+/// until some daemon's next start, and say so in the log.
+async fn drain(manager: &crate::manager::ManagerHandle) {
+    tracing::info!("stopped accepting; publishing what was acknowledged before exiting");
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(DRAIN_TIMEOUT, manager.flush()).await {
+        Ok(Some(published)) => tracing::info!(
+            trees = published,
+            ms = started.elapsed().as_millis() as u64,
+            "drained: every acknowledged upload is published; exiting"
+        ),
+        Ok(None) => {
+            tracing::error!("the manager is gone; acknowledged uploads publish at the next start")
+        }
+        Err(_) => tracing::error!(
+            secs = DRAIN_TIMEOUT.as_secs(),
+            "publishing did not finish in time; acknowledged uploads publish at the next start"
+        ),
+    }
 }
 
 /// Descriptors kept out of the connection budget: store files, spool files, the agent

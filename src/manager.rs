@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::AgentClient;
 use crate::apt::publish::{self, Published};
@@ -210,10 +210,20 @@ impl Views {
 pub struct ManagerHandle {
     dirty: mpsc::UnboundedSender<SuiteKey>,
     published: watch::Receiver<u64>,
+    flush: mpsc::UnboundedSender<oneshot::Sender<usize>>,
     pub views: Arc<Views>,
 }
 
 impl ManagerHandle {
+    /// Publishes every suite and tree whose cells moved past what is served, now, and
+    /// answers how many it published: what a stopping server does, so that every upload
+    /// it answered 2xx is published before it exits. None if the manager is gone.
+    pub async fn flush(&self) -> Option<usize> {
+        let (reply, answer) = oneshot::channel();
+        self.flush.send(reply).ok()?;
+        answer.await.ok()
+    }
+
     /// Changes each time something is published.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.clone()
@@ -267,16 +277,19 @@ pub struct Manager {
     views: Arc<Views>,
     metrics: Arc<Metrics>,
     dirty_rx: mpsc::UnboundedReceiver<SuiteKey>,
+    flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<usize>>,
     published_tx: watch::Sender<u64>,
 }
 
 pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager, ManagerHandle) {
     let (dirty_tx, dirty_rx) = mpsc::unbounded_channel();
+    let (flush_tx, flush_rx) = mpsc::unbounded_channel();
     let (published_tx, published_rx) = watch::channel(0);
     let views = Arc::new(Views::default());
     let handle = ManagerHandle {
         dirty: dirty_tx,
         published: published_rx,
+        flush: flush_tx,
         views: Arc::clone(&views),
     };
     (
@@ -286,6 +299,7 @@ pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager,
             views,
             metrics,
             dirty_rx,
+            flush_rx,
             published_tx,
         },
         handle,
@@ -300,7 +314,15 @@ impl Manager {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut dirty: BTreeSet<SuiteKey> = BTreeSet::new();
+            let mut flushed: Option<oneshot::Sender<usize>> = None;
             tokio::select! {
+                Some(reply) = self.flush_rx.recv() => {
+                    match self.stale_suites().await {
+                        Ok(stale) => dirty.extend(stale),
+                        Err(e) => tracing::warn!(error = %e, "polling the store for changes failed"),
+                    }
+                    flushed = Some(reply);
+                },
                 received = self.dirty_rx.recv() => match received {
                     // An empty key asks for a full poll.
                     Some((repo, _)) if repo.is_empty() => match self.stale_suites().await {
@@ -323,8 +345,12 @@ impl Manager {
                     dirty.insert(key);
                 }
             }
+            let count = dirty.len();
             for (repo, suite) in dirty {
                 self.publish(&repo, &suite).await;
+            }
+            if let Some(reply) = flushed {
+                let _ = reply.send(count);
             }
         }
     }

@@ -42,7 +42,12 @@ async fn authorize(state: &AppState, cap: &str) -> Result<(String, Option<String
                 return Err(Denied::Unauthorized("unknown read link".into()));
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read a read link");
+                // The store's error names the object, `links/<hex>`: the link itself.
+                let kind = match e {
+                    crate::store::StoreError::Io(..) => "i/o",
+                    _ => "store",
+                };
+                tracing::error!(link = %links::redact(cap), kind, "cannot read a read link");
                 return Err(Denied::Unavailable);
             }
         }

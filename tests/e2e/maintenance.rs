@@ -209,3 +209,58 @@ fn spool_files_of_a_killed_server_are_reported_and_swept() {
     assert!(spool_files(&data).is_empty());
     assert!(data.cli(&["verify"], &[]).starts_with("ok"));
 }
+
+/// The newest generation a ref has in a local store, and the JSON it names.
+fn newest(data: &DataDir, reference: &str) -> (u64, serde_json::Value) {
+    let dir = data.path.join("store/refs").join(reference);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
+    let target = entry["target"].as_str().unwrap().to_string();
+    let manifest = std::fs::read(blob_file(data, &target)).unwrap();
+    (
+        entry["generation"].as_u64().unwrap(),
+        serde_json::from_slice(&manifest).unwrap(),
+    )
+}
+
+/// A stopping server publishes what changed before it exits: here a removal made by
+/// the CLI an instant before SIGTERM, which the server's next poll would otherwise
+/// have found only after its exit.
+#[test]
+fn sigterm_publishes_what_changed_before_the_server_exits() {
+    let data = DataDir::init(&[]);
+    data.repo_add("dr", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/dr/dists/stable/main/binary-amd64", "1h");
+    let out = server.upload(
+        &cap,
+        &[
+            fixture("debs/hello_2.10-3_amd64.deb"),
+            fixture("debs/tree_2.1.0-1_amd64.deb"),
+        ],
+        true,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data.cli(&["rm"], &["apt/dr/stable", "hello"]);
+    let log = server.log.clone();
+    server.stop();
+    let cell = "cells/apt/dr/stable/main/amd64";
+    let (cell_generation, _) = newest(&data, cell);
+    let (_, publication) = newest(&data, "published/apt/dr/stable");
+    assert_eq!(
+        publication["inputs"][cell].as_u64(),
+        Some(cell_generation),
+        "the last publication was built from the cell as it was at the stop"
+    );
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("drained"), "{text}");
+}

@@ -6,6 +6,7 @@ mod harness;
 mod apt_client;
 mod caps_http;
 mod concurrency;
+mod consumers;
 mod hostile_debs;
 mod hostile_rpms;
 mod http_semantics;

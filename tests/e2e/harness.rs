@@ -572,3 +572,11 @@ print("caprepo1." + ".".join(parts[:-1] + [e(payload), e(proof.sign(payload)), e
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The text inside a gzip stream (a served or exported Packages.gz, Sources.gz, primary.xml.gz).
+pub fn gunzip_text(gz: &[u8]) -> String {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(gz), &mut text)
+        .expect("a gzip stream of UTF-8 text");
+    text
+}

@@ -7,6 +7,7 @@ mod apt_client;
 mod caps_http;
 mod concurrency;
 mod conformance;
+mod consumers;
 mod hardening;
 mod hostile_debs;
 mod hostile_rpms;

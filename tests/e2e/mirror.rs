@@ -122,12 +122,16 @@ fn a_mirrored_directory_served_by_nginx_works_for_apt_and_dnf() {
         !mirror.join("hidden").exists(),
         "private repositories are never mirrored"
     );
-    let mirrored = std::fs::read(mirror.join("pub/dists/stable/InRelease")).unwrap();
-    assert_eq!(
-        mirrored,
-        server.get("/pub/dists/stable/InRelease").body,
-        "the mirror holds what the server publishes"
-    );
+    // The mirror writes InRelease last, after the pool file this loop saw: wait for it.
+    let served = server.get("/pub/dists/stable/InRelease").body;
+    while std::fs::read(mirror.join("pub/dists/stable/InRelease")).ok() != Some(served.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror holds what the server publishes:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     let nginx = Nginx::serve(&mirror);
     let sources = format!(

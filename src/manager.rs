@@ -106,6 +106,27 @@ impl SuiteView {
             .copied()
     }
 
+    /// The file at `wanted` in the publication (current or retained) in which the file
+    /// at `known` had the sha256 `digest`: the other half of a signed pair a client
+    /// fetched across a publish (see `server::pinning`).
+    pub fn counterpart(
+        &self,
+        known: &str,
+        digest: &crate::digest::Digest,
+        wanted: &str,
+    ) -> Option<FileEntry> {
+        std::iter::once(&self.current)
+            .chain(self.retained.iter().rev().map(|(old, _)| old))
+            .find(|publication| {
+                publication
+                    .files
+                    .get(known)
+                    .is_some_and(|f| f.sha256 == *digest)
+            })
+            .and_then(|publication| publication.files.get(wanted))
+            .copied()
+    }
+
     /// Immutable paths of superseded publications (for mirror pruning).
     pub fn retained_paths(&self) -> impl Iterator<Item = (&String, &FileEntry)> {
         self.retained.iter().flat_map(|(old, chunks)| {

@@ -294,9 +294,13 @@ async fn run(
     });
     let body_timeout = limits.body_timeout;
     let service_connection = Arc::clone(&connection);
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    // What this connection was served of signed files, so a signature fetched after a
+    // publish matches the file fetched before it (see `super::pinning`).
+    let memory = super::pinning::ConnectionMemory::default();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let guard = service_connection.begin_request();
         let mut router = router.clone();
+        request.extensions_mut().insert(memory.clone());
         async move {
             let request = request.map(|body| TimedBody::new(body, body_timeout));
             let response = tower_service::Service::call(&mut router, request).await?;

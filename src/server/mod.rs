@@ -11,6 +11,7 @@ pub mod connections;
 mod files;
 mod hot_files;
 pub mod pages;
+pub mod pinning;
 mod readcap;
 pub mod release_api;
 mod reply;
@@ -118,33 +119,60 @@ pub(crate) fn resolve(
     let allowed = |tree: &str| {
         only.is_none_or(|o| tree == o || tree.strip_prefix(o).is_some_and(|r| r.starts_with('/')))
     };
-    if let Some(rest) = path.strip_prefix("dists/") {
-        let suite = rest.split('/').next().unwrap_or_default();
-        if !allowed(suite) {
-            return None;
-        }
-        views.get(repo, suite).and_then(|view| view.lookup(path))
-    } else if path.starts_with("pool/") {
-        views
+    if path.starts_with("pool/") {
+        return views
             .suites_of(repo)
             .iter()
             .filter(|view| allowed(&view.current.suite))
-            .find_map(|view| view.lookup(path))
-    } else {
-        // RPM: `<release>/<arch>/...`
-        let mut parts = path.splitn(3, '/');
-        let tree = format!("{}/{}", parts.next()?, parts.next()?);
-        if !allowed(&tree) {
-            return None;
-        }
-        views.get(repo, &tree).and_then(|view| view.lookup(path))
+            .find_map(|view| view.lookup(path));
     }
+    let (tree, view) = view_of(views, repo, path)?;
+    if !allowed(&tree) {
+        return None;
+    }
+    view.lookup(path)
+}
+
+/// The suite (`dists/<suite>/...`) or RPM tree (`<release>/<arch>/...`) a path lies in,
+/// and its view.
+fn view_of(
+    views: &Views,
+    repo: &str,
+    path: &str,
+) -> Option<(String, std::sync::Arc<crate::manager::SuiteView>)> {
+    let tree = match path.strip_prefix("dists/") {
+        Some(rest) => rest.split('/').next().unwrap_or_default().to_string(),
+        None => {
+            let mut parts = path.splitn(3, '/');
+            format!("{}/{}", parts.next()?, parts.next()?)
+        }
+    };
+    let view = views.get(repo, &tree)?;
+    Some((tree, view))
+}
+
+/// [`resolve`] for a request on a connection that remembers what it was served: a
+/// signature is the one published with the file this connection got (see [`pinning`]).
+pub(crate) fn resolve_on(
+    memory: Option<&pinning::ConnectionMemory>,
+    views: &Views,
+    repo: &str,
+    only: Option<&str>,
+    path: &str,
+) -> Option<FileEntry> {
+    let resolved = resolve(views, repo, only, path);
+    pinning::pin(memory, repo, path, resolved, |known, digest, wanted| {
+        view_of(views, repo, path)?
+            .1
+            .counterpart(known, digest, wanted)
+    })
 }
 
 /// `GET /<repo>/dists/...` and `/<repo>/pool/...` of public repositories.
 async fn repository_file(
     State(state): State<AppState>,
     Path((repo, path)): Path<(String, String)>,
+    memory: Option<axum::Extension<pinning::ConnectionMemory>>,
     headers: HeaderMap,
 ) -> Response {
     state.metrics.http_requests.inc();
@@ -158,7 +186,7 @@ async fn repository_file(
             None => None,
         }
     } else {
-        resolve(views, &repo, None, &path)
+        resolve_on(memory.as_deref(), views, &repo, None, &path)
     };
     files::serve_or_404(
         &state,

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::auth::Denied;
-use super::{AppState, auth, files, pages, reply, resolve};
+use super::{AppState, auth, files, pages, reply};
 use crate::caps::{Grant, Right, links};
 
 /// The repository and (optionally) suite a read cap opens.
@@ -100,6 +100,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap) -> Resp
 pub async fn file(
     State(state): State<AppState>,
     Path((cap, path)): Path<(String, String)>,
+    memory: Option<axum::Extension<super::pinning::ConnectionMemory>>,
     headers: HeaderMap,
 ) -> Response {
     state.metrics.http_requests.inc();
@@ -118,7 +119,13 @@ pub async fn file(
             Some(snapshot) => super::snapshots::lookup(&snapshot, &path),
             None => None,
         },
-        None => resolve(&state.manager.views, &repo, suite.as_deref(), &path),
+        None => super::resolve_on(
+            memory.as_deref(),
+            &state.manager.views,
+            &repo,
+            suite.as_deref(),
+            &path,
+        ),
     };
     files::serve_or_404(
         &state,

@@ -16,6 +16,7 @@ mod import;
 mod maintenance;
 mod mirror;
 mod readcaps;
+mod refresh_during_publish;
 mod refusals;
 mod releases;
 mod rpm;

@@ -1,0 +1,193 @@
+//! Signatures that match what a connection was served.
+//!
+//! dnf and zypper fetch `repodata/repomd.xml` and then `repodata/repomd.xml.asc` as two
+//! requests; a publish between them used to hand the client a signature of the new
+//! repomd.xml for the old one it held ("Bad GPG signature"), so a refresh could fail
+//! while publishing, 1 round in 25 with uploads back to back. APT has InRelease, but a
+//! client reading `Release` and `Release.gpg` meets the same race.
+//!
+//! Both clients reuse one keep-alive connection for the pair (zypper fetches the
+//! signature first, dnf the file first), so each connection remembers the half of a
+//! pair it was served, and the other half asked for on it within a few seconds is the
+//! one published with it: the current publication's, or one of those the server
+//! retains after a publish. A new connection, or a half no longer retained, gets the
+//! current file, as before.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::digest::Digest;
+use crate::model::FileEntry;
+
+/// Signed files and their detached signatures, by path suffix.
+const PAIRS: &[(&str, &str)] = &[
+    ("repodata/repomd.xml", "repodata/repomd.xml.asc"),
+    ("/Release", "/Release.gpg"),
+];
+
+/// How many pairs one connection remembers: far more than a client fetches on it.
+const REMEMBERED: usize = 64;
+
+/// How long the first half of a pair waits for its other half: a client fetches the two
+/// within a second; a half fetched alone (no signature check) must not pin a later refresh.
+const PAIR_WINDOW: Duration = Duration::from_secs(30);
+
+/// One half of a pair served on this connection: which half, its sha256, and when.
+#[derive(Clone, Copy)]
+struct Served {
+    signature: bool,
+    digest: Digest,
+    at: Instant,
+}
+
+/// What one connection was served of signed pairs, keyed by repository and the signed
+/// file's path. A request extension, one per connection.
+#[derive(Clone, Default)]
+pub struct ConnectionMemory(Arc<Mutex<HashMap<String, Served>>>);
+
+impl ConnectionMemory {
+    fn remember(&self, key: String, served: Served) {
+        if let Ok(mut seen) = self.0.lock() {
+            if seen.len() >= REMEMBERED && !seen.contains_key(&key) {
+                seen.clear();
+            }
+            seen.insert(key, served);
+        }
+    }
+
+    /// The other half of the pair at `key`, if it was served within the window; taken, so
+    /// that the next refresh on this connection starts a pair of its own.
+    fn take_other_half(&self, key: &str, signature: bool) -> Option<Served> {
+        let mut seen = self.0.lock().ok()?;
+        let found = seen.get(key).copied()?;
+        if found.signature == signature || found.at.elapsed() > PAIR_WINDOW {
+            return None;
+        }
+        seen.remove(key);
+        Some(found)
+    }
+}
+
+/// The pair `path` belongs to: (signed file's path, signature's path, path is the signature).
+fn pair_of(path: &str) -> Option<(String, String, bool)> {
+    PAIRS.iter().find_map(|(data, signature)| {
+        if let Some(prefix) = path.strip_suffix(signature) {
+            Some((format!("{prefix}{data}"), path.to_string(), true))
+        } else {
+            path.strip_suffix(data)
+                .map(|prefix| (path.to_string(), format!("{prefix}{signature}"), false))
+        }
+    })
+}
+
+/// The file to serve for `path` of `repo` on this connection: `resolved` (what the path
+/// names now), unless it is one half of a signed pair whose other half this connection
+/// was just served from an earlier publication; then that publication's half, which
+/// `counterpart(known path, its sha256, wanted path)` finds among those retained.
+pub fn pin(
+    memory: Option<&ConnectionMemory>,
+    repo: &str,
+    path: &str,
+    resolved: Option<FileEntry>,
+    counterpart: impl FnOnce(&str, &Digest, &str) -> Option<FileEntry>,
+) -> Option<FileEntry> {
+    let (Some(memory), Some(entry)) = (memory, resolved) else {
+        return resolved;
+    };
+    let Some((data, signature, is_signature)) = pair_of(path) else {
+        return resolved;
+    };
+    let key = format!("{repo}/{data}");
+    if let Some(other) = memory.take_other_half(&key, is_signature) {
+        let (known, wanted) = if is_signature {
+            (&data, &signature)
+        } else {
+            (&signature, &data)
+        };
+        if other.digest == entry.sha256 {
+            return resolved;
+        }
+        return counterpart(known, &other.digest, wanted).or(resolved);
+    }
+    memory.remember(
+        key,
+        Served {
+            signature: is_signature,
+            digest: entry.sha256,
+            at: Instant::now(),
+        },
+    );
+    resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_half_of_a_pair_matches_the_first_whichever_comes_first() {
+        let entry = |text: &[u8]| FileEntry {
+            sha256: Digest::of(text),
+            size: 1,
+        };
+        let (old_data, old_sig) = (entry(b"old repomd"), entry(b"old sig"));
+        let (new_data, new_sig) = (entry(b"new repomd"), entry(b"new sig"));
+        let data = "12/x86_64/repodata/repomd.xml";
+        let sig = "12/x86_64/repodata/repomd.xml.asc";
+        // The retained publications: each path's old and new version.
+        let counterpart = |known: &str, digest: &Digest, wanted: &str| {
+            let old = if known == data { old_data } else { old_sig };
+            (digest == &old.sha256).then_some(if wanted == data { old_data } else { old_sig })
+        };
+        // dnf: repomd.xml, a publish, then the signature: the old signature.
+        let memory = ConnectionMemory::default();
+        assert_eq!(
+            pin(Some(&memory), "r", data, Some(old_data), counterpart),
+            Some(old_data)
+        );
+        assert_eq!(
+            pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
+            Some(old_sig)
+        );
+        // The pair is complete: the next refresh gets what is current.
+        assert_eq!(
+            pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
+            Some(new_sig)
+        );
+        assert_eq!(
+            pin(Some(&memory), "r", data, Some(new_data), counterpart),
+            Some(new_data)
+        );
+        // zypper: the signature, a publish, then repomd.xml: the old repomd.xml.
+        let memory = ConnectionMemory::default();
+        assert_eq!(
+            pin(Some(&memory), "r", sig, Some(old_sig), counterpart),
+            Some(old_sig)
+        );
+        assert_eq!(
+            pin(Some(&memory), "r", data, Some(new_data), counterpart),
+            Some(old_data)
+        );
+        // Another repository's pair is its own; no memory means what is current.
+        let memory = ConnectionMemory::default();
+        pin(Some(&memory), "r", data, Some(old_data), counterpart);
+        assert_eq!(
+            pin(Some(&memory), "s", sig, Some(new_sig), counterpart),
+            Some(new_sig)
+        );
+        assert_eq!(
+            pin(None, "r", sig, Some(new_sig), counterpart),
+            Some(new_sig)
+        );
+        assert_eq!(
+            pair_of("dists/stable/Release.gpg"),
+            Some((
+                "dists/stable/Release".into(),
+                "dists/stable/Release.gpg".into(),
+                true
+            ))
+        );
+        assert_eq!(pair_of("dists/stable/InRelease"), None);
+    }
+}

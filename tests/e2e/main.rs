@@ -12,6 +12,7 @@ mod http_semantics;
 mod import;
 mod maintenance;
 mod mirror;
+mod newer_clients;
 mod readcaps;
 mod refusals;
 mod releases;

@@ -15,6 +15,7 @@ mod http_semantics;
 mod import;
 mod maintenance;
 mod mirror;
+mod newer_clients;
 mod readcaps;
 mod refresh_during_publish;
 mod refusals;

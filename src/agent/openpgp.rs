@@ -43,6 +43,10 @@ pub enum KeyError {
     WrongPassphrase,
     #[error("the key file holds no usable signing key")]
     NoSigningKey,
+    #[error(
+        "the signing key is {0}, which current clients refuse: apt 3.0 (sqv's policy) rejects DSA and RSA under 2048 bits, and rpm 4.x cannot verify DSA or ECDSA package signatures from caprepo; use an Ed25519 key or RSA of at least 2048 bits (better 4096), e.g. `caprepo init --key-algo rsa4096`"
+    )]
+    WeakKey(String),
 }
 
 /// Generate the repository signing certificate (secret parts included).
@@ -119,6 +123,20 @@ fn signing_key(cert: &Cert) -> Result<Key<SecretParts, UnspecifiedRole>, KeyErro
         .next()
         .ok_or(KeyError::NoSigningKey)?;
     Ok(amalgamation.key().clone())
+}
+
+/// Refuses a signing key the clients of a repository would refuse: what apt 3.0's sqv
+/// policy and rpm accept is RSA of at least 2048 bits and EdDSA (Ed25519).
+pub fn check_client_acceptable(cert: &Cert) -> Result<(), KeyError> {
+    use openpgp::types::PublicKeyAlgorithm as Algo;
+    let key = signing_key(cert)?;
+    let bits = key.mpis().bits().unwrap_or(0);
+    match key.pk_algo() {
+        Algo::RSAEncryptSign if bits >= 2048 => Ok(()),
+        Algo::EdDSA | Algo::Ed25519 => Ok(()),
+        Algo::RSAEncryptSign => Err(KeyError::WeakKey(format!("RSA {bits}"))),
+        other => Err(KeyError::WeakKey(format!("{other} ({bits} bits)"))),
+    }
 }
 
 /// True if the certificate's signing key material is passphrase-protected.

@@ -168,5 +168,7 @@ fn import_signing_key(file: &Path) -> Result<sequoia_openpgp::Cert> {
     // Fails unless the file holds a usable signing-capable secret key.
     openpgp::needs_passphrase(&cert)
         .with_context(|| format!("{} holds no usable signing secret key", file.display()))?;
+    openpgp::check_client_acceptable(&cert)
+        .with_context(|| format!("{} cannot sign for apt and rpm clients", file.display()))?;
     Ok(cert)
 }

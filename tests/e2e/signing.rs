@@ -220,3 +220,49 @@ fn separately_started_agent_signs_while_the_server_never_reads_the_key() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A signing key current clients refuse is refused at `init`, with what to do instead:
+/// apt 3.0's sqv policy rejects DSA, and rpm 4.x reads no DSA signature caprepo writes.
+#[test]
+fn init_refuses_a_dsa_signing_key_that_clients_reject() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gpg {args:?}: {}", output_text(&out));
+        out.stdout
+    };
+    let mut keys = Vec::new();
+    for (uid, algo) in [
+        ("dsa@example.invalid", "dsa2048"),
+        ("rsa@example.invalid", "rsa3072"),
+    ] {
+        gpg(&["--quick-gen-key", uid, algo, "sign", "never"]);
+        let file = work.path().join(format!("{algo}.asc"));
+        std::fs::write(&file, gpg(&["--armor", "--export-secret-keys", uid])).unwrap();
+        keys.push((algo, file));
+    }
+    for (algo, file) in keys {
+        let data = work.path().join(format!("data-{algo}"));
+        let out = caprepo()
+            .args(["init", "--no-passphrase", "--data"])
+            .arg(&data)
+            .arg("--signing-key")
+            .arg(&file)
+            .output()
+            .unwrap();
+        if algo == "dsa2048" {
+            assert!(!out.status.success(), "a DSA key was accepted");
+            let text = output_text(&out);
+            assert!(text.contains("DSA") && text.contains("rsa4096"), "{text}");
+        } else {
+            assert!(out.status.success(), "{algo}: {}", output_text(&out));
+        }
+    }
+}

@@ -288,9 +288,7 @@ impl Placed {
         });
         let stored_path: &Path = match &signed {
             Some(RemoveOnDrop(signed_path)) => {
-                sign::sign_with_agent(agent, &spooled.path, signed_path)
-                    .await
-                    .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
+                sign::sign_with_agent(agent, &spooled.path, signed_path).await?;
                 signed_path
             }
             None => &spooled.path,

@@ -295,9 +295,7 @@ impl Placed {
         let stored_path: &Path = match &signed {
             Some(spool) => {
                 let signed_path = spool.path();
-                sign::sign_with_agent(agent, &spooled.path, signed_path)
-                    .await
-                    .map_err(|e| IngestError::Internal(format!("signing the package: {e}")))?;
+                sign::sign_with_agent(agent, &spooled.path, signed_path).await?;
                 signed_path
             }
             None => &spooled.path,

@@ -13,6 +13,7 @@ mod hostile_debs;
 mod hostile_rpms;
 mod http_semantics;
 mod import;
+mod legacy_rpms;
 mod maintenance;
 mod mirror;
 mod newer_clients;

@@ -201,6 +201,12 @@ impl Header {
         self.strings(tag).and_then(|s| s.into_iter().next())
     }
 
+    /// A binary entry's bytes (an MD5 digest, a signature); None when absent or not binary.
+    pub fn binary(&self, tag: u32) -> Option<&[u8]> {
+        let entry = self.find(tag).filter(|e| e.kind == TYPE_BIN)?;
+        Some(self.data(entry))
+    }
+
     /// An integer entry's values; None when absent or not an integer type.
     pub fn numbers(&self, tag: u32) -> Option<Vec<u64>> {
         let entry = self.find(tag)?;

@@ -6,7 +6,7 @@
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use rpm::{DependencyFlags, PackageMetadata};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 use super::header::{self, Header, HeaderError, Headers};
 use super::{text, xml};
@@ -366,7 +366,7 @@ pub fn inspect_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
         }
         Err(e) => return Err(RpmError::Damaged(e.to_string())),
     }
-    verify_payload(source, &headers.main, headers.payload_start)?;
+    verify_payload(source, &headers)?;
     let main = &headers.main;
 
     let name = string(main, tag::NAME, "name")?;
@@ -459,30 +459,57 @@ fn is_source_package(main: &Header) -> bool {
         .is_some_and(|dirs| dirs.len() == 1 && dirs[0].is_empty())
 }
 
-/// Stream the payload through SHA-256 and compare with the header's payload digest.
-fn verify_payload(
-    source: PackageSource<'_>,
-    main: &Header,
-    payload_offset: u64,
-) -> Result<(), RpmError> {
-    // rpm < 4.14 wrote no payload digest; the header digests were checked.
-    let Some(expected) = main.string(tag::PAYLOADDIGEST) else {
-        return Ok(());
+/// Stream the payload through SHA-256 and compare with the header's payload digest; for
+/// a package rpm < 4.14 built (no payload digest), stream header and payload through MD5
+/// and compare with the signature header's MD5, as `rpm -K` does. Either way a payload
+/// altered after the build is refused.
+fn verify_payload(source: PackageSource<'_>, headers: &Headers) -> Result<(), RpmError> {
+    /// RPMSIGTAG_MD5: MD5 of the main header and the payload.
+    const SIGNATURE_MD5: u32 = 1004;
+    let legacy = headers.main.string(tag::PAYLOADDIGEST).is_none();
+    let (start, expected, what) = match headers.main.string(tag::PAYLOADDIGEST) {
+        Some(expected) => (
+            headers.payload_start,
+            String::from_utf8_lossy(expected).to_ascii_lowercase(),
+            "payload SHA-256",
+        ),
+        None => match headers.signature.binary(SIGNATURE_MD5) {
+            Some(md5) => (
+                headers.main_start,
+                hex::encode(md5),
+                "header and payload MD5",
+            ),
+            // Neither: the header digests, checked, are all there is (as for rpm -K).
+            None => return Ok(()),
+        },
     };
-    let expected = String::from_utf8_lossy(expected).to_ascii_lowercase();
-    let mut hasher = Sha256::new();
+    let actual = if legacy {
+        digest_from::<md5::Md5>(source, start)?
+    } else {
+        digest_from::<Sha256>(source, start)?
+    };
+    if actual != expected {
+        return Err(RpmError::DigestMismatch(format!(
+            "{what} is {actual}, the header says {expected} (truncated or altered)"
+        )));
+    }
+    Ok(())
+}
+
+/// The hex digest of the package's bytes from `start` to its end.
+fn digest_from<D: sha2::Digest>(source: PackageSource<'_>, start: u64) -> Result<String, RpmError> {
+    let mut hasher = D::new();
     match source {
         PackageSource::Memory(bytes) => {
-            let payload = usize::try_from(payload_offset)
+            let rest = usize::try_from(start)
                 .ok()
                 .and_then(|start| bytes.get(start..))
                 .ok_or_else(|| RpmError::Damaged("the file ends inside its headers".into()))?;
-            hasher.update(payload);
+            hasher.update(rest);
         }
         PackageSource::File(_) => {
             let (mut file, _) = source.open().map_err(RpmError::Io)?;
-            file.seek(SeekFrom::Start(payload_offset))
-                .map_err(RpmError::Io)?;
+            file.seek(SeekFrom::Start(start)).map_err(RpmError::Io)?;
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = file.read(&mut buf).map_err(RpmError::Io)?;
@@ -493,13 +520,7 @@ fn verify_payload(
             }
         }
     }
-    let actual = hex::encode(hasher.finalize());
-    if actual != expected {
-        return Err(RpmError::DigestMismatch(format!(
-            "payload SHA-256 is {actual}, the header says {expected} (truncated or altered)"
-        )));
-    }
-    Ok(())
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Flag bits that make createrepo_c write `pre="1"`.
@@ -523,6 +544,21 @@ mod tests {
 
     fn refusal(name: &str) -> String {
         inspect(name).unwrap_err().to_string()
+    }
+
+    /// rpm < 4.14 wrote no payload digest: its MD5 over header and payload is what `rpm -K`
+    /// checks, and an altered payload must be refused whether or not the repository signs.
+    #[test]
+    fn a_legacy_package_with_an_altered_payload_is_refused_by_its_md5() {
+        assert!(inspect("legacy-caprepo-1.0-1.noarch.rpm").is_ok());
+        let mut bytes = std::fs::read(fixture("legacy-caprepo-1.0-1.noarch.rpm")).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        let bytes = bytes::Bytes::from(bytes);
+        let why = inspect_rpm(PackageSource::Memory(&bytes))
+            .unwrap_err()
+            .to_string();
+        assert!(why.contains("header and payload MD5"), "{why}");
     }
 
     #[test]

@@ -63,22 +63,7 @@ fn without(
 #[test]
 fn packages_equal_dpkg_scanpackages_with_and_without_legacy_hashes() {
     let data = DataDir::init(&[]);
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "apt",
-                "old",
-                "--suites",
-                "stable",
-                "--components",
-                "main",
-                "--architectures",
-                "amd64",
-                "--legacy-hashes",
-            ]),
-    );
+    data.repo_add_with("old", "stable", "main", "amd64", &["--legacy-hashes"]);
     data.repo_add("new", "stable", "main", "amd64");
     let server = Server::start(&data);
     let files: Vec<_> = DEBS.iter().map(|d| fixture(d)).collect();

@@ -104,6 +104,18 @@ impl DataDir {
     }
 
     pub fn repo_add(&self, name: &str, suites: &str, components: &str, arches: &str) {
+        self.repo_add_with(name, suites, components, arches, &[]);
+    }
+
+    /// `repo add` of an APT repository with more options (`--private`, `--legacy-hashes`).
+    pub fn repo_add_with(
+        &self,
+        name: &str,
+        suites: &str,
+        components: &str,
+        arches: &str,
+        extra: &[&str],
+    ) {
         run_ok(
             caprepo()
                 .args(["repo", "add", "--data"])
@@ -117,7 +129,8 @@ impl DataDir {
                     components,
                     "--architectures",
                     arches,
-                ]),
+                ])
+                .args(extra),
         );
     }
 
@@ -579,4 +592,21 @@ pub fn gunzip_text(gz: &[u8]) -> String {
     std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(gz), &mut text)
         .expect("a gzip stream of UTF-8 text");
     text
+}
+
+/// zypper on its own root (`--root`), non-interactive, trusting the repository's key on
+/// first sight, for release 12.
+pub fn zypper(root: &Path, args: &[&str]) -> Output {
+    Command::new("zypper")
+        .arg("--root")
+        .arg(root)
+        .args([
+            "--non-interactive",
+            "--gpg-auto-import-keys",
+            "--releasever",
+            "12",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
 }

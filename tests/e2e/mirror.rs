@@ -70,20 +70,7 @@ fn a_mirrored_directory_served_by_nginx_works_for_apt_and_dnf() {
     std::fs::write(&config, text).unwrap();
     data.repo_add("pub", "stable", "main", "amd64");
     data.repo_add_rpm("fed", "12", "x86_64", &[]);
-    data.cli(
-        &["repo", "add"],
-        &[
-            "apt",
-            "hidden",
-            "--suites",
-            "stable",
-            "--components",
-            "main",
-            "--architectures",
-            "amd64",
-            "--private",
-        ],
-    );
+    data.repo_add_with("hidden", "stable", "main", "amd64", &["--private"]);
     let server = Server::start(&data);
     assert!(
         server

@@ -3,27 +3,10 @@
 //! repomd.xml and then repomd.xml.asc; a publish between the two used to hand them a
 //! signature of the new repomd.xml for the old one (see `src/server/pinning.rs`).
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::harness::*;
-
-fn zypper(root: &Path, args: &[&str]) -> Output {
-    Command::new("zypper")
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--non-interactive",
-            "--gpg-auto-import-keys",
-            "--releasever",
-            "12",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn dnf_and_zypper_refresh_without_failure_while_100_publishes_run() {

@@ -127,26 +127,12 @@ fn dnf_zypper_and_rpmkeys_accept_what_caprepo_publishes_and_it_equals_createrepo
         ),
     )
     .unwrap();
-    let zypper = |args: &[&str]| {
-        Command::new("zypper")
-            .arg("--root")
-            .arg(&zroot)
-            .args([
-                "--non-interactive",
-                "--gpg-auto-import-keys",
-                "--releasever",
-                "12",
-            ])
-            .args(args)
-            .output()
-            .unwrap()
-    };
     for args in [
         &["refresh"][..],
         &["install", "standalone-caprepo"],
         &["download", "hello-caprepo"],
     ] {
-        let out = zypper(args);
+        let out = zypper(&zroot, args);
         assert!(
             out.status.success(),
             "zypper {args:?}: {}",

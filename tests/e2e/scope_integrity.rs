@@ -185,22 +185,7 @@ fn rpm_epochs_that_share_a_location_are_refused() {
 #[test]
 fn a_dsc_cannot_publish_a_blob_it_did_not_stage() {
     let data = DataDir::init(&[]);
-    run_ok(
-        caprepo()
-            .args(["repo", "add", "--data"])
-            .arg(&data.path)
-            .args([
-                "apt",
-                "secret",
-                "--suites",
-                "stable",
-                "--components",
-                "main",
-                "--architectures",
-                "amd64",
-                "--private",
-            ]),
-    );
+    data.repo_add_with("secret", "stable", "main", "amd64", &["--private"]);
     data.repo_add("open", "stable", "main", "amd64");
     let server = Server::start(&data);
     let private_cap = data.cap("apt/secret/dists/stable/main/binary-amd64", "1h");

@@ -101,12 +101,13 @@ pub async fn stage(
     name: &str,
     target: &Scope,
     granted: &Scope,
+    actor: &str,
 ) -> Result<Ingested, IngestError> {
     let (repo, suite, component) = component_of(store, target, granted).await?;
     store.put_blob_file(&spooled.path, spooled.digest).await?;
     // Only what was staged through a cap of this cell may be named by its .dsc files.
     let staged = claims::staged_path(&suite, &component, &spooled.digest);
-    claims::claim(store, pool(&repo), &staged, spooled.digest, "stage").await?;
+    claims::claim(store, pool(&repo), &staged, spooled.digest, actor).await?;
     let id = PackageId {
         name: name.to_string(),
         version: String::new(),
@@ -257,14 +258,23 @@ async fn with_legacy_hashes(
     let claimed_md5 = sources::listed_hashes(control, "Files", 32)?;
     let claimed_sha1 = sources::listed_hashes(control, "Checksums-Sha1", 40)?;
     let mut out = Vec::with_capacity(files.len());
+    // Each distinct content is read once, however often it is listed.
+    let mut known: std::collections::HashMap<Digest, (String, String)> = Default::default();
     for mut file in files {
-        let (mut md5, mut sha1) = (md5::Md5::new(), sha1::Sha1::new());
-        let mut body = store.stream_blob(&file.sha256, None).await?.body;
-        while let Some(chunk) = body.try_next().await? {
-            md5.update(&chunk);
-            sha1.update(&chunk);
-        }
-        let (md5, sha1) = (hex::encode(md5.finalize()), hex::encode(sha1.finalize()));
+        let (md5, sha1) = match known.get(&file.sha256) {
+            Some(found) => found.clone(),
+            None => {
+                let (mut md5, mut sha1) = (md5::Md5::new(), sha1::Sha1::new());
+                let mut body = store.stream_blob(&file.sha256, None).await?.body;
+                while let Some(chunk) = body.try_next().await? {
+                    md5.update(&chunk);
+                    sha1.update(&chunk);
+                }
+                let found = (hex::encode(md5.finalize()), hex::encode(sha1.finalize()));
+                known.insert(file.sha256, found.clone());
+                found
+            }
+        };
         for (field, claimed, computed) in [
             ("Files", claimed_md5.get(&file.name), &md5),
             ("Checksums-Sha1", claimed_sha1.get(&file.name), &sha1),

@@ -35,6 +35,10 @@ pub enum SourceError {
 }
 
 /// `Checksums-Sha256` of a .dsc or .changes: (name, sha256, size) per file.
+/// How many files a `.dsc` or `.changes` may list: each is read whole (hashed, inspected),
+/// so the list bounds the work one upload can ask for.
+pub const MAX_LISTED_FILES: usize = 64;
+
 pub fn checksums(control: &Control) -> Result<Vec<SourceFile>, SourceError> {
     let listing = control.get("Checksums-Sha256").ok_or_else(|| {
         SourceError::Invalid("no Checksums-Sha256 field: build it with dpkg-source >= 1.15".into())
@@ -53,14 +57,25 @@ pub fn checksums(control: &Control) -> Result<Vec<SourceFile>, SourceError> {
         let size: u64 = size
             .parse()
             .map_err(|_| SourceError::Invalid(format!("bad size {size:?}")))?;
+        // `sha256-` names the directory a package gets when its usual path holds other
+        // bytes (see `crate::claims`): a file of that name would collide with it.
         let plain = !name.is_empty()
             && !name.starts_with('.')
+            && !name.starts_with("sha256-")
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._+~:-".contains(&b));
         if !plain {
             return Err(SourceError::Invalid(format!(
                 "file name {name:?} is not a plain file name"
+            )));
+        }
+        if out.iter().any(|f: &SourceFile| f.name == *name) {
+            return Err(SourceError::Invalid(format!("{name:?} is listed twice")));
+        }
+        if out.len() >= MAX_LISTED_FILES {
+            return Err(SourceError::Invalid(format!(
+                "more than {MAX_LISTED_FILES} files are listed; a source package has a handful"
             )));
         }
         out.push(SourceFile {
@@ -172,4 +187,33 @@ pub fn render(sources: &mut [&AptSource]) -> String {
         stanza(source, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    fn dsc(listing: &str) -> Control {
+        let text = format!("Source: xy\nVersion: 1.0-1\nChecksums-Sha256:\n{listing}");
+        Control::parse_dsc(text.as_bytes()).unwrap()
+    }
+
+    /// Each listed file is read whole: a name listed twice, a name that could collide with
+    /// an own-path directory, or a list longer than a source package has, is refused.
+    #[test]
+    fn listings_that_ask_for_more_work_or_collide_are_refused() {
+        let line = |name: &str| format!(" {} 1 {name}\n", Digest::of(name.as_bytes()));
+        assert!(
+            checksums(&dsc(
+                &(line("x_1.0.orig.tar.gz") + &line("x_1.0-1.debian.tar.xz"))
+            ))
+            .is_ok()
+        );
+        assert!(checksums(&dsc(&(line("x_1.0.tar.gz") + &line("x_1.0.tar.gz")))).is_err());
+        assert!(checksums(&dsc(&line("sha256-0123456789abcdef"))).is_err());
+        let many: String = (0..=MAX_LISTED_FILES)
+            .map(|i| line(&format!("x_{i}.tar")))
+            .collect();
+        assert!(checksums(&dsc(&many)).is_err());
+    }
 }

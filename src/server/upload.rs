@@ -153,8 +153,15 @@ pub async fn upload(
         )
         .await
     } else if crate::apt::sources::is_source_file(&file_name) {
-        crate::apt::source_ingest::stage(&state.store, &spooled, &file_name, &target, &grant.scope)
-            .await
+        crate::apt::source_ingest::stage(
+            &state.store,
+            &spooled,
+            &file_name,
+            &target,
+            &grant.scope,
+            &actor,
+        )
+        .await
     } else {
         ingest::ingest(
             &state.store,

@@ -193,6 +193,11 @@ impl RevocationCheck {
                 set
             }
         };
-        Ok(grant.chain_ids.iter().find(|id| set.contains(*id)).cloned())
+        Ok(grant
+            .chain_ids
+            .iter()
+            .chain(&grant.written_ids)
+            .find(|id| set.contains(*id))
+            .cloned())
     }
 }

@@ -114,6 +114,11 @@ pub struct Grant {
     pub id: String,
     /// Ids of every block, root first (for revocation and for logs).
     pub chain_ids: Vec<String>,
+    /// The ids the blocks were written with. Only block 0's is the cap's id; the others
+    /// count for one thing: a revocation made by such an id before ids were derived still
+    /// revokes this cap (a holder who copies someone's id into its block can only make its
+    /// own cap revocable by it).
+    pub written_ids: Vec<String>,
     pub rights: Vec<Right>,
     pub scope: Scope,
     pub nbf: i64,
@@ -303,6 +308,7 @@ impl Token {
                 None => Grant {
                     id: id.clone(),
                     chain_ids: vec![id.clone()],
+                    written_ids: Vec::new(),
                     rights: block.rights.clone(),
                     scope,
                     nbf: block.nbf,
@@ -317,7 +323,8 @@ impl Token {
             signer_key = VerifyingKey::from_bytes(&next)
                 .map_err(|_| CapError::Malformed("bad next key".into()))?;
         }
-        let grant = grant.ok_or_else(|| CapError::Malformed("no blocks".into()))?;
+        let mut grant = grant.ok_or_else(|| CapError::Malformed("no blocks".into()))?;
+        grant.written_ids = self.links.iter().map(|(_, b, _)| b.id.clone()).collect();
         let proof_public = self.proof.verifying_key().to_bytes();
         if !bool::from(proof_public.ct_eq(&signer_key.to_bytes())) {
             return Err(CapError::BadProof);
@@ -385,6 +392,7 @@ fn narrow(
     Ok(Grant {
         id: parent.id,
         chain_ids,
+        written_ids: parent.written_ids,
         rights: block.rights.clone(),
         scope,
         nbf: block.nbf,
@@ -577,6 +585,8 @@ mod tests {
             grant.chain_ids
         );
         assert_ne!(grant.log_id(), victim_id);
+        // The written id is kept only so that revoking it revokes this (the forger's) cap.
+        assert!(grant.written_ids.contains(&victim_id));
         assert!(!redact(&forged).contains(&victim_id));
         assert!(
             !Token::parse(&forged)

@@ -95,7 +95,10 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
     let store = &state.store;
     // Work out what the request changes, check the cap covers it, then do it.
     let result: Result<String, ReleaseError> = async {
-        // Every suite or release the request changes: a move changes its source too.
+        // Every suite or release the request changes: a move changes its source too. What it
+        // copies from (the source of a promotion, a snapshot switched to) may be any suite or
+        // release of the repository: the rule is that a cap changes nothing outside itself,
+        // and a publish cap's holder decides what its own suites list.
         let (unit, changed) = match &request {
             ReleaseRequest::Promote {
                 repo,

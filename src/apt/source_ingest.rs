@@ -341,11 +341,21 @@ async fn claim_directory(
     })
 }
 
-async fn blob_to_file(store: &Store, digest: &Digest, path: &Path) -> Result<(), IngestError> {
-    let stream = store.stream_blob(digest, None).await?;
-    let mut file = tokio::fs::File::create(path)
-        .await
+/// A stored blob copied into a spool file of this process's own (locked, removed when
+/// dropped; see `crate::spool`), for the inspection that reads packages from files.
+async fn blob_to_spool(
+    store: &Store,
+    digest: &Digest,
+    path: &Path,
+) -> Result<crate::spool::SpoolFile, IngestError> {
+    let spool = crate::spool::SpoolFile::create(path.to_path_buf())
         .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let stream = store.stream_blob(digest, None).await?;
+    let mut file = tokio::fs::File::from_std(
+        spool
+            .handle()
+            .map_err(|e| IngestError::Internal(e.to_string()))?,
+    );
     let mut body = stream.body;
     while let Some(chunk) = body.try_next().await? {
         file.write_all(&chunk)
@@ -355,7 +365,7 @@ async fn blob_to_file(store: &Store, digest: &Digest, path: &Path) -> Result<(),
     file.flush()
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?;
-    Ok(())
+    Ok(spool)
 }
 
 /// Whether the .deb or .dsc at `spooled` is already in the cell `target` names, with
@@ -417,9 +427,9 @@ pub async fn ingest_changes(
     {
         let path = spooled
             .path
-            .with_extension(format!("part-{}", &file.sha256.hex()[..12]));
+            .with_file_name(format!("upload-{}.part", crate::caps::token::new_id()));
         let staged = may_publish(store, &repo, &suite, &component, &file.sha256, None).await?;
-        blob_to_file(store, &file.sha256, &path).await?;
+        let copy = blob_to_spool(store, &file.sha256, &path).await?;
         let inner = Spooled {
             path: path.clone(),
             digest: file.sha256,
@@ -447,7 +457,7 @@ pub async fn ingest_changes(
             }
         }
         .await;
-        let _ = tokio::fs::remove_file(&path).await;
+        drop(copy);
         let done = result?;
         trees.extend(done.target.trees.clone());
         last = Some(done);

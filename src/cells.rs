@@ -111,6 +111,13 @@ async fn load_chunk<P: Record>(store: &Store, cell: &Cell, bucket: u8) -> Result
     }
 }
 
+/// Whether the cell holds any version of a package of this name.
+pub async fn has_name<P: Record>(store: &Store, name: &RefName, package: &str) -> Result<bool> {
+    let (_, cell) = load_cell::<P>(store, name).await?;
+    let chunk = load_chunk::<P>(store, &cell, bucket_of(package)).await?;
+    Ok(chunk.packages.iter().any(|p| p.name() == package))
+}
+
 /// Look up one package by identity (name, full version, architecture).
 pub async fn find<P: Record>(
     store: &Store,

@@ -423,6 +423,7 @@ pub async fn ingest(
     let definition = target_repo(store, target).await?;
     let mut placed = place(&definition, limits, spooled, target, granted).await?;
     placed.check_publishable(spooled)?;
+    refuse_shadowing(store, &definition, &placed.addr, &placed.id.name, granted).await?;
     // Refuse before writing anything: a refused upload leaves the store as it was.
     if let Some(answer) = check_existing(store, &placed, spooled).await? {
         return Ok(answer);
@@ -436,6 +437,44 @@ pub async fn ingest(
         .map_err(|existing| placed.conflict(existing))?;
     let package = placed.store(store, spooled, actor).await?;
     add_to_cell(store, &placed, spooled, package, actor).await
+}
+
+/// An `Architecture: all` package is listed in every architecture's index, and any
+/// `binary-<arch>` cap of its component may upload it (arch:all packages are built on one
+/// architecture's builders). It may not take the name of a package built for an
+/// architecture the cap does not cover: clients of that architecture would then be
+/// offered the newer of the two, so an amd64 cap could replace arm64's `openssl`.
+async fn refuse_shadowing(
+    store: &Store,
+    definition: &AptRepo,
+    addr: &CellAddr,
+    name: &str,
+    granted: &Scope,
+) -> Result<(), IngestError> {
+    if addr.arch != "all" {
+        return Ok(());
+    }
+    let Some(suite) = definition.suites.iter().find(|s| s.name == addr.suite) else {
+        return Ok(());
+    };
+    for arch in &suite.architectures {
+        let scope = Scope::apt_cell(&addr.repo, &addr.suite, &addr.component, arch)
+            .map_err(|e| IngestError::BadTarget(e.to_string()))?;
+        if granted.covers(&scope) {
+            continue;
+        }
+        let cell = model::cell_ref(&addr.repo, &addr.suite, &addr.component, arch)?;
+        if cells::has_name::<AptPackage>(store, &cell, name).await? {
+            return Err(IngestError::Forbidden(format!(
+                "{name} is built for {arch} in {}; an Architecture: all {name} would be offered to \
+                 {arch} clients too, so it needs a cap that covers binary-{arch} as well",
+                addr.scope_string()
+                    .rsplit_once("/binary-")
+                    .map_or("", |(s, _)| s)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the .deb at `spooled` is already in the cell it would go to, with these bytes.

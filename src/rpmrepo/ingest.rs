@@ -151,6 +151,42 @@ fn check_file_name(info: &RpmInfo) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// A `noarch` package is listed in every architecture's tree of its release, and any arch
+/// cap of the release may upload it. It may not take the name of a package built for an
+/// architecture the cap does not cover: dnf on that architecture would be offered it too.
+async fn refuse_shadowing(
+    store: &crate::store::Store,
+    definition: &RpmRepo,
+    placed: &Placed,
+    granted: &Scope,
+) -> Result<(), IngestError> {
+    if placed.cell_arch != "noarch" {
+        return Ok(());
+    }
+    for arch in &definition.architectures {
+        let scope: Scope = format!("rpm/{}/{}/{arch}", definition.name, placed.release)
+            .parse()
+            .map_err(|e: crate::caps::scope::ScopeError| IngestError::BadTarget(e.to_string()))?;
+        if granted.covers(&scope) {
+            continue;
+        }
+        let cell = model::rpm_cell_ref(&definition.name, &placed.release, arch)?;
+        if crate::cells::has_name::<RpmPackage>(store, &cell, &placed.info.name).await? {
+            return Err(IngestError::Forbidden(format!(
+                "{} is built for {arch} in rpm/{}/{}; a noarch {} would be offered to {arch} \
+                 clients too, so it needs a cap that covers rpm/{}/{}/{arch} as well",
+                placed.info.name,
+                definition.name,
+                placed.release,
+                placed.info.name,
+                definition.name,
+                placed.release
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The RPM repository a target scope names.
 pub async fn target_repo(
     store: &crate::store::Store,
@@ -375,6 +411,7 @@ pub async fn ingest(
 ) -> Result<Ingested, IngestError> {
     let definition = target_repo(store, target).await?;
     let placed = place(&definition, spooled, target, granted).await?;
+    refuse_shadowing(store, &definition, &placed, granted).await?;
     // Refuse before signing or writing anything: a refused upload leaves the store as it was.
     if let Some(answer) = check_existing(store, &placed, spooled).await? {
         return Ok(answer);

@@ -134,12 +134,16 @@ fn two_epochs_of_one_version_get_two_pool_paths() {
 
 /// A tiny real noarch rpm built by rpmbuild, with the given epoch.
 fn noarch_rpm(dir: &Path, epoch: u32, summary: &str) -> PathBuf {
-    let top = dir.join(format!("top-{epoch}"));
-    let spec = dir.join(format!("epoch-{epoch}.spec"));
+    named_noarch_rpm(dir, "epochy", epoch, summary)
+}
+
+fn named_noarch_rpm(dir: &Path, name: &str, epoch: u32, summary: &str) -> PathBuf {
+    let top = dir.join(format!("top-{name}-{epoch}"));
+    let spec = dir.join(format!("{name}-{epoch}.spec"));
     std::fs::write(
         &spec,
         format!(
-            "Name: epochy\nVersion: 1.0\nRelease: 1\nEpoch: {epoch}\nSummary: {summary}\n\
+            "Name: {name}\nVersion: 1.0\nRelease: 1\nEpoch: {epoch}\nSummary: {summary}\n\
              License: MIT\nBuildArch: noarch\n%description\nEpoch test.\n%files\n"
         ),
     )
@@ -151,7 +155,7 @@ fn noarch_rpm(dir: &Path, epoch: u32, summary: &str) -> PathBuf {
             .args(["--define", "_build_id_links none", "-bb"])
             .arg(&spec),
     );
-    top.join("RPMS/noarch/epochy-1.0-1.noarch.rpm")
+    top.join(format!("RPMS/noarch/{name}-1.0-1.noarch.rpm"))
 }
 
 /// RPM: `0:1.0-1` and `1:1.0-1` of one noarch name share `Packages/e/epochy-1.0-1.noarch.rpm`;
@@ -385,4 +389,109 @@ fn a_chosen_block_id_revokes_nothing_and_signs_nothing_else() {
     let history = data.cli(&["history"], &["apt/foo/stable"]);
     assert!(history.contains("tree"), "{history}");
     assert!(!history.contains(&victim_id), "{history}");
+}
+
+/// hello rebuilt as `Architecture: all` (a real package, made by dpkg-deb).
+fn hello_all(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree-all");
+    run_ok(
+        Command::new("dpkg-deb")
+            .arg("-R")
+            .arg(fixture("debs/hello_2.10-3_amd64.deb"))
+            .arg(&tree),
+    );
+    let control_path = tree.join("DEBIAN/control");
+    let control = std::fs::read_to_string(&control_path).unwrap();
+    std::fs::write(
+        &control_path,
+        control
+            .replacen("Version: 2.10-3", "Version: 9.9-1", 1)
+            .replacen("Architecture: amd64", "Architecture: all", 1),
+    )
+    .unwrap();
+    let out = dir.join("hello_9.9-1_all.deb");
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "-b"])
+            .arg(&tree)
+            .arg(&out),
+    );
+    out
+}
+
+/// An amd64 cap may upload Architecture: all packages (they are built on one
+/// architecture), but not one named like a package built for arm64: arm64 clients would
+/// be offered it in place of their own.
+#[test]
+fn an_arch_all_upload_cannot_replace_another_architectures_package() {
+    let data = DataDir::init(&[]);
+    data.repo_add("sh", "stable", "main", "amd64,arm64");
+    let server = Server::start(&data);
+    let arm = data.cap("apt/sh/dists/stable/main/binary-arm64", "1h");
+    let amd = data.cap("apt/sh/dists/stable/main/binary-amd64", "1h");
+    let out = server.upload(&arm, &[fixture("malformed/arch-arm64.deb")], true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let work = tempfile::tempdir().unwrap();
+    let all = hello_all(work.path());
+    let refused = put(
+        &server,
+        "hello_9.9-1_all.deb",
+        &all,
+        Some(&amd),
+        "?wait=true",
+    );
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(
+        refused.text().contains("binary-arm64"),
+        "{}",
+        refused.text()
+    );
+    let arm_index = "/sh/dists/stable/main/binary-arm64/Packages";
+    assert!(!server.get(arm_index).text().contains("Version: 9.9-1"));
+    // Other arch:all packages still come through the amd64 cap, and a cap for the whole
+    // component may upload this one.
+    let out = server.upload(&amd, &[fixture("debs/lsb-base_11.6_all.deb")], true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let component = data.cap("apt/sh/dists/stable/main", "1h");
+    let accepted = put(
+        &server,
+        "hello_9.9-1_all.deb",
+        &all,
+        Some(&component),
+        "?wait=true&target=apt/sh/dists/stable/main",
+    );
+    assert!(
+        accepted.status == 201 || accepted.status == 200,
+        "{}",
+        accepted.text()
+    );
+    assert!(server.get(arm_index).text().contains("Version: 9.9-1"));
+    server.stop();
+}
+
+/// RPM: an x86_64 cap may upload noarch packages, but not one named like a package built
+/// for aarch64, which dnf on aarch64 would then be offered.
+#[test]
+fn a_noarch_upload_cannot_replace_another_architectures_package() {
+    let data = DataDir::init(&[]);
+    data.repo_add_rpm("ns", "12", "x86_64,aarch64", &["--no-sign-packages"]);
+    let server = Server::start(&data);
+    let arm = data.cap("rpm/ns/12/aarch64", "1h");
+    let x86 = data.cap("rpm/ns/12/x86_64", "1h");
+    let built = fixture("rpms/aarch64-caprepo-1.0-1.aarch64.rpm");
+    assert_eq!(
+        put(&server, "a.rpm", &built, Some(&arm), "?wait=true").status,
+        201
+    );
+    let work = tempfile::tempdir().unwrap();
+    let shadow = named_noarch_rpm(work.path(), "aarch64-caprepo", 9, "shadow");
+    let refused = put(&server, "s.rpm", &shadow, Some(&x86), "?wait=true");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("aarch64"), "{}", refused.text());
+    let other = named_noarch_rpm(work.path(), "fresh-caprepo", 0, "fresh");
+    assert_eq!(
+        put(&server, "f.rpm", &other, Some(&x86), "?wait=true").status,
+        201
+    );
+    server.stop();
 }

@@ -8,7 +8,12 @@ use crate::harness::*;
 
 /// hello rebuilt with another version (a real package, made by dpkg-deb).
 pub fn hello_version(dir: &std::path::Path, version: &str) -> PathBuf {
-    let tree = dir.join(format!("tree-{version}"));
+    hello_rebuilt(dir, version, "amd64")
+}
+
+/// hello rebuilt with another version and architecture (`all`, say), by dpkg-deb.
+pub fn hello_rebuilt(dir: &std::path::Path, version: &str, arch: &str) -> PathBuf {
+    let tree = dir.join(format!("tree-{version}-{arch}"));
     run_ok(
         Command::new("dpkg-deb")
             .arg("-R")
@@ -19,10 +24,12 @@ pub fn hello_version(dir: &std::path::Path, version: &str) -> PathBuf {
     let control = std::fs::read_to_string(&control_path).unwrap();
     std::fs::write(
         &control_path,
-        control.replacen("Version: 2.10-3", &format!("Version: {version}"), 1),
+        control
+            .replacen("Version: 2.10-3", &format!("Version: {version}"), 1)
+            .replacen("Architecture: amd64", &format!("Architecture: {arch}"), 1),
     )
     .unwrap();
-    let out = dir.join(format!("hello_{}_amd64.deb", version.replace(':', "%3a")));
+    let out = dir.join(format!("hello_{}_{arch}.deb", version.replace(':', "%3a")));
     run_ok(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-Zxz", "-b"])

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::*;
-use crate::releases::hello_version;
+use crate::releases::{hello_rebuilt, hello_version};
 
 fn sha256_file(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap())
@@ -391,34 +391,6 @@ fn a_chosen_block_id_revokes_nothing_and_signs_nothing_else() {
     assert!(!history.contains(&victim_id), "{history}");
 }
 
-/// hello rebuilt as `Architecture: all` (a real package, made by dpkg-deb).
-fn hello_all(dir: &Path) -> PathBuf {
-    let tree = dir.join("tree-all");
-    run_ok(
-        Command::new("dpkg-deb")
-            .arg("-R")
-            .arg(fixture("debs/hello_2.10-3_amd64.deb"))
-            .arg(&tree),
-    );
-    let control_path = tree.join("DEBIAN/control");
-    let control = std::fs::read_to_string(&control_path).unwrap();
-    std::fs::write(
-        &control_path,
-        control
-            .replacen("Version: 2.10-3", "Version: 9.9-1", 1)
-            .replacen("Architecture: amd64", "Architecture: all", 1),
-    )
-    .unwrap();
-    let out = dir.join("hello_9.9-1_all.deb");
-    run_ok(
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "-b"])
-            .arg(&tree)
-            .arg(&out),
-    );
-    out
-}
-
 /// An amd64 cap may upload Architecture: all packages (they are built on one
 /// architecture), but not one named like a package built for arm64: arm64 clients would
 /// be offered it in place of their own.
@@ -432,7 +404,7 @@ fn an_arch_all_upload_cannot_replace_another_architectures_package() {
     let out = server.upload(&arm, &[fixture("malformed/arch-arm64.deb")], true);
     assert!(out.status.success(), "{}", output_text(&out));
     let work = tempfile::tempdir().unwrap();
-    let all = hello_all(work.path());
+    let all = hello_rebuilt(work.path(), "9.9-1", "all");
     let refused = put(
         &server,
         "hello_9.9-1_all.deb",

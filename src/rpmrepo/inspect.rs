@@ -466,27 +466,23 @@ fn is_source_package(main: &Header) -> bool {
 fn verify_payload(source: PackageSource<'_>, headers: &Headers) -> Result<(), RpmError> {
     /// RPMSIGTAG_MD5: MD5 of the main header and the payload.
     const SIGNATURE_MD5: u32 = 1004;
-    let legacy = headers.main.string(tag::PAYLOADDIGEST).is_none();
-    let (start, expected, what) = match headers.main.string(tag::PAYLOADDIGEST) {
+    let (legacy, expected) = match headers.main.string(tag::PAYLOADDIGEST) {
         Some(expected) => (
-            headers.payload_start,
+            false,
             String::from_utf8_lossy(expected).to_ascii_lowercase(),
-            "payload SHA-256",
         ),
         None => match headers.signature.binary(SIGNATURE_MD5) {
-            Some(md5) => (
-                headers.main_start,
-                hex::encode(md5),
-                "header and payload MD5",
-            ),
+            Some(md5) => (true, hex::encode(md5)),
             // Neither: the header digests, checked, are all there is (as for rpm -K).
             None => return Ok(()),
         },
     };
-    let actual = if legacy {
-        digest_from::<md5::Md5>(source, start)?
+    let (actual, what) = if legacy {
+        let md5 = digest_from::<md5::Md5>(source, headers.main_start)?;
+        (md5, "header and payload MD5")
     } else {
-        digest_from::<Sha256>(source, start)?
+        let sha256 = digest_from::<Sha256>(source, headers.payload_start)?;
+        (sha256, "payload SHA-256")
     };
     if actual != expected {
         return Err(RpmError::DigestMismatch(format!(

@@ -24,6 +24,9 @@ pub enum ReleaseError {
     NotFound(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Another release change held the tree for longer than we wait.
+    #[error("{0}")]
+    Busy(String),
 }
 
 type Result<T> = std::result::Result<T, ReleaseError>;
@@ -183,20 +186,35 @@ pub async fn batch_open(store: &Store, unit: &Unit) -> Result<bool> {
     Ok(head.note.starts_with("open") && crate::time::now_unix() - head.time < BATCH_LEASE_SECONDS)
 }
 
+/// How long a release change waits for another one on the same tree to finish.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Result<()> {
     let name = unit.batch_ref()?;
-    for _ in 0..64 {
+    let started = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(20);
+    let mut attempts = 0;
+    while attempts < 64 {
         let head = store.ref_head(&name).await?;
         if note == "open"
             && head.as_ref().is_some_and(|h| {
                 h.note == "open" && crate::time::now_unix() - h.time < BATCH_LEASE_SECONDS
             })
         {
-            return Err(ReleaseError::Invalid(format!(
-                "another change to {} is in progress; try again shortly",
-                unit.display()
-            )));
+            // Changes to one tree take turns: a promotion and a removal sent at once
+            // both happen, one after the other.
+            if started.elapsed() >= BATCH_WAIT {
+                return Err(ReleaseError::Busy(format!(
+                    "another change to {} has been in progress for {} s; try again shortly",
+                    unit.display(),
+                    BATCH_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+            continue;
         }
+        attempts += 1;
         match store
             .ref_advance(
                 &name,

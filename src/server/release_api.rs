@@ -221,6 +221,7 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
         Err(ReleaseError::NotFound(reason)) => {
             reply::error(StatusCode::NOT_FOUND, "not-found", &reason)
         }
+        Err(ReleaseError::Busy(reason)) => reply::error(StatusCode::CONFLICT, "busy", &reason),
         Err(ReleaseError::Invalid(reason)) => {
             reply::error(StatusCode::BAD_REQUEST, "invalid", &reason)
         }

@@ -75,6 +75,65 @@ pub struct Config {
     /// `[[mirror]]` targets that every publish is copied to.
     #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
+    /// `[gc]`: garbage collection inside `caprepo serve`, on a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcConfig>,
+}
+
+/// `[gc]` in caprepo.toml. Every daemon with it tries on its schedule; the store's gc
+/// lock lets one run at a time, and the others skip that round.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// How often, e.g. "1h" (first run one interval after start).
+    pub interval: String,
+    /// Unreachable blobs younger than this are kept (default "1d").
+    #[serde(default = "default_gc_grace")]
+    pub grace: String,
+    /// Prune ref history to the newest N generations (default: keep all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_generations: Option<u64>,
+    /// How long gc waits for writers to pause before it gives the round up (default "60s").
+    #[serde(default = "default_gc_pause_timeout")]
+    pub pause_timeout: String,
+}
+
+fn default_gc_grace() -> String {
+    "1d".into()
+}
+
+fn default_gc_pause_timeout() -> String {
+    "60s".into()
+}
+
+impl GcConfig {
+    /// The parsed schedule: (interval, grace, pause timeout), or what is wrong.
+    pub fn durations(
+        &self,
+    ) -> Result<
+        (
+            std::time::Duration,
+            std::time::Duration,
+            std::time::Duration,
+        ),
+        String,
+    > {
+        let parse = |key: &str, text: &str| {
+            crate::time::parse_duration(text).map_err(|e| format!("[gc] {key} = {text:?}: {e}"))
+        };
+        let interval = parse("interval", &self.interval)?;
+        if interval < std::time::Duration::from_secs(1) {
+            return Err(format!(
+                "[gc] interval = {:?}: give at least 1s",
+                self.interval
+            ));
+        }
+        Ok((
+            interval,
+            parse("grace", &self.grace)?,
+            parse("pause_timeout", &self.pause_timeout)?,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,6 +291,10 @@ impl Config {
             .server
             .check()
             .map_err(|e| ConfigError::Invalid(path.display().to_string(), e))?;
+        if let Some(gc) = &config.gc {
+            gc.durations()
+                .map_err(|e| ConfigError::Invalid(path.display().to_string(), e))?;
+        }
         Ok(config)
     }
 

@@ -126,10 +126,17 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     let (manager, handle) = manager::new(store.clone(), agent.clone(), Arc::clone(&metrics));
+    // What is loaded next reflects the sweeps done so far (see `store::fence`).
+    if let Err(e) = store.note_gc_sweeps().await {
+        tracing::warn!(error = %e, "cannot read the gc lock; the first write will forget what was loaded");
+    }
     if let Err(e) = manager::load_published(&store, &handle.views).await {
         tracing::warn!(error = %e, "could not load every published suite at start; the manager will republish");
     }
     tokio::spawn(manager.run());
+    if let Some(gc) = &config.gc {
+        tokio::spawn(run_gc(gc.clone(), store.clone(), Arc::clone(&metrics)));
+    }
     for config in &config.mirrors {
         let mirror = crate::mirror::Mirror::open(config).context("opening a [[mirror]] target")?;
         tokio::spawn(run_mirror(mirror, store.clone(), handle.clone()));
@@ -289,6 +296,75 @@ pub async fn shutdown_signal() {
 }
 
 /// Keep one mirror target in step with every publish (and catch up at start).
+/// `[gc]`: a gc round every interval. Every daemon with `[gc]` tries; the store's gc
+/// lock lets one run, and the others count a skipped round.
+async fn run_gc(config: crate::config::GcConfig, store: Store, metrics: Arc<Metrics>) {
+    use crate::maintenance::{GcOptions, GcStage, MaintenanceError, gc};
+    // Checked when the config was loaded.
+    let Ok((interval, grace, pause_timeout)) = config.durations() else {
+        return;
+    };
+    let options = GcOptions {
+        grace,
+        keep_generations: config.keep_generations,
+        dry_run: false,
+        pause_timeout,
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let started = std::time::Instant::now();
+        let stage_metrics = Arc::clone(&metrics);
+        let stage = move |stage: GcStage| {
+            let (code, what) = match stage {
+                GcStage::Marking => (1, "marking"),
+                GcStage::WaitingForWriters => (2, "waiting for writers to pause"),
+                GcStage::Sweeping => (3, "sweeping"),
+                GcStage::Done => (0, "done"),
+            };
+            stage_metrics.gc_stage.set(code);
+            tracing::info!(stage = what, "gc");
+        };
+        match gc(&store, &options, &stage).await {
+            Ok((report, problems)) if problems.is_empty() => {
+                metrics.gc_runs.inc();
+                metrics.gc_swept_blobs.add(report.swept as u64);
+                metrics.gc_reclaimed_bytes.add(report.swept_bytes);
+                metrics
+                    .gc_last_seconds_millis
+                    .set(started.elapsed().as_millis() as u64);
+                tracing::info!(
+                    swept = report.swept,
+                    bytes = report.swept_bytes,
+                    reachable = report.reachable,
+                    kept_young = report.kept_young,
+                    pruned_generations = report.pruned_generations,
+                    ms = started.elapsed().as_millis() as u64,
+                    "gc done"
+                );
+            }
+            Ok((_, problems)) => {
+                metrics.gc_failures.inc();
+                tracing::error!(
+                    problems = problems.len(),
+                    first = %problems.first().map(String::as_str).unwrap_or_default(),
+                    "gc swept nothing: the store has problems (run `caprepo verify`)"
+                );
+            }
+            Err(MaintenanceError::Refused(crate::maintenance::GcRefused::Busy {
+                holder, ..
+            })) => {
+                metrics.gc_skipped.inc();
+                tracing::info!(%holder, "gc skipped: another gc holds the store");
+            }
+            Err(e) => {
+                metrics.gc_failures.inc();
+                tracing::warn!(error = %e, "gc round failed; the next round tries again");
+            }
+        }
+        metrics.gc_stage.set(0);
+    }
+}
+
 async fn run_mirror(
     mirror: crate::mirror::Mirror,
     store: Store,

@@ -12,6 +12,7 @@ use object_store::path::Path;
 
 use crate::digest::Digest;
 use crate::model::{AptPublication, Cell, Chunk, RpmPackage};
+use crate::store::fence::{GC_HEARTBEAT, GC_STALE_AFTER, GcLock, GcPhase};
 use crate::store::{ListedComposite, RefEntry, RefName, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum MaintenanceError {
     Store(#[from] StoreError),
     #[error("listing the store: {0}")]
     List(#[from] object_store::Error),
+    #[error(transparent)]
+    Refused(#[from] GcRefused),
 }
 
 type Result<T> = std::result::Result<T, MaintenanceError>;
@@ -95,124 +98,223 @@ pub async fn mark(
     composites: &[ListedComposite],
     problems: &mut Problems,
 ) -> Result<HashSet<Digest>> {
-    let mut marked: HashSet<Digest> = HashSet::new();
-    let mut seen_manifests: HashSet<Digest> = HashSet::new();
-    for (name, entry) in entries {
-        let kind = ref_kind(name);
-        if kind == RefKind::Marker {
-            continue;
-        }
-        marked.insert(entry.target);
-        if !seen_manifests.insert(entry.target) {
-            continue;
-        }
-        let context = format!("{name} generation {}", entry.generation);
-        let walked = match kind {
-            RefKind::AptCell => {
-                mark_cell::<crate::model::AptPackage>(
-                    store,
-                    &entry.target,
-                    &mut marked,
-                    &mut seen_manifests,
-                    |p, m| {
-                        m.insert(p.sha256);
-                        m.insert(p.files);
-                    },
-                )
-                .await
-            }
-            RefKind::AptSourceCell => {
-                mark_cell::<crate::model::AptSource>(
-                    store,
-                    &entry.target,
-                    &mut marked,
-                    &mut seen_manifests,
-                    |p, m| {
-                        m.insert(p.dsc.sha256);
-                        m.extend(p.files.iter().map(|f| f.sha256));
-                    },
-                )
-                .await
-            }
-            RefKind::RpmCell => {
-                mark_cell::<RpmPackage>(
-                    store,
-                    &entry.target,
-                    &mut marked,
-                    &mut seen_manifests,
-                    |p, m| {
-                        m.insert(p.sha256);
-                        m.extend(p.entry_blobs());
-                    },
-                )
-                .await
-            }
-            // A claim keeps its shard's manifests, not the content it names: that lives as
-            // long as a cell or publication does.
-            RefKind::Claims => {
-                mark_cell::<crate::claims::Claim>(
-                    store,
-                    &entry.target,
-                    &mut marked,
-                    &mut seen_manifests,
-                    |_, _| {},
-                )
-                .await
-            }
-            RefKind::Publication => match store.get_json::<AptPublication>(&entry.target).await {
-                Ok(publication) => {
-                    marked.extend(
-                        publication
-                            .files
-                            .values()
-                            .chain(publication.pool.values())
-                            .map(|f| f.sha256),
-                    );
-                    let mut walked = Ok(());
-                    for chunk in &publication.pool_chunks {
-                        marked.insert(*chunk);
-                        if !seen_manifests.insert(*chunk) {
-                            continue;
-                        }
-                        match store
-                            .get_json::<BTreeMap<String, crate::model::FileEntry>>(chunk)
-                            .await
-                        {
-                            Ok(pool) => marked.extend(pool.values().map(|f| f.sha256)),
-                            Err(e) => walked = Err(e),
-                        }
-                    }
-                    walked
-                }
-                Err(e) => Err(e),
-            },
-            _ => store.get_blob(&entry.target).await.map(|_| ()),
-        };
-        if let Err(e) = walked {
-            problems.push(format!("{context}: {e}"));
-        }
-    }
-    mark_composite_parts(store, composites, &mut marked, problems).await;
-    Ok(marked)
+    let mut marking = Marking::default();
+    marking.entries(store, entries, problems).await;
+    marking.composite_parts(store, composites, problems).await;
+    Ok(marking.marked)
 }
 
-/// A marked composite (a joined index file) keeps the blobs it is made of.
-async fn mark_composite_parts(
-    store: &Store,
-    composites: &[ListedComposite],
-    marked: &mut HashSet<Digest>,
-    problems: &mut Problems,
-) {
-    for (digest, ..) in composites {
-        if !marked.contains(digest) {
-            continue;
-        }
-        match store.composite(digest).await {
-            Ok(Some(record)) => marked.extend(record.parts.iter().map(|p| p.sha256)),
-            Ok(None) => {}
-            Err(e) => problems.push(format!("composite {digest}: {e}")),
+/// What a mark has reached so far, so that gc can mark again, after writers paused,
+/// only what changed since its first pass.
+#[derive(Default)]
+pub struct Marking {
+    pub marked: HashSet<Digest>,
+    /// Manifests (cells, chunks, publications) already walked.
+    seen_manifests: HashSet<Digest>,
+    /// Ref generations already walked.
+    seen_entries: HashSet<(String, u64)>,
+    /// Composites whose parts are marked.
+    composites_walked: HashSet<Digest>,
+    /// Fragment cache entries read: the chunk (or package) each belongs to and the
+    /// blobs it names. An entry's content never changes under its name.
+    cache_entries: BTreeMap<String, (Digest, Vec<Digest>)>,
+}
+
+impl Marking {
+    /// Marks everything the ref entries reach that is not marked yet.
+    pub async fn entries(
+        &mut self,
+        store: &Store,
+        entries: &[(String, RefEntry)],
+        problems: &mut Problems,
+    ) {
+        let marked = &mut self.marked;
+        let seen_manifests = &mut self.seen_manifests;
+        for (name, entry) in entries {
+            if !self.seen_entries.insert((name.clone(), entry.generation)) {
+                continue;
+            }
+            let kind = ref_kind(name);
+            if kind == RefKind::Marker {
+                continue;
+            }
+            marked.insert(entry.target);
+            if !seen_manifests.insert(entry.target) {
+                continue;
+            }
+            let context = format!("{name} generation {}", entry.generation);
+            let walked = match kind {
+                RefKind::AptCell => {
+                    mark_cell::<crate::model::AptPackage>(
+                        store,
+                        &entry.target,
+                        marked,
+                        seen_manifests,
+                        |p, m| {
+                            m.insert(p.sha256);
+                            m.insert(p.files);
+                        },
+                    )
+                    .await
+                }
+                RefKind::AptSourceCell => {
+                    mark_cell::<crate::model::AptSource>(
+                        store,
+                        &entry.target,
+                        marked,
+                        seen_manifests,
+                        |p, m| {
+                            m.insert(p.dsc.sha256);
+                            m.extend(p.files.iter().map(|f| f.sha256));
+                        },
+                    )
+                    .await
+                }
+                RefKind::RpmCell => {
+                    mark_cell::<RpmPackage>(store, &entry.target, marked, seen_manifests, |p, m| {
+                        m.insert(p.sha256);
+                        m.extend(p.entry_blobs());
+                    })
+                    .await
+                }
+                // A claim keeps its shard's manifests, and a staged source file (which
+                // nothing else names until its .dsc arrives) its content; other claims
+                // name content that lives as long as a cell or publication does.
+                RefKind::Claims => {
+                    mark_cell::<crate::claims::Claim>(
+                        store,
+                        &entry.target,
+                        marked,
+                        seen_manifests,
+                        |claim, m| {
+                            if claim.path.starts_with("staged/") {
+                                m.insert(claim.sha256);
+                            }
+                        },
+                    )
+                    .await
+                }
+                RefKind::Publication => {
+                    mark_publication(store, &entry.target, marked, seen_manifests).await
+                }
+                _ => store.get_blob(&entry.target).await.map(|_| ()),
+            };
+            if let Err(e) = walked {
+                problems.push(format!("{context}: {e}"));
+            }
         }
     }
+
+    /// A marked composite (a joined index file) keeps the blobs it is made of.
+    pub async fn composite_parts(
+        &mut self,
+        store: &Store,
+        composites: &[ListedComposite],
+        problems: &mut Problems,
+    ) {
+        for (digest, ..) in composites {
+            if !self.marked.contains(digest) || !self.composites_walked.insert(*digest) {
+                continue;
+            }
+            match store.composite(digest).await {
+                Ok(Some(record)) => self.marked.extend(record.parts.iter().map(|p| p.sha256)),
+                Ok(None) => {}
+                Err(e) => problems.push(format!("composite {digest}: {e}")),
+            }
+        }
+    }
+
+    /// Index fragments cached per cell chunk: those of marked chunks keep the blobs
+    /// they name (so the next publish stays incremental). Returns the entries of
+    /// chunks nothing marks, for the caller to delete.
+    async fn caches(&mut self, store: &Store) -> Result<Vec<Path>> {
+        let mut listed: Vec<_> = Vec::new();
+        // Each entry's name starts with the digest it belongs to: a chunk's, or for
+        // legacy hashes a package's; it goes when that is no longer marked.
+        for prefix in [
+            "cache/apt-fragments",
+            "cache/rpm-fragments",
+            "cache/legacy-hashes",
+        ] {
+            let found: Vec<_> = store
+                .object_store()
+                .list(Some(&Path::from(prefix)))
+                .try_collect()
+                .await?;
+            listed.extend(found);
+        }
+        let mut stale = Vec::new();
+        for meta in listed {
+            let name = meta.location.to_string();
+            let Some(owner) = meta
+                .location
+                .filename()
+                .and_then(|f| f.split('-').next())
+                .and_then(|d| d.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            if !self.marked.contains(&owner) {
+                stale.push(meta.location.clone());
+                continue;
+            }
+            if !self.cache_entries.contains_key(&name) {
+                let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await else {
+                    continue;
+                };
+                self.cache_entries
+                    .insert(name.clone(), (owner, cached_blobs(&name, &bytes)));
+            }
+            if let Some((_, blobs)) = self.cache_entries.get(&name) {
+                self.marked.extend(blobs.iter().copied());
+            }
+        }
+        Ok(stale)
+    }
+}
+
+/// The blobs a fragment cache entry names.
+fn cached_blobs(name: &str, bytes: &[u8]) -> Vec<Digest> {
+    if name.starts_with("cache/apt-fragments/")
+        && let Ok(f) = serde_json::from_slice::<crate::apt::fragments::Fragment>(bytes)
+    {
+        vec![f.text, f.gz, f.xz, f.contents, f.contents_gz]
+    } else if let Ok(f) = serde_json::from_slice::<crate::rpmrepo::fragments::Fragment>(bytes) {
+        f.parts.iter().flat_map(|p| [p.text, p.gz]).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+async fn mark_publication(
+    store: &Store,
+    target: &Digest,
+    marked: &mut HashSet<Digest>,
+    seen: &mut HashSet<Digest>,
+) -> std::result::Result<(), StoreError> {
+    let publication = store.get_json::<AptPublication>(target).await?;
+    marked.extend(
+        publication
+            .files
+            .values()
+            .chain(publication.pool.values())
+            .map(|f| f.sha256),
+    );
+    let mut walked = Ok(());
+    for chunk in &publication.pool_chunks {
+        marked.insert(*chunk);
+        if !seen.insert(*chunk) {
+            continue;
+        }
+        match store
+            .get_json::<BTreeMap<String, crate::model::FileEntry>>(chunk)
+            .await
+        {
+            Ok(pool) => marked.extend(pool.values().map(|f| f.sha256)),
+            Err(e) => walked = Err(e),
+        }
+    }
+    walked
 }
 
 async fn mark_cell<P: crate::model::Record>(
@@ -233,71 +335,6 @@ async fn mark_cell<P: crate::model::Record>(
             package_blobs(package, marked);
         }
     }
-    Ok(())
-}
-
-/// Index fragments cached per cell chunk: keep those of live chunks (so the next
-/// publish stays incremental) and drop the entries of chunks nothing references.
-async fn mark_caches(store: &Store, marked: &mut HashSet<Digest>, dry_run: bool) -> Result<()> {
-    let mut listed: Vec<_> = Vec::new();
-    // Each entry's name starts with the digest it belongs to: a chunk's, or for
-    // legacy hashes a package's; it goes when that is no longer marked.
-    for prefix in [
-        "cache/apt-fragments",
-        "cache/rpm-fragments",
-        "cache/legacy-hashes",
-    ] {
-        let found: Vec<_> = store
-            .object_store()
-            .list(Some(&Path::from(prefix)))
-            .try_collect()
-            .await?;
-        listed.extend(found);
-    }
-    let mut stale = Vec::new();
-    for meta in listed {
-        let name = meta.location.to_string();
-        let Some(chunk) = meta
-            .location
-            .filename()
-            .and_then(|f| f.split('-').next())
-            .and_then(|d| d.parse::<Digest>().ok())
-        else {
-            continue;
-        };
-        if !marked.contains(&chunk) {
-            stale.push(meta.location.clone());
-            continue;
-        }
-        let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await else {
-            continue;
-        };
-        if name.starts_with("cache/apt-fragments/")
-            && let Ok(f) = serde_json::from_slice::<crate::apt::fragments::Fragment>(&bytes)
-        {
-            marked.extend([f.text, f.gz, f.xz, f.contents, f.contents_gz]);
-        } else if let Ok(f) = serde_json::from_slice::<crate::rpmrepo::fragments::Fragment>(&bytes)
-        {
-            marked.extend(f.parts.iter().flat_map(|p| [p.text, p.gz]));
-        }
-    }
-    if !dry_run {
-        delete_all(store, stale).await?;
-    }
-    Ok(())
-}
-
-/// Deletes every path, in the backend's batches.
-async fn delete_all(store: &Store, paths: Vec<Path>) -> Result<()> {
-    if paths.is_empty() {
-        return Ok(());
-    }
-    let stream = Box::pin(futures::stream::iter(paths.into_iter().map(Ok)));
-    store
-        .object_store()
-        .delete_stream(stream)
-        .try_collect::<Vec<_>>()
-        .await?;
     Ok(())
 }
 
@@ -345,77 +382,261 @@ pub struct GcReport {
     pub packed_rewritten: usize,
     /// Dead packed blobs kept because their pack is young or at least half alive.
     pub packed_held: usize,
+    /// Leases of writers gone for over an hour, removed.
+    pub leases_removed: usize,
 }
 
-/// Drop all but the newest `keep` generations of every ref (snapshots are never pruned).
+/// How long a superseded publication stays reachable whatever the grace period: a
+/// client that read its InRelease or repomd.xml a moment ago still fetches what it names.
+const SUPERSEDED_PUBLICATION_WINDOW: i64 = 60;
+
+/// Drop all but the newest `keep` generations of every ref. Snapshots are never pruned,
+/// nor a generation superseded less than `grace` ago (for publications, less than
+/// [`SUPERSEDED_PUBLICATION_WINDOW`] either), so a reader that just read it is safe.
 async fn prune_history(
     store: &Store,
     keep: u64,
+    grace: Duration,
     dry_run: bool,
 ) -> Result<(Vec<(String, RefEntry)>, usize)> {
     let entries = all_ref_entries(store).await?;
     let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut superseded_at: BTreeMap<(&str, u64), i64> = BTreeMap::new();
     for (name, entry) in &entries {
         let slot = newest.entry(name.as_str()).or_insert(0);
         *slot = (*slot).max(entry.generation);
+        if entry.generation > 0 {
+            superseded_at.insert((name.as_str(), entry.generation - 1), entry.time);
+        }
     }
+    let now = crate::time::now_unix();
     let mut kept = Vec::new();
-    let mut pruned = 0;
+    let mut doomed = Vec::new();
     for (name, entry) in &entries {
         let head = newest.get(name.as_str()).copied().unwrap_or(0);
-        if entry.generation + keep > head || name.starts_with("snapshots/") {
+        let window = if name.starts_with("published/") {
+            (grace.as_secs() as i64).max(SUPERSEDED_PUBLICATION_WINDOW)
+        } else {
+            grace.as_secs() as i64
+        };
+        let recently_superseded = superseded_at
+            .get(&(name.as_str(), entry.generation))
+            .is_some_and(|at| now - at < window);
+        if entry.generation + keep > head || recently_superseded || name.starts_with("snapshots/") {
             kept.push((name.clone(), entry.clone()));
             continue;
         }
-        pruned += 1;
-        if !dry_run {
-            let path = Path::from(format!("refs/{name}/{:020}.json", entry.generation));
-            store
-                .object_store()
-                .delete_stream(Box::pin(futures::stream::once(async { Ok(path) })))
-                .try_collect::<Vec<_>>()
-                .await?;
-        }
+        doomed.push(Path::from(format!(
+            "refs/{name}/{:020}.json",
+            entry.generation
+        )));
+    }
+    let pruned = doomed.len();
+    if !dry_run {
+        store.delete_paths(doomed).await?;
     }
     Ok((kept, pruned))
 }
 
+/// How a gc runs.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Unreachable blobs younger than this are kept.
+    pub grace: Duration,
+    /// Prune ref history to the newest N generations (None: keep all).
+    pub keep_generations: Option<u64>,
+    /// Report only; take no lock and change nothing.
+    pub dry_run: bool,
+    /// How long to wait for writers to pause before giving up this round.
+    pub pause_timeout: Duration,
+}
+
+/// Where a gc run is, for logs and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcStage {
+    Marking,
+    WaitingForWriters,
+    Sweeping,
+    Done,
+}
+
+/// Why a gc could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GcRefused {
+    #[error(
+        "another gc holds the store ({holder}, last seen {age} s ago); try again when it is done"
+    )]
+    Busy { holder: String, age: i64 },
+    #[error(
+        "{count} writer(s) did not pause within {secs} s ({writers}); nothing was swept. \
+         A long import holds its writes until it ends: run gc after it"
+    )]
+    WritersBusy {
+        count: usize,
+        secs: u64,
+        writers: String,
+    },
+    #[error(
+        "this gc lost its lock (it stalled past {GC_STALE_AFTER} s and another took over); nothing more was swept"
+    )]
+    LockLost,
+}
+
+/// The gc lock while this run holds it: every change is a compare-and-swap from the
+/// entry we wrote last, so a run that stalled and was taken over finds out.
+struct HeldLock {
+    store: Store,
+    state: tokio::sync::Mutex<(u64, GcLock)>,
+}
+
+impl HeldLock {
+    async fn take(store: &Store) -> Result<HeldLock> {
+        let (head, current) = store.gc_lock().await?;
+        let now = crate::time::now_unix();
+        if current.held(now) {
+            return Err(GcRefused::Busy {
+                holder: current.holder,
+                age: now - current.heartbeat,
+            }
+            .into());
+        }
+        let lock = GcLock {
+            holder: crate::store::fence::random_id(),
+            phase: GcPhase::Marking,
+            sweeps: current.sweeps,
+            heartbeat: now,
+        };
+        let entry = match store
+            .advance_gc_lock(head.map(|h| h.generation), &lock)
+            .await
+        {
+            Ok(entry) => entry,
+            Err(StoreError::Conflict(_)) => {
+                return Err(GcRefused::Busy {
+                    holder: "another gc that started just now".to_string(),
+                    age: 0,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(HeldLock {
+            store: store.clone(),
+            state: tokio::sync::Mutex::new((entry.generation, lock)),
+        })
+    }
+
+    async fn holder(&self) -> String {
+        self.state.lock().await.1.holder.clone()
+    }
+
+    /// Writes the lock again with `change` applied (and a fresh heartbeat).
+    async fn update(&self, change: impl FnOnce(&mut GcLock)) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let mut next = state.1.clone();
+        change(&mut next);
+        next.heartbeat = crate::time::now_unix();
+        match self.store.advance_gc_lock(Some(state.0), &next).await {
+            Ok(entry) => {
+                *state = (entry.generation, next);
+                Ok(())
+            }
+            Err(StoreError::Conflict(_)) => Err(GcRefused::LockLost.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Collects garbage, safely beside any number of writers (see [`crate::store::fence`]):
+/// marks while they write, then has them pause, marks what changed meanwhile, and
+/// deletes only what nothing reached. `stage` hears where it is.
 pub async fn gc(
     store: &Store,
-    grace: Duration,
-    keep_generations: Option<u64>,
-    dry_run: bool,
+    options: &GcOptions,
+    stage: &(dyn Fn(GcStage) + Send + Sync),
 ) -> Result<(GcReport, Problems)> {
-    let mut report = GcReport::default();
-    let entries = match keep_generations {
-        Some(keep) => {
-            let (kept, pruned) = prune_history(store, keep.max(1), dry_run).await?;
-            report.pruned_generations = pruned;
-            kept
-        }
-        None => all_ref_entries(store).await?,
+    if options.dry_run {
+        return gc_dry(store, options).await;
+    }
+    let lock = std::sync::Arc::new(HeldLock::take(store).await?);
+    let beating = {
+        let lock = std::sync::Arc::clone(&lock);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(GC_HEARTBEAT).await;
+                if lock.update(|_| {}).await.is_err() {
+                    return;
+                }
+            }
+        })
     };
-    let mut problems = Problems::new();
-    let composites = crate::store::list_composites(store).await?;
-    let mut marked = mark(store, &entries, &composites, &mut problems).await?;
-    mark_caches(store, &mut marked, dry_run).await?;
-    report.reachable = marked.len();
+    let result = gc_locked(store, options, &lock, stage).await;
+    beating.abort();
+    // Release the lock even after a failure: writers resume at once instead of
+    // waiting for it to go stale. A lost lock is someone else's now.
+    let released = lock.update(|l| l.phase = GcPhase::Idle).await;
+    stage(GcStage::Done);
+    let (report, problems) = result?;
+    released?;
+    Ok((report, problems))
+}
+
+async fn gc_locked(
+    store: &Store,
+    options: &GcOptions,
+    lock: &HeldLock,
+    stage: &(dyn Fn(GcStage) + Send + Sync),
+) -> Result<(GcReport, Problems)> {
+    let grace = options.grace.as_secs() as i64;
+    // First pass, with writers running: everything reachable now.
+    stage(GcStage::Marking);
+    let FirstPass {
+        mut report,
+        mut problems,
+        mut marking,
+        ..
+    } = first_pass(store, options).await?;
     if !problems.is_empty() {
         // A manifest we could not read may reference blobs we would otherwise sweep.
         return Ok((report, problems));
     }
-    let mut doomed = Vec::new();
+    // The candidates: what existed before the pause, unreached and old enough. Anything
+    // written after this listing is not a candidate at all.
     let listing = list_blobs(store).await?;
+
+    // Second pass, with every writer paused: what the refs, caches and composites
+    // written meanwhile reach.
+    stage(GcStage::WaitingForWriters);
+    lock.update(|l| {
+        l.phase = GcPhase::Sweeping;
+        l.sweeps += 1;
+    })
+    .await?;
+    wait_for_writers(store, &lock.holder().await, options.pause_timeout).await?;
+    stage(GcStage::Sweeping);
+    let entries = all_ref_entries(store).await?;
+    marking.entries(store, &entries, &mut problems).await;
+    let stale_caches = marking.caches(store).await?;
+    let composites = crate::store::list_composites(store).await?;
+    marking
+        .composite_parts(store, &composites, &mut problems)
+        .await;
+    report.reachable = marking.marked.len();
+    if !problems.is_empty() {
+        return Ok((report, problems));
+    }
+    let marked = &marking.marked;
+    let mut doomed = Vec::new();
     // A temp file is only ever written by a live write for a moment; past the grace
     // period it was left by a crash, and nothing can name it.
     for (path, size, age) in listing.leftovers {
-        if age >= grace.as_secs() as i64 {
+        if age >= grace {
             report.swept += 1;
             report.swept_bytes += size;
             doomed.push(path);
         }
     }
-    // A composite record nothing names goes like any blob; its parts were judged in `mark`.
+    // A composite record nothing names goes like any blob; its parts were judged above.
     let blobs = listing
         .blobs
         .into_iter()
@@ -424,7 +645,7 @@ pub async fn gc(
         if marked.contains(&digest) {
             continue;
         }
-        if age < grace.as_secs() as i64 {
+        if age < grace {
             report.kept_young += 1;
             continue;
         }
@@ -432,16 +653,147 @@ pub async fn gc(
         report.swept_bytes += size;
         doomed.push(path);
     }
-    let packs = crate::pack_sweep::sweep_packs(store, &marked, grace, dry_run).await?;
+    let packs = crate::pack_sweep::sweep_packs(store, marked, options.grace, false).await?;
     report.swept += packs.swept;
     report.swept_bytes += packs.swept_bytes;
     report.packed_rewritten = packs.rewritten;
     report.packed_held = packs.held;
-    if !dry_run {
-        delete_all(store, doomed).await?;
-        delete_all(store, packs.indexes).await?;
-        delete_all(store, packs.packs).await?;
+    // Cache entries first: one naming a deleted blob would only send a publish to the
+    // store for nothing, but order costs nothing. Indexes go before their packs.
+    store.delete_paths(stale_caches).await?;
+    store.delete_paths(doomed).await?;
+    store.delete_paths(packs.indexes).await?;
+    store.delete_paths(packs.packs).await?;
+    report.leases_removed = remove_dead_leases(store).await?;
+    Ok((report, problems))
+}
+
+/// Waits until every writer lease is paused for this gc (`holder`) or expired.
+async fn wait_for_writers(store: &Store, holder: &str, timeout: Duration) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut logged = false;
+    loop {
+        let now = crate::time::now_unix();
+        let blocking: Vec<String> = store
+            .leases()
+            .await?
+            .into_iter()
+            .filter(|(_, lease)| lease.blocks(holder, now))
+            .map(|(_, lease)| {
+                format!(
+                    "{} (pid {})",
+                    &lease.writer[..8.min(lease.writer.len())],
+                    lease.pid
+                )
+            })
+            .collect();
+        if blocking.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(GcRefused::WritersBusy {
+                count: blocking.len(),
+                secs: timeout.as_secs(),
+                writers: blocking.join(", "),
+            }
+            .into());
+        }
+        if !logged && started.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(writers = %blocking.join(", "), "gc waits for writers to pause");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Leases of writers gone for an hour: nothing renews them any more.
+async fn remove_dead_leases(store: &Store) -> Result<usize> {
+    let now = crate::time::now_unix();
+    let dead: Vec<Path> = store
+        .leases()
+        .await?
+        .into_iter()
+        .filter(|(_, lease)| lease.expires + 3600 < now)
+        .map(|(path, _)| path)
+        .collect();
+    let count = dead.len();
+    store.delete_paths(dead).await?;
+    Ok(count)
+}
+
+/// What gc's first pass (and a dry run) finds: the refs pruned (unless dry) and
+/// everything they, the fragment caches and the composites reach.
+struct FirstPass {
+    report: GcReport,
+    problems: Problems,
+    marking: Marking,
+    composites: Vec<ListedComposite>,
+}
+
+async fn first_pass(store: &Store, options: &GcOptions) -> Result<FirstPass> {
+    let mut report = GcReport::default();
+    let mut problems = Problems::new();
+    let entries = match options.keep_generations {
+        Some(keep) => {
+            let (kept, pruned) =
+                prune_history(store, keep.max(1), options.grace, options.dry_run).await?;
+            report.pruned_generations = pruned;
+            kept
+        }
+        None => all_ref_entries(store).await?,
+    };
+    let mut marking = Marking::default();
+    marking.entries(store, &entries, &mut problems).await;
+    marking.caches(store).await?;
+    let composites = crate::store::list_composites(store).await?;
+    marking
+        .composite_parts(store, &composites, &mut problems)
+        .await;
+    report.reachable = marking.marked.len();
+    Ok(FirstPass {
+        report,
+        problems,
+        marking,
+        composites,
+    })
+}
+
+/// What a gc would do, with no lock taken and nothing changed.
+async fn gc_dry(store: &Store, options: &GcOptions) -> Result<(GcReport, Problems)> {
+    let grace = options.grace.as_secs() as i64;
+    let FirstPass {
+        mut report,
+        problems,
+        marking,
+        composites,
+    } = first_pass(store, options).await?;
+    if !problems.is_empty() {
+        return Ok((report, problems));
+    }
+    let listing = list_blobs(store).await?;
+    for (_, size, age) in listing.leftovers {
+        if age >= grace {
+            report.swept += 1;
+            report.swept_bytes += size;
+        }
+    }
+    let blobs = listing.blobs.into_iter();
+    for (digest, size, age) in blobs.chain(composites.into_iter().map(|(d, s, a, _)| (d, s, a))) {
+        if marking.marked.contains(&digest) {
+            continue;
+        }
+        if age < grace {
+            report.kept_young += 1;
+        } else {
+            report.swept += 1;
+            report.swept_bytes += size;
+        }
+    }
+    let packs = crate::pack_sweep::sweep_packs(store, &marking.marked, options.grace, true).await?;
+    report.swept += packs.swept;
+    report.swept_bytes += packs.swept_bytes;
+    report.packed_rewritten = packs.rewritten;
+    report.packed_held = packs.held;
     Ok((report, problems))
 }
 
@@ -746,5 +1098,193 @@ async fn check_published(
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The gc fence against writers, on the in-memory store: each interleaving the
+    //! protocol must survive, as a test that fails without it.
+
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn options(pause_timeout: Duration) -> GcOptions {
+        GcOptions {
+            grace: Duration::ZERO,
+            keep_generations: None,
+            dry_run: false,
+            pause_timeout,
+        }
+    }
+
+    fn quiet(_: GcStage) {}
+
+    /// A ref naming one blob, like a cell naming a package (a Marker-free ref kind).
+    async fn name_it(store: &Store, digest: Digest) -> Result<RefEntry> {
+        let reference = RefName::new("caps/test-list")?;
+        let head = store.ref_head(&reference).await?.map(|h| h.generation);
+        Ok(store
+            .ref_advance(&reference, head, digest, "test", "names it")
+            .await?)
+    }
+
+    #[tokio::test]
+    async fn one_gc_at_a_time() {
+        let store = Store::memory();
+        let first = HeldLock::take(&store).await.unwrap();
+        let second = HeldLock::take(&store).await;
+        assert!(
+            matches!(
+                second,
+                Err(MaintenanceError::Refused(GcRefused::Busy { .. }))
+            ),
+            "a second gc must not take a held lock"
+        );
+        first.update(|l| l.phase = GcPhase::Idle).await.unwrap();
+        assert!(
+            HeldLock::take(&store).await.is_ok(),
+            "a released lock is free"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_in_flight_keeps_gc_from_sweeping_and_what_it_names_survives() {
+        let store = Store::memory();
+        // An old blob nothing names: what a re-upload finds and reuses.
+        let reused = store
+            .put_blob(Bytes::from_static(b"a package"))
+            .await
+            .unwrap();
+        let access = store.write_access().await.unwrap();
+        assert!(store.has_blob(&reused.digest).await.unwrap());
+        // gc starts while the writer is between its look and its commit.
+        let gc_store = store.clone();
+        let running =
+            tokio::spawn(
+                async move { gc(&gc_store, &options(Duration::from_secs(20)), &quiet).await },
+            );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !running.is_finished(),
+            "gc must wait for the writer in flight"
+        );
+        name_it(&store, reused.digest).await.unwrap();
+        drop(access);
+        let (report, problems) = running.await.unwrap().unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(
+            store.has_blob(&reused.digest).await.unwrap(),
+            "the blob a writer named while gc marked was swept ({report:?})"
+        );
+        // And what nothing names still goes.
+        let garbage = store
+            .put_blob(Bytes::from_static(b"garbage"))
+            .await
+            .unwrap();
+        gc(&store, &options(Duration::from_secs(20)), &quiet)
+            .await
+            .unwrap();
+        assert!(!store.has_blob(&garbage.digest).await.unwrap());
+        assert!(store.has_blob(&reused.digest).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn gc_gives_up_without_deleting_when_a_writer_never_pauses() {
+        let store = Store::memory();
+        let garbage = store
+            .put_blob(Bytes::from_static(b"garbage"))
+            .await
+            .unwrap();
+        let _access = store.write_access().await.unwrap();
+        let outcome = gc(&store, &options(Duration::from_millis(500)), &quiet).await;
+        assert!(
+            matches!(
+                outcome,
+                Err(MaintenanceError::Refused(GcRefused::WritersBusy { .. }))
+            ),
+            "{outcome:?}"
+        );
+        assert!(store.has_blob(&garbage.digest).await.unwrap());
+        let (_, lock) = store.gc_lock().await.unwrap();
+        assert_eq!(
+            lock.phase,
+            GcPhase::Idle,
+            "a gc that gave up releases its lock"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_outlived_its_lease_cannot_commit_after_a_sweep() {
+        let store = Store::memory();
+        let reused = store
+            .put_blob(Bytes::from_static(b"a package"))
+            .await
+            .unwrap();
+        let access = store.write_access().await.unwrap();
+        // The writer stalls: its lease lapses (here: declared expired) and gc, which no
+        // longer counts it, sweeps the blob it was about to name.
+        store.expire_lease_for_test().await;
+        gc(&store, &options(Duration::from_secs(5)), &quiet)
+            .await
+            .unwrap();
+        assert!(!store.has_blob(&reused.digest).await.unwrap());
+        let committed = name_it(&store, reused.digest).await;
+        assert!(
+            matches!(committed, Err(MaintenanceError::Store(StoreError::Fenced))),
+            "a commit after a sweep it did not fence off must fail: {committed:?}"
+        );
+        drop(access);
+        // A new operation starts clean.
+        let _again = store.write_access().await.unwrap();
+        let fresh = store
+            .put_blob(Bytes::from_static(b"a package"))
+            .await
+            .unwrap();
+        name_it(&store, fresh.digest).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_paused_writer_resumes_after_the_sweep_and_forgets_what_was_swept() {
+        let store = Store::memory();
+        let writer = store.clone();
+        // The writer is idle, so it pauses at once when it renews; the gc runs to the end.
+        gc(&store, &options(Duration::from_secs(5)), &quiet)
+            .await
+            .unwrap();
+        let _access = writer.write_access().await.unwrap();
+        let (_, lock) = store.gc_lock().await.unwrap();
+        assert_eq!(lock.sweeps, 1);
+        assert_eq!(lock.phase, GcPhase::Idle);
+    }
+
+    #[tokio::test]
+    async fn a_crashed_gc_leaves_a_stale_lock_that_the_next_gc_takes_over() {
+        let store = Store::memory();
+        let (head, _) = store.gc_lock().await.unwrap();
+        // A gc that died while sweeping, three minutes ago.
+        let dead = GcLock {
+            holder: "dead".into(),
+            phase: GcPhase::Sweeping,
+            sweeps: 7,
+            heartbeat: crate::time::now_unix() - 180,
+        };
+        store
+            .advance_gc_lock(head.map(|h| h.generation), &dead)
+            .await
+            .unwrap();
+        // Writers do not wait for it...
+        let access = tokio::time::timeout(Duration::from_secs(5), store.write_access()).await;
+        assert!(access.is_ok(), "a writer waited for a dead gc");
+        drop(access);
+        // ...and a new gc runs (once the writer, busy a moment ago, renews and pauses).
+        gc(&store, &options(Duration::from_secs(30)), &quiet)
+            .await
+            .unwrap();
+        let (_, lock) = store.gc_lock().await.unwrap();
+        assert_eq!((lock.phase, lock.sweeps), (GcPhase::Idle, 8));
     }
 }

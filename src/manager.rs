@@ -392,12 +392,22 @@ impl Manager {
             return;
         }
         let started = Instant::now();
+        // A publish reuses cached fragments and stored index files: no gc sweeps meanwhile.
+        let access = match self.store.write_access().await {
+            Ok(access) => access,
+            Err(e) => {
+                self.metrics.publish_failures.inc();
+                tracing::error!(repo, suite, error = %e, "cannot take the writer lease; will retry on the next poll");
+                return;
+            }
+        };
         // RPM trees are `<release>/<arch>`; APT suite names never contain a slash.
         let result = if suite.contains('/') {
             crate::rpmrepo::publish::publish_tree(&self.store, &self.agent, repo, suite).await
         } else {
             publish::publish_suite(&self.store, &self.agent, repo, suite).await
         };
+        drop(access);
         match result {
             Ok(Published {
                 head,

@@ -9,6 +9,10 @@ use std::time::Duration;
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    /// For gauges: the value now.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
@@ -32,6 +36,17 @@ pub struct Metrics {
     pub http_requests: Counter,
     pub http_not_found: Counter,
     pub http_bytes_served: Counter,
+    pub gc_runs: Counter,
+    pub gc_failures: Counter,
+    /// gc rounds skipped because another gc held the store.
+    pub gc_skipped: Counter,
+    pub gc_swept_blobs: Counter,
+    pub gc_reclaimed_bytes: Counter,
+    /// 0 idle, 1 marking, 2 waiting for writers, 3 sweeping.
+    pub gc_stage: Counter,
+    pub gc_last_seconds_millis: Counter,
+    /// Times this daemon's writers paused for a gc (from the store).
+    pub gc_writer_pauses: Counter,
 }
 
 impl Metrics {
@@ -92,6 +107,52 @@ impl Metrics {
             "caprepo_http_served_bytes_total",
             "Bytes of repository files served.",
             self.http_bytes_served.get(),
+        );
+        counter(
+            "caprepo_gc_runs_total",
+            "gc rounds this daemon ran to the end.",
+            self.gc_runs.get(),
+        );
+        counter(
+            "caprepo_gc_failures_total",
+            "gc rounds that failed or gave up (writers did not pause, store errors).",
+            self.gc_failures.get(),
+        );
+        counter(
+            "caprepo_gc_skipped_total",
+            "gc rounds skipped because another gc held the store.",
+            self.gc_skipped.get(),
+        );
+        counter(
+            "caprepo_gc_swept_blobs_total",
+            "Blobs, composites and crash leftovers gc deleted.",
+            self.gc_swept_blobs.get(),
+        );
+        counter(
+            "caprepo_gc_reclaimed_bytes_total",
+            "Bytes gc reclaimed.",
+            self.gc_reclaimed_bytes.get(),
+        );
+        counter(
+            "caprepo_gc_writer_pauses_total",
+            "Times this daemon's writes paused while a gc swept (any daemon's gc).",
+            self.gc_writer_pauses.get(),
+        );
+        let mut gauge = |name: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "caprepo_gc_stage",
+            "Where this daemon's gc is: 0 idle, 1 marking, 2 waiting for writers to pause, 3 sweeping.",
+            self.gc_stage.get().to_string(),
+        );
+        gauge(
+            "caprepo_gc_last_duration_seconds",
+            "How long this daemon's last gc round took.",
+            format!("{:.3}", self.gc_last_seconds_millis.get() as f64 / 1e3),
         );
         let _ = writeln!(
             out,

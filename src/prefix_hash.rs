@@ -45,6 +45,13 @@ impl PartHashes {
         }
     }
 
+    /// Forgets every join: the parts they name may have been swept since.
+    pub fn clear(&self) {
+        if let Ok(mut remembered) = self.prefixes.lock() {
+            remembered.clear();
+        }
+    }
+
     /// The longest run of leading `digests` some remembered join of `scope` shares.
     pub fn resume(&self, scope: &str, digests: &[Digest]) -> Resumed {
         let Ok(remembered) = self.prefixes.lock() else {

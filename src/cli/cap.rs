@@ -236,7 +236,7 @@ async fn issue(args: IssueArgs) -> Result<ExitCode> {
     let exp = nbf.max(now).saturating_add(lifetime);
     let token = crate::caps::token::issue(&root, rights.clone(), &scope, nbf, exp);
     let id = Token::parse(&token)?.summary().id;
-    let store = open_store(&data)?;
+    let (store, _access) = super::repo::open_store_for_writing(&data).await?;
     let record = IssuedCap {
         scope: scope.to_string(),
         rights,
@@ -342,7 +342,7 @@ async fn revoke(data: PathBuf, id: &str) -> Result<ExitCode> {
         );
     }
     let data = DataDir::new(data);
-    let store = open_store(&data)?;
+    let (store, _access) = super::repo::open_store_for_writing(&data).await?;
     let known = registry::issued(&store).await?.caps.contains_key(id);
     registry::revoke(&store, &id.to_ascii_lowercase(), "cli").await?;
     println!(

@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 
-use super::repo::open_store;
 use crate::agent::AgentClient;
 use crate::caps::Scope;
 use crate::cells::{self, AddOutcome};
@@ -315,7 +314,8 @@ fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
 pub async fn run(args: Args) -> Result<ExitCode> {
     let data = DataDir::new(&args.data);
     let config = Config::load(&data)?;
-    let store = open_store(&data)?;
+    // Held to the end: an import's reuse of stored packages spans all its writes.
+    let (store, _access) = super::repo::open_store_for_writing(&data).await?;
     let scope: Scope = args.scope.parse()?;
     let target = load_target(&store, &scope).await?;
     let files = collect(&args.paths, target.extension())?;

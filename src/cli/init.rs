@@ -120,6 +120,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             fingerprint: openpgp::fingerprint(&cert),
             algorithm: openpgp::algorithm_name(&cert),
         },
+        gc: None,
     };
     write_new(&data.config_path(), config.to_toml().as_bytes(), 0o644)?;
     crate::store::Store::open(&config.storage, data.root()).context("opening the new store")?;

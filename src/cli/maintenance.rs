@@ -24,6 +24,10 @@ pub struct GcArgs {
     /// back only that far; snapshots are kept). Default: keep all history.
     #[arg(long, value_name = "N")]
     keep_generations: Option<u64>,
+    /// How long to wait for every writer (daemons, imports, CLI commands on this store)
+    /// to pause before giving up without sweeping. Writers wait while gc sweeps.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pause_timeout: String,
 }
 
 #[derive(clap::Args)]
@@ -46,8 +50,33 @@ pub async fn gc(args: GcArgs) -> Result<ExitCode> {
             );
         }
     }
-    let (report, problems) =
-        maintenance::gc(&store, grace, args.keep_generations, args.dry_run).await?;
+    let options = maintenance::GcOptions {
+        grace,
+        keep_generations: args.keep_generations,
+        dry_run: args.dry_run,
+        pause_timeout: crate::time::parse_duration(&args.pause_timeout)
+            .map_err(anyhow::Error::msg)?,
+    };
+    let say = |stage: maintenance::GcStage| {
+        if let Some(what) = match stage {
+            maintenance::GcStage::Marking => Some("marking what the refs reach (writers go on)"),
+            maintenance::GcStage::WaitingForWriters => Some("waiting for writers to pause"),
+            maintenance::GcStage::Sweeping => {
+                Some("writers paused: marking what changed, then deleting")
+            }
+            maintenance::GcStage::Done => None,
+        } {
+            eprintln!("caprepo gc: {what}");
+        }
+    };
+    let (report, problems) = match maintenance::gc(&store, &options, &say).await {
+        Ok(done) => done,
+        Err(maintenance::MaintenanceError::Refused(why)) => {
+            eprintln!("caprepo: gc: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e).context("gc"),
+    };
     if !problems.is_empty() {
         for problem in &problems {
             eprintln!("caprepo: {problem}");

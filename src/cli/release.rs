@@ -150,9 +150,11 @@ async fn remote(server: &str, cap: Option<&str>, request: &ReleaseRequest) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-fn local_store(data: &Option<PathBuf>) -> Result<Store> {
+/// The local store of a release command, which writes it: with the writer lease
+/// held until the command ends (see `crate::store::fence`).
+async fn local_store(data: &Option<PathBuf>) -> Result<(Store, crate::store::fence::WriteAccess)> {
     let data = data.as_ref().context("give --data DIR or --server URL")?;
-    open_store(&DataDir::new(data))
+    super::repo::open_store_for_writing(&DataDir::new(data)).await
 }
 
 fn split_target(text: &str) -> Result<Unit> {
@@ -174,7 +176,7 @@ pub async fn rm(args: RmArgs) -> Result<ExitCode> {
         };
         return remote(server, args.cap.as_deref(), &request).await;
     }
-    let store = local_store(&args.data)?;
+    let (store, _access) = local_store(&args.data).await?;
     let unit = split_target(&args.target)?;
     let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
     let removed = releases::remove(&store, &unit, &selectors, "cli").await?;
@@ -199,7 +201,7 @@ pub async fn promote(args: PromoteArgs) -> Result<ExitCode> {
         };
         return remote(server, args.cap.as_deref(), &request).await;
     }
-    let store = local_store(&args.data)?;
+    let (store, _access) = local_store(&args.data).await?;
     let from = Unit::parse(&args.repo, &args.from)?;
     let to = Unit::parse(&args.repo, &args.to)?;
     let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
@@ -231,7 +233,7 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
                 )
                 .await;
             }
-            let store = local_store(&data)?;
+            let (store, _access) = local_store(&data).await?;
             let tree = Tree::parse(&tree)?;
             let entry = releases::snapshot_create(&store, &tree, &name, "cli").await?;
             println!(
@@ -268,7 +270,7 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
                 )
                 .await;
             }
-            let store = local_store(&data)?;
+            let (store, _access) = local_store(&data).await?;
             let tree = Tree::parse(&tree)?;
             let publication = releases::snapshot_get(&store, &tree.kind, &tree.repo, &name)
                 .await?
@@ -305,7 +307,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         };
         return remote(server, args.cap.as_deref(), &request).await;
     }
-    let store = local_store(&args.data)?;
+    let (store, _access) = local_store(&args.data).await?;
     let tree = Tree::parse(&args.tree)?;
     let (entry, publication) = releases::publication_at(&store, &tree, args.to).await?;
     releases::restore(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::split_list;
 use crate::config::{Config, DataDir};
@@ -107,10 +107,23 @@ pub fn open_store(data: &DataDir) -> Result<Store> {
     Ok(Store::open(&config.storage, data.root())?)
 }
 
+/// The store, for a command that writes it, with this process's writer lease taken
+/// for the whole command: a gc waits for it (see `crate::store::fence`).
+pub async fn open_store_for_writing(
+    data: &DataDir,
+) -> Result<(Store, crate::store::fence::WriteAccess)> {
+    let store = open_store(data)?;
+    let access = store
+        .write_access()
+        .await
+        .context("taking a writer lease on the store")?;
+    Ok((store, access))
+}
+
 pub async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Add(args) => {
-            let store = open_store(&DataDir::new(&args.data))?;
+            let (store, _access) = open_store_for_writing(&DataDir::new(&args.data)).await?;
             match args.kind.as_str() {
                 "apt" => {
                     let new = NewAptRepo {
@@ -169,7 +182,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             let Some((kind, name)) = repo.split_once('/') else {
                 bail!("name the repository as apt/NAME or rpm/NAME");
             };
-            let store = open_store(&DataDir::new(&data))?;
+            let (store, _access) = open_store_for_writing(&DataDir::new(&data)).await?;
             if let Some(suite) = suite {
                 if kind != "apt" {
                     bail!("--suite and Release options are for APT repositories");

@@ -72,9 +72,9 @@ pub fn router(state: AppState) -> Router {
             put(upload::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/wait", get(upload::wait))
-        .route("/api/v1/links", axum::routing::post(readcap::register))
-        .route("/api/v1/revoke", axum::routing::post(admin::revoke))
-        .route("/api/v1/release", axum::routing::post(release_api::release))
+        .route("/api/v1/links", fenced_post(&state, readcap::register))
+        .route("/api/v1/revoke", fenced_post(&state, admin::revoke))
+        .route("/api/v1/release", fenced_post(&state, release_api::release))
         .route("/r/{cap}", get(readcap::page))
         .route("/r/{cap}/", get(readcap::page))
         .route("/r/{cap}/{*path}", get(readcap::file))
@@ -86,11 +86,49 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A POST route whose handler writes the store: it runs inside a write access, so a
+/// gc never sweeps under it (see `crate::store::fence`). Uploads take theirs around
+/// the store work only, since `?wait=true` then waits for the manager.
+fn fenced_post<H, T>(state: &AppState, handler: H) -> axum::routing::MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    axum::routing::post(handler).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        write_access,
+    ))
+}
+
+async fn write_access(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let access = match state.store.write_access().await {
+        Ok(access) => access,
+        Err(e) => {
+            return reply::error(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "storage",
+                &format!("cannot take this server's writer lease: {e}"),
+            );
+        }
+    };
+    let response = next.run(request).await;
+    drop(access);
+    response
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .gc_writer_pauses
+        .set(state.store.gc_pauses() as u64);
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

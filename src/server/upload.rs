@@ -123,6 +123,17 @@ pub async fn upload(
     state.metrics.upload_bytes.add(spooled.size);
 
     let actor = grant.log_id().to_string();
+    // From the first look at what is stored to the cell write: no gc sweeps meanwhile.
+    let access = match state.store.write_access().await {
+        Ok(access) => access,
+        Err(e) => {
+            return reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage",
+                &format!("cannot take this server's writer lease: {e}"),
+            );
+        }
+    };
     let result = if file_name.ends_with(".rpm") || target.kind() == "rpm" {
         if target.kind() != "rpm" || !file_name.ends_with(".rpm") {
             Err(ingest::IngestError::BadTarget(format!(
@@ -173,6 +184,7 @@ pub async fn upload(
         )
         .await
     };
+    drop(access);
     drop(guard);
     let ingested = match result {
         Ok(i) => i,

@@ -5,6 +5,7 @@
 
 mod blobs;
 mod composite;
+pub mod fence;
 pub mod held;
 mod local_put;
 mod packs;
@@ -50,6 +51,10 @@ pub enum StoreError {
     /// A task doing store work side by side with others panicked or was cancelled.
     #[error("internal error in {0}: {1}")]
     Task(&'static str, String),
+    /// This process could not show that no gc swept while it wrote (it stalled past its
+    /// lease while a gc ran); nothing was advanced, and the write may be retried.
+    #[error("a gc swept the store while this write was in progress; nothing was changed, retry")]
+    Fenced,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -104,6 +109,8 @@ pub struct Store {
     packs: Arc<packs::PackSet>,
     /// On bulk handles, where small blobs go instead of a file each.
     packer: Option<Arc<packs::Packer>>,
+    /// This process's side of the fence against gc (shared by every clone).
+    fence: Arc<fence::Fence>,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,6 +182,7 @@ impl Store {
             defer_sync: false,
             packs: Arc::default(),
             packer: None,
+            fence: Arc::new(fence::Fence::new()),
         }
     }
 

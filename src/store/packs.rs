@@ -181,6 +181,15 @@ pub(crate) struct PackSet {
 }
 
 impl PackSet {
+    /// Forgets every pack index read: a gc may have removed packs since (see `fence`).
+    pub fn forget_all(&self) {
+        if let Ok(mut loaded) = self.loaded.write() {
+            loaded.clear();
+        }
+        self.listed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn find(&self, digest: &Digest) -> Option<(Arc<LoadedPack>, PackedEntry)> {
         let loaded = self.loaded.read().ok()?;
         loaded

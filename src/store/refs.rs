@@ -174,14 +174,17 @@ impl Store {
         // On a bulk handle, whatever the ref may name is sealed and made
         // durable first, and the ref itself right after.
         self.finish_bulk().await?;
+        // Nothing this write names may have been swept by a gc it did not fence off.
+        self.check_fence().await?;
         let advanced = self
-            .advance_now(name, expected, target, actor, note)
+            .advance_unfenced(name, expected, target, actor, note)
             .await?;
         self.finish_bulk().await?;
         Ok(advanced)
     }
 
-    async fn advance_now(
+    /// A ref advance that does not check the gc fence: for the gc lock itself.
+    pub(crate) async fn advance_unfenced(
         &self,
         name: &RefName,
         expected: Option<u64>,

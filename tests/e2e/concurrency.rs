@@ -2,43 +2,11 @@
 //! reader following InRelease during those publishes can always fetch every
 //! index it names (by hash) with the hash it was promised.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::harness::*;
-
-/// Real packages with distinct names, rebuilt from hello with dpkg-deb.
-fn distinct_packages(dir: &std::path::Path, count: usize) -> Vec<PathBuf> {
-    let tree = dir.join("tree");
-    run_ok(
-        Command::new("dpkg-deb")
-            .arg("-R")
-            .arg(fixture("debs/hello_2.10-3_amd64.deb"))
-            .arg(&tree),
-    );
-    let control_path = tree.join("DEBIAN/control");
-    let control = std::fs::read_to_string(&control_path).unwrap();
-    (0..count)
-        .map(|i| {
-            let name = format!("hello-c{i:02}");
-            std::fs::write(
-                &control_path,
-                control.replacen("Package: hello", &format!("Package: {name}"), 1),
-            )
-            .unwrap();
-            let out = dir.join(format!("{name}_2.10-3_amd64.deb"));
-            run_ok(
-                Command::new("dpkg-deb")
-                    .args(["--root-owner-group", "-Zxz", "-b"])
-                    .arg(&tree)
-                    .arg(&out),
-            );
-            out
-        })
-        .collect()
-}
 
 #[test]
 fn concurrent_uploads_to_one_cell_lose_nothing_and_readers_never_see_a_missing_index() {
@@ -50,7 +18,7 @@ fn concurrent_uploads_to_one_cell_lose_nothing_and_readers_never_see_a_missing_i
     });
     let cap = data.cap("apt/busy/dists/stable/main/binary-amd64", "1h");
     let work = tempfile::tempdir().unwrap();
-    let packages = distinct_packages(work.path(), 16);
+    let packages = distinct_debs("hello-c", work.path(), 16);
 
     // A reader that keeps following InRelease to the by-hash files it names.
     let stop = Arc::new(AtomicBool::new(false));

@@ -610,3 +610,84 @@ pub fn zypper(root: &Path, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// hello (a real package) with its control file edited, rebuilt by dpkg-deb as `dir/<file_name>`.
+pub fn hello_edited(dir: &Path, file_name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let tree = dir.join(format!("tree-{file_name}"));
+    run_ok(
+        Command::new("dpkg-deb")
+            .arg("-R")
+            .arg(fixture("debs/hello_2.10-3_amd64.deb"))
+            .arg(&tree),
+    );
+    let control_path = tree.join("DEBIAN/control");
+    let control = std::fs::read_to_string(&control_path).unwrap();
+    std::fs::write(&control_path, edit(control)).unwrap();
+    let out = dir.join(file_name);
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "-b"])
+            .arg(&tree)
+            .arg(&out),
+    );
+    out
+}
+
+/// Real packages with distinct names (`<prefix>NN`), rebuilt from hello.
+pub fn distinct_debs(prefix: &str, dir: &Path, count: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| {
+            let name = format!("{prefix}{i:02}");
+            hello_edited(dir, &format!("{name}_2.10-3_amd64.deb"), |control| {
+                control.replacen("Package: hello", &format!("Package: {name}"), 1)
+            })
+        })
+        .collect()
+}
+
+/// An rpm database in a temporary directory that trusts one OpenPGP key.
+pub struct RpmKeyring {
+    dir: tempfile::TempDir,
+}
+
+impl RpmKeyring {
+    pub fn new(armored_key: &[u8]) -> RpmKeyring {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key.asc"), armored_key).unwrap();
+        run_ok(
+            Command::new("rpmkeys")
+                .arg("--dbpath")
+                .arg(dir.path().join("rpmdb"))
+                .arg("--import")
+                .arg(dir.path().join("key.asc")),
+        );
+        RpmKeyring { dir }
+    }
+
+    /// `rpmkeys -K` at signature level: its output, which says "digests signatures OK"
+    /// for a package signed by the key.
+    pub fn check(&self, rpm: &Path) -> String {
+        run_ok(
+            Command::new("rpmkeys")
+                .arg("--dbpath")
+                .arg(self.dir.path().join("rpmdb"))
+                .args(["--define", "_pkgverify_level signature", "-K"])
+                .arg(rpm),
+        )
+    }
+}
+
+/// Distinct small rpms (`<prefix>-NNNNNN-1.0-1.x86_64.rpm`) from bench/gen_rpms.py.
+pub fn distinct_rpms(prefix: &str, dir: &Path, count: usize) -> Vec<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gen_rpms.py");
+    run_ok(
+        Command::new("python3")
+            .arg(script)
+            .arg(dir)
+            .arg(count.to_string())
+            .args(["--prefix", prefix]),
+    );
+    (0..count)
+        .map(|i| dir.join(format!("{prefix}-{i:06}-1.0-1.x86_64.rpm")))
+        .collect()
+}

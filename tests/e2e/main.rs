@@ -8,6 +8,7 @@ mod caps_http;
 mod concurrency;
 mod conformance;
 mod consumers;
+mod gc_soak;
 mod hardening;
 mod hostile_debs;
 mod hostile_rpms;

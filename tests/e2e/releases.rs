@@ -2,7 +2,6 @@
 //! order them, retention applied on publish, and what the clients pick.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use crate::harness::*;
 
@@ -13,30 +12,12 @@ pub fn hello_version(dir: &std::path::Path, version: &str) -> PathBuf {
 
 /// hello rebuilt with another version and architecture (`all`, say), by dpkg-deb.
 pub fn hello_rebuilt(dir: &std::path::Path, version: &str, arch: &str) -> PathBuf {
-    let tree = dir.join(format!("tree-{version}-{arch}"));
-    run_ok(
-        Command::new("dpkg-deb")
-            .arg("-R")
-            .arg(fixture("debs/hello_2.10-3_amd64.deb"))
-            .arg(&tree),
-    );
-    let control_path = tree.join("DEBIAN/control");
-    let control = std::fs::read_to_string(&control_path).unwrap();
-    std::fs::write(
-        &control_path,
+    let file_name = format!("hello_{}_{arch}.deb", version.replace(':', "%3a"));
+    hello_edited(dir, &file_name, |control| {
         control
             .replacen("Version: 2.10-3", &format!("Version: {version}"), 1)
-            .replacen("Architecture: amd64", &format!("Architecture: {arch}"), 1),
-    )
-    .unwrap();
-    let out = dir.join(format!("hello_{}_{arch}.deb", version.replace(':', "%3a")));
-    run_ok(
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "-b"])
-            .arg(&tree)
-            .arg(&out),
-    );
-    out
+            .replacen("Architecture: amd64", &format!("Architecture: {arch}"), 1)
+    })
 }
 
 #[test]

@@ -71,25 +71,11 @@ fn dnf_zypper_and_rpmkeys_accept_what_caprepo_publishes_and_it_equals_createrepo
 
     // The key imports into rpm 4.18, and the served package verifies with it.
     let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("key.asc"), data.key(true)).unwrap();
-    let db = work.path().join("rpmdb");
-    run_ok(
-        Command::new("rpmkeys")
-            .arg("--dbpath")
-            .arg(&db)
-            .arg("--import")
-            .arg(work.path().join("key.asc")),
-    );
+    let keyring = RpmKeyring::new(&data.key(true));
     let served = server.get("/fed/12/x86_64/Packages/h/hello-caprepo-1.0-1.x86_64.rpm");
     assert_eq!(served.status, 200);
     std::fs::write(work.path().join("hello.rpm"), &served.body).unwrap();
-    let checked = run_ok(
-        Command::new("rpmkeys")
-            .arg("--dbpath")
-            .arg(&db)
-            .args(["--define", "_pkgverify_level signature", "-K"])
-            .arg(work.path().join("hello.rpm")),
-    );
+    let checked = keyring.check(&work.path().join("hello.rpm"));
     assert!(checked.contains("digests signatures OK"), "{checked}");
     assert_ne!(
         served.body,

@@ -228,21 +228,7 @@ impl Marking {
     /// they name (so the next publish stays incremental). Returns the entries of
     /// chunks nothing marks, for the caller to delete.
     async fn caches(&mut self, store: &Store) -> Result<Vec<Path>> {
-        let mut listed: Vec<_> = Vec::new();
-        // Each entry's name starts with the digest it belongs to: a chunk's, or for
-        // legacy hashes a package's; it goes when that is no longer marked.
-        for prefix in [
-            "cache/apt-fragments",
-            "cache/rpm-fragments",
-            "cache/legacy-hashes",
-        ] {
-            let found: Vec<_> = store
-                .object_store()
-                .list(Some(&Path::from(prefix)))
-                .try_collect()
-                .await?;
-            listed.extend(found);
-        }
+        let listed = list_cache_entries(store).await?;
         let mut stale = Vec::new();
         for meta in listed {
             let name = meta.location.to_string();
@@ -271,6 +257,38 @@ impl Marking {
         }
         Ok(stale)
     }
+}
+
+/// Every fragment cache entry (APT, RPM, legacy hashes). Each one's name starts with
+/// the digest it belongs to: a chunk's, or for legacy hashes a package's.
+async fn list_cache_entries(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
+    let mut listed: Vec<_> = Vec::new();
+    for prefix in [
+        "cache/apt-fragments",
+        "cache/rpm-fragments",
+        "cache/legacy-hashes",
+    ] {
+        let found: Vec<_> = store
+            .object_store()
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await?;
+        listed.extend(found);
+    }
+    Ok(listed)
+}
+
+/// Every fragment cache entry with the blobs it names (for repair).
+pub async fn cache_entries(store: &Store) -> Result<Vec<(Path, Vec<Digest>)>> {
+    let mut out = Vec::new();
+    for meta in list_cache_entries(store).await? {
+        let name = meta.location.to_string();
+        if let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await {
+            let blobs = cached_blobs(&name, &bytes);
+            out.push((meta.location, blobs));
+        }
+    }
+    Ok(out)
 }
 
 /// The blobs a fragment cache entry names.

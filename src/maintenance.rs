@@ -518,12 +518,11 @@ impl HeldLock {
             }
             .into());
         }
-        let lock = GcLock {
-            holder: crate::store::fence::random_id(),
-            phase: GcPhase::Marking,
-            sweeps: current.sweeps,
-            heartbeat: now,
-        };
+        let lock = GcLock::ours(
+            crate::store::fence::random_id(),
+            GcPhase::Marking,
+            current.sweeps,
+        );
         let entry = match store
             .advance_gc_lock(head.map(|h| h.generation), &lock)
             .await
@@ -1285,10 +1284,8 @@ mod tests {
         let (head, _) = store.gc_lock().await.unwrap();
         // A gc that died while sweeping, three minutes ago.
         let dead = GcLock {
-            holder: "dead".into(),
-            phase: GcPhase::Sweeping,
-            sweeps: 7,
             heartbeat: crate::time::now_unix() - 180,
+            ..GcLock::ours("dead".into(), GcPhase::Sweeping, 7)
         };
         store
             .advance_gc_lock(head.map(|h| h.generation), &dead)

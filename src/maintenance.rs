@@ -1302,4 +1302,28 @@ mod tests {
         let (_, lock) = store.gc_lock().await.unwrap();
         assert_eq!((lock.phase, lock.sweeps), (GcPhase::Idle, 8));
     }
+
+    #[tokio::test]
+    async fn a_killed_gc_of_this_host_holds_nothing_even_with_a_fresh_heartbeat() {
+        let store = Store::memory();
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        let (head, _) = store.gc_lock().await.unwrap();
+        let killed = GcLock {
+            pid: exited.id(),
+            ..GcLock::ours("killed".into(), GcPhase::Sweeping, 3)
+        };
+        store
+            .advance_gc_lock(head.map(|h| h.generation), &killed)
+            .await
+            .unwrap();
+        let (_, lock) = store.gc_lock().await.unwrap();
+        assert!(!lock.held(crate::time::now_unix()));
+        // A live holder (this process) does hold it.
+        let live = GcLock::ours("live".into(), GcPhase::Sweeping, 3);
+        assert!(live.held(crate::time::now_unix()));
+        gc(&store, &options(Duration::from_secs(5)), &quiet)
+            .await
+            .unwrap();
+    }
 }

@@ -142,22 +142,33 @@ fn a_daemon_killed_20_times_mid_upload_publishes_every_acknowledged_upload() {
 fn an_import_killed_20_times_leaves_a_store_that_verifies_and_a_rerun_completes() {
     let mut points = Points::new("import");
     let data = DataDir::init(&[]);
-    data.repo_add("ki", "stable", "main", "amd64");
+    // One suite per kill: each import has the whole of its work to do when it dies.
+    let suites: Vec<String> = (0..KILLS).map(|i| format!("s{i:02}")).collect();
+    data.repo_add("ki", &suites.join(","), "main", "amd64");
     let work = tempfile::tempdir().unwrap();
-    let debs = distinct_debs("ki-", work.path(), 40);
+    let debs = distinct_debs("ki-", work.path(), 60);
     let dir = work.path().to_path_buf();
+    // How long a whole import takes here, so that the kills land inside one.
+    let probe = DataDir::init(&[]);
+    probe.repo_add("ki", "s00", "main", "amd64");
+    let timed = Instant::now();
+    probe.cli(
+        &["import"],
+        &["apt/ki/dists/s00/main", dir.to_str().unwrap()],
+    );
+    let whole = (timed.elapsed().as_millis() as u64).max(50);
     let mut completed = 0;
-    for _ in 0..KILLS {
+    for suite in &suites {
         let mut import = Command::new(bin())
             .args(["import", "--data"])
             .arg(&data.path)
-            .arg("apt/ki/dists/stable/main")
+            .arg(format!("apt/ki/dists/{suite}/main"))
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(points.millis(1500));
+        std::thread::sleep(points.millis(whole));
         if import.try_wait().unwrap().is_some() {
             completed += 1;
         }
@@ -167,16 +178,22 @@ fn an_import_killed_20_times_leaves_a_store_that_verifies_and_a_rerun_completes(
         data.cli(&["gc"], &["--grace", "1h"]);
         verify_ok(&data, "a killed import");
     }
-    eprintln!("import: {completed} of {KILLS} runs finished before their kill");
-    let out = data.cli(
-        &["import"],
-        &["apt/ki/dists/stable/main", dir.to_str().unwrap()],
+    eprintln!(
+        "import: {completed} of {KILLS} runs finished before their kill (a whole import: {whole} ms)"
     );
-    assert!(out.contains(" 0 refused"), "{out}");
-    verify_ok(&data, "the import that completed");
+    for suite in &suites {
+        let out = data.cli(
+            &["import"],
+            &[&format!("apt/ki/dists/{suite}/main"), dir.to_str().unwrap()],
+        );
+        assert!(out.contains(" 0 refused"), "{out}");
+    }
+    verify_ok(&data, "the imports that completed");
     let server = Server::start(&data);
     let names: BTreeSet<String> = debs.iter().map(|d| name_of(d)).collect();
-    assert_eq!(listed(&server, "ki", "stable"), names);
+    for suite in &suites {
+        assert_eq!(listed(&server, "ki", suite), names, "{suite}");
+    }
     server.stop();
 }
 

@@ -442,7 +442,10 @@ async fn prune_history(
         let recently_superseded = superseded_at
             .get(&(name.as_str(), entry.generation))
             .is_some_and(|at| now - at < window);
-        if entry.generation + keep > head || recently_superseded || name.starts_with("snapshots/") {
+        // Snapshots are kept; the change log has its own pruning, which keeps what
+        // followers may not have read yet.
+        let own_pruning = name.starts_with("snapshots/") || name == "changes";
+        if entry.generation + keep > head || recently_superseded || own_pruning {
             kept.push((name.clone(), entry.clone()));
             continue;
         }

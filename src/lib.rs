@@ -31,6 +31,7 @@ pub mod prefix_hash;
 pub mod publication;
 pub mod publish_check;
 pub mod releases;
+pub mod repair;
 pub mod repos;
 pub mod rpmrepo;
 pub mod server;

@@ -228,21 +228,7 @@ impl Marking {
     /// they name (so the next publish stays incremental). Returns the entries of
     /// chunks nothing marks, for the caller to delete.
     async fn caches(&mut self, store: &Store) -> Result<Vec<Path>> {
-        let mut listed: Vec<_> = Vec::new();
-        // Each entry's name starts with the digest it belongs to: a chunk's, or for
-        // legacy hashes a package's; it goes when that is no longer marked.
-        for prefix in [
-            "cache/apt-fragments",
-            "cache/rpm-fragments",
-            "cache/legacy-hashes",
-        ] {
-            let found: Vec<_> = store
-                .object_store()
-                .list(Some(&Path::from(prefix)))
-                .try_collect()
-                .await?;
-            listed.extend(found);
-        }
+        let listed = list_cache_entries(store).await?;
         let mut stale = Vec::new();
         for meta in listed {
             let name = meta.location.to_string();
@@ -271,6 +257,38 @@ impl Marking {
         }
         Ok(stale)
     }
+}
+
+/// Every fragment cache entry (APT, RPM, legacy hashes). Each one's name starts with
+/// the digest it belongs to: a chunk's, or for legacy hashes a package's.
+async fn list_cache_entries(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
+    let mut listed: Vec<_> = Vec::new();
+    for prefix in [
+        "cache/apt-fragments",
+        "cache/rpm-fragments",
+        "cache/legacy-hashes",
+    ] {
+        let found: Vec<_> = store
+            .object_store()
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await?;
+        listed.extend(found);
+    }
+    Ok(listed)
+}
+
+/// Every fragment cache entry with the blobs it names (for repair).
+pub async fn cache_entries(store: &Store) -> Result<Vec<(Path, Vec<Digest>)>> {
+    let mut out = Vec::new();
+    for meta in list_cache_entries(store).await? {
+        let name = meta.location.to_string();
+        if let Ok(Some(bytes)) = store.get_named(&name, 64 * 1024 * 1024).await {
+            let blobs = cached_blobs(&name, &bytes);
+            out.push((meta.location, blobs));
+        }
+    }
+    Ok(out)
 }
 
 /// The blobs a fragment cache entry names.
@@ -500,12 +518,11 @@ impl HeldLock {
             }
             .into());
         }
-        let lock = GcLock {
-            holder: crate::store::fence::random_id(),
-            phase: GcPhase::Marking,
-            sweeps: current.sweeps,
-            heartbeat: now,
-        };
+        let lock = GcLock::ours(
+            crate::store::fence::random_id(),
+            GcPhase::Marking,
+            current.sweeps,
+        );
         let entry = match store
             .advance_gc_lock(head.map(|h| h.generation), &lock)
             .await
@@ -1267,10 +1284,8 @@ mod tests {
         let (head, _) = store.gc_lock().await.unwrap();
         // A gc that died while sweeping, three minutes ago.
         let dead = GcLock {
-            holder: "dead".into(),
-            phase: GcPhase::Sweeping,
-            sweeps: 7,
             heartbeat: crate::time::now_unix() - 180,
+            ..GcLock::ours("dead".into(), GcPhase::Sweeping, 7)
         };
         store
             .advance_gc_lock(head.map(|h| h.generation), &dead)
@@ -1286,5 +1301,29 @@ mod tests {
             .unwrap();
         let (_, lock) = store.gc_lock().await.unwrap();
         assert_eq!((lock.phase, lock.sweeps), (GcPhase::Idle, 8));
+    }
+
+    #[tokio::test]
+    async fn a_killed_gc_of_this_host_holds_nothing_even_with_a_fresh_heartbeat() {
+        let store = Store::memory();
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        let (head, _) = store.gc_lock().await.unwrap();
+        let killed = GcLock {
+            pid: exited.id(),
+            ..GcLock::ours("killed".into(), GcPhase::Sweeping, 3)
+        };
+        store
+            .advance_gc_lock(head.map(|h| h.generation), &killed)
+            .await
+            .unwrap();
+        let (_, lock) = store.gc_lock().await.unwrap();
+        assert!(!lock.held(crate::time::now_unix()));
+        // A live holder (this process) does hold it.
+        let live = GcLock::ours("live".into(), GcPhase::Sweeping, 3);
+        assert!(live.held(crate::time::now_unix()));
+        gc(&store, &options(Duration::from_secs(5)), &quiet)
+            .await
+            .unwrap();
     }
 }

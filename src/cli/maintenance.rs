@@ -34,6 +34,15 @@ pub struct GcArgs {
 pub struct VerifyArgs {
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    /// Repair what verify finds missing, then verify again: drop packages whose blobs are
+    /// gone from their cells (re-upload them), set a publication that names a missing file
+    /// back to its newest whole generation, delete history generations and cache entries
+    /// that name missing blobs. Says what it did; deletes nothing that is present.
+    #[arg(long)]
+    fix: bool,
+    /// With --fix: say what would be repaired, change nothing.
+    #[arg(long, requires = "fix")]
+    dry_run: bool,
 }
 
 pub async fn gc(args: GcArgs) -> Result<ExitCode> {
@@ -131,6 +140,30 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
             data.public_key_armored().display()
         )
     })?;
+    if args.fix {
+        // A repair writes cells and refs: it holds a writer lease like any writer.
+        let _access = store
+            .write_access()
+            .await
+            .context("taking a writer lease on the store")?;
+        let report = crate::repair::repair(&store, args.dry_run).await?;
+        if report.actions.is_empty() {
+            println!("repair: nothing names a missing object");
+        }
+        for action in &report.actions {
+            println!(
+                "{}{action}",
+                if args.dry_run {
+                    "would repair: "
+                } else {
+                    "repaired: "
+                }
+            );
+        }
+        if args.dry_run {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let mut problems = maintenance::verify(&store, &certificate).await?;
     // Spool files no live process holds: left by a crash; `serve` and `gc` remove them.
     for (path, size) in crate::spool::leftovers(&data.spool_dir())

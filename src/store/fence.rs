@@ -86,12 +86,34 @@ pub struct GcLock {
     pub sweeps: u64,
     /// Seconds since the epoch when the holder last wrote it.
     pub heartbeat: i64,
+    /// The holder's process and host boot: on the same host, a gc whose process is gone
+    /// (killed) holds nothing, without waiting for its heartbeat to go stale.
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub boot: Option<String>,
 }
 
 impl GcLock {
-    /// True if a live gc holds the store (in `phase`, or any if None).
+    /// True if a live gc holds the store.
     pub fn held(&self, now: i64) -> bool {
-        self.phase != GcPhase::Idle && now - self.heartbeat < GC_STALE_AFTER
+        if self.phase == GcPhase::Idle || now - self.heartbeat >= GC_STALE_AFTER {
+            return false;
+        }
+        let local = self.boot.is_some() && self.boot == this_boot();
+        !local || process_alive(self.pid)
+    }
+
+    /// A lock state written by this process.
+    pub fn ours(holder: String, phase: GcPhase, sweeps: u64) -> GcLock {
+        GcLock {
+            holder,
+            phase,
+            sweeps,
+            heartbeat: crate::time::now_unix(),
+            pid: std::process::id(),
+            boot: this_boot(),
+        }
     }
 }
 
@@ -295,6 +317,8 @@ impl Store {
                 phase: GcPhase::Idle,
                 sweeps: 0,
                 heartbeat: 0,
+                pid: 0,
+                boot: None,
             },
         };
         Ok((head, lock))

@@ -39,7 +39,8 @@ struct Package {
 }
 
 struct Soak {
-    server_url: String,
+    /// The daemons: uploader `i` goes through `server_urls[i % len]`.
+    server_urls: Vec<String>,
     data: PathBuf,
     deb_cap: String,
     rpm_cap: String,
@@ -48,14 +49,19 @@ struct Soak {
 }
 
 impl Soak {
-    fn upload(&self, package: &Package) -> Result<(), String> {
+    fn upload(&self, via: usize, package: &Package) -> Result<(), String> {
         let cap = if package.rpm {
             &self.rpm_cap
         } else {
             &self.deb_cap
         };
         let out = caprepo()
-            .args(["upload", "--server", &self.server_url, "--wait"])
+            .args([
+                "upload",
+                "--server",
+                &self.server_urls[via % self.server_urls.len()],
+            ])
+            .arg("--wait")
             .env("CAPREPO_CAP", cap)
             .arg(&package.file)
             .output()
@@ -68,7 +74,7 @@ impl Soak {
     }
 
     /// Removal through the HTTP API (a write inside the server's lease).
-    fn remove(&self, package: &Package) -> Result<(), String> {
+    fn remove(&self, via: usize, package: &Package) -> Result<(), String> {
         let target = if package.rpm {
             "rpm/soakr/12"
         } else {
@@ -90,7 +96,10 @@ impl Soak {
             &format!("Authorization: Bearer {cap}"),
             "--data",
             &body,
-            &format!("{}/api/v1/release", self.server_url),
+            &format!(
+                "{}/api/v1/release",
+                self.server_urls[via % self.server_urls.len()]
+            ),
         ]);
         if reply.status == 200 {
             Ok(())
@@ -126,11 +135,43 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
     data.repo_add("soak", "stable,testing", "main", "amd64");
     data.repo_add_rpm("soakr", "12", "x86_64", &[]);
     let server = Server::start(&data);
+    soak(&data, &[server]);
+}
+
+/// The same on the S3 test server, with two daemons on one bucket: uploads and
+/// removals alternate between them, apt reads from one and dnf from the other.
+#[test]
+fn gc_back_to_back_beside_two_daemons_on_one_s3_bucket_loses_nothing() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("soak");
+    let data = DataDir::init(&[
+        "--s3-bucket",
+        &bucket,
+        "--s3-endpoint",
+        &s3.endpoint,
+        "--s3-allow-http",
+    ]);
+    data.repo_add("soak", "stable,testing", "main", "amd64");
+    data.repo_add_rpm("soakr", "12", "x86_64", &[]);
+    // A second daemon's data dir: the same config and keys, its own spool and socket.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    run_ok(Command::new("cp").arg("-a").arg(&data.path).arg(&path));
+    for own in ["spool", "run"] {
+        let _ = std::fs::remove_dir_all(path.join(own));
+    }
+    let second = DataDir { tmp, path };
+    let servers = [Server::start(&data), Server::start(&second)];
+    soak(&data, &servers);
+}
+
+fn soak(data: &DataDir, servers: &[Server]) {
+    let server = &servers[0];
     let work = tempfile::tempdir().unwrap();
     let debs = distinct_debs("soak-d", work.path(), 18);
     let rpms = distinct_rpms("soakr", &work.path().join("rpms"), 6);
     let soak = Arc::new(Soak {
-        server_url: server.url.clone(),
+        server_urls: servers.iter().map(|s| s.url.clone()).collect(),
         data: data.path.clone(),
         deb_cap: data.cap("apt/soak/dists/stable/main/binary-amd64", "1h"),
         rpm_cap: data.cap("rpm/soakr/12/x86_64", "1h"),
@@ -167,9 +208,9 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
 
     // Everything once, then aged past the grace period: every later re-upload reuses an
     // object gc may judge old.
-    for packages in &owned {
+    for (i, packages) in owned.iter().enumerate() {
         for p in packages {
-            soak.upload(p).unwrap();
+            soak.upload(i, p).unwrap();
         }
     }
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -199,13 +240,13 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
                     let action = (step / packages.len()) % 4;
                     step += 1;
                     let outcome = if !present {
-                        soak.upload(p).map(|()| (true, None))
+                        soak.upload(i, p).map(|()| (true, None))
                     } else {
                         match action {
                             // Identical bytes again: the dedupe path.
-                            0 => soak.upload(p).map(|()| (true, None)),
+                            0 => soak.upload(i, p).map(|()| (true, None)),
                             1 if !p.rpm => soak.promote(p).map(|()| (true, Some(true))),
-                            _ => soak.remove(p).map(|()| (false, None)),
+                            _ => soak.remove(i, p).map(|()| (false, None)),
                         }
                     };
                     let (now_present, promoted) = outcome.unwrap_or_else(|e| {
@@ -263,7 +304,14 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
     let key = data.key(false);
     let apt_reader = {
         let stop = Arc::clone(&stop);
-        let apt = Apt::for_repo(&server, "soak", "stable", "main", &key, false);
+        let apt = Apt::for_repo(
+            servers.last().unwrap_or(server),
+            "soak",
+            "stable",
+            "main",
+            &key,
+            false,
+        );
         std::thread::spawn(move || {
             let (mut runs, mut failures) = (0, Vec::new());
             while !stop.load(Ordering::SeqCst) {
@@ -342,7 +390,29 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
         .map(|f| (package(f, false).name, f.clone()))
         .collect();
     for (suite, wanted) in [("stable", 0usize), ("testing", 1)] {
-        let apt = Apt::for_repo(&server, "soak", suite, "main", &key, false);
+        // Another daemon's last changes reach this one within its poll.
+        let expected: std::collections::BTreeSet<&str> = files
+            .keys()
+            .filter(|name| {
+                let state = ledger.packages[*name];
+                if wanted == 0 { state.0 } else { state.1 }
+            })
+            .map(String::as_str)
+            .collect();
+        server.wait_for(
+            &format!("/soak/dists/{suite}/main/binary-amd64/Packages"),
+            "the acknowledged state published",
+            |r| {
+                let listed: std::collections::BTreeSet<&str> = r
+                    .text()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("Package: "))
+                    .map(|n| expected.get(n).copied().unwrap_or("(unexpected)"))
+                    .collect();
+                listed == expected
+            },
+        );
+        let apt = Apt::for_repo(server, "soak", suite, "main", &key, false);
         apt.run_ok(&["update"]);
         for (name, file) in &files {
             let state = ledger.packages[name];
@@ -379,20 +449,30 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
         .filter(|(name, (present, _))| name.starts_with("soakr") && *present)
         .map(|(name, _)| name.clone())
         .collect();
-    let dnf = Dnf::new(&server, "soakr");
-    let out = dnf.run(&["repoquery", "--location", "soakr*"]);
-    assert!(out.status.success(), "dnf repoquery: {}", output_text(&out));
-    let locations: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("http"))
-        .map(str::to_string)
-        .collect();
-    let listed: std::collections::BTreeSet<String> = locations
-        .iter()
-        .filter_map(|url| url.rsplit('/').next())
-        .map(|file| file.trim_end_matches("-1.0-1.x86_64.rpm").to_string())
-        .collect();
-    assert_eq!(listed, present_rpms, "dnf lists what was acknowledged");
+    let dnf = Dnf::new(server, "soakr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let locations = loop {
+        let out = dnf.run(&["--refresh", "repoquery", "--location", "soakr*"]);
+        assert!(out.status.success(), "dnf repoquery: {}", output_text(&out));
+        let locations: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("http"))
+            .map(str::to_string)
+            .collect();
+        let listed: std::collections::BTreeSet<String> = locations
+            .iter()
+            .filter_map(|url| url.rsplit('/').next())
+            .map(|file| file.trim_end_matches("-1.0-1.x86_64.rpm").to_string())
+            .collect();
+        if listed == present_rpms {
+            break locations;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dnf lists {listed:?}, but {present_rpms:?} were acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let keyring = RpmKeyring::new(&data.key(true));
     for url in &locations {
         let fetched = curl(&[url]);
@@ -405,5 +485,4 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
             "{url}: {checked}"
         );
     }
-    server.stop();
 }

@@ -16,6 +16,12 @@ pub fn caprepo() -> Command {
     command
         .env_remove("CAPREPO_PASSPHRASE")
         .env_remove("CAPREPO_CAP");
+    // The S3 test server (moto) takes any credentials; set unless the run gave its own.
+    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        if std::env::var_os(key).is_none() {
+            command.env(key, "testing");
+        }
+    }
     command
 }
 
@@ -690,4 +696,65 @@ pub fn distinct_rpms(prefix: &str, dir: &Path, count: usize) -> Vec<PathBuf> {
     (0..count)
         .map(|i| dir.join(format!("{prefix}-{i:06}-1.0-1.x86_64.rpm")))
         .collect()
+}
+
+/// An S3-compatible server on loopback: the one .ci/run started, or a moto we start.
+pub struct S3 {
+    pub endpoint: String,
+    child: Option<Child>,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        if let Ok(endpoint) = std::env::var("CAPREPO_TEST_S3_ENDPOINT") {
+            return S3 {
+                endpoint,
+                child: None,
+            };
+        }
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto is installed (.ci/run installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        S3 {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        }
+    }
+}
+
+impl S3 {
+    /// A new bucket, named after `prefix` and a free port so runs never share one.
+    pub fn bucket(&self, prefix: &str) -> String {
+        let bucket = format!("{prefix}-{}", free_port());
+        assert_eq!(
+            curl(&["-X", "PUT", &format!("{}/{bucket}", self.endpoint)]).status,
+            200
+        );
+        bucket
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod hostile_debs;
 mod hostile_rpms;
 mod http_semantics;
 mod import;
+mod kill9;
 mod legacy_rpms;
 mod maintenance;
 mod mirror;

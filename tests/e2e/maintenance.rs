@@ -3,6 +3,8 @@
 //! temp files a crashed write left) older than the grace period, and `--dry-run`
 //! changes nothing.
 
+use std::process::Command;
+
 use crate::harness::*;
 
 fn plant_orphan(data: &DataDir, content: &[u8], age: &str) -> std::path::PathBuf {
@@ -263,4 +265,71 @@ fn sigterm_publishes_what_changed_before_the_server_exits() {
     );
     let text = std::fs::read_to_string(log).unwrap();
     assert!(text.contains("drained"), "{text}");
+}
+
+/// A store whose refs name a blob it lost: verify and gc refuse; `verify --fix` drops
+/// what is missing, says so, and leaves a store that verifies, collects, serves, and
+/// takes the package back when it is uploaded again.
+#[test]
+fn verify_fix_drops_what_is_missing_and_the_store_works_again() {
+    let data = DataDir::init(&[]);
+    data.repo_add("fx", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/fx/dists/stable/main/binary-amd64", "1h");
+    let work = tempfile::tempdir().unwrap();
+    let debs = distinct_debs("fix-me", work.path(), 2);
+    assert!(server.upload(&cap, &debs, true).status.success());
+    server.stop();
+
+    // The first package's blob is lost (a disk error, a hand-deleted bucket object).
+    let lost = blob_file(&data, &sha256_hex(&std::fs::read(&debs[0]).unwrap()));
+    std::fs::remove_file(&lost).unwrap();
+    let verify = caprepo()
+        .args(["verify", "--data"])
+        .arg(&data.path)
+        .output()
+        .unwrap();
+    assert!(!verify.status.success());
+    assert!(
+        output_text(&verify).contains("not found"),
+        "{}",
+        output_text(&verify)
+    );
+
+    let dry = data.cli(&["verify"], &["--fix", "--dry-run"]);
+    assert!(dry.contains("would repair: "), "{dry}");
+    assert!(!lost.exists());
+    let fixed = data.cli(&["verify"], &["--fix"]);
+    assert!(
+        fixed.contains("dropped fix-me00 2.10-3 amd64") && fixed.contains("re-upload"),
+        "{fixed}"
+    );
+    assert!(fixed.contains("published/apt/fx/stable"), "{fixed}");
+    assert!(fixed.trim_end().ends_with("checks out"), "{fixed}");
+    data.cli(&["gc"], &["--grace", "0s"]);
+    assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+
+    // Served again: the package left is fetched; the lost one comes back with its upload.
+    let server = Server::start(&data);
+    let apt = Apt::for_repo(&server, "fx", "stable", "main", &data.key(false), false);
+    server.wait_for(
+        "/fx/dists/stable/main/binary-amd64/Packages",
+        "the repaired suite republished",
+        |r| r.status == 200 && r.text().contains("fix-me01") && !r.text().contains("fix-me00"),
+    );
+    apt.run_ok(&["update"]);
+    assert!(server.upload(&cap, &debs[..1], true).status.success());
+    apt.run_ok(&["update"]);
+    let out = Command::new("apt-get")
+        .current_dir(apt.root.path())
+        .env("APT_CONFIG", apt.root.path().join("apt.conf"))
+        .args(["download", "fix-me00", "fix-me01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        std::fs::read(apt.root.path().join("fix-me00_2.10-3_amd64.deb")).unwrap(),
+        std::fs::read(&debs[0]).unwrap()
+    );
+    server.stop();
 }

@@ -277,55 +277,6 @@ fn a_mirror_prunes_unreferenced_files_only_after_its_grace_period() {
     );
 }
 
-/// An S3-compatible server on loopback: the one .ci/run started, or a moto we start.
-struct S3 {
-    endpoint: String,
-    child: Option<Child>,
-}
-
-impl S3 {
-    fn start() -> S3 {
-        if let Ok(endpoint) = std::env::var("CAPREPO_TEST_S3_ENDPOINT") {
-            return S3 {
-                endpoint,
-                child: None,
-            };
-        }
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto is installed (.ci/run installs it)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        S3 {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-        }
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn a_bucket_mirror_receives_every_publish() {
     let s3 = S3::start();

@@ -3,7 +3,9 @@
 //! import`, `repo add`, a promotion from the CLI.
 //!
 //! It follows the store's change log ([`crate::store::change_log`]): one request per
-//! poll while nothing changes, and for each change only the suites it feeds. A full scan
+//! poll while nothing changes, and for each change only the suites it feeds. A cell
+//! change is left to the daemon that took the upload for [`LEAVE_TO_WRITER`], whose
+//! publication this one then serves; other changes are published at once. A full scan
 //! of every repository definition and cell head runs at start, when the follower fell
 //! behind a pruned window, and as a slow safety net for a writer that died between its
 //! ref write and its log append. The safety net's interval grows with what a scan costs
@@ -36,6 +38,12 @@ const MIN_SCAN_INTERVAL: Duration = Duration::from_secs(600);
 /// After a failed scan, the next try.
 const SCAN_RETRY: Duration = Duration::from_secs(10);
 
+/// How long a daemon that learns of a cell change from the log leaves publishing it to
+/// the daemon that took the upload (which publishes at once, and whose publication it
+/// then serves): N daemons building the same publication side by side cost the store N
+/// times the requests and each other the race. Past this, it publishes itself.
+const LEAVE_TO_WRITER: Duration = Duration::from_secs(3);
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub struct Discovery {
@@ -48,6 +56,9 @@ pub struct Discovery {
     rpm: BTreeMap<String, RpmRepo>,
     /// When the next full scan is due; None: at the next poll.
     next_scan: Option<Instant>,
+    /// Cell changes left to the writer's daemon for now: the suite or tree, the cell and
+    /// its generation, and when to publish it here if nobody has.
+    left_to_writer: Vec<(SuiteKey, String, u64, Instant)>,
 }
 
 impl Discovery {
@@ -59,6 +70,7 @@ impl Discovery {
             apt: BTreeMap::new(),
             rpm: BTreeMap::new(),
             next_scan: None,
+            left_to_writer: Vec::new(),
         }
     }
 
@@ -88,6 +100,13 @@ impl Discovery {
                     Ok(Followed::Changes(refs)) => {
                         for (name, generation) in refs {
                             match self.touched(views, &name, generation).await {
+                                Ok(keys) if name.starts_with("cells/") => {
+                                    let due = Instant::now() + LEAVE_TO_WRITER;
+                                    self.left_to_writer.extend(
+                                        keys.into_iter()
+                                            .map(|key| (key, name.clone(), generation, due)),
+                                    );
+                                }
                                 Ok(keys) => stale.extend(keys),
                                 Err(e) => {
                                     tracing::warn!(reference = name, error = %e, "cannot tell what a change touched; scanning everything");
@@ -118,6 +137,19 @@ impl Discovery {
             }
         }
         stale.extend(self.resign_due(views));
+        let now = Instant::now();
+        self.left_to_writer.retain(|(key, cell, generation, due)| {
+            let served = views.get(&key.0, &key.1).is_some_and(|v| {
+                v.current
+                    .inputs
+                    .get(cell)
+                    .is_some_and(|seen| seen >= generation)
+            });
+            if !served && now >= *due {
+                stale.insert(key.clone());
+            }
+            !served && now < *due
+        });
         stale
     }
 

@@ -96,6 +96,10 @@ pub struct GcConfig {
     /// How long gc waits for writers to pause before it gives the round up (default "60s").
     #[serde(default = "default_gc_pause_timeout")]
     pub pause_timeout: String,
+    /// A publication superseded less than this long ago is kept for the clients reading it
+    /// (default "60s").
+    #[serde(default = "default_gc_pause_timeout")]
+    pub reader_window: String,
 }
 
 fn default_gc_grace() -> String {
@@ -107,17 +111,8 @@ fn default_gc_pause_timeout() -> String {
 }
 
 impl GcConfig {
-    /// The parsed schedule: (interval, grace, pause timeout), or what is wrong.
-    pub fn durations(
-        &self,
-    ) -> Result<
-        (
-            std::time::Duration,
-            std::time::Duration,
-            std::time::Duration,
-        ),
-        String,
-    > {
+    /// The parsed schedule: [interval, grace, pause timeout, reader window], or what is wrong.
+    pub fn durations(&self) -> Result<[std::time::Duration; 4], String> {
         let parse = |key: &str, text: &str| {
             crate::time::parse_duration(text).map_err(|e| format!("[gc] {key} = {text:?}: {e}"))
         };
@@ -128,11 +123,12 @@ impl GcConfig {
                 self.interval
             ));
         }
-        Ok((
+        Ok([
             interval,
             parse("grace", &self.grace)?,
             parse("pause_timeout", &self.pause_timeout)?,
-        ))
+            parse("reader_window", &self.reader_window)?,
+        ])
     }
 }
 

@@ -301,7 +301,7 @@ pub async fn shutdown_signal() {
 async fn run_gc(config: crate::config::GcConfig, store: Store, metrics: Arc<Metrics>) {
     use crate::maintenance::{GcOptions, GcStage, MaintenanceError, gc};
     // Checked when the config was loaded.
-    let Ok((interval, grace, pause_timeout)) = config.durations() else {
+    let Ok([interval, grace, pause_timeout, reader_window]) = config.durations() else {
         return;
     };
     let options = GcOptions {
@@ -309,6 +309,7 @@ async fn run_gc(config: crate::config::GcConfig, store: Store, metrics: Arc<Metr
         keep_generations: config.keep_generations,
         dry_run: false,
         pause_timeout,
+        reader_window,
     };
     loop {
         tokio::time::sleep(interval).await;

@@ -404,17 +404,19 @@ pub struct GcReport {
     pub leases_removed: usize,
 }
 
-/// How long a superseded publication stays reachable whatever the grace period: a
-/// client that read its InRelease or repomd.xml a moment ago still fetches what it names.
-const SUPERSEDED_PUBLICATION_WINDOW: i64 = 60;
+/// How long a superseded publication stays reachable by default, whatever the grace
+/// period: a client that read its InRelease or repomd.xml a moment ago still fetches
+/// what it names.
+pub const DEFAULT_READER_WINDOW: Duration = Duration::from_secs(60);
 
 /// Drop all but the newest `keep` generations of every ref. Snapshots are never pruned,
-/// nor a generation superseded less than `grace` ago (for publications, less than
-/// [`SUPERSEDED_PUBLICATION_WINDOW`] either), so a reader that just read it is safe.
+/// nor a generation superseded less than `grace` ago, nor a publication superseded less
+/// than `reader_window` ago, so a reader that just read it is safe.
 async fn prune_history(
     store: &Store,
     keep: u64,
     grace: Duration,
+    reader_window: Duration,
     dry_run: bool,
 ) -> Result<(Vec<(String, RefEntry)>, usize)> {
     let entries = all_ref_entries(store).await?;
@@ -433,7 +435,7 @@ async fn prune_history(
     for (name, entry) in &entries {
         let head = newest.get(name.as_str()).copied().unwrap_or(0);
         let window = if name.starts_with("published/") {
-            (grace.as_secs() as i64).max(SUPERSEDED_PUBLICATION_WINDOW)
+            grace.max(reader_window).as_secs() as i64
         } else {
             grace.as_secs() as i64
         };
@@ -467,6 +469,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// How long to wait for writers to pause before giving up this round.
     pub pause_timeout: Duration,
+    /// How long a superseded publication stays reachable for clients that just read it
+    /// (see [`DEFAULT_READER_WINDOW`]).
+    pub reader_window: Duration,
 }
 
 /// Where a gc run is, for logs and `/metrics`.
@@ -752,8 +757,14 @@ async fn first_pass(store: &Store, options: &GcOptions) -> Result<FirstPass> {
     let mut problems = Problems::new();
     let entries = match options.keep_generations {
         Some(keep) => {
-            let (kept, pruned) =
-                prune_history(store, keep.max(1), options.grace, options.dry_run).await?;
+            let (kept, pruned) = prune_history(
+                store,
+                keep.max(1),
+                options.grace,
+                options.reader_window,
+                options.dry_run,
+            )
+            .await?;
             report.pruned_generations = pruned;
             kept
         }
@@ -1135,6 +1146,7 @@ mod tests {
             keep_generations: None,
             dry_run: false,
             pause_timeout,
+            reader_window: DEFAULT_READER_WINDOW,
         }
     }
 

@@ -28,6 +28,11 @@ pub struct GcArgs {
     /// to pause before giving up without sweeping. Writers wait while gc sweeps.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pause_timeout: String,
+    /// With --keep-generations: a publication superseded less than this long ago is kept
+    /// (with what it names), so a client that just read its InRelease or repomd.xml still
+    /// fetches what it lists. Raise it for slow mirrors.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    reader_window: String,
 }
 
 #[derive(clap::Args)]
@@ -64,6 +69,8 @@ pub async fn gc(args: GcArgs) -> Result<ExitCode> {
         keep_generations: args.keep_generations,
         dry_run: args.dry_run,
         pause_timeout: crate::time::parse_duration(&args.pause_timeout)
+            .map_err(anyhow::Error::msg)?,
+        reader_window: crate::time::parse_duration(&args.reader_window)
             .map_err(anyhow::Error::msg)?,
     };
     let say = |stage: maintenance::GcStage| {

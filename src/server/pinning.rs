@@ -7,9 +7,10 @@
 //! client reading `Release` and `Release.gpg` meets the same race.
 //!
 //! Both clients reuse one keep-alive connection for the pair (zypper fetches the
-//! signature first, dnf the file first), so each connection remembers the half of a
-//! pair it was served, and the other half asked for on it within a few seconds is the
-//! one published with it: the current publication's, or one of those the server
+//! signature first, dnf the file first, and dnf may fetch the signature again after),
+//! so each connection remembers what it was served of each pair for 30 s from the first
+//! half, and every later fetch of either half on it within that window comes from the
+//! publication of the other half served: the current one, or one of those the server
 //! retains after a publish. A new connection, or a half no longer retained, gets the
 //! current file, as before.
 
@@ -33,12 +34,21 @@ const REMEMBERED: usize = 64;
 /// within a second; a half fetched alone (no signature check) must not pin a later refresh.
 const PAIR_WINDOW: Duration = Duration::from_secs(30);
 
-/// One half of a pair served on this connection: which half, its sha256, and when.
+/// What a connection was served of one signed pair: each half's sha256 (once served),
+/// and when the first half was. Both halves stay pinned for [`PAIR_WINDOW`] from then:
+/// dnf may fetch a half again after the pair (a signature, then repomd.xml, then the
+/// signature once more), and that fetch must match the others, not a newer publish.
 #[derive(Clone, Copy)]
 struct Served {
-    signature: bool,
-    digest: Digest,
+    data: Option<Digest>,
+    signature: Option<Digest>,
     at: Instant,
+}
+
+impl Served {
+    fn half(&self, signature: bool) -> Option<Digest> {
+        if signature { self.signature } else { self.data }
+    }
 }
 
 /// What one connection was served of signed pairs, keyed by repository and the signed
@@ -47,25 +57,36 @@ struct Served {
 pub struct ConnectionMemory(Arc<Mutex<HashMap<String, Served>>>);
 
 impl ConnectionMemory {
-    fn remember(&self, key: String, served: Served) {
-        if let Ok(mut seen) = self.0.lock() {
-            if seen.len() >= REMEMBERED && !seen.contains_key(&key) {
-                seen.clear();
-            }
-            seen.insert(key, served);
-        }
+    /// What this connection was served of the pair at `key` within the window.
+    fn recent(&self, key: &str) -> Option<Served> {
+        let seen = self.0.lock().ok()?;
+        seen.get(key)
+            .copied()
+            .filter(|served| served.at.elapsed() <= PAIR_WINDOW)
     }
 
-    /// The other half of the pair at `key`, if it was served within the window; taken, so
-    /// that the next refresh on this connection starts a pair of its own.
-    fn take_other_half(&self, key: &str, signature: bool) -> Option<Served> {
-        let mut seen = self.0.lock().ok()?;
-        let found = seen.get(key).copied()?;
-        if found.signature == signature || found.at.elapsed() > PAIR_WINDOW {
-            return None;
+    /// Records that one half was served (starting the window if the pair is new).
+    fn record(&self, key: String, signature: bool, digest: Digest) {
+        let Ok(mut seen) = self.0.lock() else {
+            return;
+        };
+        if seen.len() >= REMEMBERED && !seen.contains_key(&key) {
+            seen.clear();
         }
-        seen.remove(key);
-        Some(found)
+        let fresh = Served {
+            data: None,
+            signature: None,
+            at: Instant::now(),
+        };
+        let slot = seen.entry(key).or_insert(fresh);
+        if slot.at.elapsed() > PAIR_WINDOW {
+            *slot = fresh;
+        }
+        if signature {
+            slot.signature = Some(digest);
+        } else {
+            slot.data = Some(digest);
+        }
     }
 }
 
@@ -92,33 +113,31 @@ pub fn pin(
     resolved: Option<FileEntry>,
     counterpart: impl FnOnce(&str, &Digest, &str) -> Option<FileEntry>,
 ) -> Option<FileEntry> {
-    let (Some(memory), Some(entry)) = (memory, resolved) else {
+    let (Some(memory), Some(_)) = (memory, resolved) else {
         return resolved;
     };
     let Some((data, signature, is_signature)) = pair_of(path) else {
         return resolved;
     };
     let key = format!("{repo}/{data}");
-    if let Some(other) = memory.take_other_half(&key, is_signature) {
-        let (known, wanted) = if is_signature {
-            (&data, &signature)
-        } else {
-            (&signature, &data)
-        };
-        if other.digest == entry.sha256 {
-            return resolved;
+    let recent = memory.recent(&key);
+    // The other half was served on this connection: this one must come from the same
+    // publication. Otherwise (a new pair, or this half fetched again): what is current.
+    let pinned = match recent.and_then(|served| served.half(!is_signature)) {
+        Some(other) => {
+            let (known, wanted) = if is_signature {
+                (&data, &signature)
+            } else {
+                (&signature, &data)
+            };
+            counterpart(known, &other, wanted).or(resolved)
         }
-        return counterpart(known, &other.digest, wanted).or(resolved);
+        None => resolved,
+    };
+    if let Some(served) = pinned {
+        memory.record(key, is_signature, served.sha256);
     }
-    memory.remember(
-        key,
-        Served {
-            signature: is_signature,
-            digest: entry.sha256,
-            at: Instant::now(),
-        },
-    );
-    resolved
+    pinned
 }
 
 #[cfg(test)]
@@ -150,14 +169,31 @@ mod tests {
             pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
             Some(old_sig)
         );
-        // The pair is complete: the next refresh gets what is current.
+        // Within the window, a half fetched again matches the pair (dnf fetches the
+        // signature more than once in one refresh).
         assert_eq!(
             pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
-            Some(new_sig)
+            Some(old_sig)
         );
         assert_eq!(
             pin(Some(&memory), "r", data, Some(new_data), counterpart),
-            Some(new_data)
+            Some(old_data)
+        );
+        // The signature twice, a publish, repomd.xml, the signature again: all old.
+        let memory = ConnectionMemory::default();
+        for _ in 0..2 {
+            assert_eq!(
+                pin(Some(&memory), "r", sig, Some(old_sig), counterpart),
+                Some(old_sig)
+            );
+        }
+        assert_eq!(
+            pin(Some(&memory), "r", data, Some(new_data), counterpart),
+            Some(old_data)
+        );
+        assert_eq!(
+            pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
+            Some(old_sig)
         );
         // zypper: the signature, a publish, then repomd.xml: the old repomd.xml.
         let memory = ConnectionMemory::default();

@@ -420,10 +420,14 @@ impl Store {
         state.gc_marking = lock.phase == GcPhase::Marking && lock.held(now);
         let mut fenced = false;
         if state.sweeps_seen != Some(lock.sweeps) {
-            // A whole gc ran while this process held no valid lease (or this is its first
-            // renewal and it never noted the sweeps its memory reflects). What is in
-            // flight, and a commit that asked for this renewal, may name swept objects.
-            if state.sweeps_seen.is_some() {
+            // A gc entered `sweeping` since the last renewal. While this lease was valid
+            // without a break, that gc waited for it and deleted nothing (it died, or gave
+            // up). Only if the lease lapsed may it have deleted what is in flight, and a
+            // commit that asked for this renewal may name it. (First renewal of a process
+            // that never noted the sweeps: it forgets what it holds, and nothing is in
+            // flight that started under another lease.)
+            let lapsed = state.valid_until.is_none_or(|until| until <= sent);
+            if state.sweeps_seen.is_some() && lapsed {
                 if self.fence.in_flight.load(Ordering::SeqCst) > 0 {
                     state.poisoned = true;
                 }

@@ -333,3 +333,69 @@ fn verify_fix_drops_what_is_missing_and_the_store_works_again() {
     );
     server.stop();
 }
+
+/// `[gc]` in caprepo.toml: the daemon collects on its schedule, beside its own uploads,
+/// and `/metrics` and the log show the rounds and what they reclaimed.
+#[test]
+fn gc_runs_inside_serve_on_its_schedule_and_reports_in_metrics() {
+    let data = DataDir::init(&[]);
+    data.repo_add("sched", "stable", "main", "amd64");
+    let config = data.path.join("caprepo.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[gc]\ninterval = \"2s\"\ngrace = \"0s\"\nkeep_generations = 1\nreader_window = \"0s\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&data);
+    let cap = data.cap("apt/sched/dists/stable/main/binary-amd64", "1h");
+    let publish = data.cap_with("apt/sched", "publish", "1h", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let debs = distinct_debs("sched-", work.path(), 4);
+    // Garbage for the schedule to find: packages uploaded, then removed.
+    assert!(server.upload(&cap, &debs, true).status.success());
+    let removed = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {publish}"),
+        "--data",
+        r#"{"op":"rm","target":"apt/sched/stable","packages":["sched-00","sched-01","sched-02"]}"#,
+        &format!("{}/api/v1/release", server.url),
+    ]);
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let reply = server.wait_for("/metrics", "a gc round that reclaimed bytes", |r| {
+        metric(&r.text(), "caprepo_gc_reclaimed_bytes_total") > 0.0
+    });
+    let text = reply.text();
+    assert!(metric(&text, "caprepo_gc_runs_total") >= 1.0, "{text}");
+    assert!(
+        metric(&text, "caprepo_gc_swept_blobs_total") >= 1.0,
+        "{text}"
+    );
+    for name in [
+        "caprepo_gc_stage",
+        "caprepo_gc_failures_total",
+        "caprepo_gc_skipped_total",
+        "caprepo_gc_last_duration_seconds",
+        "caprepo_gc_writer_pauses_total",
+    ] {
+        assert!(metric(&text, name) >= 0.0, "{name} missing:\n{text}");
+    }
+    assert!(
+        server.log_text().contains("gc done"),
+        "{}",
+        server.log_text()
+    );
+    // Uploads go on between rounds, and what is published stays whole.
+    assert!(server.upload(&cap, &debs[..1], true).status.success());
+    let apt = Apt::for_repo(&server, "sched", "stable", "main", &data.key(false), false);
+    apt.run_ok(&["update"]);
+    server.stop();
+    assert!(data.cli(&["verify"], &[]).starts_with("ok"));
+}

@@ -130,6 +130,8 @@ class CountingProxy:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A daemon killed mid-request resets its connection: nothing to report.
+        self.server.handle_error = lambda request, address: None
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -173,7 +175,7 @@ def shape(cells):
     return suites, ARCHES[:arches]
 
 
-def fill_store(caprepo, work, moto, cells):
+def fill_store(caprepo, work, moto, cells, empty):
     bucket = "farm"
     moto.make_bucket(bucket)
     data = os.path.join(work, "data0")
@@ -185,7 +187,7 @@ def fill_store(caprepo, work, moto, cells):
          "--components", ",".join(COMPONENTS), "--architectures", ",".join(arches)])
     started = time.time()
     jobs = []
-    for suite in suite_names:
+    for suite in suite_names if not empty else ():
         for component in COMPONENTS:
             debs = os.path.join(work, "fill", suite, component)
             os.makedirs(debs)
@@ -231,7 +233,7 @@ def fill_store(caprepo, work, moto, cells):
         f.write(plain)
     if failed:
         raise SystemExit("filling failed: " + failed[0])
-    print(f"  filled {len(suite_names) * len(COMPONENTS) * len(arches)} cells "
+    print(f"  {'defined' if empty else 'filled'} {len(suite_names) * len(COMPONENTS) * len(arches)} cells "
           f"({len(suite_names)} suites x {len(COMPONENTS)} components x {len(arches)} architectures) "
           f"in {time.time() - started:.0f} s", flush=True)
     return data, suite_names, arches
@@ -351,6 +353,8 @@ def measure(caprepo, label, base_data, work, moto, cells, suites, arches, args):
             t2 = time.perf_counter()
             after_wait.append(t2 - t1)
             after_start.append(t2 - t0)
+        if not uploads:
+            return result
         result["propagation_after_wait"] = summary(after_wait)
         result["propagation_from_upload_start"] = summary(after_start)
         print(f"  [{label}] propagation A->C after upload --wait returned: {result['propagation_after_wait']}", flush=True)
@@ -446,6 +450,8 @@ def main():
     parser.add_argument("--throughput-uploads", type=int, default=40, help="0: skip throughput")
     parser.add_argument("--before-throughput-uploads", type=int, default=12)
     parser.add_argument("--work", default="/tmp/caprepo-changelog")
+    parser.add_argument("--empty", action="store_true",
+                        help="define the cells but import nothing (cell refs absent; for idle-only runs at large sizes)")
     parser.add_argument("--json", help="append each result as a JSON line to this file")
     args = parser.parse_args()
     # A SIGTERM stops the daemons and moto through the finally blocks.
@@ -458,7 +464,7 @@ def main():
         print(f"== {cells} cells", flush=True)
         moto = Moto(work)
         try:
-            base, suites, arches = fill_store(args.caprepo, work, moto, cells)
+            base, suites, arches = fill_store(args.caprepo, work, moto, cells, args.empty)
             binaries = [("after", args.caprepo)] + ([("before", args.before)] if args.before else [])
             for label, binary in binaries:
                 result = measure(binary, label, base, work, moto, cells, suites, arches, args)

@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod deb;
 pub mod digest;
+pub mod discovery;
 pub mod fragment_memory;
 pub mod ingest;
 pub mod layout;

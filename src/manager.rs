@@ -1,6 +1,6 @@
 //! The manager inside `caprepo serve`: it notices changed suites (from this
-//! server's uploads at once, and from anything else writing to the store by
-//! polling refs every second), publishes them one at a time, and keeps the
+//! server's uploads at once, and from anything else writing to the store through
+//! the store's change log, see [`crate::discovery`]), publishes them one at a time, and keeps the
 //! in-memory view that HTTP readers resolve paths through. Uploads that arrive
 //! while a publish runs pile up in the dirty set and go out together next round.
 
@@ -14,6 +14,7 @@ use crate::agent::AgentClient;
 use crate::apt::publish::{self, Published};
 use crate::metrics::Metrics;
 use crate::model::{self, AptPublication, FileEntry};
+use crate::publication::PublishError;
 use crate::repos;
 use crate::store::Store;
 
@@ -250,7 +251,7 @@ impl ManagerHandle {
         self.published.clone()
     }
 
-    /// Ask for a poll of every tree now (after a change that touched several cells).
+    /// Ask for a poll of the change log now (after a change that touched several cells).
     pub fn poke(&self) {
         let _ = self.dirty.send((String::new(), String::new()));
     }
@@ -294,6 +295,7 @@ impl ManagerHandle {
 
 pub struct Manager {
     store: Store,
+    discovery: crate::discovery::Discovery,
     agent: AgentClient,
     views: Arc<Views>,
     metrics: Arc<Metrics>,
@@ -315,6 +317,7 @@ pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager,
     };
     (
         Manager {
+            discovery: crate::discovery::Discovery::new(store.clone(), Arc::clone(&metrics)),
             store,
             agent,
             views,
@@ -327,37 +330,32 @@ pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager,
     )
 }
 
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
 impl Manager {
     pub async fn run(mut self) {
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        let mut poll = tokio::time::interval(crate::discovery::POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Suites whose publish failed or waited for a batch: tried again each poll, since
+        // the change that made them stale is already behind the change log's position.
+        let mut retry: BTreeSet<SuiteKey> = BTreeSet::new();
         loop {
             let mut dirty: BTreeSet<SuiteKey> = BTreeSet::new();
             let mut flushed: Option<oneshot::Sender<usize>> = None;
             tokio::select! {
                 Some(reply) = self.flush_rx.recv() => {
-                    match self.stale_suites().await {
-                        Ok(stale) => dirty.extend(stale),
-                        Err(e) => tracing::warn!(error = %e, "polling the store for changes failed"),
-                    }
+                    dirty.extend(self.discovery.poll(&self.views).await);
                     flushed = Some(reply);
                 },
                 received = self.dirty_rx.recv() => match received {
-                    // An empty key asks for a full poll.
-                    Some((repo, _)) if repo.is_empty() => match self.stale_suites().await {
-                        Ok(stale) => dirty.extend(stale),
-                        Err(e) => tracing::warn!(error = %e, "polling the store for changes failed"),
-                    },
+                    // An empty key asks for a poll of the change log now.
+                    Some((repo, _)) if repo.is_empty() => {
+                        dirty.extend(self.discovery.poll(&self.views).await);
+                    }
                     Some(key) => { dirty.insert(key); }
                     None => return,
                 },
                 _ = poll.tick() => {
-                    match self.stale_suites().await {
-                        Ok(stale) => dirty.extend(stale),
-                        Err(e) => tracing::warn!(error = %e, "polling the store for changes failed"),
-                    }
+                    dirty.extend(self.discovery.poll(&self.views).await);
+                    dirty.append(&mut retry);
                 }
             }
             // Everything that arrived meanwhile goes into this round.
@@ -368,7 +366,9 @@ impl Manager {
             }
             let count = dirty.len();
             for (repo, suite) in dirty {
-                self.publish(&repo, &suite).await;
+                if !self.publish(&repo, &suite).await {
+                    retry.insert((repo, suite));
+                }
             }
             if let Some(reply) = flushed {
                 let _ = reply.send(count);
@@ -376,7 +376,8 @@ impl Manager {
         }
     }
 
-    async fn publish(&self, repo: &str, suite: &str) {
+    /// Publishes one suite or tree; false if it must be tried again later.
+    async fn publish(&self, repo: &str, suite: &str) -> bool {
         // A promotion or rollback is rewriting this suite's cells: publish once it is done.
         let kind = if suite.contains('/') { "rpm" } else { "apt" };
         let unit = crate::releases::Unit {
@@ -389,7 +390,7 @@ impl Manager {
             .unwrap_or(false)
         {
             tracing::debug!(repo, suite, "a batch is open; publishing after it closes");
-            return;
+            return false;
         }
         let started = Instant::now();
         // A publish reuses cached fragments and stored index files: no gc sweeps meanwhile.
@@ -398,7 +399,7 @@ impl Manager {
             Err(e) => {
                 self.metrics.publish_failures.inc();
                 tracing::error!(repo, suite, error = %e, "cannot take the writer lease; will retry on the next poll");
-                return;
+                return false;
             }
         };
         // RPM trees are `<release>/<arch>`; APT suite names never contain a slash.
@@ -433,50 +434,22 @@ impl Manager {
                 {
                     self.metrics.publish_failures.inc();
                     tracing::error!(repo, suite, error = %e, "cannot load the published pool; will retry on the next poll");
-                    return;
+                    return false;
                 }
                 self.published_tx.send_modify(|n| *n += 1);
+                true
+            }
+            // Nothing to publish (a change log entry named a suite no longer defined): no retry.
+            Err(e @ (PublishError::NoRepo(_) | PublishError::NoSuite(..))) => {
+                tracing::debug!(repo, suite, error = %e, "not a published suite or tree");
+                true
             }
             Err(e) => {
                 self.metrics.publish_failures.inc();
                 tracing::error!(repo, suite, error = %e, "publish failed; will retry on the next poll");
+                false
             }
         }
-    }
-
-    /// Suites whose inputs moved past what we serve, or that another daemon published.
-    async fn stale_suites(
-        &self,
-    ) -> Result<Vec<SuiteKey>, Box<dyn std::error::Error + Send + Sync>> {
-        let mut stale = Vec::new();
-        for repo in repos::list_apt_repos(&self.store).await? {
-            let definition = repos::load_apt_repo(&self.store, &repo).await?;
-            self.views.set_private(&repo, definition.private);
-            for suite in &definition.suites {
-                let (_, inputs) = publish::current_inputs(&self.store, &repo, &suite.name).await?;
-                let view = self.views.get(&repo, &suite.name);
-                let now = crate::time::now_unix();
-                if view.as_ref().is_some_and(|v| {
-                    v.current.inputs == inputs && !suite.needs_resign(v.current.built_at, now)
-                }) {
-                    continue;
-                }
-                stale.push((repo.clone(), suite.name.clone()));
-            }
-        }
-        for repo in repos::list_rpm_repos(&self.store).await? {
-            let definition = repos::load_rpm_repo(&self.store, &repo).await?;
-            self.views.set_private(&repo, definition.private);
-            for tree in crate::rpmrepo::publish::trees(&definition) {
-                let (_, inputs) =
-                    crate::rpmrepo::publish::current_inputs(&self.store, &repo, &tree).await?;
-                let view = self.views.get(&repo, &tree);
-                if view.as_ref().is_none_or(|v| v.current.inputs != inputs) {
-                    stale.push((repo.clone(), tree));
-                }
-            }
-        }
-        Ok(stale)
     }
 }
 

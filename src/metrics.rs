@@ -47,6 +47,11 @@ pub struct Metrics {
     pub gc_last_seconds_millis: Counter,
     /// Times this daemon's writers paused for a gc (from the store).
     pub gc_writer_pauses: Counter,
+    pub change_log_polls: Counter,
+    pub change_log_entries_followed: Counter,
+    pub change_log_full_scans: Counter,
+    /// This process's side of the change log and ref races (from the store).
+    pub change_log: std::sync::Mutex<crate::store::change_log::ChangeLogCounters>,
 }
 
 impl Metrics {
@@ -137,6 +142,42 @@ impl Metrics {
             "caprepo_gc_writer_pauses_total",
             "Times this daemon's writes paused while a gc swept (any daemon's gc).",
             self.gc_writer_pauses.get(),
+        );
+        counter(
+            "caprepo_change_log_polls_total",
+            "Reads of the store's change log (one request each while nothing changes).",
+            self.change_log_polls.get(),
+        );
+        counter(
+            "caprepo_change_log_entries_followed_total",
+            "Change log entries read (each names refs another writer moved).",
+            self.change_log_entries_followed.get(),
+        );
+        counter(
+            "caprepo_change_log_full_scans_total",
+            "Scans of every repository and cell head: at start, after falling behind, and as a safety net.",
+            self.change_log_full_scans.get(),
+        );
+        let store = self.change_log.lock().map(|c| *c).unwrap_or_default();
+        counter(
+            "caprepo_change_log_appends_total",
+            "Change log entries this process appended.",
+            store.appends,
+        );
+        counter(
+            "caprepo_change_log_append_conflicts_total",
+            "Change log appends retried because another process appended first.",
+            store.append_conflicts,
+        );
+        counter(
+            "caprepo_change_log_append_failures_total",
+            "Batches of changes that could not be appended (the safety scan finds them).",
+            store.append_failures,
+        );
+        counter(
+            "caprepo_cell_write_conflicts_total",
+            "Cell writes retried because another writer advanced the cell first.",
+            store.cell_write_conflicts,
         );
         let mut gauge = |name: &str, help: &str, value: String| {
             let _ = writeln!(

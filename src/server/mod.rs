@@ -129,6 +129,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .metrics
         .gc_writer_pauses
         .set(state.store.gc_pauses() as u64);
+    if let Ok(mut counters) = state.metrics.change_log.lock() {
+        *counters = state.store.change_log_counters();
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 //! which is what makes publishing a pointer flip and history free.
 
 mod blobs;
+pub mod change_log;
 mod composite;
 pub mod fence;
 pub mod held;
@@ -111,6 +112,8 @@ pub struct Store {
     packer: Option<Arc<packs::Packer>>,
     /// This process's side of the fence against gc (shared by every clone).
     fence: Arc<fence::Fence>,
+    /// This process's appender of the change log (shared by every clone).
+    changes: Arc<change_log::ChangeLogWriter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -183,6 +186,7 @@ impl Store {
             packs: Arc::default(),
             packer: None,
             fence: Arc::new(fence::Fence::new()),
+            changes: Arc::default(),
         }
     }
 

@@ -163,6 +163,7 @@ impl Store {
 
     /// Advance a ref from `expected` (None: the ref must not exist yet) to a new
     /// target. Fails with `StoreError::Conflict` if someone else advanced it first.
+    /// A ref daemons follow is in the change log when this returns.
     pub async fn ref_advance(
         &self,
         name: &RefName,
@@ -176,10 +177,21 @@ impl Store {
         self.finish_bulk().await?;
         // Nothing this write names may have been swept by a gc it did not fence off.
         self.check_fence().await?;
-        let advanced = self
+        let advanced = match self
             .advance_unfenced(name, expected, target, actor, note)
-            .await?;
+            .await
+        {
+            Ok(advanced) => advanced,
+            Err(e) => {
+                if matches!(e, StoreError::Conflict(_)) {
+                    self.note_ref_conflict(name);
+                }
+                return Err(e);
+            }
+        };
         self.finish_bulk().await?;
+        // Only now that the ref is written may the log name it (see `change_log`).
+        self.log_change(name, advanced.generation).await;
         Ok(advanced)
     }
 

@@ -143,24 +143,10 @@ fn gc_back_to_back_beside_8_uploaders_and_refreshing_clients_loses_nothing() {
 #[test]
 fn gc_back_to_back_beside_two_daemons_on_one_s3_bucket_loses_nothing() {
     let s3 = S3::start();
-    let bucket = s3.bucket("soak");
-    let data = DataDir::init(&[
-        "--s3-bucket",
-        &bucket,
-        "--s3-endpoint",
-        &s3.endpoint,
-        "--s3-allow-http",
-    ]);
+    let data = s3.data_dir("soak");
     data.repo_add("soak", "stable,testing", "main", "amd64");
     data.repo_add_rpm("soakr", "12", "x86_64", &[]);
-    // A second daemon's data dir: the same config and keys, its own spool and socket.
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("data");
-    run_ok(Command::new("cp").arg("-a").arg(&data.path).arg(&path));
-    for own in ["spool", "run"] {
-        let _ = std::fs::remove_dir_all(path.join(own));
-    }
-    let second = DataDir { tmp, path };
+    let second = data.for_another_daemon();
     let servers = [Server::start(&data), Server::start(&second)];
     soak(&data, &servers);
 }

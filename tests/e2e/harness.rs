@@ -172,6 +172,18 @@ impl DataDir {
         out.stdout
     }
 
+    /// Another daemon's data dir on the same store: the same config and keys, its own
+    /// spool and agent socket (what a second host gets).
+    pub fn for_another_daemon(&self) -> DataDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("data");
+        run_ok(Command::new("cp").arg("-a").arg(&self.path).arg(&path));
+        for own in ["spool", "run"] {
+            let _ = std::fs::remove_dir_all(path.join(own));
+        }
+        DataDir { tmp, path }
+    }
+
     /// Every file of the local store with its size: "nothing stored" means this did not change.
     pub fn store_snapshot(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
@@ -739,6 +751,18 @@ impl S3 {
 }
 
 impl S3 {
+    /// A data dir whose store is a new bucket of this server.
+    pub fn data_dir(&self, prefix: &str) -> DataDir {
+        let bucket = self.bucket(prefix);
+        DataDir::init(&[
+            "--s3-bucket",
+            &bucket,
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-allow-http",
+        ])
+    }
+
     /// A new bucket, named after `prefix` and a free port so runs never share one.
     pub fn bucket(&self, prefix: &str) -> String {
         let bucket = format!("{prefix}-{}", free_port());

@@ -5,6 +5,7 @@ mod harness;
 
 mod apt_client;
 mod caps_http;
+mod change_log;
 mod concurrency;
 mod conformance;
 mod consumers;

@@ -402,7 +402,13 @@ pub struct GcReport {
     pub packed_held: usize,
     /// Leases of writers gone for over an hour, removed.
     pub leases_removed: usize,
+    /// Change log entries pruned (see `store::change_log`).
+    pub change_log_pruned: usize,
 }
+
+/// Change log entries gc keeps (the log's own rule also keeps every entry under an hour
+/// old, which a following daemon has read).
+const CHANGE_LOG_KEPT: usize = 1000;
 
 /// How long a superseded publication stays reachable by default, whatever the grace
 /// period: a client that read its InRelease or repomd.xml a moment ago still fetches
@@ -690,6 +696,8 @@ async fn gc_locked(
     store.delete_paths(packs.indexes).await?;
     store.delete_paths(packs.packs).await?;
     report.leases_removed = remove_dead_leases(store).await?;
+    report.change_log_pruned =
+        crate::store::change_log::prune_change_log(store, CHANGE_LOG_KEPT).await?;
     Ok((report, problems))
 }
 

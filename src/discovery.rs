@@ -59,6 +59,8 @@ pub struct Discovery {
     /// Cell changes left to the writer's daemon for now: the suite or tree, the cell and
     /// its generation, and when to publish it here if nobody has.
     left_to_writer: Vec<(SuiteKey, String, u64, Instant)>,
+    /// Publications of other daemons served since the manager last asked.
+    adopted: usize,
 }
 
 impl Discovery {
@@ -71,7 +73,37 @@ impl Discovery {
             rpm: BTreeMap::new(),
             next_scan: None,
             left_to_writer: Vec::new(),
+            adopted: 0,
         }
+    }
+
+    /// How many publications of other daemons this one started serving since the last
+    /// call (the manager tells its subscribers, as after a publish of its own).
+    pub fn take_adopted(&mut self) -> usize {
+        std::mem::take(&mut self.adopted)
+    }
+
+    /// Serves what another daemon published at `generation` of `name`, read straight from
+    /// the store (the entry, the manifest, new pool chunks): not rebuilt from the cells,
+    /// which cost a read of every cell head of the suite.
+    async fn adopt(
+        &mut self,
+        views: &Views,
+        name: &str,
+        key: SuiteKey,
+        generation: u64,
+    ) -> Result<Vec<SuiteKey>, Error> {
+        let reference = crate::store::RefName::new(name)?;
+        let Some(entry) = self.store.ref_entry(&reference, generation).await? else {
+            // Pruned already: a newer entry follows; publish (adopts the head) to be sure.
+            return Ok(vec![key]);
+        };
+        let publication: crate::model::AptPublication = self.store.get_json(&entry.target).await?;
+        views
+            .install(&self.store, key, generation, publication)
+            .await?;
+        self.adopted += 1;
+        Ok(Vec::new())
     }
 
     /// Suites and trees whose published state is behind the store, or due to be re-signed.
@@ -188,14 +220,16 @@ impl Discovery {
                     .get(repo, suite)
                     .is_none_or(|v| v.generation < generation) =>
             {
-                vec![key(repo, suite.to_string())]
+                let key = key(repo, suite.to_string());
+                self.adopt(views, name, key, generation).await?
             }
             ["published", "rpm", repo, release, arch]
                 if views
                     .get(repo, &format!("{release}/{arch}"))
                     .is_none_or(|v| v.generation < generation) =>
             {
-                vec![key(repo, format!("{release}/{arch}"))]
+                let key = key(repo, format!("{release}/{arch}"));
+                self.adopt(views, name, key, generation).await?
             }
             // A batch opened or closed: publishing waits for (and resumes after) it.
             ["batches", "apt", repo, suite] => vec![key(repo, suite.to_string())],

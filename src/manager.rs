@@ -358,6 +358,9 @@ impl Manager {
                     dirty.append(&mut retry);
                 }
             }
+            if self.discovery.take_adopted() > 0 {
+                self.published_tx.send_modify(|n| *n += 1);
+            }
             // Everything that arrived meanwhile goes into this round.
             while let Ok(key) = self.dirty_rx.try_recv() {
                 if !key.0.is_empty() {

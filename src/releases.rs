@@ -188,8 +188,7 @@ pub async fn batch_open(store: &Store, unit: &Unit) -> Result<bool> {
 
 /// How long a release change waits for another one on the same tree to finish: as long
 /// as one may hold it (on a slow bucket, several changes queue behind each other).
-const BATCH_WAIT: std::time::Duration =
-    std::time::Duration::from_secs(BATCH_LEASE_SECONDS as u64);
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(BATCH_LEASE_SECONDS as u64);
 
 async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Result<()> {
     let name = unit.batch_ref()?;

@@ -93,12 +93,12 @@ pub struct GcConfig {
     /// Prune ref history to the newest N generations (default: keep all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_generations: Option<u64>,
-    /// How long gc waits for writers to pause before it gives the round up (default "60s").
+    /// How long gc waits for writers to pause before it gives the round up (default "15s").
     #[serde(default = "default_gc_pause_timeout")]
     pub pause_timeout: String,
     /// A publication superseded less than this long ago is kept for the clients reading it
     /// (default "60s").
-    #[serde(default = "default_gc_pause_timeout")]
+    #[serde(default = "default_gc_reader_window")]
     pub reader_window: String,
 }
 
@@ -107,6 +107,10 @@ fn default_gc_grace() -> String {
 }
 
 fn default_gc_pause_timeout() -> String {
+    "15s".into()
+}
+
+fn default_gc_reader_window() -> String {
     "60s".into()
 }
 

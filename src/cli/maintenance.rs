@@ -25,8 +25,9 @@ pub struct GcArgs {
     #[arg(long, value_name = "N")]
     keep_generations: Option<u64>,
     /// How long to wait for every writer (daemons, imports, CLI commands on this store)
-    /// to pause before giving up without sweeping. Writers wait while gc sweeps.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    /// to pause before giving up without sweeping. Daemons notice within 5 s; writers that
+    /// paused wait meanwhile, so this bounds how long a long import can stall them.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
     pause_timeout: String,
     /// With --keep-generations: a publication superseded less than this long ago is kept
     /// (with what it names), so a client that just read its InRelease or repomd.xml still

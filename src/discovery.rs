@@ -94,14 +94,13 @@ impl Discovery {
         generation: u64,
     ) -> Result<Vec<SuiteKey>, Error> {
         let reference = crate::store::RefName::new(name)?;
-        let Some(entry) = self.store.ref_entry(&reference, generation).await? else {
+        if !views
+            .install_generation(&self.store, key.clone(), &reference, generation)
+            .await?
+        {
             // Pruned already: a newer entry follows; publish (adopts the head) to be sure.
             return Ok(vec![key]);
-        };
-        let publication: crate::model::AptPublication = self.store.get_json(&entry.target).await?;
-        views
-            .install(&self.store, key, generation, publication)
-            .await?;
+        }
         self.adopted += 1;
         Ok(Vec::new())
     }

@@ -455,10 +455,7 @@ async fn prune_history(
             kept.push((name.clone(), entry.clone()));
             continue;
         }
-        doomed.push(Path::from(format!(
-            "refs/{name}/{:020}.json",
-            entry.generation
-        )));
+        doomed.push(RefName::new(name.clone())?.generation_path(entry.generation));
     }
     let pruned = doomed.len();
     if !dry_run {
@@ -657,9 +654,33 @@ async fn gc_locked(
         return Ok((report, problems));
     }
     let marked = &marking.marked;
+    let doomed = judge(listing, composites, marked, grace, &mut report);
+    let packs = crate::pack_sweep::sweep_packs(store, marked, options.grace, false).await?;
+    count_packs(&mut report, &packs);
+    // Cache entries first: one naming a deleted blob would only send a publish to the
+    // store for nothing, but order costs nothing. Indexes go before their packs.
+    store.delete_paths(stale_caches).await?;
+    store.delete_paths(doomed).await?;
+    store.delete_paths(packs.indexes).await?;
+    store.delete_paths(packs.packs).await?;
+    report.leases_removed = remove_dead_leases(store).await?;
+    report.change_log_pruned =
+        crate::store::change_log::prune_change_log(store, CHANGE_LOG_KEPT).await?;
+    Ok((report, problems))
+}
+
+/// What goes: crash leftovers, blobs and composite records that nothing marked, each
+/// once older than `grace`; counted in `report`. A temp file is only ever written by a
+/// live write for a moment: past the grace period it was left by a crash, and nothing
+/// can name it. A composite record goes like any blob; its parts were judged in the mark.
+fn judge(
+    listing: BlobListing,
+    composites: Vec<ListedComposite>,
+    marked: &HashSet<Digest>,
+    grace: i64,
+    report: &mut GcReport,
+) -> Vec<Path> {
     let mut doomed = Vec::new();
-    // A temp file is only ever written by a live write for a moment; past the grace
-    // period it was left by a crash, and nothing can name it.
     for (path, size, age) in listing.leftovers {
         if age >= grace {
             report.swept += 1;
@@ -667,7 +688,6 @@ async fn gc_locked(
             doomed.push(path);
         }
     }
-    // A composite record nothing names goes like any blob; its parts were judged above.
     let blobs = listing
         .blobs
         .into_iter()
@@ -684,21 +704,14 @@ async fn gc_locked(
         report.swept_bytes += size;
         doomed.push(path);
     }
-    let packs = crate::pack_sweep::sweep_packs(store, marked, options.grace, false).await?;
+    doomed
+}
+
+fn count_packs(report: &mut GcReport, packs: &crate::pack_sweep::PackSweep) {
     report.swept += packs.swept;
     report.swept_bytes += packs.swept_bytes;
     report.packed_rewritten = packs.rewritten;
     report.packed_held = packs.held;
-    // Cache entries first: one naming a deleted blob would only send a publish to the
-    // store for nothing, but order costs nothing. Indexes go before their packs.
-    store.delete_paths(stale_caches).await?;
-    store.delete_paths(doomed).await?;
-    store.delete_paths(packs.indexes).await?;
-    store.delete_paths(packs.packs).await?;
-    report.leases_removed = remove_dead_leases(store).await?;
-    report.change_log_pruned =
-        crate::store::change_log::prune_change_log(store, CHANGE_LOG_KEPT).await?;
-    Ok((report, problems))
 }
 
 /// Waits until every writer lease is paused for this gc (`holder`) or expired.
@@ -810,29 +823,9 @@ async fn gc_dry(store: &Store, options: &GcOptions) -> Result<(GcReport, Problem
         return Ok((report, problems));
     }
     let listing = list_blobs(store).await?;
-    for (_, size, age) in listing.leftovers {
-        if age >= grace {
-            report.swept += 1;
-            report.swept_bytes += size;
-        }
-    }
-    let blobs = listing.blobs.into_iter();
-    for (digest, size, age) in blobs.chain(composites.into_iter().map(|(d, s, a, _)| (d, s, a))) {
-        if marking.marked.contains(&digest) {
-            continue;
-        }
-        if age < grace {
-            report.kept_young += 1;
-        } else {
-            report.swept += 1;
-            report.swept_bytes += size;
-        }
-    }
+    judge(listing, composites, &marking.marked, grace, &mut report);
     let packs = crate::pack_sweep::sweep_packs(store, &marking.marked, options.grace, true).await?;
-    report.swept += packs.swept;
-    report.swept_bytes += packs.swept_bytes;
-    report.packed_rewritten = packs.rewritten;
-    report.packed_held = packs.held;
+    count_packs(&mut report, &packs);
     Ok((report, problems))
 }
 

@@ -207,6 +207,23 @@ impl Views {
         Ok(())
     }
 
+    /// Serves generation `generation` of the publication ref `reference`, read from the
+    /// store. False if that generation is gone (pruned).
+    pub async fn install_generation(
+        &self,
+        store: &Store,
+        key: SuiteKey,
+        reference: &crate::store::RefName,
+        generation: u64,
+    ) -> Result<bool, crate::store::StoreError> {
+        let Some(entry) = store.ref_entry(reference, generation).await? else {
+            return Ok(false);
+        };
+        let publication: AptPublication = store.get_json(&entry.target).await?;
+        self.install(store, key, generation, publication).await?;
+        Ok(true)
+    }
+
     fn install_indexed(
         &self,
         key: SuiteKey,
@@ -472,17 +489,10 @@ pub async fn load_published(
             // Replay the last few generations too, so their by-hash files stay fetchable after a restart.
             let first = head.generation.saturating_sub(KEEP_SUPERSEDED as u64);
             for generation in first..=head.generation {
-                if let Some(entry) = store.ref_entry(&reference, generation).await? {
-                    let publication: AptPublication = store.get_json(&entry.target).await?;
-                    views
-                        .install(
-                            store,
-                            (repo.clone(), suite.name.clone()),
-                            generation,
-                            publication,
-                        )
-                        .await?;
-                }
+                let key = (repo.clone(), suite.name.clone());
+                views
+                    .install_generation(store, key, &reference, generation)
+                    .await?;
             }
         }
     }

@@ -176,7 +176,7 @@ pub async fn repair(store: &Store, dry_run: bool) -> Result<RepairReport> {
             let doomed: Vec<Path> = generations
                 .iter()
                 .filter(|e| e.generation <= cutoff)
-                .map(|e| Path::from(format!("refs/{name}/{:020}.json", e.generation)))
+                .map(|e| reference.generation_path(e.generation))
                 .collect();
             if !doomed.is_empty() {
                 report.actions.push(format!(
@@ -361,7 +361,7 @@ async fn repair_publication(
             if !dry_run {
                 let paths = generations
                     .iter()
-                    .map(|e| Path::from(format!("refs/{reference}/{:020}.json", e.generation)))
+                    .map(|e| reference.generation_path(e.generation))
                     .collect();
                 store.delete_paths(paths).await?;
             }

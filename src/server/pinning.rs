@@ -159,59 +159,33 @@ mod tests {
             let old = if known == data { old_data } else { old_sig };
             (digest == &old.sha256).then_some(if wanted == data { old_data } else { old_sig })
         };
+        // One fetch on a connection: what `pin` serves when `current` is published.
+        let fetch = |memory: &ConnectionMemory, repo: &str, path: &str, current: FileEntry| {
+            pin(Some(memory), repo, path, Some(current), counterpart)
+        };
         // dnf: repomd.xml, a publish, then the signature: the old signature.
         let memory = ConnectionMemory::default();
-        assert_eq!(
-            pin(Some(&memory), "r", data, Some(old_data), counterpart),
-            Some(old_data)
-        );
-        assert_eq!(
-            pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
-            Some(old_sig)
-        );
+        assert_eq!(fetch(&memory, "r", data, old_data), Some(old_data));
+        assert_eq!(fetch(&memory, "r", sig, new_sig), Some(old_sig));
         // Within the window, a half fetched again matches the pair (dnf fetches the
         // signature more than once in one refresh).
-        assert_eq!(
-            pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
-            Some(old_sig)
-        );
-        assert_eq!(
-            pin(Some(&memory), "r", data, Some(new_data), counterpart),
-            Some(old_data)
-        );
+        assert_eq!(fetch(&memory, "r", sig, new_sig), Some(old_sig));
+        assert_eq!(fetch(&memory, "r", data, new_data), Some(old_data));
         // The signature twice, a publish, repomd.xml, the signature again: all old.
         let memory = ConnectionMemory::default();
         for _ in 0..2 {
-            assert_eq!(
-                pin(Some(&memory), "r", sig, Some(old_sig), counterpart),
-                Some(old_sig)
-            );
+            assert_eq!(fetch(&memory, "r", sig, old_sig), Some(old_sig));
         }
-        assert_eq!(
-            pin(Some(&memory), "r", data, Some(new_data), counterpart),
-            Some(old_data)
-        );
-        assert_eq!(
-            pin(Some(&memory), "r", sig, Some(new_sig), counterpart),
-            Some(old_sig)
-        );
+        assert_eq!(fetch(&memory, "r", data, new_data), Some(old_data));
+        assert_eq!(fetch(&memory, "r", sig, new_sig), Some(old_sig));
         // zypper: the signature, a publish, then repomd.xml: the old repomd.xml.
         let memory = ConnectionMemory::default();
-        assert_eq!(
-            pin(Some(&memory), "r", sig, Some(old_sig), counterpart),
-            Some(old_sig)
-        );
-        assert_eq!(
-            pin(Some(&memory), "r", data, Some(new_data), counterpart),
-            Some(old_data)
-        );
+        assert_eq!(fetch(&memory, "r", sig, old_sig), Some(old_sig));
+        assert_eq!(fetch(&memory, "r", data, new_data), Some(old_data));
         // Another repository's pair is its own; no memory means what is current.
         let memory = ConnectionMemory::default();
-        pin(Some(&memory), "r", data, Some(old_data), counterpart);
-        assert_eq!(
-            pin(Some(&memory), "s", sig, Some(new_sig), counterpart),
-            Some(new_sig)
-        );
+        fetch(&memory, "r", data, old_data);
+        assert_eq!(fetch(&memory, "s", sig, new_sig), Some(new_sig));
         assert_eq!(
             pin(None, "r", sig, Some(new_sig), counterpart),
             Some(new_sig)

@@ -372,6 +372,24 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("manifest {digest}"), e.to_string()))
     }
 
+    /// Deletes every path, in the backend's batches. A path already gone counts as
+    /// deleted: a rerun after a crash, or a temp file its writer renamed meanwhile.
+    pub async fn delete_paths(&self, paths: Vec<Path>) -> Result<()> {
+        use futures::StreamExt;
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let stream = Box::pin(futures::stream::iter(paths.into_iter().map(Ok)));
+        let mut results = self.inner.delete_stream(stream);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn exists(&self, path: &Path) -> Result<bool> {
         match self.raw_head(path).await {
             Ok(_) => Ok(true),

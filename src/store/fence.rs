@@ -100,8 +100,7 @@ impl GcLock {
         if self.phase == GcPhase::Idle || now - self.heartbeat >= GC_STALE_AFTER {
             return false;
         }
-        let local = self.boot.is_some() && self.boot == this_boot();
-        !local || process_alive(self.pid)
+        !gone_from_this_host(&self.boot, self.pid)
     }
 
     /// A lock state written by this process.
@@ -112,7 +111,7 @@ impl GcLock {
             sweeps,
             heartbeat: crate::time::now_unix(),
             pid: std::process::id(),
-            boot: this_boot(),
+            boot: this_boot().clone(),
         }
     }
 }
@@ -141,8 +140,7 @@ impl Lease {
         if self.paused_for.as_deref() == Some(gc) || self.expires + CLOCK_SKEW_SECS <= now {
             return false;
         }
-        let local = self.boot.is_some() && self.boot == this_boot();
-        !local || process_alive(self.pid)
+        !gone_from_this_host(&self.boot, self.pid)
     }
 }
 
@@ -234,12 +232,22 @@ fn gc_lock_ref() -> Result<RefName> {
     RefName::new(GC_LOCK_REF)
 }
 
-/// This host's boot id (Linux), which tells this host and boot from any other.
-fn this_boot() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|id| id.trim().to_string())
-        .filter(|id| !id.is_empty())
+/// This host's boot id (Linux), which tells this host and boot from any other. Read
+/// once: gc asks for it for every lease on every look while it waits.
+fn this_boot() -> &'static Option<String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+    })
+}
+
+/// True if a lock or lease written on this host and boot (`boot`) names a process that
+/// is no longer running: it holds nothing. One written elsewhere cannot be checked.
+fn gone_from_this_host(boot: &Option<String>, pid: u32) -> bool {
+    boot.is_some() && boot == this_boot() && !process_alive(pid)
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -334,24 +342,6 @@ impl Store {
             .await
     }
 
-    /// Deletes every path, in the backend's batches. A path already gone counts as
-    /// deleted: a rerun after a crash, or a temp file its writer renamed meanwhile.
-    pub async fn delete_paths(&self, paths: Vec<Path>) -> Result<()> {
-        use futures::StreamExt;
-        if paths.is_empty() {
-            return Ok(());
-        }
-        let stream = Box::pin(futures::stream::iter(paths.into_iter().map(Ok)));
-        let mut results = self.inner.delete_stream(stream);
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
     /// Every writer lease in the store.
     pub async fn leases(&self) -> Result<Vec<(Path, Lease)>> {
         use futures::TryStreamExt;
@@ -378,11 +368,19 @@ impl Store {
     }
 
     async fn put_lease(&self, paused_for: Option<String>) -> Result<()> {
+        self.write_lease(
+            paused_for,
+            crate::time::now_unix() + LEASE_TTL.as_secs() as i64,
+        )
+        .await
+    }
+
+    async fn write_lease(&self, paused_for: Option<String>, expires: i64) -> Result<()> {
         let lease = Lease {
             writer: self.fence.writer.clone(),
             pid: std::process::id(),
-            boot: this_boot(),
-            expires: crate::time::now_unix() + LEASE_TTL.as_secs() as i64,
+            boot: this_boot().clone(),
+            expires,
             paused_for,
         };
         let body = serde_json::to_vec(&lease)
@@ -574,33 +572,9 @@ impl Store {
     /// had stalled past it.
     #[cfg(test)]
     pub(crate) async fn expire_lease_for_test(&self) {
-        let lease = Lease {
-            writer: self.fence.writer.clone(),
-            pid: std::process::id(),
-            boot: None,
-            expires: crate::time::now_unix() - 3600,
-            paused_for: None,
-        };
-        let body = serde_json::to_vec(&lease).unwrap_or_default();
-        let _ = self
-            .raw_put(
-                &lease_path(&self.fence.writer),
-                Bytes::from(body).into(),
-                PutMode::Overwrite,
-            )
-            .await;
+        let _ = self.write_lease(None, crate::time::now_unix() - 3600).await;
         if let Ok(mut state) = self.fence.state.lock() {
             state.valid_until = Some(Instant::now());
         }
-    }
-
-    /// Drops this process's lease (a CLI command that is done writing), so gc needs
-    /// not wait for it to expire.
-    pub async fn release_lease(&self) {
-        if let Ok(mut state) = self.fence.state.lock() {
-            state.valid_until = None;
-        }
-        let path = lease_path(&self.fence.writer);
-        let _ = self.delete_paths(vec![path]).await;
     }
 }

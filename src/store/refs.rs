@@ -59,7 +59,8 @@ impl RefName {
         Path::from(format!("refs/{}", self.0))
     }
 
-    fn generation_path(&self, generation: u64) -> Path {
+    /// Where one generation of the ref is stored.
+    pub(crate) fn generation_path(&self, generation: u64) -> Path {
         Path::from(format!("refs/{}/{:020}.json", self.0, generation))
     }
 }

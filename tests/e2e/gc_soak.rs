@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -359,16 +358,7 @@ fn soak(data: &DataDir, servers: &[Server]) {
 
     // A last gc, then the store checks out and every acknowledged answer holds.
     data.cli(&["gc"], &["--grace", "0s", "--keep-generations", "1"]);
-    let verify = caprepo()
-        .args(["verify", "--data"])
-        .arg(&data.path)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "verify after the soak:\n{}",
-        output_text(&verify)
-    );
+    verify_ok(data, "the soak");
 
     let ledger = ledger.lock().unwrap();
     let files: BTreeMap<String, PathBuf> = debs
@@ -403,12 +393,7 @@ fn soak(data: &DataDir, servers: &[Server]) {
         for (name, file) in &files {
             let state = ledger.packages[name];
             let expected = if wanted == 0 { state.0 } else { state.1 };
-            let out = Command::new("apt-get")
-                .current_dir(apt.root.path())
-                .env("APT_CONFIG", apt.root.path().join("apt.conf"))
-                .args(["download", name])
-                .output()
-                .unwrap();
+            let out = apt.download(&[name]);
             assert_eq!(
                 out.status.success(),
                 expected,

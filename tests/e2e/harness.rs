@@ -59,6 +59,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `caprepo verify` on a data dir must pass; `after` says what it followed.
+pub fn verify_ok(data: &DataDir, after: &str) {
+    let out = caprepo()
+        .args(["verify", "--data"])
+        .arg(&data.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify after {after}:\n{}",
+        output_text(&out)
+    );
+}
+
 /// A data dir made by `caprepo init`.
 pub struct DataDir {
     pub tmp: tempfile::TempDir,
@@ -505,6 +519,17 @@ impl Apt {
         );
         assert!(out.status.success(), "apt-get {args:?} failed:\n{text}");
         text
+    }
+
+    /// `apt-get download NAMES...` into this apt's root directory (see [`Apt::root`]).
+    pub fn download(&self, names: &[&str]) -> Output {
+        Command::new("apt-get")
+            .current_dir(self.root.path())
+            .env("APT_CONFIG", self.root.path().join("apt.conf"))
+            .arg("download")
+            .args(names)
+            .output()
+            .unwrap()
     }
 
     pub fn archive(&self, file_name: &str) -> PathBuf {

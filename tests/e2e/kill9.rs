@@ -40,19 +40,6 @@ impl Points {
     }
 }
 
-fn verify_ok(data: &DataDir, after: &str) {
-    let out = caprepo()
-        .args(["verify", "--data"])
-        .arg(&data.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify after {after}:\n{}",
-        output_text(&out)
-    );
-}
-
 /// The package names the published Packages of `suite` lists.
 fn listed(server: &Server, repo: &str, suite: &str) -> BTreeSet<String> {
     server
@@ -253,14 +240,7 @@ fn gc_killed_20_times_leaves_a_store_that_verifies_and_loses_no_acknowledged_upl
     let apt = Apt::for_repo(&server, "kg", "stable", "main", &data.key(false), false);
     apt.run_ok(&["update"]);
     let names: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
-    let mut args = vec!["download"];
-    args.extend(names);
-    let out = Command::new("apt-get")
-        .current_dir(apt.root.path())
-        .env("APT_CONFIG", apt.root.path().join("apt.conf"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = apt.download(&names);
     assert!(out.status.success(), "{}", output_text(&out));
     eprintln!("gc: {KILLS} kills in {:.1?}", started.elapsed());
     server.stop();

@@ -3,8 +3,6 @@
 //! temp files a crashed write left) older than the grace period, and `--dry-run`
 //! changes nothing.
 
-use std::process::Command;
-
 use crate::harness::*;
 
 fn plant_orphan(data: &DataDir, content: &[u8], age: &str) -> std::path::PathBuf {
@@ -320,12 +318,7 @@ fn verify_fix_drops_what_is_missing_and_the_store_works_again() {
     apt.run_ok(&["update"]);
     assert!(server.upload(&cap, &debs[..1], true).status.success());
     apt.run_ok(&["update"]);
-    let out = Command::new("apt-get")
-        .current_dir(apt.root.path())
-        .env("APT_CONFIG", apt.root.path().join("apt.conf"))
-        .args(["download", "fix-me00", "fix-me01"])
-        .output()
-        .unwrap();
+    let out = apt.download(&["fix-me00", "fix-me01"]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(
         std::fs::read(apt.root.path().join("fix-me00_2.10-3_amd64.deb")).unwrap(),

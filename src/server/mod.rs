@@ -105,6 +105,20 @@ async fn write_access(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // The body first: a client that sends it slowly must not hold the lease meanwhile,
+    // or it could keep every gc waiting (and every writer paused) for the body timeout.
+    // Read as the handlers' own `Bytes` extractor would (same limit, same statuses).
+    let (parts, body) = request.into_parts();
+    let plain = axum::extract::Request::from_parts(parts.clone(), body);
+    let body = match <axum::body::Bytes as axum::extract::FromRequest<()>>::from_request(plain, &())
+        .await
+    {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            return reply::error(rejection.status(), "body", &rejection.body_text());
+        }
+    };
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     let access = match state.store.write_access().await {
         Ok(access) => access,
         Err(e) => {

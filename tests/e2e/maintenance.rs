@@ -392,3 +392,43 @@ fn gc_runs_inside_serve_on_its_schedule_and_reports_in_metrics() {
     server.stop();
     assert!(data.cli(&["verify"], &[]).starts_with("ok"));
 }
+
+/// A client that sends a release request's body slowly holds no writer lease meanwhile:
+/// gc (and every writer it pauses) does not wait for it.
+#[test]
+fn a_slow_request_body_does_not_hold_gc_back() {
+    use std::io::Write;
+    let data = DataDir::init(&[]);
+    data.repo_add("slow", "stable", "main", "amd64");
+    let server = Server::start(&data);
+    let cap = data.cap("apt/slow/dists/stable/main/binary-amd64", "1h");
+    assert!(
+        server
+            .upload(&cap, &[fixture("debs/hello_2.10-3_amd64.deb")], true)
+            .status
+            .success()
+    );
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        slow,
+        "POST /api/v1/release HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let gc = caprepo()
+        .args(["gc", "--data"])
+        .arg(&data.path)
+        .args(["--grace", "0s", "--pause-timeout", "12s"])
+        .output()
+        .unwrap();
+    assert!(
+        gc.status.success(),
+        "gc waited for a request that has not sent its body:\n{}",
+        output_text(&gc)
+    );
+    drop(slow);
+    server.stop();
+}

@@ -16,7 +16,7 @@ use super::{contents, packages};
 use crate::digest::Digest;
 use crate::fragment_memory::Rendering;
 use crate::model::{AptPackage, FileEntry};
-use crate::store::{PartBytes, Result, Store, StoreError};
+use crate::store::{LazyPart, Result, Store, StoreError, at_hand};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fragment {
@@ -200,20 +200,35 @@ fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, F
 
 /// The index files of a list of fragments, each as the parts that make it up.
 pub struct Joined {
-    pub packages: Vec<PartBytes>,
-    pub packages_gz: Vec<PartBytes>,
-    pub packages_xz: Vec<PartBytes>,
-    pub contents: Vec<PartBytes>,
-    pub contents_gz: Vec<PartBytes>,
+    pub packages: Vec<LazyPart>,
+    pub packages_gz: Vec<LazyPart>,
+    pub packages_xz: Vec<LazyPart>,
+    pub contents: Vec<LazyPart>,
+    pub contents_gz: Vec<LazyPart>,
 }
 
-/// The fragment blobs `digests` name, from memory or the store, with their names.
-async fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Result<Vec<PartBytes>> {
-    let mut out = Vec::new();
-    for digest in digests {
-        out.push((digest, store.held_blob(&digest).await?));
+impl Joined {
+    /// The five files' parts, in the order a publication lists them.
+    pub fn files(self) -> [Vec<LazyPart>; 5] {
+        [
+            self.packages,
+            self.packages_gz,
+            self.packages_xz,
+            self.contents,
+            self.contents_gz,
+        ]
     }
-    Ok(out)
+}
+
+/// The fragment blobs `digests` name, with their bytes if held in memory: storing the
+/// joined file reads the others only if its hash cannot resume past them. Empty ones
+/// add nothing to a file and are left out (known by their digest, without reading them).
+fn parts(digests: impl Iterator<Item = Digest>) -> Vec<LazyPart> {
+    let empty = Digest::of(b"");
+    digests
+        .filter(|digest| *digest != empty)
+        .map(|digest| (digest, crate::store::held::held(&digest)))
+        .collect()
 }
 
 /// The parts of each index file of one component and architecture, in order. Nothing
@@ -227,34 +242,29 @@ pub async fn join(store: &Store, fragments: &[Arc<Fragment>]) -> Result<Joined> 
     let packages_xz = if with_blocks.is_empty() {
         let empty =
             compress::xz(b"").map_err(|e| StoreError::Corrupt("xz".into(), e.to_string()))?;
-        vec![store.put_part(empty).await?]
+        at_hand(&[store.put_part(empty).await?])
     } else {
         let frame =
             compress::xz_frame(&with_blocks.iter().map(|f| &f.xz_block).collect::<Vec<_>>());
-        let mut all = vec![store.put_part(frame.header).await?];
-        all.extend(parts(store, with_blocks.iter().map(|f| f.xz)).await?);
-        all.push(store.put_part(frame.tail).await?);
+        let mut all = at_hand(&[store.put_part(frame.header).await?]);
+        all.extend(parts(with_blocks.iter().map(|f| f.xz)));
+        all.extend(at_hand(&[store.put_part(frame.tail).await?]));
         all
     };
-    // Empty fragments add nothing to a file; an empty index is still a valid (empty) gzip file.
-    let non_empty = |parts: Vec<PartBytes>| -> Vec<PartBytes> {
-        parts.into_iter().filter(|(_, b)| !b.is_empty()).collect()
-    };
-    let non_empty_gz = async |parts: Vec<PartBytes>| -> Result<Vec<PartBytes>> {
-        let parts = non_empty(parts);
+    // An empty index is still a valid (empty) gzip file.
+    let gz_or_empty = async |parts: Vec<LazyPart>| -> Result<Vec<LazyPart>> {
         if !parts.is_empty() {
             return Ok(parts);
         }
         let empty =
             compress::gzip(b"").map_err(|e| StoreError::Corrupt("gzip".into(), e.to_string()))?;
-        Ok(vec![store.put_part(empty).await?])
+        Ok(at_hand(&[store.put_part(empty).await?]))
     };
     Ok(Joined {
-        packages: non_empty(parts(store, fragments.iter().map(|f| f.text)).await?),
-        packages_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.gz)).await?).await?,
+        packages: parts(fragments.iter().map(|f| f.text)),
+        packages_gz: gz_or_empty(parts(fragments.iter().map(|f| f.gz))).await?,
         packages_xz,
-        contents: non_empty(parts(store, fragments.iter().map(|f| f.contents)).await?),
-        contents_gz: non_empty_gz(parts(store, fragments.iter().map(|f| f.contents_gz)).await?)
-            .await?,
+        contents: parts(fragments.iter().map(|f| f.contents)),
+        contents_gz: gz_or_empty(parts(fragments.iter().map(|f| f.contents_gz))).await?,
     })
 }

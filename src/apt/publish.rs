@@ -96,13 +96,7 @@ async fn store_index_files(
         .fragments;
     let joined = fragments::join(store, &parts).await?;
     let mut stored = Vec::new();
-    for file_parts in [
-        joined.packages,
-        joined.packages_gz,
-        joined.packages_xz,
-        joined.contents,
-        joined.contents_gz,
-    ] {
+    for file_parts in joined.files() {
         stored.push(store.put_composite(file_parts).await?);
     }
     Ok((parts, stored))

@@ -50,12 +50,9 @@ pub fn enable() {
 pub fn open_checksum(text: &[PartBytes]) -> (Digest, u64) {
     let digests: Vec<Digest> = text.iter().map(|p| p.0).collect();
     let resumed = OPEN_TEXT.resume(SCOPE, &digests);
-    tracing::debug!(
-        parts = text.len(),
-        resumed = resumed.states.len(),
-        "open-checksum"
-    );
-    OPEN_TEXT.hash(Arc::from(SCOPE), text, resumed.states)
+    tracing::debug!(parts = text.len(), resumed = resumed.len(), "open-checksum");
+    let rest = &text[resumed.len()..];
+    OPEN_TEXT.hash(Arc::from(SCOPE), resumed, rest)
 }
 
 /// Waits until hashing ahead for `tree` (if any) is done.

@@ -228,7 +228,7 @@ async fn gather(
     let stored = futures::future::try_join_all(
         documents
             .iter()
-            .map(|document| store.put_composite(document.gz.clone())),
+            .map(|document| store.put_composite(crate::store::at_hand(&document.gz))),
     )
     .await?;
     Ok((pool_chunks, documents, stored))

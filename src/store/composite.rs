@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::blobs::{BlobMeta, BlobStream, MAX_INLINE_BLOB};
 use super::{Result, Store, StoreError};
 use crate::digest::Digest;
-use crate::prefix_hash::{PartHashes, Resumed};
+use crate::prefix_hash::{PartHashes, ResumePoints};
 
 /// One stored blob of a composite, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,17 @@ const REMEMBERED_RECORDS: usize = 4096;
 /// A stored blob's digest and bytes: one part of a composite about to be written.
 pub type PartBytes = crate::prefix_hash::PartBytes;
 
+/// A part of a composite about to be written, with its bytes if they are at hand.
+pub type LazyPart = (Digest, Option<Bytes>);
+
+/// Parts whose bytes are all at hand, as [`LazyPart`]s.
+pub fn at_hand(parts: &[PartBytes]) -> Vec<LazyPart> {
+    parts
+        .iter()
+        .map(|(digest, bytes)| (*digest, Some(bytes.clone())))
+        .collect()
+}
+
 impl Store {
     /// Store a small blob made to be a part (an xz frame, a gzip header member) and
     /// return it as one. It is also held in memory: the next publish joins it again.
@@ -75,59 +86,94 @@ impl Store {
         PART_HASHES.hash_ahead(Arc::from(self.description()), parts);
     }
 
+    /// The hash states after the last `last` parts of the composite just stored from
+    /// `parts`, for a later publish by any process to resume from ([`Store::take_up_composite`]).
+    pub fn composite_resume_points(&self, parts: &[Digest], last: usize) -> Option<ResumePoints> {
+        PART_HASHES.resume_points(self.description(), parts, last)
+    }
+
+    /// Takes up the hash states another process wrote down for the composite `digest`,
+    /// so storing a composite that starts with its parts resumes after them. The
+    /// record is read from the store: its parts are what the states cover. A composite
+    /// that is gone, or points that do not fit it, are ignored (the next store hashes
+    /// from the start).
+    pub async fn take_up_composite(&self, digest: &Digest, points: &ResumePoints) -> Result<()> {
+        if let Some(record) = self.composite(digest).await? {
+            PART_HASHES.take_up(
+                Arc::from(self.description()),
+                record.parts.iter().map(|p| p.sha256).collect(),
+                record.parts.iter().map(|p| p.size).collect(),
+                points,
+            );
+        }
+        Ok(())
+    }
+
     /// Store the concatenation of `parts` (each already stored as a blob under its
-    /// digest) as a composite blob, and return the whole's digest and size.
-    pub async fn put_composite(&self, parts: Vec<PartBytes>) -> Result<BlobMeta> {
+    /// digest) as a composite blob, and return the whole's digest and size. A part's
+    /// bytes may be left out: they are read only if the hash cannot resume past it.
+    pub async fn put_composite(&self, parts: Vec<LazyPart>) -> Result<BlobMeta> {
         if parts.is_empty() {
             return self.put_blob(Bytes::new()).await;
         }
         if let [(digest, bytes)] = parts.as_slice() {
             // One part is the whole, and already a blob (if gc has not swept it since).
-            if !self.has_blob(digest).await? {
-                return Err(StoreError::NotFound(format!("blob {digest}")));
-            }
+            let size = match bytes {
+                Some(bytes) if self.has_blob(digest).await? => bytes.len() as u64,
+                Some(_) => return Err(StoreError::NotFound(format!("blob {digest}"))),
+                None => self.held_blob(digest).await?.len() as u64,
+            };
             return Ok(BlobMeta {
                 digest: *digest,
-                size: bytes.len() as u64,
+                size,
             });
         }
         let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-        let Resumed { states, unnamed } = PART_HASHES.resume(self.description(), &digests);
+        let resumed = PART_HASHES.resume(self.description(), &digests);
+        let unnamed: std::collections::HashSet<Digest> = resumed.unnamed.iter().copied().collect();
         // Parts come from memory: make sure the store still has every one no remembered
         // composite already names (gc may have swept a fragment held here), so a record
         // never names a missing part. NotFound makes the publisher start over. (An RPM
         // document's first part changes on every publish, so checking only after the
-        // shared prefix meant checking all of them: 10 ms a publish.)
+        // shared prefix meant checking all of them: 10 ms a publish.) A part not at hand
+        // is read, which checks it too.
         // Side by side: on S3 each check is a request, and a fresh layout checks hundreds.
-        let checks: Vec<_> = unnamed
+        let rest: Vec<_> = parts
             .into_iter()
-            .map(|digest| {
+            .skip(resumed.len())
+            .map(|(digest, bytes)| {
                 let store = self.clone();
+                let check = unnamed.contains(&digest);
                 async move {
-                    match store.has_blob(&digest).await? {
-                        true => Ok(()),
-                        false => Err(StoreError::NotFound(format!("blob {digest}"))),
+                    match bytes {
+                        None => Ok((digest, store.held_blob(&digest).await?)),
+                        Some(bytes) if !check || store.has_blob(&digest).await? => {
+                            Ok((digest, bytes))
+                        }
+                        Some(_) => Err(StoreError::NotFound(format!("blob {digest}"))),
                     }
                 }
             })
             .collect();
-        futures::stream::iter(checks)
-            .buffer_unordered(32)
-            .try_collect::<Vec<()>>()
+        let rest: Vec<PartBytes> = futures::stream::iter(rest)
+            .buffered(32)
+            .try_collect()
             .await?;
         let store: Arc<str> = Arc::from(self.description());
-        let (parts, (digest, size)) = super::blocking("hashing a composite", move || {
-            let whole = PART_HASHES.hash(store, &parts, states);
-            (parts, whole)
+        let mut sizes = resumed.sizes.clone();
+        sizes.extend(rest.iter().map(|(_, bytes)| bytes.len() as u64));
+        let (digest, size) = super::blocking("hashing a composite", move || {
+            PART_HASHES.hash(store, resumed, &rest)
         })
         .await?;
         let record = CompositeRecord {
             size,
-            parts: parts
+            parts: digests
                 .iter()
-                .map(|(sha256, bytes)| Part {
+                .zip(sizes)
+                .map(|(sha256, size)| Part {
                     sha256: *sha256,
-                    size: bytes.len() as u64,
+                    size,
                 })
                 .collect(),
         };

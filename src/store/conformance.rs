@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{RefName, Store, StoreError};
+use super::{RefName, Store, StoreError, at_hand};
 use crate::digest::Digest;
 
 pub(crate) async fn run_all(store: &Store) {
@@ -210,7 +210,7 @@ async fn composites_read_like_blobs(store: &Store) {
         parts.push((store.put_blob(bytes.clone()).await.unwrap().digest, bytes));
     }
     let whole = texts.concat();
-    let meta = store.put_composite(parts.clone()).await.unwrap();
+    let meta = store.put_composite(at_hand(&parts)).await.unwrap();
     assert_eq!(
         (meta.digest, meta.size),
         (Digest::of(whole.as_bytes()), whole.len() as u64)
@@ -246,11 +246,45 @@ async fn composites_read_like_blobs(store: &Store) {
         changed.clone(),
     ));
     let next_whole = [texts[0].as_bytes(), texts[1].as_bytes(), &changed].concat();
-    let meta = store.put_composite(next).await.unwrap();
+    let next_digests: Vec<Digest> = next.iter().map(|p| p.0).collect();
+    let meta = store.put_composite(at_hand(&next)).await.unwrap();
     assert_eq!(meta.digest, Digest::of(&next_whole));
     assert_eq!(store.get_blob(&meta.digest).await.unwrap(), next_whole);
+    // Another process takes up the states written down for it, forgets nothing it
+    // needs, and hashes a successor right without the bytes of the parts it resumes
+    // past; a part not at hand and not resumed past is read from the store.
+    let points = store.composite_resume_points(&next_digests, 1).unwrap();
+    super::composite::PART_HASHES.clear();
+    store
+        .take_up_composite(&meta.digest, &points)
+        .await
+        .unwrap();
+    let later = Bytes::from(format!("appended later, {tag}\n"));
+    let later_digest = store.put_blob(later.clone()).await.unwrap().digest;
+    let successor = vec![
+        (next[0].0, None),
+        (next[1].0, None),
+        (next[2].0, None),
+        (later_digest, Some(later.clone())),
+    ];
+    let successor_whole = [&next_whole[..], &later].concat();
+    let meta = store.put_composite(successor).await.unwrap();
+    assert_eq!(
+        (meta.digest, meta.size),
+        (Digest::of(&successor_whole), successor_whole.len() as u64)
+    );
+    assert_eq!(store.get_blob(&meta.digest).await.unwrap(), successor_whole);
+    super::composite::PART_HASHES.clear();
+    let unresumed = store
+        .put_composite(vec![(parts[0].0, None), (later_digest, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        unresumed.digest,
+        Digest::of(&[texts[0].as_bytes(), &later].concat())
+    );
     // One part is the part itself; no parts is the empty blob.
-    let single = store.put_composite(parts[..1].to_vec()).await.unwrap();
+    let single = store.put_composite(at_hand(&parts[..1])).await.unwrap();
     assert_eq!(single.digest, parts[0].0);
     let empty = store.put_composite(Vec::new()).await.unwrap();
     assert_eq!(empty.digest, Digest::of(b""));
@@ -258,7 +292,16 @@ async fn composites_read_like_blobs(store: &Store) {
     let lost = Bytes::from(format!("never stored, {tag}"));
     assert!(matches!(
         store
-            .put_composite(vec![parts[0].clone(), (Digest::of(&lost), lost)])
+            .put_composite(vec![
+                (parts[0].0, None),
+                (Digest::of(&lost), Some(lost.clone()))
+            ])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .put_composite(vec![(parts[0].0, None), (Digest::of(&lost), None)])
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -266,7 +309,7 @@ async fn composites_read_like_blobs(store: &Store) {
     let fragile = Bytes::from(format!("deleted later, {tag}"));
     let fragile_digest = store.put_blob(fragile.clone()).await.unwrap().digest;
     let record = store
-        .put_composite(vec![parts[1].clone(), (fragile_digest, fragile)])
+        .put_composite(vec![(parts[1].0, None), (fragile_digest, Some(fragile))])
         .await
         .unwrap();
     let doomed = futures::stream::iter([Ok(super::blob_path(&fragile_digest))]).boxed();

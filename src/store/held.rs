@@ -64,7 +64,7 @@ impl Store {
 }
 
 /// The bytes held under `digest`, if any.
-fn held(digest: &Digest) -> Option<Bytes> {
+pub(crate) fn held(digest: &Digest) -> Option<Bytes> {
     HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned())
 }
 

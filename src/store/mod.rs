@@ -15,7 +15,7 @@ mod refs;
 pub(crate) use blobs::blob_path;
 pub use blobs::{BlobMeta, BlobStream};
 pub(crate) use composite::list_composites;
-pub use composite::{CompositeRecord, ListedComposite, Part, PartBytes};
+pub use composite::{CompositeRecord, LazyPart, ListedComposite, Part, PartBytes, at_hand};
 pub(crate) use local_put::buffer_for as copy_buffer_for;
 pub use packs::{ListedPack, LoadedPack, PackIndex, PackListing, PackedEntry};
 pub(crate) use packs::{MAX_PACKED_BLOB, index_path as pack_index_path, pack_path};

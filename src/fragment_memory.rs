@@ -13,7 +13,9 @@ use crate::store::{Result, Store};
 /// How a chunk's fragment is rendered: which versions retention keeps, and, for APT,
 /// whether Packages stanzas carry the legacy `MD5sum` and `SHA1` fields beside `SHA256`.
 /// Part of every fragment's name, so fragments of one chunk rendered both ways never meet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Rendering {
     pub retention: Option<u32>,
     pub legacy_hashes: bool,

@@ -8,21 +8,30 @@
 //! everything after it. Anything else (a removal, retention dropping a version, a
 //! server restart, a delta grown large) lays the file out from scratch again, and
 //! that becomes the new base.
+//!
+//! What a publish laid out is written down beside its publication ([`PublishLayout`]): the
+//! base, the deltas over it and the hash states near the end of every joined file. The
+//! next publish of the suite, by a restarted daemon or another one on the bucket, takes
+//! it up and costs what a publish by the process that wrote it would.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fragment_memory::{Fragments, Rendering};
 use crate::model::{Chunk, Record};
+use crate::prefix_hash::ResumePoints;
 use crate::store::{Result, Store};
 
 /// A kind of package whose index files are joined from per-chunk fragments.
 pub trait Fragmented: Record + PartialEq {
     /// Names the kind in the memories' keys (`apt`, `rpm`).
     const KIND: &'static str;
-    type Fragment: Send + Sync + 'static;
+    type Fragment: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
     /// One chunk's fragment, remembered or rendered now. Owned inputs, so that rendering
     /// several side by side keeps the manager's future `Send` (see `render_chunks`).
     fn fragment(
@@ -32,6 +41,11 @@ pub trait Fragmented: Record + PartialEq {
     ) -> impl Future<Output = Result<Arc<Self::Fragment>>> + Send;
     /// How many packages a fragment lists.
     fn listed(fragment: &Self::Fragment) -> usize;
+    /// What a layout record keeps of a base fragment (what joining and publishing
+    /// read), or None if the kind's layouts are written down without fragments.
+    fn summary(fragment: &Self::Fragment) -> Option<Self::Fragment>;
+    /// Keeps a fragment taken up from a layout record, as if rendered here.
+    fn remember(chunk: &Digest, rendering: Rendering, fragment: Self::Fragment);
 }
 
 /// The fragments of `chunks`, in order, rendering the missing ones side by side.
@@ -51,14 +65,239 @@ pub type Slot = (bool, u8, Digest);
 pub struct LaidOut<F> {
     pub chunks: Vec<Digest>,
     pub fragments: Vec<Arc<F>>,
+    /// How the file was laid out, for the publication's [`PublishLayout`].
+    pub laid: FileLayout<F>,
 }
 
 /// What an index file was last laid out from scratch from, in file order.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Base {
     slots: Vec<Slot>,
     /// Packages the base lists, to bound the delta against.
     packages: usize,
+    rendering: Rendering,
+    /// The blobs this base and its fragments' summaries are written down as, once they are.
+    #[serde(skip)]
+    stored: OnceLock<(Digest, Option<Digest>)>,
+}
+
+/// How one index file was laid out: its base and the deltas over it.
+pub struct FileLayout<F> {
+    /// Names the file without the store: kind, file and rendering.
+    key: String,
+    base: Arc<Base>,
+    /// The base chunks' fragments, in base order.
+    base_fragments: Vec<Arc<F>>,
+    /// The delta memories the layout used: (key, delta chunk and count).
+    deltas: Vec<(String, Option<(Digest, usize)>)>,
+}
+
+impl<F> FileLayout<F> {
+    /// How many delta fragments follow the base's.
+    pub fn delta_count(&self) -> usize {
+        self.deltas.iter().filter(|(_, d)| d.is_some()).count()
+    }
+}
+
+/// What one publish of a suite or tree laid out, written beside its publication under
+/// `cache/publish-layouts/<publication digest>` (so gc drops it with the publication).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishLayout {
+    /// By file (kind, file, rendering): the base blob and the deltas over it.
+    files: BTreeMap<String, FileRecord>,
+    /// Each joined file the publish stored, with hash states near its end.
+    composites: Vec<(Digest, ResumePoints)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRecord {
+    base: Digest,
+    /// The base chunks' fragment summaries, in base order.
+    fragments: Option<Digest>,
+    deltas: Vec<(String, Option<(Digest, usize)>)>,
+}
+
+/// Where the record of the publication `publication` is kept.
+pub fn record_path(publication: &Digest) -> String {
+    format!("{RECORDS}/{publication}")
+}
+
+pub(crate) const RECORDS: &str = "cache/publish-layouts";
+
+impl PublishLayout {
+    /// Adds one file's layout, writing its base down if this process has not yet.
+    pub async fn add_file<P: Fragmented>(
+        &mut self,
+        store: &Store,
+        laid: FileLayout<P::Fragment>,
+    ) -> Result<()> {
+        let (base, fragments) = match laid.base.stored.get() {
+            Some(stored) => *stored,
+            None => {
+                let summaries: Option<Vec<P::Fragment>> =
+                    laid.base_fragments.iter().map(|f| P::summary(f)).collect();
+                let fragments = match summaries {
+                    Some(summaries) => Some(store.put_json(&summaries).await?.digest),
+                    None => None,
+                };
+                let stored = (store.put_json(&*laid.base).await?.digest, fragments);
+                let _ = laid.base.stored.set(stored);
+                stored
+            }
+        };
+        self.files.insert(
+            laid.key,
+            FileRecord {
+                base,
+                fragments,
+                deltas: laid.deltas,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a joined file just stored from `parts`, with the hash states after its last
+    /// `last` parts (and the one before): enough to resume past its base.
+    pub fn add_composite(
+        &mut self,
+        store: &Store,
+        composite: Digest,
+        parts: &[Digest],
+        last: usize,
+    ) {
+        if let Some(points) = store.composite_resume_points(parts, last) {
+            self.composites.push((composite, points));
+        }
+    }
+
+    /// Adds what another record holds (one file's layout, say).
+    pub fn extend(&mut self, other: PublishLayout) {
+        self.files.extend(other.files);
+        self.composites.extend(other.composites);
+    }
+
+    /// Every blob the record names, for gc to keep while its publication lives.
+    pub fn blobs(&self) -> Vec<Digest> {
+        self.files
+            .values()
+            .flat_map(|f| {
+                [Some(f.base), f.fragments]
+                    .into_iter()
+                    .flatten()
+                    .chain(f.deltas.iter().filter_map(|(_, d)| d.map(|d| d.0)))
+            })
+            .collect()
+    }
+
+    /// Writes the record down for `publication`. Failing costs only the next publish by
+    /// another process its head start.
+    pub async fn write(&self, store: &Store, publication: &Digest) {
+        let written = match serde_json::to_vec(self) {
+            Ok(json) => {
+                store
+                    .put_named(&record_path(publication), Bytes::from(json))
+                    .await
+            }
+            Err(e) => Err(crate::store::StoreError::Corrupt(
+                "layout record".into(),
+                e.to_string(),
+            )),
+        };
+        match written {
+            Ok(()) => {
+                TAKEN_UP.remember(&format!("{} {publication}", store.description()), ());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the publish layout down; the next restart lays out from scratch")
+            }
+        }
+    }
+}
+
+/// Publications whose layout this process made or took up, by store: their layout is
+/// in memory already. Dropped with the other memories.
+static TAKEN_UP: LazyLock<Fragments<()>> = LazyLock::new(|| Fragments::bounded(4096));
+
+/// Takes up the layout another process (or this one before a restart) wrote down for
+/// `publication`, unless this process made it or took it up already. A missing or
+/// unreadable record only means the next publish lays out from scratch.
+pub async fn take_up<P: Fragmented>(store: &Store, publication: &Digest) {
+    let known = format!("{} {publication}", store.description());
+    if TAKEN_UP.get(&known).is_some() {
+        return;
+    }
+    match read_record(store, publication).await {
+        Ok(Some(record)) => {
+            tracing::info!(
+                publication = %publication,
+                files = record.files.len(),
+                "taking up the layout the last publish wrote down"
+            );
+            if let Err(e) = install::<P>(store, &record).await {
+                tracing::warn!(error = %e, "cannot take up the last publish's layout; laying out from scratch");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last publish's layout; laying out from scratch")
+        }
+    }
+    TAKEN_UP.remember(&known, ());
+}
+
+/// A publication's layout record, if one was written.
+pub async fn read_record(store: &Store, publication: &Digest) -> Result<Option<PublishLayout>> {
+    let Some(bytes) = store
+        .get_named(&record_path(publication), 64 * 1024 * 1024)
+        .await?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| crate::store::StoreError::Corrupt(record_path(publication), e.to_string()))
+}
+
+/// Takes up the files of kind `P` a record lays out. The blobs it names are kept by its
+/// publication, which is current while the caller holds its write access: nothing
+/// taken up needs checking.
+async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result<()> {
+    let ours = format!("{} ", P::KIND);
+    for (key, file) in record
+        .files
+        .iter()
+        .filter(|(key, _)| key.starts_with(&ours))
+    {
+        let full = format!("{key} @{}", store.description());
+        if BASES.get(&full).is_none() {
+            let base: Base = store.get_json(&file.base).await?;
+            if let Some(fragments) = file.fragments {
+                let summaries: Vec<P::Fragment> = store.get_json(&fragments).await?;
+                if summaries.len() != base.slots.len() {
+                    return Err(crate::store::StoreError::Corrupt(
+                        format!("layout fragments {fragments}"),
+                        "not one per base chunk".into(),
+                    ));
+                }
+                for (slot, summary) in base.slots.iter().zip(summaries) {
+                    P::remember(&slot.2, base.rendering, summary);
+                }
+            }
+            let _ = base.stored.set((file.base, file.fragments));
+            BASES.remember(&full, base);
+        }
+        for (delta_key, delta) in &file.deltas {
+            if DELTAS.get(delta_key).is_none() {
+                DELTAS.remember(delta_key, *delta);
+            }
+        }
+    }
+    for (composite, points) in &record.composites {
+        store.take_up_composite(composite, points).await?;
+    }
+    Ok(())
 }
 
 /// Bases by kind, store, file and retention; dropped with the fragment memory.
@@ -81,24 +320,54 @@ pub async fn fragments_for<P: Fragmented>(
     slots: &[Slot],
     rendering: Rendering,
 ) -> Result<LaidOut<P::Fragment>> {
-    let key = format!("{} {} {file} {rendering:?}", P::KIND, store.description());
+    let file_key = format!("{} {file} {rendering:?}", P::KIND);
+    let key = format!("{file_key} @{}", store.description());
     if let Some(base) = BASES.get(&key)
-        && let Some(laid_out) = over_base::<P>(store, &base, slots, rendering).await?
+        && let Some((chunks, fragments, deltas)) =
+            over_base::<P>(store, &base, slots, rendering).await?
     {
-        return Ok(laid_out);
+        let base_fragments = fragments[..base.slots.len()].to_vec();
+        return Ok(LaidOut {
+            chunks,
+            fragments,
+            laid: FileLayout {
+                key: file_key,
+                base,
+                base_fragments,
+                deltas,
+            },
+        });
     }
     let chunks: Vec<Digest> = slots.iter().map(|s| s.2).collect();
     let fragments = rendered::<P>(store, &chunks, rendering).await?;
     let packages = fragments.iter().map(|f| P::listed(f)).sum();
-    BASES.remember(
+    let base = BASES.remember(
         &key,
         Base {
             slots: slots.to_vec(),
             packages,
+            rendering,
+            stored: OnceLock::new(),
         },
     );
-    Ok(LaidOut { chunks, fragments })
+    Ok(LaidOut {
+        chunks,
+        laid: FileLayout {
+            key: file_key,
+            base,
+            base_fragments: fragments.clone(),
+            deltas: Vec::new(),
+        },
+        fragments,
+    })
 }
+
+/// A layout over a base: the chunks and fragments in file order, and the deltas used.
+type OverBase<F> = (
+    Vec<Digest>,
+    Vec<Arc<F>>,
+    Vec<(String, Option<(Digest, usize)>)>,
+);
 
 /// The base's fragments followed by the deltas of every chunk changed since, or None
 /// if some change is not a pure addition or the delta has grown too large.
@@ -107,9 +376,10 @@ async fn over_base<P: Fragmented>(
     base: &Base,
     slots: &[Slot],
     rendering: Rendering,
-) -> Result<Option<LaidOut<P::Fragment>>> {
+) -> Result<Option<OverBase<P::Fragment>>> {
     let current: HashMap<(bool, u8), Digest> = slots.iter().map(|s| ((s.0, s.1), s.2)).collect();
     let mut deltas = Vec::new();
+    let mut used = Vec::new();
     let mut added = 0;
     let was: HashMap<(bool, u8), Digest> = base.slots.iter().map(|s| ((s.0, s.1), s.2)).collect();
     if was.keys().any(|slot| !current.contains_key(slot)) {
@@ -122,7 +392,9 @@ async fn over_base<P: Fragmented>(
             continue;
         }
         // A bucket the base did not have is all new.
-        match delta::<P>(store, before, now, rendering).await? {
+        let (delta_key, found) = delta::<P>(store, before, now, rendering).await?;
+        used.push((delta_key, found));
+        match found {
             Some((chunk, count)) => {
                 deltas.push(chunk);
                 added += count;
@@ -137,18 +409,19 @@ async fn over_base<P: Fragmented>(
     let mut fragments = rendered::<P>(store, &chunks, rendering).await?;
     fragments.extend(rendered::<P>(store, &deltas, rendering).await?);
     chunks.extend(deltas);
-    Ok(Some(LaidOut { chunks, fragments }))
+    Ok(Some((chunks, fragments, used)))
 }
 
 /// The chunk of packages `now` has beyond `was`, stored so its fragment can be rendered
 /// and cached like any chunk's, and how many; None unless `now` only adds to `was` and
 /// retention keeps every package of `now` (so the base's fragment of `was` still holds).
+/// With the key it is remembered under.
 async fn delta<P: Fragmented>(
     store: &Store,
     was: Option<&Digest>,
     now: &Digest,
     rendering: Rendering,
-) -> Result<Option<(Digest, usize)>> {
+) -> Result<(String, Option<(Digest, usize)>)> {
     let key = format!(
         "{} {}",
         was.map_or("-".to_string(), |d| d.hex()),
@@ -160,7 +433,7 @@ async fn delta<P: Fragmented>(
         {
             // gc swept the delta chunk (nothing but this memory names it): make it again.
         } else {
-            return Ok(*found);
+            return Ok((key, *found));
         }
     }
     let before = match was {
@@ -184,7 +457,7 @@ async fn delta<P: Fragmented>(
         None => None,
     };
     DELTAS.remember(&key, stored);
-    Ok(stored)
+    Ok((key, stored))
 }
 
 /// The packages of `after` not in `before`, if `after` keeps every package of `before`

@@ -259,14 +259,16 @@ impl Marking {
     }
 }
 
-/// Every fragment cache entry (APT, RPM, legacy hashes). Each one's name starts with
-/// the digest it belongs to: a chunk's, or for legacy hashes a package's.
+/// Every fragment cache entry (APT, RPM, legacy hashes, publish layouts). Each one's
+/// name starts with the digest it belongs to: a chunk's, for legacy hashes a package's,
+/// for a publish layout its publication's.
 async fn list_cache_entries(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
     let mut listed: Vec<_> = Vec::new();
     for prefix in [
         "cache/apt-fragments",
         "cache/rpm-fragments",
         "cache/legacy-hashes",
+        crate::layout::RECORDS,
     ] {
         let found: Vec<_> = store
             .object_store()
@@ -293,7 +295,11 @@ pub async fn cache_entries(store: &Store) -> Result<Vec<(Path, Vec<Digest>)>> {
 
 /// The blobs a fragment cache entry names.
 fn cached_blobs(name: &str, bytes: &[u8]) -> Vec<Digest> {
-    if name.starts_with("cache/apt-fragments/")
+    if name.starts_with(crate::layout::RECORDS) {
+        serde_json::from_slice::<crate::layout::PublishLayout>(bytes)
+            .map(|record| record.blobs())
+            .unwrap_or_default()
+    } else if name.starts_with("cache/apt-fragments/")
         && let Ok(f) = serde_json::from_slice::<crate::apt::fragments::Fragment>(bytes)
     {
         vec![f.text, f.gz, f.xz, f.contents, f.contents_gz]

@@ -31,6 +31,20 @@ pub struct Fragment {
     /// The same, as a blob a publication can name (a JSON object path -> file).
     #[serde(default)]
     pub pool_chunk: Option<Digest>,
+    /// How many packages `pool` lists, kept when a layout record leaves `pool` out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub listed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Fragment {
+    /// How many packages the fragment lists.
+    pub fn listed(&self) -> usize {
+        self.listed.max(self.pool.len())
+    }
 }
 
 /// Fragments never change for a given key, so a server keeps the recent ones in memory.
@@ -44,7 +58,22 @@ impl crate::layout::Fragmented for AptPackage {
         fragment(&store, &chunk, rendering).await
     }
     fn listed(fragment: &Fragment) -> usize {
-        fragment.pool.len()
+        fragment.listed()
+    }
+    fn summary(fragment: &Fragment) -> Option<Fragment> {
+        // Joining and publishing need the digests and the count, not the pool list
+        // (the pool chunk holds it): a summary is a twentieth of the entry.
+        Some(Fragment {
+            pool: Vec::new(),
+            listed: fragment.listed(),
+            ..fragment.clone()
+        })
+    }
+    fn remember(chunk: &Digest, rendering: Rendering, fragment: Fragment) {
+        let key = crate::fragment_memory::cache_key("apt", chunk, rendering);
+        if MEMORY.get(&key).is_none() {
+            MEMORY.remember(&key, fragment);
+        }
     }
 }
 
@@ -171,6 +200,7 @@ pub async fn fragment(
         store.put_part(contents_gz),
     )?;
     let fragment = Fragment {
+        listed: pool.len(),
         pool_chunk: Some(pool_chunk.digest),
         text: text.0,
         gz: gz.0,

@@ -76,8 +76,14 @@ pub async fn publish_suite(
                 return Ok(published);
             }
         }
-        let built = build(store, agent, &definition, suite, inputs).await?;
+        // The layout the current publication was built with, if another process (or
+        // this one before a restart) built it: this publish then resumes from it.
+        if let Some(head) = &current {
+            layout::take_up::<AptPackage>(store, &head.target).await;
+        }
+        let (built, record) = build(store, agent, &definition, suite, inputs).await?;
         if let Some(published) = publication::advance(store, &reference, current, built).await? {
+            record.write(store, &published.head.target).await;
             return Ok(published);
         }
     }
@@ -90,16 +96,30 @@ async fn store_index_files(
     file: &str,
     slots: &[layout::Slot],
     rendering: Rendering,
-) -> Result<(Vec<std::sync::Arc<fragments::Fragment>>, Vec<BlobMeta>), StoreError> {
-    let parts = layout::fragments_for::<AptPackage>(store, file, slots, rendering)
-        .await?
-        .fragments;
+) -> Result<
+    (
+        Vec<std::sync::Arc<fragments::Fragment>>,
+        Vec<BlobMeta>,
+        layout::PublishLayout,
+    ),
+    StoreError,
+> {
+    let mut record = layout::PublishLayout::default();
+    let laid_out = layout::fragments_for::<AptPackage>(store, file, slots, rendering).await?;
+    let parts = laid_out.fragments;
+    // States after the deltas, the parts around them and the last base part: what the
+    // next publish, which changes at most the deltas, resumes from.
+    let last = laid_out.laid.delta_count() + 1;
     let joined = fragments::join(store, &parts).await?;
     let mut stored = Vec::new();
     for file_parts in joined.files() {
-        stored.push(store.put_composite(file_parts).await?);
+        let digests: Vec<crate::digest::Digest> = file_parts.iter().map(|p| p.0).collect();
+        let meta = store.put_composite(file_parts).await?;
+        record.add_composite(store, meta.digest, &digests, last);
+        stored.push(meta);
     }
-    Ok((parts, stored))
+    record.add_file::<AptPackage>(store, laid_out.laid).await?;
+    Ok((parts, stored, record))
 }
 
 /// MD5, SHA-1 and SHA-512 of a stored index file, for Release's legacy hash lists.
@@ -129,7 +149,7 @@ async fn build(
     definition: &AptRepo,
     suite: &str,
     inputs: BTreeMap<String, u64>,
-) -> Result<AptPublication, PublishError> {
+) -> Result<(AptPublication, layout::PublishLayout), PublishError> {
     let suite_def = definition
         .suites
         .iter()
@@ -145,6 +165,7 @@ async fn build(
     let mut pool: BTreeMap<String, FileEntry> = BTreeMap::new();
     let mut pool_chunks: Vec<crate::digest::Digest> = Vec::new();
     let mut index_files: Vec<IndexFile> = Vec::new();
+    let mut record = layout::PublishLayout::default();
 
     for component in &suite_def.components {
         let (_, source_cell) = cells::load_cell::<AptSource>(
@@ -216,14 +237,15 @@ async fn build(
                 .collect();
             let file = format!("{repo}/{suite}/{component}/{arch}");
             // A part gc swept while its bytes were held here is NotFound: start over from the store.
-            let (parts, stored) = crate::fragment_memory::retry_after_forgetting(|| {
+            let (parts, stored, laid) = crate::fragment_memory::retry_after_forgetting(|| {
                 store_index_files(store, &file, &slots, rendering)
             })
             .await?;
+            record.extend(laid);
             pool_chunks.extend(
                 parts
                     .iter()
-                    .filter(|f| !f.pool.is_empty())
+                    .filter(|f| f.listed() > 0)
                     .filter_map(|f| f.pool_chunk),
             );
             let dir = format!("{component}/binary-{arch}");
@@ -279,7 +301,7 @@ async fn build(
         );
     }
 
-    Ok(AptPublication {
+    let publication = AptPublication {
         kind: ManifestKind::AptPublication,
         repo: repo.to_string(),
         suite: suite.to_string(),
@@ -292,5 +314,6 @@ async fn build(
             pool_chunks.dedup();
             pool_chunks
         },
-    })
+    };
+    Ok((publication, record))
 }

@@ -96,6 +96,12 @@ impl crate::layout::Fragmented for RpmPackage {
     fn listed(fragment: &Fragment) -> usize {
         fragment.pool.len()
     }
+    fn summary(_: &Fragment) -> Option<Fragment> {
+        // A tree's pool chunk is rendered from the pool list, which is most of the
+        // entry: RPM layouts are not written down with their fragments.
+        None
+    }
+    fn remember(_: &Digest, _: Rendering, _: Fragment) {}
 }
 
 pub async fn fragment(

@@ -199,6 +199,7 @@ async fn gather(
     let layout::LaidOut {
         chunks,
         fragments: parts,
+        ..
     } = layout::fragments_for::<RpmPackage>(store, file, slots, Rendering::retaining(retention))
         .await?;
     let mut pool_chunks = Vec::new();

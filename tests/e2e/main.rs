@@ -20,6 +20,7 @@ mod legacy_rpms;
 mod maintenance;
 mod mirror;
 mod newer_clients;
+mod publish_resume;
 mod readcaps;
 mod refresh_during_publish;
 mod refusals;

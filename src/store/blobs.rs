@@ -43,7 +43,11 @@ pub(crate) fn blob_path(digest: &Digest) -> Path {
 impl Store {
     /// Store a small in-memory blob (an index, a manifest, a signature).
     pub async fn put_blob(&self, bytes: Bytes) -> Result<BlobMeta> {
-        let digest = Digest::of(&bytes);
+        self.put_digested(Digest::of(&bytes), bytes).await
+    }
+
+    /// Stores `bytes` under `digest`, which the caller computed from exactly these bytes.
+    async fn put_digested(&self, digest: Digest, bytes: Bytes) -> Result<BlobMeta> {
         let size = bytes.len() as u64;
         if self.packs_small(size) {
             return self.pack_blob(digest, bytes).await;
@@ -72,10 +76,7 @@ impl Store {
     /// imported package, hashed as it was read): hashing a package a second time was a
     /// third of a cold rpm import's sha256 work.
     pub async fn put_blob_hashed(&self, digest: Digest, bytes: Bytes) -> Result<BlobMeta> {
-        if self.packs_small(bytes.len() as u64) {
-            return self.pack_blob(digest, bytes).await;
-        }
-        self.put_blob(bytes).await
+        self.put_digested(digest, bytes).await
     }
 
     /// Store a local file whose digest the caller already computed while spooling it.

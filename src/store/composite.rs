@@ -50,9 +50,23 @@ pub(crate) fn composite_path(digest: &Digest) -> Path {
 /// part a remembered composite names was checked there.
 pub(crate) static PART_HASHES: PartHashes = PartHashes::new(64);
 
-/// Records read recently: a served Packages file resolves its parts on every request.
-static RECORDS: LazyLock<Mutex<HashMap<Digest, Arc<CompositeRecord>>>> =
-    LazyLock::new(Default::default);
+/// Records read or written recently: a served Packages file resolves its parts on every
+/// request, and a publish need not write a record again that is known to be stored.
+/// Dropped with the held bytes (the epoch), since a gc that swept may have taken one.
+static RECORDS: LazyLock<Mutex<Records>> = LazyLock::new(Default::default);
+
+/// The held-bytes epoch the records belong to, and the records by digest.
+type Records = (u64, HashMap<Digest, Arc<CompositeRecord>>);
+
+/// The record of `digest` if this process read or wrote it since the last forget.
+fn remembered_record(digest: &Digest) -> Option<Arc<CompositeRecord>> {
+    let epoch = super::held::epoch();
+    let mut records = RECORDS.lock().ok()?;
+    if records.0 != epoch {
+        *records = (epoch, HashMap::new());
+    }
+    records.1.get(digest).cloned()
+}
 
 const REMEMBERED_RECORDS: usize = 4096;
 
@@ -75,7 +89,14 @@ impl Store {
     /// return it as one. It is also held in memory: the next publish joins it again.
     pub async fn put_part(&self, bytes: impl Into<Bytes>) -> Result<PartBytes> {
         let bytes = bytes.into();
-        let digest = self.put_blob(bytes.clone()).await?.digest;
+        let digest = Digest::of(&bytes);
+        // Held means stored since the last sweep this process knows of (what gc may take
+        // is forgotten after it sweeps): an xz frame's header and an unchanged file's tail
+        // are not written again on every publish.
+        if super::held::held(&digest).is_some() {
+            return Ok((digest, bytes));
+        }
+        self.put_blob_hashed(digest, bytes.clone()).await?;
         super::held::hold(&digest, &bytes);
         Ok((digest, bytes))
     }
@@ -177,6 +198,11 @@ impl Store {
                 })
                 .collect(),
         };
+        // A publish of an unchanged file joins the same parts again: its record is
+        // stored already (on S3, five requests per unchanged component and architecture).
+        if remembered_record(&digest).is_some_and(|known| *known == record) {
+            return Ok(BlobMeta { digest, size });
+        }
         let json = serde_json::to_vec(&record)
             .map_err(|e| StoreError::Corrupt("composite".into(), e.to_string()))?;
         match self
@@ -198,7 +224,7 @@ impl Store {
 
     /// The record of a composite blob, or None if `digest` names no composite.
     pub async fn composite(&self, digest: &Digest) -> Result<Option<Arc<CompositeRecord>>> {
-        if let Some(found) = RECORDS.lock().ok().and_then(|r| r.get(digest).cloned()) {
+        if let Some(found) = remembered_record(digest) {
             return Ok(Some(found));
         }
         let found = match self
@@ -300,11 +326,12 @@ impl Store {
 }
 
 fn remember_record(digest: Digest, record: Arc<CompositeRecord>) {
+    let epoch = super::held::epoch();
     if let Ok(mut records) = RECORDS.lock() {
-        if records.len() >= REMEMBERED_RECORDS {
-            records.clear();
+        if records.0 != epoch || records.1.len() >= REMEMBERED_RECORDS {
+            *records = (epoch, HashMap::new());
         }
-        records.insert(digest, record);
+        records.1.insert(digest, record);
     }
 }
 

@@ -34,6 +34,101 @@ pub struct Published {
 /// Ref inputs: ref name -> generation, for the repository definition and every cell read.
 pub type Inputs = BTreeMap<String, u64>;
 
+/// The heads a publication is built from, by ref name (cells that do not exist yet are absent).
+pub type Heads = BTreeMap<String, crate::store::RefEntry>;
+
+/// The generations of `heads`: what a publication records as its inputs.
+pub fn generations(heads: &Heads) -> Inputs {
+    heads
+        .iter()
+        .map(|(name, head)| (name.clone(), head.generation))
+        .collect()
+}
+
+/// Returns once the publication ref `reference` has moved past `current` (None: once it
+/// exists): another process published while this one was building. Checks each second
+/// (one request), only while a build runs.
+pub async fn published_meanwhile(store: &Store, reference: &RefName, current: Option<u64>) {
+    let next = current.map_or(0, |g| g + 1);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Ok(Some(_)) = store.ref_entry(reference, next).await {
+            return;
+        }
+    }
+}
+
+/// Builds with `build`, unless another process publishes `reference` past `current`
+/// first: then None, and the caller starts over from what that one published. A daemon
+/// building the same publication as the writer of a change (discovery's window ran out)
+/// used to finish its build, lose the race, and serve nothing new until then.
+pub async fn build_unless_published<T>(
+    store: &Store,
+    reference: &RefName,
+    current: Option<u64>,
+    build: impl std::future::Future<Output = Result<T, PublishError>>,
+) -> Result<Option<T>, PublishError> {
+    tokio::select! {
+        built = build => built.map(Some),
+        () = published_meanwhile(store, reference, current) => {
+            tracing::info!(reference = %reference, "published elsewhere while building; starting over from that publication");
+            Ok(None)
+        }
+    }
+}
+
+/// How many ref heads or manifests a publish reads at once: each is a request on S3.
+const READ_PARALLEL: usize = 16;
+
+/// The heads of `refs` that exist, read side by side.
+pub async fn read_heads(
+    store: &Store,
+    refs: Vec<crate::store::RefName>,
+) -> Result<Heads, PublishError> {
+    use futures::{StreamExt, TryStreamExt};
+    // Futures of owned inputs, made before the stream: a closure inside the stream
+    // combinator would make the manager's future not `Send` (see `render_chunks`).
+    let reads: Vec<_> = refs
+        .into_iter()
+        .map(|name| {
+            let store = store.clone();
+            async move {
+                let head = store.ref_head(&name).await?;
+                Ok::<_, crate::store::StoreError>(head.map(|head| (name.to_string(), head)))
+            }
+        })
+        .collect();
+    let read: Vec<_> = futures::stream::iter(reads)
+        .buffered(READ_PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(read.into_iter().flatten().collect())
+}
+
+/// The cell manifests `heads` name (every head under `cells/`), read side by side.
+pub async fn read_cells(
+    store: &Store,
+    heads: &Heads,
+) -> Result<BTreeMap<String, crate::model::Cell>, PublishError> {
+    use futures::{StreamExt, TryStreamExt};
+    let reads: Vec<_> = heads
+        .iter()
+        .filter(|(name, _)| name.starts_with("cells/"))
+        .map(|(name, head)| {
+            let (store, name, target) = (store.clone(), name.clone(), head.target);
+            async move {
+                let cell: crate::model::Cell = store.get_json(&target).await?;
+                Ok::<_, crate::store::StoreError>((name, cell))
+            }
+        })
+        .collect();
+    let read: Vec<_> = futures::stream::iter(reads)
+        .buffered(READ_PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(read.into_iter().collect())
+}
+
 /// The published head, and the publication itself when it was built from exactly `inputs`.
 pub async fn up_to_date(
     store: &Store,
@@ -252,5 +347,56 @@ impl PoolIndex {
             changes,
             sources,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_build_stops_when_another_process_publishes_first() {
+        let store = Store::memory();
+        let reference = RefName::new("published/apt/race/stable").unwrap();
+        let target = store
+            .put_blob(bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let first = store
+            .ref_advance(&reference, None, target.digest, "test", "first")
+            .await
+            .unwrap();
+        // A build that would take a minute, and another process publishing after 300 ms.
+        let slow = async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Ok::<_, PublishError>("built")
+        };
+        let other = store.clone();
+        let reference_again = reference.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            other
+                .ref_advance(
+                    &reference_again,
+                    Some(first.generation),
+                    target.digest,
+                    "test",
+                    "other",
+                )
+                .await
+                .unwrap();
+        });
+        let started = std::time::Instant::now();
+        let outcome = build_unless_published(&store, &reference, Some(first.generation), slow)
+            .await
+            .unwrap();
+        assert_eq!(outcome, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // With nobody publishing meanwhile, the build's result comes back.
+        let quick = async { Ok::<_, PublishError>("built") };
+        let outcome = build_unless_published(&store, &reference, Some(first.generation + 1), quick)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Some("built"));
     }
 }

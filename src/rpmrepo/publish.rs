@@ -84,7 +84,13 @@ pub async fn publish_tree(
         if let Some(published) = fresh {
             return Ok(published);
         }
-        let (built, documents) = build(store, agent, &definition, tree, inputs).await?;
+        let building = build(store, agent, &definition, tree, inputs);
+        let generation = current.as_ref().map(|head| head.generation);
+        let Some((built, documents)) =
+            publication::build_unless_published(store, &reference, generation, building).await?
+        else {
+            continue;
+        };
         let advanced = publication::advance(store, &reference, current, built).await?;
         if let Some(published) = advanced {
             // Published: now the idle time until the next upload can hash ahead for it.

@@ -5,7 +5,8 @@
 //! It follows the store's change log ([`crate::store::change_log`]): one request per
 //! poll while nothing changes, and for each change only the suites it feeds. A cell
 //! change is left to the daemon that took the upload for [`LEAVE_TO_WRITER`], whose
-//! publication this one then serves; other changes are published at once. A full scan
+//! publication this one then serves (longer when publishes here or there have been
+//! slower; see [`Discovery::leave_to_writer`]); other changes are published at once. A full scan
 //! of every repository definition and cell head runs at start, when the follower fell
 //! behind a pruned window, and as a slow safety net for a writer that died between its
 //! ref write and its log append. The safety net's interval grows with what a scan costs
@@ -40,9 +41,17 @@ const SCAN_RETRY: Duration = Duration::from_secs(10);
 
 /// How long a daemon that learns of a cell change from the log leaves publishing it to
 /// the daemon that took the upload (which publishes at once, and whose publication it
-/// then serves): N daemons building the same publication side by side cost the store N
-/// times the requests and each other the race. Past this, it publishes itself.
+/// then serves), at least: N daemons building the same publication side by side cost the
+/// store N times the requests and each other the race. Past this, it publishes itself.
 const LEAVE_TO_WRITER: Duration = Duration::from_secs(3);
+
+/// ... and at most, however slow publishes have been: the bound on how late a change
+/// whose writer died is published.
+const LEAVE_TO_WRITER_MAX: Duration = Duration::from_secs(60);
+
+/// How many recent publish durations (own builds, and how long other daemons took to
+/// publish a cell change seen here) the window is sized from.
+const RECENT_PUBLISHES: usize = 16;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -57,8 +66,11 @@ pub struct Discovery {
     /// When the next full scan is due; None: at the next poll.
     next_scan: Option<Instant>,
     /// Cell changes left to the writer's daemon for now: the suite or tree, the cell and
-    /// its generation, and when to publish it here if nobody has.
+    /// its generation, and when the change was seen here.
     left_to_writer: Vec<(SuiteKey, String, u64, Instant)>,
+    /// How long recent publishes took, newest last: this daemon's own builds, and the time
+    /// from seeing a cell change to serving the writer's publication of it.
+    recent_publishes: std::collections::VecDeque<Duration>,
     /// Publications of other daemons served since the manager last asked.
     adopted: usize,
 }
@@ -73,8 +85,32 @@ impl Discovery {
             rpm: BTreeMap::new(),
             next_scan: None,
             left_to_writer: Vec::new(),
+            recent_publishes: std::collections::VecDeque::new(),
             adopted: 0,
         }
+    }
+
+    /// Notes how long a publish took, here or (seen from here) on another daemon.
+    pub fn note_publish(&mut self, took: Duration) {
+        if self.recent_publishes.len() >= RECENT_PUBLISHES {
+            self.recent_publishes.pop_front();
+        }
+        self.recent_publishes.push_back(took);
+    }
+
+    /// How long a cell change is left to its writer: twice the slowest recent publish,
+    /// between [`LEAVE_TO_WRITER`] and [`LEAVE_TO_WRITER_MAX`]. A fixed 3 s was shorter than
+    /// one publish of a 100-cell suite on a slow S3 server (7 s): every other daemon then
+    /// built the same publication beside the writer, lost the race, and served nothing new
+    /// until its own build ended, since a manager publishing does not poll.
+    pub fn leave_to_writer(&self) -> Duration {
+        let slowest = self
+            .recent_publishes
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        (slowest * 2).clamp(LEAVE_TO_WRITER, LEAVE_TO_WRITER_MAX)
     }
 
     /// How many publications of other daemons this one started serving since the last
@@ -132,10 +168,10 @@ impl Discovery {
                         for (name, generation) in refs {
                             match self.touched(views, &name, generation).await {
                                 Ok(keys) if name.starts_with("cells/") => {
-                                    let due = Instant::now() + LEAVE_TO_WRITER;
+                                    let seen = Instant::now();
                                     self.left_to_writer.extend(
                                         keys.into_iter()
-                                            .map(|key| (key, name.clone(), generation, due)),
+                                            .map(|key| (key, name.clone(), generation, seen)),
                                     );
                                 }
                                 Ok(keys) => stale.extend(keys),
@@ -169,18 +205,26 @@ impl Discovery {
         }
         stale.extend(self.resign_due(views));
         let now = Instant::now();
-        self.left_to_writer.retain(|(key, cell, generation, due)| {
+        let leave = self.leave_to_writer();
+        let mut writers_took = Vec::new();
+        self.left_to_writer.retain(|(key, cell, generation, seen)| {
             let served = views.get(&key.0, &key.1).is_some_and(|v| {
                 v.current
                     .inputs
                     .get(cell)
-                    .is_some_and(|seen| seen >= generation)
+                    .is_some_and(|served| served >= generation)
             });
-            if !served && now >= *due {
+            let due = now >= *seen + leave;
+            if served {
+                writers_took.push(now - *seen);
+            } else if due {
                 stale.insert(key.clone());
             }
-            !served && now < *due
+            !served && !due
         });
+        for took in writers_took {
+            self.note_publish(took);
+        }
         stale
     }
 
@@ -377,6 +421,24 @@ fn scan_interval(requests: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_left_to_a_writer_follows_how_long_publishes_take() {
+        let store = crate::store::Store::memory();
+        let mut discovery = Discovery::new(store, Arc::new(Metrics::default()));
+        assert_eq!(discovery.leave_to_writer(), LEAVE_TO_WRITER);
+        discovery.note_publish(Duration::from_millis(800));
+        assert_eq!(discovery.leave_to_writer(), LEAVE_TO_WRITER);
+        discovery.note_publish(Duration::from_secs(7));
+        assert_eq!(discovery.leave_to_writer(), Duration::from_secs(14));
+        discovery.note_publish(Duration::from_secs(600));
+        assert_eq!(discovery.leave_to_writer(), LEAVE_TO_WRITER_MAX);
+        // Slow publishes age out of the window.
+        for _ in 0..RECENT_PUBLISHES {
+            discovery.note_publish(Duration::from_secs(1));
+        }
+        assert_eq!(discovery.leave_to_writer(), LEAVE_TO_WRITER);
+    }
 
     #[test]
     fn an_idle_daemon_stays_under_one_request_a_second_at_any_size() {

@@ -319,6 +319,9 @@ pub struct Manager {
     dirty_rx: mpsc::UnboundedReceiver<SuiteKey>,
     flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<usize>>,
     published_tx: watch::Sender<u64>,
+    /// How long the last publish that built something took (µs; 0: it built nothing),
+    /// for discovery's window left to writers.
+    last_build_micros: std::sync::atomic::AtomicU64,
 }
 
 pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager, ManagerHandle) {
@@ -342,6 +345,7 @@ pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager,
             dirty_rx,
             flush_rx,
             published_tx,
+            last_build_micros: Default::default(),
         },
         handle,
     )
@@ -388,6 +392,13 @@ impl Manager {
             for (repo, suite) in dirty {
                 if !self.publish(&repo, &suite).await {
                     retry.insert((repo, suite));
+                }
+                let built = self
+                    .last_build_micros
+                    .swap(0, std::sync::atomic::Ordering::Relaxed);
+                if built > 0 {
+                    self.discovery
+                        .note_publish(std::time::Duration::from_micros(built));
                 }
             }
             if let Some(reply) = flushed {
@@ -438,6 +449,10 @@ impl Manager {
                 if changed {
                     let elapsed = started.elapsed();
                     self.metrics.record_publish(elapsed);
+                    self.last_build_micros.store(
+                        elapsed.as_micros().max(1) as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     tracing::info!(
                         repo,
                         suite,

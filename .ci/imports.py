@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Import graph of the crate's modules, from the `crate::` and `super::` paths in src/ (not a
+Rust parser: paths in comments and strings count too, which errs towards reporting an edge).
+
+Usage: .ci/imports.py [--cycles] [--edges]
+  --cycles  print every cycle (strongly connected set of files) and exit 1 if there is one
+  --edges   print every edge, file -> file
+Issue 17 wants no cycle between files or folders of src/ and no edge from a lower layer to a
+higher one; this is the check CI will run once the crate is layered."""
+import os
+import re
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+PATH = re.compile(r"\b(crate|super)((?:::[a-z_][a-z0-9_]*)+)")
+GROUP = re.compile(r"\b(crate|super)((?:::[a-z_][a-z0-9_]*)*)::\{([^}]*)\}", re.S)
+
+
+def modules():
+    """Module path (tuple) -> file."""
+    out = {}
+    for dirpath, _, files in os.walk(ROOT):
+        for name in files:
+            if not name.endswith(".rs"):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, name), ROOT)[:-3].split(os.sep)
+            if rel[-1] in ("mod", "lib", "main"):
+                rel = rel[:-1]
+            out[tuple(rel)] = os.path.join(dirpath, name)
+    return out
+
+
+def resolve(mods, path):
+    """The longest module prefix of `path`."""
+    for n in range(len(path), 0, -1):
+        if tuple(path[:n]) in mods:
+            return tuple(path[:n])
+    return None
+
+
+def edges(mods):
+    graph = {m: set() for m in mods}
+    for module, file in mods.items():
+        text = open(file, encoding="utf-8").read()
+        # A file's own `mod tests` and the crate root's declarations are not dependencies.
+        text = text.split("#[cfg(test)]\nmod tests")[0]
+        found = []
+        for root, rest, group in GROUP.findall(text):
+            for item in group.split(","):
+                item = item.strip().split(" as ")[0]
+                if item and item != "self":
+                    found.append(base_path(root, module) + rest.strip(":").split("::") + item.split("::"))
+        for root, rest in PATH.findall(text):
+            found.append(base_path(root, module) + rest.strip(":").split("::"))
+        for path in found:
+            path = [p for p in path if p]
+            target = resolve(mods, path)
+            if target is not None and target != module and target != ():
+                graph[module].add(target)
+    return graph
+
+
+def base_path(root, module):
+    """Where `crate::` or `super::` starts from in `module`: `super` in a/b.rs is a, and in
+    a/mod.rs (module a) the crate root, so both are the module's parent."""
+    if root == "crate":
+        return []
+    return list(module[:-1])
+
+
+def cycles(graph):
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+    sys.setrecursionlimit(10000)
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def name(module):
+    return "::".join(module) or "crate"
+
+
+def main():
+    mods = modules()
+    graph = edges(mods)
+    if "--edges" in sys.argv:
+        for module in sorted(graph):
+            for target in sorted(graph[module]):
+                print(f"{name(module)} -> {name(target)}")
+    found = cycles(graph)
+    for component in found:
+        print(f"cycle of {len(component)} modules: " + ", ".join(name(m) for m in component))
+    if "--cycles" in sys.argv and found:
+        sys.exit(1)
+
+
+main()

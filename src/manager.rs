@@ -493,24 +493,42 @@ pub async fn load_published(
     store: &Store,
     views: &Views,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use futures::{StreamExt, TryStreamExt};
+    let mut suites = Vec::new();
     for repo in repos::list_apt_repos(store).await? {
         let definition = repos::load_apt_repo(store, &repo).await?;
         views.set_private(&repo, definition.private);
         for suite in &definition.suites {
-            let reference = model::publication_ref(&repo, &suite.name)?;
-            let Some(head) = store.ref_head(&reference).await? else {
-                continue;
-            };
-            // Replay the last few generations too, so their by-hash files stay fetchable after a restart.
-            let first = head.generation.saturating_sub(KEEP_SUPERSEDED as u64);
-            for generation in first..=head.generation {
-                let key = (repo.clone(), suite.name.clone());
-                views
-                    .install_generation(store, key, &reference, generation)
-                    .await?;
-            }
+            suites.push((repo.clone(), suite.name.clone()));
         }
     }
+    // Suites side by side (on S3 each is a chain of requests: 50 suites one after the
+    // other took minutes on a slow server), each suite's generations in order.
+    let loads: Vec<_> = suites
+        .into_iter()
+        .map(|(repo, suite)| {
+            let store = store.clone();
+            async move {
+                let reference = model::publication_ref(&repo, &suite)?;
+                let Some(head) = store.ref_head(&reference).await? else {
+                    return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+                };
+                // Replay the last few generations too, so their by-hash files stay fetchable after a restart.
+                let first = head.generation.saturating_sub(KEEP_SUPERSEDED as u64);
+                for generation in first..=head.generation {
+                    let key = (repo.clone(), suite.clone());
+                    views
+                        .install_generation(&store, key, &reference, generation)
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .collect();
+    futures::stream::iter(loads)
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
     for repo in repos::list_rpm_repos(store).await? {
         let definition = repos::load_rpm_repo(store, &repo).await?;
         views.set_private(&repo, definition.private);

@@ -67,6 +67,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let limits = Arc::new(limits);
     let (stop, stopping) = watch::channel(false);
+    let clients = Arc::new(super::pinning::ClientMemory::default());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -95,8 +96,17 @@ pub async fn serve(
         let router = router.clone();
         let limits = Arc::clone(&limits);
         let stopping = stopping.clone();
+        let clients = Arc::clone(&clients);
         tokio::spawn(async move {
-            run(stream, Arc::clone(&connection), router, &limits, stopping).await;
+            run(
+                stream,
+                Arc::clone(&connection),
+                router,
+                &limits,
+                stopping,
+                clients,
+            )
+            .await;
             connection.table.close(&connection);
             drop(slot);
         });
@@ -287,20 +297,36 @@ async fn run(
     router: Router,
     limits: &ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
+    clients: Arc<super::pinning::ClientMemory>,
 ) {
+    let address = stream
+        .peer_addr()
+        .map(|peer| peer.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let io = TokioIo::new(Metered {
         stream,
         connection: Arc::clone(&connection),
     });
     let body_timeout = limits.body_timeout;
     let service_connection = Arc::clone(&connection);
-    // What this connection was served of signed files, so a signature fetched after a
-    // publish matches the file fetched before it (see `super::pinning`).
+    // What this connection and this client were served of signed files, so a signature
+    // fetched after a publish matches the file fetched before it (see `super::pinning`).
     let memory = super::pinning::ConnectionMemory::default();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let guard = service_connection.begin_request();
         let mut router = router.clone();
-        request.extensions_mut().insert(memory.clone());
+        let user_agent = request
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .map(|agent| agent.as_bytes())
+            .unwrap_or_default();
+        let requester = super::pinning::Requester::new(
+            memory.clone(),
+            Arc::clone(&clients),
+            address,
+            user_agent,
+        );
+        request.extensions_mut().insert(requester);
         async move {
             let request = request.map(|body| TimedBody::new(body, body_timeout));
             let response = tower_service::Service::call(&mut router, request).await?;

@@ -206,17 +206,17 @@ fn view_of(
     Some((tree, view))
 }
 
-/// [`resolve`] for a request on a connection that remembers what it was served: a
-/// signature is the one published with the file this connection got (see [`pinning`]).
+/// [`resolve`] for a requester whose connection and client remember what they were
+/// served: a signature is the one published with the file they got (see [`pinning`]).
 pub(crate) fn resolve_on(
-    memory: Option<&pinning::ConnectionMemory>,
+    requester: Option<&pinning::Requester>,
     views: &Views,
     repo: &str,
     only: Option<&str>,
     path: &str,
 ) -> Option<FileEntry> {
     let resolved = resolve(views, repo, only, path);
-    pinning::pin(memory, repo, path, resolved, |known, digest, wanted| {
+    pinning::pin(requester, repo, path, resolved, |known, digest, wanted| {
         view_of(views, repo, path)?
             .1
             .counterpart(known, digest, wanted)
@@ -227,7 +227,7 @@ pub(crate) fn resolve_on(
 async fn repository_file(
     State(state): State<AppState>,
     Path((repo, path)): Path<(String, String)>,
-    memory: Option<axum::Extension<pinning::ConnectionMemory>>,
+    requester: Option<axum::Extension<pinning::Requester>>,
     headers: HeaderMap,
 ) -> Response {
     state.metrics.http_requests.inc();
@@ -241,7 +241,7 @@ async fn repository_file(
             None => None,
         }
     } else {
-        resolve_on(memory.as_deref(), views, &repo, None, &path)
+        resolve_on(requester.as_deref(), views, &repo, None, &path)
     };
     files::serve_or_404(
         &state,

@@ -100,7 +100,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap) -> Resp
 pub async fn file(
     State(state): State<AppState>,
     Path((cap, path)): Path<(String, String)>,
-    memory: Option<axum::Extension<super::pinning::ConnectionMemory>>,
+    requester: Option<axum::Extension<super::pinning::Requester>>,
     headers: HeaderMap,
 ) -> Response {
     state.metrics.http_requests.inc();
@@ -120,7 +120,7 @@ pub async fn file(
             None => None,
         },
         None => super::resolve_on(
-            memory.as_deref(),
+            requester.as_deref(),
             &state.manager.views,
             &repo,
             suite.as_deref(),

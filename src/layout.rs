@@ -41,11 +41,21 @@ pub trait Fragmented: Record + PartialEq {
     ) -> impl Future<Output = Result<Arc<Self::Fragment>>> + Send;
     /// How many packages a fragment lists.
     fn listed(fragment: &Self::Fragment) -> usize;
-    /// What a layout record keeps of a base fragment (what joining and publishing
-    /// read), or None if the kind's layouts are written down without fragments.
-    fn summary(fragment: &Self::Fragment) -> Option<Self::Fragment>;
-    /// Keeps a fragment taken up from a layout record, as if rendered here.
-    fn remember(chunk: &Digest, rendering: Rendering, fragment: Self::Fragment);
+    /// What a layout record keeps of a base fragment: what joining and publishing read.
+    type Summary: Serialize + serde::de::DeserializeOwned;
+    /// The summary of `chunk`'s fragment in the index file `file`, or None if this
+    /// process no longer knows enough of it (the record then keeps no fragments).
+    fn summary(
+        file: &str,
+        chunk: &Digest,
+        rendering: Rendering,
+        fragment: &Self::Fragment,
+    ) -> Option<Self::Summary>;
+    /// Keeps a summary taken up from a layout record of `file`, as if rendered here.
+    fn remember(file: &str, chunk: &Digest, rendering: Rendering, summary: Self::Summary);
+    /// Takes up a join hashed ahead of kind `kind` that this package kind wrote down
+    /// (see [`AheadJoin`]); the store's own kinds are taken up by the layout.
+    fn take_up_ahead(_join: &AheadJoin) {}
 }
 
 /// The fragments of `chunks`, in order, rendering the missing ones side by side.
@@ -85,6 +95,8 @@ struct Base {
 pub struct FileLayout<F> {
     /// Names the file without the store: kind, file and rendering.
     key: String,
+    /// The index file (repository, suite or tree, component, architecture).
+    file: String,
     base: Arc<Base>,
     /// The base chunks' fragments, in base order.
     base_fragments: Vec<Arc<F>>,
@@ -108,11 +120,33 @@ pub struct PublishLayout {
     files: BTreeMap<String, FileRecord>,
     /// Each joined file the publish stored, with hash states near its end.
     composites: Vec<(Digest, ResumePoints)>,
+    /// Joins hashed ahead for the next publish, after this one (RPM documents, whose
+    /// first part changes with the package count).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ahead: Vec<AheadJoin>,
 }
+
+/// A join hashed ahead, written down: its parts and sizes, and the states known after
+/// some of them. The parts are listed whole: the join is not stored anywhere else.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AheadJoin {
+    /// What the states hash: [`COMPOSITE`] (a stored composite's parts, which are blobs)
+    /// or a kind a package kind takes up itself ([`Fragmented::take_up_ahead`]).
+    pub kind: String,
+    pub parts: Vec<(Digest, u64)>,
+    pub points: ResumePoints,
+}
+
+/// The [`AheadJoin`] kind of a composite blob expected soon: its parts are blobs.
+pub const COMPOSITE: &str = "composite";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRecord {
+    /// The index file, for [`Fragmented::remember`] (absent in records from before it).
+    #[serde(default)]
+    file: String,
     base: Digest,
     /// The base chunks' fragment summaries, in base order.
     fragments: Option<Digest>,
@@ -136,8 +170,12 @@ impl PublishLayout {
         let (base, fragments) = match laid.base.stored.get() {
             Some(stored) => *stored,
             None => {
-                let summaries: Option<Vec<P::Fragment>> =
-                    laid.base_fragments.iter().map(|f| P::summary(f)).collect();
+                let summaries: Option<Vec<P::Summary>> = laid
+                    .base_fragments
+                    .iter()
+                    .zip(&laid.base.slots)
+                    .map(|(f, slot)| P::summary(&laid.file, &slot.2, laid.base.rendering, f))
+                    .collect();
                 let fragments = match summaries {
                     Some(summaries) => Some(store.put_json(&summaries).await?.digest),
                     None => None,
@@ -150,6 +188,7 @@ impl PublishLayout {
         self.files.insert(
             laid.key,
             FileRecord {
+                file: laid.file,
                 base,
                 fragments,
                 deltas: laid.deltas,
@@ -172,13 +211,28 @@ impl PublishLayout {
         }
     }
 
+    /// Adds a join hashed ahead, with the states after its last `last` parts (and the
+    /// one before), as [`PartHashes::resume_points`](crate::prefix_hash::PartHashes::resume_points)
+    /// exported them.
+    pub fn add_ahead(&mut self, kind: &str, parts: Vec<(Digest, u64)>, points: ResumePoints) {
+        if !points.0.is_empty() {
+            self.ahead.push(AheadJoin {
+                kind: kind.to_string(),
+                parts,
+                points,
+            });
+        }
+    }
+
     /// Adds what another record holds (one file's layout, say).
     pub fn extend(&mut self, other: PublishLayout) {
         self.files.extend(other.files);
         self.composites.extend(other.composites);
+        self.ahead.extend(other.ahead);
     }
 
-    /// Every blob the record names, for gc to keep while its publication lives.
+    /// Every blob the record names, for gc to keep while its publication lives: the
+    /// parts of a composite hashed ahead too (its first part is named nowhere else).
     pub fn blobs(&self) -> Vec<Digest> {
         self.files
             .values()
@@ -188,6 +242,12 @@ impl PublishLayout {
                     .flatten()
                     .chain(f.deltas.iter().filter_map(|(_, d)| d.map(|d| d.0)))
             })
+            .chain(
+                self.ahead
+                    .iter()
+                    .filter(|join| join.kind == COMPOSITE)
+                    .flat_map(|join| join.parts.iter().map(|p| p.0)),
+            )
             .collect()
     }
 
@@ -233,6 +293,7 @@ pub async fn take_up<P: Fragmented>(store: &Store, publication: &Digest) {
             tracing::info!(
                 publication = %publication,
                 files = record.files.len(),
+                ahead = record.ahead.len(),
                 "taking up the layout the last publish wrote down"
             );
             if let Err(e) = install::<P>(store, &record).await {
@@ -274,7 +335,7 @@ async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result
         if BASES.get(&full).is_none() {
             let base: Base = store.get_json(&file.base).await?;
             if let Some(fragments) = file.fragments {
-                let summaries: Vec<P::Fragment> = store.get_json(&fragments).await?;
+                let summaries: Vec<P::Summary> = store.get_json(&fragments).await?;
                 if summaries.len() != base.slots.len() {
                     return Err(crate::store::StoreError::Corrupt(
                         format!("layout fragments {fragments}"),
@@ -282,7 +343,7 @@ async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result
                     ));
                 }
                 for (slot, summary) in base.slots.iter().zip(summaries) {
-                    P::remember(&slot.2, base.rendering, summary);
+                    P::remember(&file.file, &slot.2, base.rendering, summary);
                 }
             }
             let _ = base.stored.set((file.base, file.fragments));
@@ -296,6 +357,13 @@ async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result
     }
     for (composite, points) in &record.composites {
         store.take_up_composite(composite, points).await?;
+    }
+    for join in &record.ahead {
+        if join.kind == COMPOSITE {
+            store.take_up_join(&join.parts, &join.points);
+        } else {
+            P::take_up_ahead(join);
+        }
     }
     Ok(())
 }
@@ -332,6 +400,7 @@ pub async fn fragments_for<P: Fragmented>(
             fragments,
             laid: FileLayout {
                 key: file_key,
+                file: file.to_string(),
                 base,
                 base_fragments,
                 deltas,
@@ -354,6 +423,7 @@ pub async fn fragments_for<P: Fragmented>(
         chunks,
         laid: FileLayout {
             key: file_key,
+            file: file.to_string(),
             base,
             base_fragments: fragments.clone(),
             deltas: Vec::new(),

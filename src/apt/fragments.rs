@@ -60,7 +60,8 @@ impl crate::layout::Fragmented for AptPackage {
     fn listed(fragment: &Fragment) -> usize {
         fragment.listed()
     }
-    fn summary(fragment: &Fragment) -> Option<Fragment> {
+    type Summary = Fragment;
+    fn summary(_: &str, _: &Digest, _: Rendering, fragment: &Fragment) -> Option<Fragment> {
         // Joining and publishing need the digests and the count, not the pool list
         // (the pool chunk holds it): a summary is a twentieth of the entry.
         Some(Fragment {
@@ -69,7 +70,7 @@ impl crate::layout::Fragmented for AptPackage {
             ..fragment.clone()
         })
     }
-    fn remember(chunk: &Digest, rendering: Rendering, fragment: Fragment) {
+    fn remember(_: &str, chunk: &Digest, rendering: Rendering, fragment: Fragment) {
         let key = crate::fragment_memory::cache_key("apt", chunk, rendering);
         if MEMORY.get(&key).is_none() {
             MEMORY.remember(&key, fragment);

@@ -14,7 +14,8 @@ use crate::apt::compress;
 use crate::digest::Digest;
 use crate::fragment_memory::Rendering;
 use crate::model::{FileEntry, RpmPackage};
-use crate::store::{PartBytes, Result, Store, StoreError};
+use crate::store::held::held;
+use crate::store::{LazyPart, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Part {
@@ -27,8 +28,21 @@ pub struct Fragment {
     pub count: u64,
     /// primary, filelists, other.
     pub parts: [Part; 3],
-    /// Pool files relative to the tree: (location, sha256, size).
-    pub pool: Vec<(String, Digest, u64)>,
+    /// Pool files relative to the tree: (location, sha256, size). None in a fragment
+    /// taken up from a layout record ([`Summary`]): read from the cache when needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Vec<(String, Digest, u64)>>,
+}
+
+/// What a layout record keeps of a fragment in one tree: what joining reads, and the
+/// blob that lists the chunk's pool files for that tree (which a publication names).
+/// The pool list itself is most of a fragment, so it is left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    count: u64,
+    parts: [Part; 3],
+    pool_chunk: Digest,
 }
 
 pub(crate) fn gz_error(e: std::io::Error) -> StoreError {
@@ -94,14 +108,46 @@ impl crate::layout::Fragmented for RpmPackage {
         fragment(&store, &chunk, rendering).await
     }
     fn listed(fragment: &Fragment) -> usize {
-        fragment.pool.len()
+        fragment.count as usize
     }
-    fn summary(_: &Fragment) -> Option<Fragment> {
-        // A tree's pool chunk is rendered from the pool list, which is most of the
-        // entry: RPM layouts are not written down with their fragments.
-        None
+    type Summary = Summary;
+    fn summary(file: &str, chunk: &Digest, rendering: Rendering, f: &Fragment) -> Option<Summary> {
+        let (_, tree) = file.split_once('/')?;
+        let pool_chunk = *POOL_CHUNKS.get(&pool_chunk_key(tree, chunk, rendering))?;
+        Some(Summary {
+            count: f.count,
+            parts: f.parts.clone(),
+            pool_chunk,
+        })
     }
-    fn remember(_: &Digest, _: Rendering, _: Fragment) {}
+    fn remember(file: &str, chunk: &Digest, rendering: Rendering, summary: Summary) {
+        let Some((_, tree)) = file.split_once('/') else {
+            return;
+        };
+        let key = crate::fragment_memory::cache_key("rpm", chunk, rendering);
+        if MEMORY.get(&key).is_none() {
+            MEMORY.remember(
+                &key,
+                Fragment {
+                    count: summary.count,
+                    parts: summary.parts,
+                    pool: None,
+                },
+            );
+        }
+        POOL_CHUNKS.remember(&pool_chunk_key(tree, chunk, rendering), summary.pool_chunk);
+    }
+    fn take_up_ahead(join: &crate::layout::AheadJoin) {
+        super::next_publish::take_up_text(join);
+    }
+}
+
+/// Names the pool chunk of `chunk` in `tree` (`<release>/<arch>`) among [`POOL_CHUNKS`].
+fn pool_chunk_key(tree: &str, chunk: &Digest, rendering: Rendering) -> String {
+    format!(
+        "{tree} {}",
+        crate::fragment_memory::cache_key("rpm", chunk, rendering)
+    )
 }
 
 pub async fn fragment(
@@ -113,8 +159,19 @@ pub async fn fragment(
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
+    whole_fragment(store, chunk, rendering).await
+}
+
+/// A chunk's fragment with its pool list: from the cache, or rendered now (and cached).
+async fn whole_fragment(
+    store: &Store,
+    chunk: &Digest,
+    rendering: Rendering,
+) -> Result<Arc<Fragment>> {
+    let key = crate::fragment_memory::cache_key("rpm", chunk, rendering);
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
+        && cached.pool.is_some()
         && store.has_blob(&cached.parts[0].gz).await?
     {
         return Ok(MEMORY.remember(&key, cached));
@@ -176,10 +233,11 @@ pub async fn fragment(
     let fragment = Fragment {
         count: kept.len() as u64,
         parts,
-        pool: kept
-            .iter()
-            .map(|p| (p.location.clone(), p.sha256, p.size))
-            .collect(),
+        pool: Some(
+            kept.iter()
+                .map(|p| (p.location.clone(), p.sha256, p.size))
+                .collect(),
+        ),
     };
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
@@ -193,17 +251,19 @@ pub async fn pool_chunk(
     tree: &str,
     chunk: &Digest,
     rendering: Rendering,
-    fragment: &Fragment,
+    fragment: &Arc<Fragment>,
 ) -> Result<Digest> {
-    let key = format!(
-        "{tree} {}",
-        crate::fragment_memory::cache_key("rpm", chunk, rendering)
-    );
+    let key = pool_chunk_key(tree, chunk, rendering);
     if let Some(found) = POOL_CHUNKS.get(&key) {
         return Ok(*found);
     }
-    let entries: BTreeMap<String, FileEntry> =
-        pool_entries(tree, std::slice::from_ref(fragment)).collect();
+    // Taken up from a layout record for another tree (a noarch chunk): the pool list is
+    // in the cache.
+    let whole = match fragment.pool {
+        Some(_) => Arc::clone(fragment),
+        None => whole_fragment(store, chunk, rendering).await?,
+    };
+    let entries: BTreeMap<String, FileEntry> = pool_entries(tree, &whole).collect();
     let digest = store.put_json(&entries).await?.digest;
     POOL_CHUNKS.remember(&key, digest);
     Ok(digest)
@@ -211,10 +271,12 @@ pub async fn pool_chunk(
 
 /// One repodata document: its gzip members, its text, and the sha256 and size of the text.
 pub struct Document {
-    /// Stored blobs whose concatenation is the document's .gz file.
-    pub gz: Vec<PartBytes>,
-    /// Header, chunk texts and footer: their concatenation is the uncompressed document.
-    pub text: Vec<PartBytes>,
+    /// Stored blobs whose concatenation is the document's .gz file, with their bytes
+    /// where this process holds them.
+    pub gz: Vec<LazyPart>,
+    /// Header, chunk texts and footer: their concatenation is the uncompressed
+    /// document. Chunk texts are blobs; header and footer are always at hand.
+    pub text: Vec<LazyPart>,
     pub packages: u64,
     pub open_checksum: Digest,
     pub open_size: u64,
@@ -227,10 +289,13 @@ pub fn header(open: &str, packages: u64) -> String {
 }
 
 /// A small text as a part: named by its digest, not stored (only the .gz is served).
-pub fn text_part(text: String) -> PartBytes {
-    (Digest::of(text.as_bytes()), Bytes::from(text))
+pub fn text_part(text: String) -> LazyPart {
+    (Digest::of(text.as_bytes()), Some(Bytes::from(text)))
 }
 
+/// One document of fragments, `which` of primary, filelists and other. Its parts are
+/// only read if their hash is not known: after a restart, a publish that takes up the
+/// last one's layout reads only what it added.
 pub async fn document(
     store: &Store,
     fragments: &[Arc<Fragment>],
@@ -240,31 +305,24 @@ pub async fn document(
 ) -> Result<Document> {
     let packages: u64 = fragments.iter().map(|f| f.count).sum();
     let header = header(open, packages);
-    let mut gz = vec![
-        store
-            .put_part(compress::gzip(header.as_bytes()).map_err(gz_error)?)
-            .await?,
-    ];
+    let gz_header = store
+        .put_part(compress::gzip(header.as_bytes()).map_err(gz_error)?)
+        .await?;
+    let mut gz = vec![(gz_header.0, Some(gz_header.1))];
     let mut text = vec![text_part(header)];
     for f in fragments.iter().filter(|f| f.count > 0) {
         let part = &f.parts[which];
-        text.push((part.text, store.held_blob(&part.text).await?));
-        gz.push((part.gz, store.held_blob(&part.gz).await?));
+        text.push((part.text, held(&part.text)));
+        gz.push((part.gz, held(&part.gz)));
     }
     text.push(text_part(close.to_string()));
-    gz.push(
-        store
-            .put_part(compress::gzip(close.as_bytes()).map_err(gz_error)?)
-            .await?,
-    );
-    // Tens of megabytes at 20,000 rpms: hashed off the async threads, resuming after
-    // what the server hashed ahead (next_publish) when the count and leading parts match.
-    let (text, (open_checksum, open_size)) =
-        crate::store::blocking("hashing a repodata document", move || {
-            let whole = super::next_publish::open_checksum(&text);
-            (text, whole)
-        })
+    let gz_footer = store
+        .put_part(compress::gzip(close.as_bytes()).map_err(gz_error)?)
         .await?;
+    gz.push((gz_footer.0, Some(gz_footer.1)));
+    // Tens of megabytes at 20,000 rpms, resumed after what the server hashed ahead
+    // (next_publish) when the count and leading parts match.
+    let (open_checksum, open_size) = super::next_publish::open_checksum(store, &text).await?;
     Ok(Document {
         gz,
         text,
@@ -274,12 +332,17 @@ pub async fn document(
     })
 }
 
+/// The pool files a fragment lists, by path in `tree`; none if it was taken up
+/// without them (see [`pool_chunk`]).
 pub fn pool_entries<'a>(
     tree: &'a str,
-    fragments: &'a [Fragment],
+    fragment: &'a Fragment,
 ) -> impl Iterator<Item = (String, FileEntry)> + 'a {
-    fragments.iter().flat_map(move |f| {
-        f.pool.iter().map(move |(location, sha256, size)| {
+    fragment
+        .pool
+        .iter()
+        .flatten()
+        .map(move |(location, sha256, size)| {
             (
                 format!("{tree}/{location}"),
                 FileEntry {
@@ -288,7 +351,6 @@ pub fn pool_entries<'a>(
                 },
             )
         })
-    })
 }
 
 #[cfg(test)]

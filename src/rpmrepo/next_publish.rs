@@ -4,7 +4,9 @@
 //! the first bytes, so no earlier hash state resumes and 40 MB are hashed at 20,000
 //! rpms. After publishing N packages, a server hashes the documents as they would
 //! start with N + 1 while it is idle, and the next upload's publish hashes only
-//! the parts it changed.
+//! the parts it changed. The states near the end of those joins are written down in
+//! the publication's layout record, so a restarted daemon, or another one on the
+//! bucket, resumes there too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +14,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use super::fragments::{self, Document};
 use crate::digest::Digest;
-use crate::prefix_hash::{PartBytes, PartHashes};
-use crate::store::{Result, Store};
+use crate::layout::{AheadJoin, COMPOSITE, PublishLayout};
+use crate::prefix_hash::{PartBytes, PartHashes, ResumePoints};
+use crate::store::{LazyPart, Result, Store};
 
 /// Hash states of recent documents' text. Text parts are named by their digest, so one
 /// scope serves every tree and store. A tree keeps three (one per document) between
@@ -45,14 +48,34 @@ pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+/// The [`AheadJoin`] kind of a document's text hashed ahead (its parts are not stored
+/// as one blob: only the .gz is served).
+const TEXT_KIND: &str = "rpm document text";
+
 /// The open-checksum and open-size of a document's text parts, resumed where they
-/// were hashed ahead. Blocking: call it off the async threads.
-pub fn open_checksum(text: &[PartBytes]) -> (Digest, u64) {
+/// were hashed ahead (here, or by the process whose layout was taken up): only the
+/// parts after that are read.
+pub async fn open_checksum(store: &Store, text: &[LazyPart]) -> Result<(Digest, u64)> {
     let digests: Vec<Digest> = text.iter().map(|p| p.0).collect();
     let resumed = OPEN_TEXT.resume(SCOPE, &digests);
     tracing::debug!(parts = text.len(), resumed = resumed.len(), "open-checksum");
-    let rest = &text[resumed.len()..];
-    OPEN_TEXT.hash(Arc::from(SCOPE), resumed, rest)
+    let rest = store.parts_at_hand(&text[resumed.len()..]).await?;
+    crate::store::blocking("hashing a repodata document", move || {
+        OPEN_TEXT.hash(Arc::from(SCOPE), resumed, &rest)
+    })
+    .await
+}
+
+/// Takes up a document's text hashed ahead by another process (see [`hash_ahead`]).
+pub fn take_up_text(join: &AheadJoin) {
+    if join.kind == TEXT_KIND {
+        OPEN_TEXT.take_up(
+            Arc::from(SCOPE),
+            join.parts.iter().map(|p| p.0).collect(),
+            join.parts.iter().map(|p| p.1).collect(),
+            &join.points,
+        );
+    }
 }
 
 /// Waits until hashing ahead for `tree` (if any) is done.
@@ -60,36 +83,93 @@ pub async fn settled(store: &Store, tree: &str) {
     drop(ahead_lock(store, tree).lock().await);
 }
 
-/// Hashes ahead for a publish of one package more than `documents` (with their
-/// roots' opening tags `opens`) hold: each document's new header followed by every
-/// chunk part, text and gzip. In the background; a no-op unless enabled. Failing
-/// only costs the next publish the time it would have saved.
-/// `tree` is `<repo>/<release>/<arch>`.
-pub async fn hash_ahead(store: &Store, tree: &str, documents: &[Document], opens: [&str; 3]) {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return;
+/// Waits until every tree's hashing ahead, and the record written after it, is done:
+/// a stopping server does, so that its successor resumes where it stopped.
+pub async fn settle_all() {
+    let locks: Vec<_> = match AHEAD.lock() {
+        Ok(locks) => locks.values().cloned().collect(),
+        Err(_) => return,
+    };
+    for lock in locks {
+        drop(lock.lock().await);
     }
+}
+
+/// After a publish of `tree` (`<repo>/<release>/<arch>`): hashes ahead for a publish of
+/// one package more than `documents` (with their roots' opening tags `opens`) hold,
+/// each document's new header followed by every chunk part, text and gzip, and then
+/// writes `record` down for `publication` with the states after the last `last` parts
+/// of each, so whichever process publishes the tree next resumes there. In the
+/// background, which only long-running servers do ([`enable`]); otherwise, or while
+/// still hashing ahead for an earlier publish of the tree, the record is written
+/// without. Failing only costs the next publish the time it would have saved.
+pub async fn hash_ahead(
+    store: &Store,
+    tree: &str,
+    documents: &[Document],
+    opens: [&str; 3],
+    mut record: PublishLayout,
+    publication: Digest,
+    last: usize,
+) {
+    let lock = ENABLED
+        .load(Ordering::Relaxed)
+        .then(|| ahead_lock(store, tree).try_lock_owned().ok())
+        .flatten();
     // Still hashing ahead for an earlier publish of this tree: that one's guess stands.
-    let Ok(guard) = ahead_lock(store, tree).try_lock_owned() else {
+    let Some(guard) = lock else {
+        record.write(store, &publication).await;
         return;
     };
-    match prepare(store, documents, opens).await {
-        Ok(work) => {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let hashing = work.into_iter().map(|(text, gz)| {
-                    let store = store.clone();
-                    tokio::task::spawn_blocking(move || {
-                        OPEN_TEXT.hash_ahead(Arc::from(SCOPE), &text);
-                        store.hash_composite_ahead(&gz);
-                    })
-                });
-                let _ = futures::future::join_all(hashing).await;
-                drop(guard);
-            });
+    // The gzip headers are stored now, while the publisher may still write: the next
+    // composite names them.
+    let work = match prepare(store, documents, opens).await {
+        Ok(work) => work,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hash ahead for the next publish");
+            record.write(store, &publication).await;
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "cannot hash ahead for the next publish"),
-    }
+    };
+    let store = store.clone();
+    tokio::spawn(async move {
+        let hashing = work.into_iter().map(|(text, gz)| {
+            let store = store.clone();
+            async move {
+                let text = store.parts_at_hand(&text).await?;
+                let gz = store.parts_at_hand(&gz).await?;
+                crate::store::blocking("hashing ahead", move || {
+                    let points =
+                        |parts: &[PartBytes], of: &dyn Fn(&[Digest]) -> Option<ResumePoints>| {
+                            let digests: Vec<Digest> = parts.iter().map(|p| p.0).collect();
+                            let sizes = parts.iter().map(|p| (p.0, p.1.len() as u64)).collect();
+                            of(&digests).map(|points| (sizes, points))
+                        };
+                    OPEN_TEXT.hash_ahead(Arc::from(SCOPE), &text);
+                    store.hash_composite_ahead(&gz);
+                    (
+                        points(&text, &|d| OPEN_TEXT.resume_points(SCOPE, d, last)),
+                        points(&gz, &|d| store.composite_resume_points(d, last)),
+                    )
+                })
+                .await
+            }
+        });
+        for joins in futures::future::join_all(hashing).await {
+            match joins {
+                Ok((text, gz)) => {
+                    for (kind, join) in [(TEXT_KIND, text), (COMPOSITE, gz)] {
+                        if let Some((parts, points)) = join {
+                            record.add_ahead(kind, parts, points);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot hash ahead for the next publish"),
+            }
+        }
+        record.write(&store, &publication).await;
+        drop(guard);
+    });
 }
 
 /// Each document's parts as the next publish would start: (text, gzip members).
@@ -97,7 +177,7 @@ async fn prepare(
     store: &Store,
     documents: &[Document],
     opens: [&str; 3],
-) -> Result<Vec<(Vec<PartBytes>, Vec<PartBytes>)>> {
+) -> Result<Vec<(Vec<LazyPart>, Vec<LazyPart>)>> {
     let mut work = Vec::new();
     for (document, open) in documents.iter().zip(opens) {
         let header = fragments::header(open, document.packages + 1);
@@ -106,8 +186,8 @@ async fn prepare(
         let chunks = 1..document.text.len().saturating_sub(1);
         let mut text = vec![fragments::text_part(header)];
         text.extend_from_slice(&document.text[chunks.clone()]);
-        // The gzip header member is stored now: the next composite names it.
-        let mut gz = vec![store.put_part(gz_header).await?];
+        let (digest, bytes) = store.put_part(gz_header).await?;
+        let mut gz = vec![(digest, Some(bytes))];
         gz.extend_from_slice(&document.gz[chunks]);
         work.push((text, gz));
     }

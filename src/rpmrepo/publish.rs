@@ -84,21 +84,30 @@ pub async fn publish_tree(
         if let Some(published) = fresh {
             return Ok(published);
         }
+        // The layout the current publication was built with, if another process (or
+        // this one before a restart) built it: this publish then resumes from it.
+        if let Some(head) = &current {
+            layout::take_up::<RpmPackage>(store, &head.target).await;
+        }
         let building = build(store, agent, &definition, tree, inputs);
         let generation = current.as_ref().map(|head| head.generation);
-        let Some((built, documents)) =
+        let Some((built, built_layout)) =
             publication::build_unless_published(store, &reference, generation, building).await?
         else {
             continue;
         };
         let advanced = publication::advance(store, &reference, current, built).await?;
         if let Some(published) = advanced {
-            // Published: now the idle time until the next upload can hash ahead for it.
+            // Published: now the idle time until the next upload can hash ahead for it,
+            // and then write down where the next publish resumes.
             super::next_publish::hash_ahead(
                 store,
                 &format!("{repo}/{tree}"),
-                &documents,
+                &built_layout.documents,
                 [PRIMARY_OPEN, FILELISTS_OPEN, OTHER_OPEN],
+                built_layout.record,
+                published.head.target,
+                built_layout.resume_last,
             )
             .await;
             return Ok(published);
@@ -110,13 +119,25 @@ const PRIMARY_OPEN: &str = "<metadata xmlns=\"http://linux.duke.edu/metadata/com
 const FILELISTS_OPEN: &str = "<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\"";
 const OTHER_OPEN: &str = "<otherdata xmlns=\"http://linux.duke.edu/metadata/other\"";
 
+/// What a build laid out, beside its publication.
+struct BuiltLayout {
+    /// primary, filelists and other.
+    documents: Vec<fragments::Document>,
+    /// The fragments and composites, to write down once hashed ahead.
+    record: layout::PublishLayout,
+    /// How many trailing parts of each document the next publish may change (the
+    /// deltas over the base, and the last base part), plus one for chunks that render
+    /// nothing.
+    resume_last: usize,
+}
+
 async fn build(
     store: &Store,
     agent: &AgentClient,
     definition: &RpmRepo,
     tree: &str,
     inputs: BTreeMap<String, u64>,
-) -> Result<(AptPublication, Vec<fragments::Document>), PublishError> {
+) -> Result<(AptPublication, BuiltLayout), PublishError> {
     let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
     let mut slots: Vec<layout::Slot> = Vec::new();
@@ -129,7 +150,13 @@ async fn build(
     }
     let file = format!("{repo}/{tree}");
     // A part gc swept while its bytes were held here is NotFound: start over from the store.
-    let (pool_chunks, documents, stored) = crate::fragment_memory::retry_after_forgetting(|| {
+    let Gathered {
+        pool_chunks,
+        documents,
+        stored,
+        record,
+        resume_last,
+    } = crate::fragment_memory::retry_after_forgetting(|| {
         gather(store, tree, &file, &slots, definition.retention)
     })
     .await?;
@@ -183,7 +210,23 @@ async fn build(
         pool: BTreeMap::new(),
         pool_chunks,
     };
-    Ok((publication, documents))
+    let built = BuiltLayout {
+        documents,
+        record,
+        resume_last,
+    };
+    Ok((publication, built))
+}
+
+/// What [`gather`] found and stored of a tree.
+struct Gathered {
+    /// The blobs naming the tree's pool files.
+    pool_chunks: Vec<crate::digest::Digest>,
+    documents: Vec<fragments::Document>,
+    /// The three documents' .gz files.
+    stored: Vec<crate::store::BlobMeta>,
+    record: layout::PublishLayout,
+    resume_last: usize,
 }
 
 /// The pool chunks naming a tree's files, and its three joined documents, stored.
@@ -193,19 +236,12 @@ async fn gather(
     file: &str,
     slots: &[layout::Slot],
     retention: Option<u32>,
-) -> Result<
-    (
-        Vec<crate::digest::Digest>,
-        Vec<fragments::Document>,
-        Vec<crate::store::BlobMeta>,
-    ),
-    crate::store::StoreError,
-> {
+) -> Result<Gathered, crate::store::StoreError> {
     // Laid out over the last base, so one upload renders and hashes only what it adds.
     let layout::LaidOut {
         chunks,
         fragments: parts,
-        ..
+        laid,
     } = layout::fragments_for::<RpmPackage>(store, file, slots, Rendering::retaining(retention))
         .await?;
     let mut pool_chunks = Vec::new();
@@ -232,13 +268,26 @@ async fn gather(
         fragments::document(store, &parts, 2, OTHER_OPEN, "</otherdata>"),
     )?;
     let documents = vec![primary, filelists, other];
+    let resume_last = laid.delta_count() + 2;
     let stored = futures::future::try_join_all(
         documents
             .iter()
-            .map(|document| store.put_composite(crate::store::at_hand(&document.gz))),
+            .map(|document| store.put_composite(document.gz.clone())),
     )
     .await?;
-    Ok((pool_chunks, documents, stored))
+    let mut record = layout::PublishLayout::default();
+    for (document, meta) in documents.iter().zip(&stored) {
+        let digests: Vec<crate::digest::Digest> = document.gz.iter().map(|p| p.0).collect();
+        record.add_composite(store, meta.digest, &digests, resume_last);
+    }
+    record.add_file::<RpmPackage>(store, laid).await?;
+    Ok(Gathered {
+        pool_chunks,
+        documents,
+        stored,
+        record,
+        resume_last,
+    })
 }
 
 /// Load what is published for every tree of an RPM repository.

@@ -130,6 +130,33 @@ impl Store {
         Ok(())
     }
 
+    /// The bytes of `parts`, reading those not at hand (16 at a time: on S3 each is a
+    /// request), in order.
+    pub async fn parts_at_hand(&self, parts: &[LazyPart]) -> Result<Vec<PartBytes>> {
+        futures::stream::iter(parts.iter().cloned())
+            .map(|(digest, bytes)| async move {
+                match bytes {
+                    Some(bytes) => Ok((digest, bytes)),
+                    None => Ok((digest, self.held_blob(&digest).await?)),
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await
+    }
+
+    /// Takes up the hash states of a composite another process hashed ahead of storing
+    /// it (`parts`, each a blob, with their sizes), so storing one that starts with those
+    /// parts resumes after them. States that do not fit the sizes are ignored.
+    pub fn take_up_join(&self, parts: &[(Digest, u64)], points: &ResumePoints) {
+        PART_HASHES.take_up(
+            Arc::from(self.description()),
+            parts.iter().map(|p| p.0).collect(),
+            parts.iter().map(|p| p.1).collect(),
+            points,
+        );
+    }
+
     /// Store the concatenation of `parts` (each already stored as a blob under its
     /// digest) as a composite blob, and return the whole's digest and size. A part's
     /// bytes may be left out: they are read only if the hash cannot resume past it.

@@ -126,3 +126,93 @@ fn daemons_on_one_bucket_take_turns_resuming_each_others_layouts() {
     b.stop();
     verify_ok(&a_data, "two daemons took turns publishing");
 }
+
+/// Every document repomd.xml lists is served with its checksum and size, and
+/// uncompresses to its open-checksum and open-size (which a resumed publish computes
+/// from hash states written down by another process).
+fn repomd_hashes_hold(server: &Server, repo: &str, tree: &str) {
+    let repomd = server
+        .get(&format!("/{repo}/{tree}/repodata/repomd.xml"))
+        .text();
+    let field = |block: &str, open: &str| -> String {
+        block
+            .split(open)
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map(|value| value.rsplit('>').next().unwrap_or(value).to_string())
+            .unwrap_or_else(|| panic!("no {open} in {block}"))
+    };
+    let mut checked = 0;
+    for block in repomd.split("<data type=").skip(1) {
+        let href = block
+            .split("<location href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a location");
+        let url = format!("/{repo}/{tree}/{href}");
+        let reply = server.get(&url);
+        assert_eq!(reply.status, 200, "{url}");
+        assert_eq!(
+            sha256_hex(&reply.body),
+            field(block, "<checksum type=\"sha256\""),
+            "{url}"
+        );
+        assert_eq!(reply.body.len().to_string(), field(block, "<size"), "{url}");
+        let text = gunzip_text(&reply.body);
+        assert_eq!(
+            sha256_hex(text.as_bytes()),
+            field(block, "<open-checksum type=\"sha256\""),
+            "{url}: the open-checksum does not hash the document"
+        );
+        assert_eq!(text.len().to_string(), field(block, "<open-size"), "{url}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "repomd.xml lists 3 documents:\n{repomd}");
+}
+
+/// The same for an RPM tree: its documents start with the package count, so a publish
+/// resumes from the states the last one hashed ahead for one package more and wrote
+/// down; after a restart they must still hash right, and dnf must read them.
+#[test]
+fn a_restarted_daemon_resumes_the_last_rpm_layout_and_every_document_still_hashes_right() {
+    let data = DataDir::init(&[]);
+    data.repo_add_rpm("resumer", "12", "x86_64", &["--no-sign-packages"]);
+    let cap = data.cap("rpm/resumer/12/x86_64", "1h");
+    let dir = tempfile::tempdir().unwrap();
+    let rpms = distinct_rpms("resumer", dir.path(), 20);
+    let server = Server::start(&data);
+    // A base, then deltas over it, one upload at a time.
+    upload_ok(&server, &cap, &rpms[..10]);
+    for rpm in &rpms[10..13] {
+        upload_ok(&server, &cap, std::slice::from_ref(rpm));
+    }
+    repomd_hashes_hold(&server, "resumer", "12/x86_64");
+    server.stop();
+    for (round, rpm) in rpms[13..].iter().enumerate() {
+        let server = Server::start(&data);
+        upload_ok(&server, &cap, std::slice::from_ref(rpm));
+        repomd_hashes_hold(&server, "resumer", "12/x86_64");
+        let log = server.log_text();
+        // The stop before this start waited for the hashing ahead: its record has the
+        // three documents' text and gzip joins.
+        assert!(
+            log.lines().any(
+                |l| l.contains("taking up the layout the last publish wrote down")
+                    && l.contains("ahead=6")
+            ),
+            "restart {round} did not take up the joins hashed ahead:\n{log}"
+        );
+        server.stop();
+    }
+    let server = Server::start(&data);
+    let dnf = Dnf::new(&server, "resumer");
+    let out = dnf.run(&["--refresh", "repoquery", "resumer*"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let listed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("resumer-"))
+        .count();
+    assert_eq!(listed, 20, "dnf lists every rpm:\n{}", output_text(&out));
+    server.stop();
+    verify_ok(&data, "RPM publishes resumed across restarts");
+}

@@ -266,14 +266,18 @@ impl PublishLayout {
             )),
         };
         match written {
-            Ok(()) => {
-                TAKEN_UP.remember(&format!("{} {publication}", store.description()), ());
-            }
+            Ok(()) => made_here(store, publication),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write the publish layout down; the next restart lays out from scratch")
             }
         }
     }
+}
+
+/// Notes that this process made `publication`'s layout, so its next publish does not
+/// take up the record (written later, after hashing ahead) of what it holds already.
+pub fn made_here(store: &Store, publication: &Digest) {
+    TAKEN_UP.remember(&format!("{} {publication}", store.description()), ());
 }
 
 /// Publications whose layout this process made or took up, by store: their layout is

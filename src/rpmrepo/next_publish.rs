@@ -93,7 +93,12 @@ pub async fn settle_all() {
     for lock in locks {
         drop(lock.lock().await);
     }
+    drop(WRITING.write().await);
 }
+
+/// Held (shared) by every hashing ahead until its record is written, which happens
+/// after the tree's next publish may start; [`settle_all`] takes it whole.
+static WRITING: LazyLock<Arc<tokio::sync::RwLock<()>>> = LazyLock::new(Default::default);
 
 /// After a publish of `tree` (`<repo>/<release>/<arch>`): hashes ahead for a publish of
 /// one package more than `documents` (with their roots' opening tags `opens`) hold,
@@ -132,6 +137,7 @@ pub async fn hash_ahead(
         }
     };
     let store = store.clone();
+    let writing = Arc::clone(&WRITING).read_owned().await;
     tokio::spawn(async move {
         let hashing = work.into_iter().map(|(text, gz)| {
             let store = store.clone();
@@ -167,8 +173,10 @@ pub async fn hash_ahead(
                 Err(e) => tracing::warn!(error = %e, "cannot hash ahead for the next publish"),
             }
         }
-        record.write(&store, &publication).await;
+        // The next publish may start now; the record is written beside it.
         drop(guard);
+        record.write(&store, &publication).await;
+        drop(writing);
     });
 }
 

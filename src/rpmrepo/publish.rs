@@ -98,6 +98,7 @@ pub async fn publish_tree(
         };
         let advanced = publication::advance(store, &reference, current, built).await?;
         if let Some(published) = advanced {
+            layout::made_here(store, &published.head.target);
             // Published: now the idle time until the next upload can hash ahead for it,
             // and then write down where the next publish resumes.
             super::next_publish::hash_ahead(

@@ -216,3 +216,51 @@ fn a_restarted_daemon_resumes_the_last_rpm_layout_and_every_document_still_hashe
     server.stop();
     verify_ok(&data, "RPM publishes resumed across restarts");
 }
+
+/// Two daemons on one bucket alternate RPM uploads: each publish takes up the record,
+/// joins hashed ahead included, that the other daemon wrote, and every document still
+/// hashes to what repomd.xml says.
+#[test]
+fn daemons_on_one_bucket_take_turns_resuming_each_others_rpm_layouts() {
+    let s3 = S3::start();
+    let a_data = s3.data_dir("rpmturns");
+    a_data.repo_add_rpm("rturns", "12", "x86_64", &["--no-sign-packages"]);
+    let b_data = a_data.for_another_daemon();
+    let cap = a_data.cap("rpm/rturns/12/x86_64", "1h");
+    let dir = tempfile::tempdir().unwrap();
+    let rpms = distinct_rpms("rturns", dir.path(), 10);
+    let a = Server::start(&a_data);
+    let b = Server::start(&b_data);
+    upload_ok(&a, &cap, &rpms[..4]);
+    let repomd = "/rturns/12/x86_64/repodata/repomd.xml";
+    for (i, rpm) in rpms[4..].iter().enumerate() {
+        let (writer, other) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+        upload_ok(writer, &cap, std::slice::from_ref(rpm));
+        repomd_hashes_hold(writer, "rturns", "12/x86_64");
+        let published = writer.get(repomd).text();
+        other.wait_for(repomd, "the other daemon's publication", |reply| {
+            reply.text() == published
+        });
+    }
+    for (name, daemon) in [("a", &a), ("b", &b)] {
+        let log = daemon.log_text();
+        assert!(
+            log.lines().any(
+                |l| l.contains("taking up the layout the last publish wrote down")
+                    && l.contains("ahead=6")
+            ),
+            "daemon {name} never took up the other's joins hashed ahead:\n{log}"
+        );
+    }
+    let dnf = Dnf::new(&a, "rturns");
+    let out = dnf.run(&["--refresh", "repoquery", "rturns*"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let listed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("rturns-"))
+        .count();
+    assert_eq!(listed, 10, "dnf lists every rpm:\n{}", output_text(&out));
+    a.stop();
+    b.stop();
+    verify_ok(&a_data, "two daemons took turns publishing an RPM tree");
+}

@@ -27,6 +27,7 @@ pub mod mirror;
 pub mod model;
 pub mod pack_sweep;
 pub mod package_source;
+pub mod parallel;
 pub mod prefix_hash;
 pub mod publication;
 pub mod publish_check;

@@ -85,9 +85,6 @@ pub async fn read_heads(
     store: &Store,
     refs: Vec<crate::store::RefName>,
 ) -> Result<Heads, PublishError> {
-    use futures::{StreamExt, TryStreamExt};
-    // Futures of owned inputs, made before the stream: a closure inside the stream
-    // combinator would make the manager's future not `Send` (see `render_chunks`).
     let reads: Vec<_> = refs
         .into_iter()
         .map(|name| {
@@ -98,10 +95,7 @@ pub async fn read_heads(
             }
         })
         .collect();
-    let read: Vec<_> = futures::stream::iter(reads)
-        .buffered(READ_PARALLEL)
-        .try_collect()
-        .await?;
+    let read = crate::parallel::in_order(reads, READ_PARALLEL).await?;
     Ok(read.into_iter().flatten().collect())
 }
 
@@ -110,7 +104,6 @@ pub async fn read_cells(
     store: &Store,
     heads: &Heads,
 ) -> Result<BTreeMap<String, crate::model::Cell>, PublishError> {
-    use futures::{StreamExt, TryStreamExt};
     let reads: Vec<_> = heads
         .iter()
         .filter(|(name, _)| name.starts_with("cells/"))
@@ -122,10 +115,7 @@ pub async fn read_cells(
             }
         })
         .collect();
-    let read: Vec<_> = futures::stream::iter(reads)
-        .buffered(READ_PARALLEL)
-        .try_collect()
-        .await?;
+    let read = crate::parallel::in_order(reads, READ_PARALLEL).await?;
     Ok(read.into_iter().collect())
 }
 

@@ -25,10 +25,7 @@ fn section(package: &AptPackage) -> &str {
 
 /// Render Contents: one line per path, `path<spaces>section/package[,section/package...]`, sorted.
 pub async fn render(store: &Store, packages: &[&AptPackage]) -> Result<String> {
-    use futures::{StreamExt, TryStreamExt};
     // Local reads are a blocking-pool trip each: a few at once keep both cores busy.
-    // Owned futures: borrowed ones inside a stream combinator make the manager's future
-    // not `Send` (rustc's higher-ranked lifetime limit).
     let reads: Vec<_> = packages
         .iter()
         .map(|p| {
@@ -36,10 +33,7 @@ pub async fn render(store: &Store, packages: &[&AptPackage]) -> Result<String> {
             async move { store.held_or_get(&files).await }
         })
         .collect();
-    let lists: Vec<bytes::Bytes> = futures::stream::iter(reads)
-        .buffered(8)
-        .try_collect()
-        .await?;
+    let lists: Vec<bytes::Bytes> = crate::parallel::in_order(reads, 8).await?;
     let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (package, list) in packages.iter().zip(lists) {
         let owner = format!("{}/{}", section(package), package.name);

@@ -133,16 +133,17 @@ impl Store {
     /// The bytes of `parts`, reading those not at hand (16 at a time: on S3 each is a
     /// request), in order.
     pub async fn parts_at_hand(&self, parts: &[LazyPart]) -> Result<Vec<PartBytes>> {
-        futures::stream::iter(parts.iter().cloned())
+        let reads = parts
+            .iter()
+            .cloned()
             .map(|(digest, bytes)| async move {
                 match bytes {
                     Some(bytes) => Ok((digest, bytes)),
                     None => Ok((digest, self.held_blob(&digest).await?)),
                 }
             })
-            .buffered(16)
-            .try_collect()
-            .await
+            .collect();
+        crate::parallel::in_order(reads, 16).await
     }
 
     /// Takes up the hash states of a composite another process hashed ahead of storing
@@ -203,10 +204,7 @@ impl Store {
                 }
             })
             .collect();
-        let rest: Vec<PartBytes> = futures::stream::iter(rest)
-            .buffered(32)
-            .try_collect()
-            .await?;
+        let rest: Vec<PartBytes> = crate::parallel::in_order(rest, 32).await?;
         let store: Arc<str> = Arc::from(self.description());
         let mut sizes = resumed.sizes.clone();
         sizes.extend(rest.iter().map(|(_, bytes)| bytes.len() as u64));

@@ -493,30 +493,39 @@ pub async fn load_published(
     store: &Store,
     views: &Views,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use futures::{StreamExt, TryStreamExt};
-    let mut suites = Vec::new();
+    // Every APT suite and RPM tree, with its publication ref.
+    let mut trees = Vec::new();
     for repo in repos::list_apt_repos(store).await? {
         let definition = repos::load_apt_repo(store, &repo).await?;
         views.set_private(&repo, definition.private);
         for suite in &definition.suites {
-            suites.push((repo.clone(), suite.name.clone()));
+            let reference = model::publication_ref(&repo, &suite.name)?;
+            trees.push((repo.clone(), suite.name.clone(), reference));
         }
     }
-    // Suites side by side (on S3 each is a chain of requests: 50 suites one after the
-    // other took minutes on a slow server), each suite's generations in order.
-    let loads: Vec<_> = suites
+    for repo in repos::list_rpm_repos(store).await? {
+        let definition = repos::load_rpm_repo(store, &repo).await?;
+        views.set_private(&repo, definition.private);
+        for tree in crate::rpmrepo::publish::trees(&definition) {
+            let (release, arch) = tree.split_once('/').unwrap_or((&tree, ""));
+            let reference = model::rpm_publication_ref(&repo, release, arch)?;
+            trees.push((repo.clone(), tree, reference));
+        }
+    }
+    // Side by side (on S3 each is a chain of requests: 50 suites one after the other
+    // took minutes on a slow server), each one's generations in order.
+    let loads: Vec<_> = trees
         .into_iter()
-        .map(|(repo, suite)| {
+        .map(|(repo, tree, reference)| {
             let store = store.clone();
             async move {
-                let reference = model::publication_ref(&repo, &suite)?;
                 let Some(head) = store.ref_head(&reference).await? else {
                     return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
                 };
                 // Replay the last few generations too, so their by-hash files stay fetchable after a restart.
                 let first = head.generation.saturating_sub(KEEP_SUPERSEDED as u64);
                 for generation in first..=head.generation {
-                    let key = (repo.clone(), suite.clone());
+                    let key = (repo.clone(), tree.clone());
                     views
                         .install_generation(&store, key, &reference, generation)
                         .await?;
@@ -525,26 +534,6 @@ pub async fn load_published(
             }
         })
         .collect();
-    futures::stream::iter(loads)
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
-        .await?;
-    for repo in repos::list_rpm_repos(store).await? {
-        let definition = repos::load_rpm_repo(store, &repo).await?;
-        views.set_private(&repo, definition.private);
-        for (tree, head, history) in crate::rpmrepo::publish::published_trees(store, &repo).await? {
-            let first = head + 1 - history.len() as u64;
-            for (offset, publication) in history.into_iter().enumerate() {
-                views
-                    .install(
-                        store,
-                        (repo.clone(), tree.clone()),
-                        first + offset as u64,
-                        publication,
-                    )
-                    .await?;
-            }
-        }
-    }
+    crate::parallel::in_order(loads, 8).await?;
     Ok(())
 }

@@ -12,11 +12,9 @@ use bytes::Bytes;
 use super::fragments;
 use crate::agent::AgentClient;
 use crate::apt::publish::{PublishError, Published};
-use crate::cells;
 use crate::layout;
 use crate::model::{self, AptPublication, FileEntry, ManifestKind, RpmPackage, RpmRepo};
 use crate::publication;
-use crate::repos;
 use crate::store::Store;
 
 /// The cells a tree lists: its arch plus noarch, or src for the source tree.
@@ -28,11 +26,24 @@ fn tree_cells(tree_arch: &str) -> Vec<&str> {
     }
 }
 
+/// The repository definition, and the generation of its ref and of each cell the tree
+/// lists: what a publication of the tree records as its inputs.
 pub async fn current_inputs(
     store: &Store,
     repo: &str,
     tree: &str,
 ) -> Result<(RpmRepo, BTreeMap<String, u64>), PublishError> {
+    let (definition, heads) = current_heads(store, repo, tree).await?;
+    Ok((definition, publication::generations(&heads)))
+}
+
+/// The repository definition, and the head of its ref and of each cell the tree lists,
+/// the cells read side by side.
+async fn current_heads(
+    store: &Store,
+    repo: &str,
+    tree: &str,
+) -> Result<(RpmRepo, publication::Heads), PublishError> {
     let repo_ref = model::rpm_repo_ref(repo)?;
     let head = store
         .ref_head(&repo_ref)
@@ -47,15 +58,13 @@ pub async fn current_inputs(
     if !known {
         return Err(PublishError::NoSuite(repo.to_string(), tree.to_string()));
     }
-    let mut inputs = BTreeMap::new();
-    inputs.insert(repo_ref.to_string(), head.generation);
-    for arch in tree_cells(tree_arch) {
-        let cell = model::rpm_cell_ref(repo, release, arch)?;
-        if let Some(head) = store.ref_head(&cell).await? {
-            inputs.insert(cell.to_string(), head.generation);
-        }
-    }
-    Ok((definition, inputs))
+    let cells = tree_cells(tree_arch)
+        .into_iter()
+        .map(|arch| model::rpm_cell_ref(repo, release, arch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut heads = publication::read_heads(store, cells).await?;
+    heads.insert(repo_ref.to_string(), head);
+    Ok((definition, heads))
 }
 
 /// Every tree of a repository: `<release>/<arch>` for each pair, and `<release>/source`.
@@ -79,7 +88,8 @@ pub async fn publish_tree(
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
     let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
     loop {
-        let (definition, inputs) = current_inputs(store, repo, tree).await?;
+        let (definition, heads) = current_heads(store, repo, tree).await?;
+        let inputs = publication::generations(&heads);
         let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
         if let Some(published) = fresh {
             return Ok(published);
@@ -89,7 +99,7 @@ pub async fn publish_tree(
         if let Some(head) = &current {
             layout::take_up::<RpmPackage>(store, &head.target).await;
         }
-        let building = build(store, agent, &definition, tree, inputs);
+        let building = build(store, agent, &definition, tree, &heads);
         let generation = current.as_ref().map(|head| head.generation);
         let Some((built, built_layout)) =
             publication::build_unless_published(store, &reference, generation, building).await?
@@ -137,18 +147,22 @@ async fn build(
     agent: &AgentClient,
     definition: &RpmRepo,
     tree: &str,
-    inputs: BTreeMap<String, u64>,
+    heads: &publication::Heads,
 ) -> Result<(AptPublication, BuiltLayout), PublishError> {
     let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
+    // Built from exactly the cells `heads` names.
+    let cells = publication::read_cells(store, heads).await?;
     let mut slots: Vec<layout::Slot> = Vec::new();
     for (index, arch) in tree_cells(tree_arch).into_iter().enumerate() {
-        let (_, cell) =
-            cells::load_cell::<RpmPackage>(store, &model::rpm_cell_ref(repo, release, arch)?)
-                .await?;
+        let name = model::rpm_cell_ref(repo, release, arch)?;
+        let Some(cell) = cells.get(name.as_str()) else {
+            continue;
+        };
         // The second cell (noarch) is the tree's shared one.
         slots.extend(cell.chunks.iter().map(|c| (index == 1, c.bucket, c.digest)));
     }
+    let inputs = publication::generations(heads);
     let file = format!("{repo}/{tree}");
     // A part gc swept while its bytes were held here is NotFound: start over from the store.
     let Gathered {
@@ -289,30 +303,4 @@ async fn gather(
         record,
         resume_last,
     })
-}
-
-/// Load what is published for every tree of an RPM repository.
-pub async fn published_trees(
-    store: &Store,
-    repo: &str,
-) -> Result<Vec<(String, u64, Vec<AptPublication>)>, PublishError> {
-    let definition = repos::load_rpm_repo(store, repo)
-        .await
-        .map_err(|_| PublishError::NoRepo(repo.to_string()))?;
-    let mut out = Vec::new();
-    for tree in trees(&definition) {
-        let (release, tree_arch) = tree.split_once('/').unwrap_or((&tree, ""));
-        let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
-        let Some(head) = store.ref_head(&reference).await? else {
-            continue;
-        };
-        let mut history = Vec::new();
-        for generation in head.generation.saturating_sub(16)..=head.generation {
-            if let Some(entry) = store.ref_entry(&reference, generation).await? {
-                history.push(store.get_json(&entry.target).await?);
-            }
-        }
-        out.push((tree, head.generation, history));
-    }
-    Ok(out)
 }

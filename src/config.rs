@@ -74,7 +74,7 @@ pub struct Config {
     pub signing: SigningConfig,
     /// `[[mirror]]` targets that every publish is copied to.
     #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<crate::mirror::MirrorConfig>,
+    pub mirrors: Vec<MirrorConfig>,
     /// `[gc]`: garbage collection inside `caprepo serve`, on a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcConfig>,
@@ -302,6 +302,29 @@ impl Config {
         let body = toml::to_string(self).unwrap_or_default();
         format!("# caprepo configuration; see README.md \"Configuration\".\n{body}")
     }
+}
+
+/// A `[[mirror]]` entry of caprepo.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// A directory to publish into (created if missing)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<PathBuf>,
+    /// ...or an S3-compatible bucket (credentials from AWS_* variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    /// How long files nothing references any more are kept, e.g. "1d".
+    #[serde(default = "default_grace")]
+    pub grace: String,
+}
+
+fn default_grace() -> String {
+    "1d".into()
 }
 
 #[cfg(test)]

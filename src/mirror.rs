@@ -7,7 +7,6 @@
 //! client still following an older InRelease finds its by-hash files.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,33 +16,11 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
+use crate::config::MirrorConfig;
 use crate::digest::Digest;
 use crate::manager::Views;
 use crate::model::FileEntry;
 use crate::store::Store;
-
-/// A `[[mirror]]` entry of caprepo.toml.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MirrorConfig {
-    /// A directory to publish into (created if missing)...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directory: Option<PathBuf>,
-    /// ...or an S3-compatible bucket (credentials from AWS_* variables).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub allow_http: bool,
-    /// How long files nothing references any more are kept, e.g. "1d".
-    #[serde(default = "default_grace")]
-    pub grace: String,
-}
-
-fn default_grace() -> String {
-    "1d".into()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {

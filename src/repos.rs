@@ -198,6 +198,11 @@ pub async fn load_rpm_repo(store: &Store, name: &str) -> Result<RpmRepo, RepoErr
     load_definition(store, &model::rpm_repo_ref(name)?, name).await
 }
 
+/// Top-level path segments the server uses itself (`/r/<cap>/`, `/api/`, the key,
+/// `/healthz`, `/metrics`): no repository may take these names, or its files would be
+/// shadowed by the server's routes.
+pub const RESERVED_NAMES: &[&str] = &["r", "api", "key.asc", "key.gpg", "healthz", "metrics"];
+
 /// The current definition a repository ref points at.
 async fn load_definition<T: serde::de::DeserializeOwned>(
     store: &Store,
@@ -213,7 +218,7 @@ async fn load_definition<T: serde::de::DeserializeOwned>(
 
 fn check_repo_name(name: &str) -> Result<(), RepoError> {
     validate_name("repository", name).map_err(RepoError::Invalid)?;
-    if crate::server::RESERVED_NAMES.contains(&name) {
+    if RESERVED_NAMES.contains(&name) {
         return Err(RepoError::Invalid(format!(
             "{name:?} is a path the server uses itself; pick another repository name"
         )));

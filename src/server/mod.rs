@@ -37,9 +37,6 @@ use crate::store::Store;
 
 pub use pages::sources_snippet;
 
-/// Top-level path segments the server uses itself; no repository may take these names.
-pub const RESERVED_NAMES: &[&str] = &["r", "api", "key.asc", "key.gpg", "healthz", "metrics"];
-
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,

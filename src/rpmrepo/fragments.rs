@@ -138,7 +138,7 @@ impl crate::layout::Fragmented for RpmPackage {
         POOL_CHUNKS.remember(&pool_chunk_key(tree, chunk, rendering), summary.pool_chunk);
     }
     fn take_up_ahead(join: &crate::layout::AheadJoin) {
-        super::next_publish::take_up_text(join);
+        super::open_text::take_up(join);
     }
 }
 
@@ -321,8 +321,8 @@ pub async fn document(
         .await?;
     gz.push((gz_footer.0, Some(gz_footer.1)));
     // Tens of megabytes at 20,000 rpms, resumed after what the server hashed ahead
-    // (next_publish) when the count and leading parts match.
-    let (open_checksum, open_size) = super::next_publish::open_checksum(store, &text).await?;
+    // (next_publish hashes ahead) when the count and leading parts match.
+    let (open_checksum, open_size) = super::open_text::open_checksum(store, &text).await?;
     Ok(Document {
         gz,
         text,

@@ -223,7 +223,7 @@ async fn place(
     granted: &Scope,
 ) -> Result<Placed, IngestError> {
     let spooled = spooled.clone();
-    let info = tokio::task::spawn_blocking(move || inspect::inspect_rpm(spooled.source()))
+    let info = tokio::task::spawn_blocking(move || super::inspect_rpm(spooled.source()))
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))??;
     place_inspected(definition, info, target, granted)

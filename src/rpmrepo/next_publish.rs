@@ -13,16 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use super::fragments::{self, Document};
+use super::open_text;
 use crate::digest::Digest;
-use crate::layout::{AheadJoin, COMPOSITE, PublishLayout};
-use crate::prefix_hash::{PartBytes, PartHashes, ResumePoints};
+use crate::layout::{COMPOSITE, PublishLayout};
+use crate::prefix_hash::{PartBytes, ResumePoints};
 use crate::store::{LazyPart, Result, Store};
-
-/// Hash states of recent documents' text. Text parts are named by their digest, so one
-/// scope serves every tree and store. A tree keeps three (one per document) between
-/// publishes: 64 cover 21 trees, at about 40 KB each at 20,000 rpms (states, not bytes).
-static OPEN_TEXT: PartHashes = PartHashes::new(64);
-const SCOPE: &str = "rpm document text";
 
 /// Per tree (store and `<repo>/<release>/<arch>`), held while hashing ahead for it, so its
 /// next publish waits for states about to be ready rather than hashing the same bytes
@@ -46,36 +41,6 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
-}
-
-/// The [`AheadJoin`] kind of a document's text hashed ahead (its parts are not stored
-/// as one blob: only the .gz is served).
-const TEXT_KIND: &str = "rpm document text";
-
-/// The open-checksum and open-size of a document's text parts, resumed where they
-/// were hashed ahead (here, or by the process whose layout was taken up): only the
-/// parts after that are read.
-pub async fn open_checksum(store: &Store, text: &[LazyPart]) -> Result<(Digest, u64)> {
-    let digests: Vec<Digest> = text.iter().map(|p| p.0).collect();
-    let resumed = OPEN_TEXT.resume(SCOPE, &digests);
-    tracing::debug!(parts = text.len(), resumed = resumed.len(), "open-checksum");
-    let rest = store.parts_at_hand(&text[resumed.len()..]).await?;
-    crate::store::blocking("hashing a repodata document", move || {
-        OPEN_TEXT.hash(Arc::from(SCOPE), resumed, &rest)
-    })
-    .await
-}
-
-/// Takes up a document's text hashed ahead by another process (see [`hash_ahead`]).
-pub fn take_up_text(join: &AheadJoin) {
-    if join.kind == TEXT_KIND {
-        OPEN_TEXT.take_up(
-            Arc::from(SCOPE),
-            join.parts.iter().map(|p| p.0).collect(),
-            join.parts.iter().map(|p| p.1).collect(),
-            &join.points,
-        );
-    }
 }
 
 /// Waits until hashing ahead for `tree` (if any) is done.
@@ -151,10 +116,10 @@ pub async fn hash_ahead(
                             let sizes = parts.iter().map(|p| (p.0, p.1.len() as u64)).collect();
                             of(&digests).map(|points| (sizes, points))
                         };
-                    OPEN_TEXT.hash_ahead(Arc::from(SCOPE), &text);
+                    open_text::hash_ahead(&text);
                     store.hash_composite_ahead(&gz);
                     (
-                        points(&text, &|d| OPEN_TEXT.resume_points(SCOPE, d, last)),
+                        points(&text, &|d| open_text::resume_points(d, last)),
                         points(&gz, &|d| store.composite_resume_points(d, last)),
                     )
                 })
@@ -164,7 +129,7 @@ pub async fn hash_ahead(
         for joins in futures::future::join_all(hashing).await {
             match joins {
                 Ok((text, gz)) => {
-                    for (kind, join) in [(TEXT_KIND, text), (COMPOSITE, gz)] {
+                    for (kind, join) in [(open_text::TEXT_KIND, text), (COMPOSITE, gz)] {
                         if let Some((parts, points)) = join {
                             record.add_ahead(kind, parts, points);
                         }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::inspect::{Dep, FileItem, FileKind, PRE_FLAGS, RpmInfo};
+use super::inspect::{CHANGELOG_LIMIT, Dep, FileItem, FileKind, PRE_FLAGS, RpmInfo};
 
 /// Escape `value` for XML, as libxml2 escapes what createrepo_c writes: `&`, `<`,
 /// `>` always and CR as `&#13;` (a raw CR would reach readers as LF); in attributes
@@ -290,9 +290,6 @@ pub fn filelists(info: &RpmInfo, sha256: &str) -> String {
     out.push_str("</package>\n");
     out
 }
-
-/// createrepo_c keeps the newest ten changelog entries, written oldest first.
-pub const CHANGELOG_LIMIT: usize = 10;
 
 pub fn other(info: &RpmInfo, sha256: &str) -> String {
     let mut out = package_open(info, sha256);
@@ -613,7 +610,8 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/rpms/hello-caprepo-1.0-1.x86_64.rpm");
         let clean =
-            super::super::inspect_rpm(crate::package_source::PackageSource::File(&path)).unwrap();
+            super::super::inspect::parse_rpm(crate::package_source::PackageSource::File(&path))
+                .unwrap();
         assert_eq!(check_renderable(&clean), Ok(()));
         let dep = |name: &str, version: &str| Dep {
             name: name.into(),

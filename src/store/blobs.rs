@@ -273,7 +273,7 @@ impl Store {
             1 => chunks.into_iter().next().unwrap_or_default(),
             _ => Bytes::from(chunks.concat()),
         };
-        check_digest(bytes, digest).map(Some)
+        super::local_read::check_digest(bytes, digest).map(Some)
     }
 
     /// Read a whole blob stored by itself and check it against its name.
@@ -287,7 +287,7 @@ impl Store {
                 super::local_put::read_small(&file, MAX_INLINE_BLOB, &format!("blob {digest}"))
             })
             .await??;
-            return check_digest(bytes, &digest);
+            return super::local_read::check_digest(bytes, &digest);
         }
         let result = match self
             .inner
@@ -306,7 +306,7 @@ impl Store {
                 MAX_INLINE_BLOB,
             ));
         }
-        check_digest(result.bytes().await?, digest)
+        super::local_read::check_digest(result.bytes().await?, digest)
     }
 
     /// Stream a blob (plain or composite), or a byte range of it, without holding it in memory.
@@ -519,43 +519,6 @@ impl Store {
     }
 }
 
-/// The byte range a read asked for, or all of a blob of `size` bytes.
-pub(super) fn checked_range(
-    digest: &Digest,
-    range: Option<Range<u64>>,
-    size: u64,
-) -> Result<Range<u64>> {
-    match range {
-        Some(r) if r.start <= r.end && r.end <= size => Ok(r),
-        Some(r) => Err(StoreError::Corrupt(
-            format!("blob {digest}"),
-            format!("range {}..{} is outside its {size} bytes", r.start, r.end),
-        )),
-        None => Ok(0..size),
-    }
-}
-
-/// Blobs are checked on every whole read: a flipped byte on disk is an error, never content.
-pub(super) fn check_digest(bytes: Bytes, digest: &Digest) -> Result<Bytes> {
-    let actual = Digest::of(&bytes);
-    if actual != *digest {
-        return Err(StoreError::Corrupt(
-            format!("blob {digest}"),
-            format!("content hashes to {actual}"),
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Local reads up to this size come back in one piece; longer ones stream.
-pub(super) const READ_WHOLE: u64 = 1 << 20;
-
-/// A local blob read whole, or opened for streaming.
-enum LocalBody {
-    Whole(Bytes),
-    Open(std::fs::File, std::path::PathBuf),
-}
-
 /// Reads a local blob straight from its file, in one trip to the blocking pool: object_store's
 /// local backend (and tokio::fs) take one trip per open, stat and read, and serving pool files
 /// that way reached a quarter of nginx's rate (BENCHMARKS.md). Small files come back whole;
@@ -565,73 +528,7 @@ async fn stream_local_file(
     digest: &Digest,
     range: Option<Range<u64>>,
 ) -> Result<BlobStream> {
-    let (size, range, body) = open_local(file_path, digest, 0, None, range).await?;
+    let (size, range, body) =
+        super::local_read::open_local(file_path, digest, 0, None, range).await?;
     Ok(BlobStream { size, range, body })
-}
-
-/// Streams `length` bytes from `start` of a local file (a blob inside a pack).
-pub(super) async fn stream_local_slice(
-    file_path: &std::path::Path,
-    digest: &Digest,
-    start: u64,
-    length: u64,
-) -> Result<BoxStream<'static, Result<Bytes>>> {
-    let range = Some(0..length);
-    let (_, _, body) = open_local(file_path, digest, start, Some(length), range).await?;
-    Ok(body)
-}
-
-/// Opens the blob that sits at `base` of a local file, `size` bytes long (the rest of
-/// the file when `None`), and reads `range` of it.
-async fn open_local(
-    file_path: &std::path::Path,
-    digest: &Digest,
-    base: u64,
-    size: Option<u64>,
-    range: Option<Range<u64>>,
-) -> Result<(u64, Range<u64>, BoxStream<'static, Result<Bytes>>)> {
-    use std::io::{Read, Seek};
-    let path = file_path.to_path_buf();
-    let digest = *digest;
-    let opened = super::blocking("opening a local blob", move || -> Result<_> {
-        let io_error = |e: std::io::Error| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(format!("blob {digest}"))
-            } else {
-                StoreError::Io(path.clone(), e)
-            }
-        };
-        let mut file = std::fs::File::open(&path).map_err(io_error)?;
-        let size = match size {
-            Some(size) => size,
-            None => file.metadata().map_err(io_error)?.len(),
-        };
-        let range = checked_range(&digest, range, size)?;
-        file.seek(std::io::SeekFrom::Start(base + range.start))
-            .map_err(io_error)?;
-        let length = range.end - range.start;
-        if length <= READ_WHOLE {
-            let mut bytes = Vec::with_capacity(length as usize);
-            file.take(length)
-                .read_to_end(&mut bytes)
-                .map_err(io_error)?;
-            return Ok((size, range, LocalBody::Whole(Bytes::from(bytes))));
-        }
-        Ok((size, range, LocalBody::Open(file, path)))
-    })
-    .await??;
-    let (size, range, body) = opened;
-    let body = match body {
-        LocalBody::Whole(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
-        LocalBody::Open(file, path) => {
-            use tokio::io::AsyncReadExt;
-            tokio_util::io::ReaderStream::with_capacity(
-                tokio::fs::File::from_std(file).take(range.end - range.start),
-                256 * 1024,
-            )
-            .map_err(move |e| StoreError::Io(path.clone(), e))
-            .boxed()
-        }
-    };
-    Ok((size, range, body))
 }

@@ -293,7 +293,7 @@ impl Store {
         for part in &record.parts {
             whole.extend_from_slice(&self.composite_part(digest, part).await?);
         }
-        super::blobs::check_digest(Bytes::from(whole), digest)
+        super::local_read::check_digest(Bytes::from(whole), digest)
     }
 
     /// A composite's bytes in `range` (or all), streamed part by part.
@@ -304,7 +304,7 @@ impl Store {
         range: Option<Range<u64>>,
     ) -> Result<BlobStream> {
         let size = record.size;
-        let range = super::blobs::checked_range(digest, range, size)?;
+        let range = super::local_read::checked_range(digest, range, size)?;
         // (part, the slice of it inside the range)
         let mut pieces = Vec::new();
         let mut offset = 0u64;

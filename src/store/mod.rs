@@ -9,6 +9,7 @@ mod composite;
 pub mod fence;
 pub mod held;
 mod local_put;
+mod local_read;
 mod packs;
 mod refs;
 

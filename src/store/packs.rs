@@ -402,7 +402,7 @@ impl super::Store {
         {
             use futures::StreamExt;
             let size = bytes.len() as u64;
-            let range = super::blobs::checked_range(digest, range, size)?;
+            let range = super::local_read::checked_range(digest, range, size)?;
             let body = bytes.slice(range.start as usize..range.end as usize);
             return Ok(Some(super::BlobStream {
                 size,
@@ -415,7 +415,7 @@ impl super::Store {
             let Some((pack, entry)) = self.locate_packed(digest, refresh).await? else {
                 return Ok(None);
             };
-            let wanted = super::blobs::checked_range(digest, range.clone(), entry.length)?;
+            let wanted = super::local_read::checked_range(digest, range.clone(), entry.length)?;
             match self.stream_pack_range(&pack, &entry, wanted).await {
                 Err(StoreError::NotFound(_)) => {
                     self.packs.forget(pack.index.name());
@@ -465,9 +465,9 @@ impl super::Store {
             });
         };
         let path = root.join(pack_path(&name).as_ref());
-        if length > super::blobs::READ_WHOLE {
+        if length > super::local_read::READ_WHOLE {
             // A long stream gets its own handle: it reads with the file position.
-            return super::blobs::stream_local_slice(&path, &entry.digest, start, length)
+            return super::local_read::stream_local_slice(&path, &entry.digest, start, length)
                 .await
                 .map(|body| super::BlobStream {
                     size: entry.length,

@@ -6,7 +6,7 @@ Usage: .ci/imports.py [--cycles] [--edges]
   --cycles  print every cycle (strongly connected set of files) and exit 1 if there is one
   --edges   print every edge, file -> file
 Issue 17 wants no cycle between files or folders of src/ and no edge from a lower layer to a
-higher one; this is the check CI will run once the crate is layered."""
+higher one; CI runs `--cycles`."""
 import os
 import re
 import sys

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::apt::publish;
-use crate::manager::{SuiteKey, Views};
+use crate::views::{SuiteKey, Views};
 use crate::metrics::Metrics;
 use crate::model::{AptRepo, RpmRepo};
 use crate::repos;

@@ -40,6 +40,7 @@ pub mod spool;
 pub mod store;
 pub mod time;
 pub mod versions;
+pub mod views;
 
 #[cfg(test)]
 pub(crate) mod testing;

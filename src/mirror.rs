@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::MirrorConfig;
 use crate::digest::Digest;
-use crate::manager::Views;
 use crate::model::FileEntry;
 use crate::store::Store;
+use crate::views::Views;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -54,7 +54,7 @@ fn write_order(path: &str) -> u8 {
     match name {
         "InRelease" | "repomd.xml" => 4,
         "Release" | "Release.gpg" | "repomd.xml.asc" | "repomd.xml.key" => 3,
-        _ if crate::manager::immutable_path(path)
+        _ if crate::views::immutable_path(path)
             || path.contains("/pool/")
             || path.contains("/Packages/") =>
         {

@@ -30,10 +30,11 @@ use ed25519_dalek::VerifyingKey;
 use crate::caps::registry::RevocationCheck;
 use crate::config::{Config, DataDir};
 use crate::deb::Limits;
-use crate::manager::{ManagerHandle, Views};
+use crate::manager::ManagerHandle;
 use crate::metrics::Metrics;
 use crate::model::FileEntry;
 use crate::store::Store;
+use crate::views::Views;
 
 pub use pages::sources_snippet;
 
@@ -191,7 +192,7 @@ fn view_of(
     views: &Views,
     repo: &str,
     path: &str,
-) -> Option<(String, std::sync::Arc<crate::manager::SuiteView>)> {
+) -> Option<(String, std::sync::Arc<crate::views::SuiteView>)> {
     let tree = match path.strip_prefix("dists/") {
         Some(rest) => rest.split('/').next().unwrap_or_default().to_string(),
         None => {

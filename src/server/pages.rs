@@ -94,7 +94,7 @@ pub fn repo_file_snippet(base: &str, uri: &str, name: &str) -> String {
 
 /// Setup text for whatever a repository is: APT sources or an RPM `.repo` file.
 pub fn setup_snippet(
-    views: &crate::manager::Views,
+    views: &crate::views::Views,
     base: &str,
     uri: &str,
     repo: &str,
@@ -116,7 +116,7 @@ pub fn setup_snippet(
 
 /// Suites and their components as readers see them, optionally limited to one suite.
 pub fn published_suites(
-    views: &crate::manager::Views,
+    views: &crate::views::Views,
     repo: &str,
     only: Option<&str>,
 ) -> Vec<(String, Vec<String>)> {

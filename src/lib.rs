@@ -1,10 +1,24 @@
-//! caprepo: an APT repository manager built on content-addressed storage.
+//! caprepo: an APT and RPM package repository manager built on content-addressed
+//! storage.
 //!
-//! Packages and indices are blobs named by their sha256 ([`store`]); repository
-//! state is immutable manifests ([`model`]) reached through compare-and-swap
-//! refs; build workers upload with capability tokens ([`caps`]) scoped to one
-//! cell; the [`manager`] publishes suites signed by a separate [`agent`]
-//! process; [`server`] serves them to apt.
+//! The data path, and the modules along it:
+//! - **upload**: a build worker sends a `.deb`, `.dsc` or `.rpm` with a capability
+//!   token ([`caps`]) for one cell; [`server`] checks it, and [`ingest`] (with
+//!   [`deb`] and [`rpmrepo::inspect`]) refuses what the reference tools refuse.
+//! - **store**: packages and indices are blobs named by their sha256 ([`store`], on
+//!   local disk or S3); repository state is immutable manifests ([`model`]) reached
+//!   through compare-and-swap refs: repository definitions ([`repos`]) and cells
+//!   ([`cells`]).
+//! - **publish**: the [`manager`] notices changed cells (its own uploads, and other
+//!   processes' through [`discovery`]) and rebuilds suites ([`apt::publish`]) and RPM
+//!   trees ([`rpmrepo::publish`]) from per-chunk fragments ([`layout`],
+//!   [`publication`]), signed by a separate [`agent`] process that alone holds the key,
+//!   then flips one publication ref.
+//! - **serve**: [`views`] holds what is published; [`server`] answers apt, dnf and
+//!   zypper from it, and [`mirror`] copies it out.
+//! - **release management and upkeep**: [`releases`] (promote, remove, roll back,
+//!   snapshots), [`maintenance`] (gc, verify) and [`repair`].
+//! - [`cli`] is the one binary's commands; [`daemon`] runs `caprepo serve`.
 
 pub mod agent;
 pub mod apt;

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::digest::Digest;
 use crate::model::{Cell, Chunk, ChunkRef, Record, bucket_of};
-use crate::store::{RefEntry, RefName, Result, Store, StoreError};
+use crate::store::{RefEntry, RefName, RefUpdate, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AddOutcome {
@@ -25,18 +25,19 @@ pub async fn load_cell<P: Record>(
     store: &Store,
     name: &RefName,
 ) -> Result<(Option<RefEntry>, Cell)> {
-    match store.ref_head(name).await? {
-        Some(head) => {
-            let cell: Cell = store.get_json(&head.target).await?;
-            Ok((Some(head), cell))
-        }
-        None => Ok((
-            None,
-            Cell {
-                kind: P::CELL_KIND,
-                chunks: Vec::new(),
-            },
-        )),
+    let head = store.ref_head(name).await?;
+    let cell = cell_at::<P>(store, head.as_ref()).await?;
+    Ok((head, cell))
+}
+
+/// The cell manifest `head` names, or an empty cell of kind `P` when there is no head.
+pub async fn cell_at<P: Record>(store: &Store, head: Option<&RefEntry>) -> Result<Cell> {
+    match head {
+        Some(head) => store.get_json(&head.target).await,
+        None => Ok(Cell {
+            kind: P::CELL_KIND,
+            chunks: Vec::new(),
+        }),
     }
 }
 
@@ -235,108 +236,96 @@ pub async fn add_packages<P: Record>(
     packages: Vec<P>,
     actor: &str,
 ) -> Result<Vec<AddOutcome>> {
-    const MAX_ATTEMPTS: usize = 64;
     let packages = Arc::new(packages);
-    for attempt in 0..MAX_ATTEMPTS {
-        let (head, mut cell) = load_cell::<P>(store, name).await?;
-        let generation = head.as_ref().map_or(0, |h| h.generation);
-        let mut by_bucket: std::collections::BTreeMap<u8, Vec<usize>> =
-            std::collections::BTreeMap::new();
-        for (i, p) in packages.iter().enumerate() {
-            by_bucket.entry(bucket_of(p.name())).or_default().push(i);
-        }
-        // Each bucket's chunk is merged, serialized and stored in a task of its own: a
-        // cold import writes hundreds of chunks, which one thread did one by one.
-        let merges: Vec<_> = by_bucket
-            .into_iter()
-            .map(|(bucket, indices)| {
-                let existing = cell
-                    .chunks
-                    .iter()
-                    .find(|c| c.bucket == bucket)
-                    .map(|c| c.digest);
-                tokio::spawn(merge_into_chunk(
-                    store.clone(),
-                    existing,
-                    bucket,
-                    Arc::clone(&packages),
-                    indices,
-                    generation,
-                ))
-            })
-            .collect();
-        let mut outcomes: Vec<Option<AddOutcome>> = vec![None; packages.len()];
-        let mut changed = false;
-        for merge in merges {
-            let (chunk_ref, merged) = merge
-                .await
-                .map_err(|e| StoreError::Task("a cell write", e.to_string()))??;
-            for (i, outcome) in merged {
-                outcomes[i] = Some(outcome);
+    let packages = &packages;
+    let (outcomes, entry) = store
+        .update_ref(name, actor, |head| async move {
+            let mut cell = cell_at::<P>(store, head.as_ref()).await?;
+            let generation = head.as_ref().map_or(0, |h| h.generation);
+            let mut by_bucket: std::collections::BTreeMap<u8, Vec<usize>> =
+                std::collections::BTreeMap::new();
+            for (i, p) in packages.iter().enumerate() {
+                by_bucket.entry(bucket_of(p.name())).or_default().push(i);
             }
-            if let Some(chunk_ref) = chunk_ref {
-                match cell
-                    .chunks
-                    .binary_search_by_key(&chunk_ref.bucket, |c| c.bucket)
-                {
-                    Ok(i) => cell.chunks[i] = chunk_ref,
-                    Err(i) => cell.chunks.insert(i, chunk_ref),
+            // Each bucket's chunk is merged, serialized and stored in a task of its own: a
+            // cold import writes hundreds of chunks, which one thread did one by one.
+            let merges: Vec<_> = by_bucket
+                .into_iter()
+                .map(|(bucket, indices)| {
+                    let existing = cell
+                        .chunks
+                        .iter()
+                        .find(|c| c.bucket == bucket)
+                        .map(|c| c.digest);
+                    tokio::spawn(merge_into_chunk(
+                        store.clone(),
+                        existing,
+                        bucket,
+                        Arc::clone(packages),
+                        indices,
+                        generation,
+                    ))
+                })
+                .collect();
+            let mut outcomes: Vec<Option<AddOutcome>> = vec![None; packages.len()];
+            let mut changed = false;
+            for merge in merges {
+                let (chunk_ref, merged) = merge
+                    .await
+                    .map_err(|e| StoreError::Task("a cell write", e.to_string()))??;
+                for (i, outcome) in merged {
+                    outcomes[i] = Some(outcome);
                 }
-                changed = true;
+                if let Some(chunk_ref) = chunk_ref {
+                    match cell
+                        .chunks
+                        .binary_search_by_key(&chunk_ref.bucket, |c| c.bucket)
+                    {
+                        Ok(i) => cell.chunks[i] = chunk_ref,
+                        Err(i) => cell.chunks.insert(i, chunk_ref),
+                    }
+                    changed = true;
+                }
             }
-        }
-        let outcomes: Vec<AddOutcome> = outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(AddOutcome::AlreadyPresent { generation: 0 }))
-            .collect();
-        if !changed {
-            return Ok(outcomes);
-        }
-        let manifest = store.put_json(&cell).await?;
-        let note = match packages.as_slice() {
-            [one] => {
-                let (id_name, id_version, id_arch) = one.identity();
-                format!("add {id_name} {id_version} {id_arch}")
+            let outcomes: Vec<AddOutcome> = outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(AddOutcome::AlreadyPresent { generation: 0 }))
+                .collect();
+            if !changed {
+                return Ok(RefUpdate::Unchanged(outcomes));
             }
-            _ => format!(
-                "import {} packages",
-                outcomes
-                    .iter()
-                    .filter(|o| matches!(o, AddOutcome::Added { .. }))
-                    .count()
-            ),
-        };
-        match store
-            .ref_advance(
-                name,
-                head.map(|h| h.generation),
-                manifest.digest,
-                actor,
-                &note,
-            )
-            .await
-        {
-            Ok(entry) => {
-                return Ok(outcomes
-                    .into_iter()
-                    .map(|o| match o {
-                        AddOutcome::Added { .. } => AddOutcome::Added {
-                            generation: entry.generation,
-                        },
-                        other => other,
-                    })
-                    .collect());
-            }
-            Err(StoreError::Conflict(_)) => {
-                // Someone else advanced the cell; back off a little and re-apply on top of theirs.
-                let jitter = (attempt as u64 % 8) * 3
-                    + (Digest::of(&attempt.to_le_bytes()).as_bytes()[0] as u64 % 5);
-                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Conflict(format!(
-        "{name} (gave up after {MAX_ATTEMPTS} attempts)"
-    )))
+            let manifest = store.put_json(&cell).await?;
+            let note = match packages.as_slice() {
+                [one] => {
+                    let (id_name, id_version, id_arch) = one.identity();
+                    format!("add {id_name} {id_version} {id_arch}")
+                }
+                _ => format!(
+                    "import {} packages",
+                    outcomes
+                        .iter()
+                        .filter(|o| matches!(o, AddOutcome::Added { .. }))
+                        .count()
+                ),
+            };
+            Ok::<_, StoreError>(RefUpdate::Advance {
+                target: manifest.digest,
+                note,
+                value: outcomes,
+            })
+        })
+        .await?;
+    // Packages added in this write got its generation.
+    let Some(entry) = entry else {
+        return Ok(outcomes);
+    };
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            AddOutcome::Added { .. } => AddOutcome::Added {
+                generation: entry.generation,
+            },
+            other => other,
+        })
+        .collect())
 }

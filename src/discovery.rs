@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::apt::publish;
-use crate::views::{SuiteKey, Views};
 use crate::metrics::Metrics;
 use crate::model::{AptRepo, RpmRepo};
 use crate::repos;
 use crate::store::Store;
 use crate::store::change_log::{Followed, Follower};
+use crate::views::{SuiteKey, Views};
 
 /// How often the manager reads the change log.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(1200);

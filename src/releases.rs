@@ -12,7 +12,7 @@ use crate::model::{
     self, AptPackage, AptPublication, AptSource, Cell, Chunk, ChunkRef, Record, RpmPackage,
     bucket_of,
 };
-use crate::store::{RefEntry, RefName, Store, StoreError};
+use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -194,44 +194,39 @@ async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Resul
     let name = unit.batch_ref()?;
     let started = std::time::Instant::now();
     let mut backoff = std::time::Duration::from_millis(20);
-    let mut attempts = 0;
-    while attempts < 64 {
-        let head = store.ref_head(&name).await?;
-        if note == "open"
-            && head.as_ref().is_some_and(|h| {
-                h.note == "open" && crate::time::now_unix() - h.time < BATCH_LEASE_SECONDS
-            })
-        {
-            // Changes to one tree take turns: a promotion and a removal sent at once
-            // both happen, one after the other.
-            if started.elapsed() >= BATCH_WAIT {
-                return Err(ReleaseError::Busy(format!(
-                    "another change to {} has been in progress for {} s; try again shortly",
-                    unit.display(),
-                    BATCH_WAIT.as_secs()
-                )));
+    store
+        .update_ref(&name, actor, |head| {
+            let held_open = note == "open"
+                && head.is_some_and(|h| {
+                    h.note == "open" && crate::time::now_unix() - h.time < BATCH_LEASE_SECONDS
+                });
+            let pause = backoff;
+            if held_open {
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
-            continue;
-        }
-        attempts += 1;
-        match store
-            .ref_advance(
-                &name,
-                head.map(|h| h.generation),
-                Digest::of(note.as_bytes()),
-                actor,
-                note,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Conflict(name.to_string()).into())
+            async move {
+                if !held_open {
+                    return Ok(RefUpdate::Advance {
+                        target: Digest::of(note.as_bytes()),
+                        note: note.to_string(),
+                        value: (),
+                    });
+                }
+                // Changes to one tree take turns: a promotion and a removal sent at once
+                // both happen, one after the other.
+                if started.elapsed() >= BATCH_WAIT {
+                    return Err(ReleaseError::Busy(format!(
+                        "another change to {} has been in progress for {} s; try again shortly",
+                        unit.display(),
+                        BATCH_WAIT.as_secs()
+                    )));
+                }
+                tokio::time::sleep(pause).await;
+                Ok(RefUpdate::Reread)
+            }
+        })
+        .await?;
+    Ok(())
 }
 
 /// Run `work` with the tree's batch open, closing it whatever happens.
@@ -267,21 +262,20 @@ async fn set_cell<P: Record>(
                 .digest
         }
     };
-    for _ in 0..64 {
-        let head = store.ref_head(cell).await?;
-        if head.as_ref().is_some_and(|h| h.target == target) {
-            return Ok(());
-        }
-        match store
-            .ref_advance(cell, head.map(|h| h.generation), target, actor, note)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Conflict(cell.to_string()).into())
+    store
+        .update_ref(cell, actor, |head| async move {
+            Ok::<_, ReleaseError>(if head.is_some_and(|h| h.target == target) {
+                RefUpdate::Unchanged(())
+            } else {
+                RefUpdate::Advance {
+                    target,
+                    note: note.to_string(),
+                    value: (),
+                }
+            })
+        })
+        .await?;
+    Ok(())
 }
 
 /// The cells a tree is built from, with the manifest each pointed at for a publication.
@@ -517,8 +511,9 @@ async fn rewrite_cell<P: Record>(
     actor: &str,
     note: &str,
 ) -> Result<(usize, usize)> {
-    for _ in 0..64 {
-        let (head, current) = cells::load_cell::<P>(store, cell).await?;
+    let (counts, _) = store
+        .update_ref(cell, actor, |head| async move {
+        let current = cells::cell_at::<P>(store, head.as_ref()).await?;
         let mut all: Vec<P> = cells::all_packages::<P>(store, &current).await?;
         let before = all.len();
         all.retain(|p| keep(p));
@@ -540,7 +535,7 @@ async fn rewrite_cell<P: Record>(
             }
         }
         if dropped == 0 && added == 0 {
-            return Ok((0, 0));
+            return Ok(RefUpdate::Unchanged((0, 0)));
         }
         let mut buckets: BTreeMap<u8, Vec<P>> = BTreeMap::new();
         for p in all {
@@ -568,22 +563,14 @@ async fn rewrite_cell<P: Record>(
                 chunks,
             })
             .await?;
-        match store
-            .ref_advance(
-                cell,
-                head.map(|h| h.generation),
-                manifest.digest,
-                actor,
-                note,
-            )
-            .await
-        {
-            Ok(_) => return Ok((dropped, added)),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Conflict(cell.to_string()).into())
+        Ok(RefUpdate::Advance {
+            target: manifest.digest,
+            note: note.to_string(),
+            value: (dropped, added),
+        })
+        })
+        .await?;
+    Ok(counts)
 }
 
 /// Remove selected packages from every cell of a suite or release. Returns how many records went.

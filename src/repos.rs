@@ -5,7 +5,7 @@
 
 use crate::caps::scope::validate_name;
 use crate::model::{self, AptRepo, ManifestKind, RpmRepo, SuiteDef};
-use crate::store::{RefEntry, Store, StoreError};
+use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -314,38 +314,33 @@ async fn update_definition(
             )));
         }
     };
-    for _ in 0..16 {
-        let head = store
-            .ref_head(&reference)
-            .await?
-            .ok_or_else(|| RepoError::NotFound(name.to_string()))?;
-        let stored = if kind == "apt" {
-            let mut definition: AptRepo = store.get_json(&head.target).await?;
-            apt(&mut definition);
-            store.put_json(&definition).await?
-        } else {
-            let mut definition: RpmRepo = store.get_json(&head.target).await?;
-            rpm(&mut definition);
-            store.put_json(&definition).await?
-        };
-        match store
-            .ref_advance(
-                &reference,
-                Some(head.generation),
-                stored.digest,
-                actor,
-                note,
-            )
-            .await
-        {
-            Ok(entry) => return Ok(entry),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(RepoError::Store(StoreError::Conflict(
-        reference.to_string(),
-    )))
+    let apt = &apt;
+    let rpm = &rpm;
+    let (_, entry) = store
+        .update_ref(&reference, actor, |head| async move {
+            let head = head.ok_or_else(|| RepoError::NotFound(name.to_string()))?;
+            let stored = if kind == "apt" {
+                let mut definition: AptRepo = store.get_json(&head.target).await?;
+                apt(&mut definition);
+                store.put_json(&definition).await?
+            } else {
+                let mut definition: RpmRepo = store.get_json(&head.target).await?;
+                rpm(&mut definition);
+                store.put_json(&definition).await?
+            };
+            Ok::<_, RepoError>(RefUpdate::Advance {
+                target: stored.digest,
+                note: note.to_string(),
+                value: (),
+            })
+        })
+        .await?;
+    written(entry, &reference)
+}
+
+/// The entry an update that always advances wrote.
+fn written(entry: Option<RefEntry>, reference: &RefName) -> Result<RefEntry, RepoError> {
+    entry.ok_or_else(|| RepoError::Store(StoreError::Conflict(reference.to_string())))
 }
 
 /// Keep the newest `keep` versions of each (name, architecture), as ordered by `cmp`.
@@ -397,43 +392,32 @@ pub async fn set_suite_options(
     actor: &str,
 ) -> Result<RefEntry, RepoError> {
     let reference = model::repo_ref(repo)?;
-    for _ in 0..16 {
-        let head = store
-            .ref_head(&reference)
-            .await?
-            .ok_or_else(|| RepoError::NotFound(repo.to_string()))?;
-        let mut definition: AptRepo = store.get_json(&head.target).await?;
-        let def = definition
-            .suites
-            .iter_mut()
-            .find(|s| s.name == suite)
-            .ok_or_else(|| RepoError::Invalid(format!("apt/{repo} has no suite {suite}")))?;
-        if let Some(valid_for) = options.valid_for {
-            def.valid_for = valid_for;
-        }
-        if let Some(flag) = options.not_automatic {
-            def.not_automatic = flag;
-        }
-        if let Some(flag) = options.but_automatic_upgrades {
-            def.but_automatic_upgrades = flag;
-        }
-        let stored = store.put_json(&definition).await?;
-        match store
-            .ref_advance(
-                &reference,
-                Some(head.generation),
-                stored.digest,
-                actor,
-                &format!("set options of suite {suite}"),
-            )
-            .await
-        {
-            Ok(entry) => return Ok(entry),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(RepoError::Store(StoreError::Conflict(
-        reference.to_string(),
-    )))
+    let note = format!("set options of suite {suite}");
+    let (_, entry) = store
+        .update_ref(&reference, actor, |head| async {
+            let head = head.ok_or_else(|| RepoError::NotFound(repo.to_string()))?;
+            let mut definition: AptRepo = store.get_json(&head.target).await?;
+            let def = definition
+                .suites
+                .iter_mut()
+                .find(|s| s.name == suite)
+                .ok_or_else(|| RepoError::Invalid(format!("apt/{repo} has no suite {suite}")))?;
+            if let Some(valid_for) = options.valid_for {
+                def.valid_for = valid_for;
+            }
+            if let Some(flag) = options.not_automatic {
+                def.not_automatic = flag;
+            }
+            if let Some(flag) = options.but_automatic_upgrades {
+                def.but_automatic_upgrades = flag;
+            }
+            let stored = store.put_json(&definition).await?;
+            Ok::<_, RepoError>(RefUpdate::Advance {
+                target: stored.digest,
+                note: note.clone(),
+                value: (),
+            })
+        })
+        .await?;
+    written(entry, &reference)
 }

@@ -95,20 +95,23 @@ where
     T: Default + Clone + Serialize + serde::de::DeserializeOwned,
     F: Fn(&mut T),
 {
-    for _ in 0..64 {
-        let (generation, mut value) = load::<T>(store, name).await?;
-        change(&mut value);
-        let stored = store.put_json(&value).await?;
-        match store
-            .ref_advance(name, generation, stored.digest, actor, note)
-            .await
-        {
-            Ok(_) => return Ok(value),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Conflict(name.to_string()))
+    let change = &change;
+    let (value, _) = store
+        .update_ref(name, actor, |head| async move {
+            let mut value = match &head {
+                Some(head) => store.get_json(&head.target).await?,
+                None => T::default(),
+            };
+            change(&mut value);
+            let stored = store.put_json(&value).await?;
+            Ok::<_, StoreError>(crate::store::RefUpdate::Advance {
+                target: stored.digest,
+                note: note.to_string(),
+                value,
+            })
+        })
+        .await?;
+    Ok(value)
 }
 
 pub async fn record_issued(store: &Store, id: &str, cap: IssuedCap) -> Result<()> {

@@ -16,6 +16,7 @@ pub(crate) async fn run_all(store: &Store) {
     composites_read_like_blobs(store).await;
     packed_blobs_read_like_loose_ones(store).await;
     refs_compare_and_swap(store).await;
+    update_ref_loses_no_update(store).await;
     concurrent_advances_lose_nothing(store).await;
 }
 
@@ -347,6 +348,71 @@ async fn streamed_file_blob(store: &Store) {
         Err(StoreError::Corrupt(..))
     ));
     assert!(!store.has_blob(&wrong).await.unwrap());
+}
+
+/// Writers that each add one to a counter through `update_ref`, side by side: every
+/// addition lands (each conflict decides again from the new head); a decision that
+/// leaves the ref alone writes nothing, and a reread is not a try.
+async fn update_ref_loses_no_update(store: &Store) {
+    use super::RefUpdate;
+    let name = RefName::new("test/update-ref-counter").unwrap();
+    let (writers, each) = (8u64, 5u64);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store =
+            Store::from_object_store(Arc::clone(store.object_store()), format!("counter {w}"));
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..each {
+                let store = &store;
+                store
+                    .update_ref(&name, "w", |head| async move {
+                        let count: u64 = match head {
+                            Some(head) => store.get_json(&head.target).await?,
+                            None => 0,
+                        };
+                        let target = store.put_json(&(count + 1)).await?.digest;
+                        Ok::<_, StoreError>(RefUpdate::Advance {
+                            target,
+                            note: format!("{}", count + 1),
+                            value: (),
+                        })
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let head = store.ref_head(&name).await.unwrap().unwrap();
+    let count: u64 = store.get_json(&head.target).await.unwrap();
+    assert_eq!(count, writers * each, "an update was lost");
+    assert_eq!(head.generation + 1, writers * each);
+
+    let mut reread = false;
+    let (value, entry) = store
+        .update_ref(&name, "w", |_| {
+            let first = !reread;
+            reread = true;
+            async move {
+                Ok::<_, StoreError>(if first {
+                    RefUpdate::Reread
+                } else {
+                    RefUpdate::Unchanged("as it was")
+                })
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((value, entry), ("as it was", None));
+    assert!(reread);
+    assert_eq!(
+        store.ref_head(&name).await.unwrap().unwrap().generation,
+        head.generation,
+        "nothing was written"
+    );
 }
 
 async fn refs_compare_and_swap(store: &Store) {

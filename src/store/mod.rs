@@ -20,7 +20,7 @@ pub use composite::{CompositeRecord, LazyPart, ListedComposite, Part, PartBytes,
 pub(crate) use local_put::buffer_for as copy_buffer_for;
 pub use packs::{ListedPack, LoadedPack, PackIndex, PackListing, PackedEntry};
 pub(crate) use packs::{MAX_PACKED_BLOB, index_path as pack_index_path, pack_path};
-pub use refs::{RefEntry, RefName};
+pub use refs::{REF_UPDATE_TRIES, RefEntry, RefName, RefUpdate};
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};

@@ -14,6 +14,35 @@ use serde::{Deserialize, Serialize};
 use super::{Result, Store, StoreError};
 use crate::digest::Digest;
 
+/// What one try of [`Store::update_ref`] decided from the head it was shown.
+pub enum RefUpdate<T> {
+    /// Advance the ref from that head to `target`, noting `note`; `value` is the result
+    /// once it is written.
+    Advance {
+        target: Digest,
+        note: String,
+        value: T,
+    },
+    /// Nothing to write (the ref already says what was wanted): `value` is the result.
+    Unchanged(T),
+    /// Read the head again and decide anew, not counting a try: `decide` waited for
+    /// something (another change's batch to close), and must bound that wait itself.
+    Reread,
+}
+
+/// Advances [`Store::update_ref`] tries before it gives up with a conflict.
+pub const REF_UPDATE_TRIES: u32 = 64;
+
+/// The pause after the `tries`-th conflict on one ref: a random part of a window that
+/// doubles from 2 ms to 64 ms.
+fn conflict_pause(tries: u32) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let window = 1u64 << tries.clamp(1, 6);
+    // A hasher with fresh random keys: a random number without a dependency for it.
+    let random = std::collections::hash_map::RandomState::new().hash_one(tries);
+    std::time::Duration::from_micros(random % (window * 1000))
+}
+
 /// One generation of a ref. Kept small: it is read on every head probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +223,45 @@ impl Store {
         // Only now that the ref is written may the log name it (see `change_log`).
         self.log_change(name, advanced.generation).await;
         Ok(advanced)
+    }
+
+    /// Compare-and-swap a ref, the one way every ref update is written: read its head,
+    /// let `decide` say what to do from it, and advance from exactly that head. When
+    /// another writer advanced it first, wait a little (longer after each conflict, with
+    /// jitter, so writers that collided do not collide again in step) and decide again
+    /// from the new head, up to [`REF_UPDATE_TRIES`] advances. Returns `decide`'s value
+    /// and the entry written, if one was.
+    pub async fn update_ref<T, E, Decided>(
+        &self,
+        name: &RefName,
+        actor: &str,
+        mut decide: impl FnMut(Option<RefEntry>) -> Decided,
+    ) -> std::result::Result<(T, Option<RefEntry>), E>
+    where
+        E: From<StoreError>,
+        Decided: std::future::Future<Output = std::result::Result<RefUpdate<T>, E>>,
+    {
+        let mut tries = 0;
+        while tries < REF_UPDATE_TRIES {
+            let head = self.ref_head(name).await?;
+            let expected = head.as_ref().map(|h| h.generation);
+            let (target, note, value) = match decide(head).await? {
+                RefUpdate::Unchanged(value) => return Ok((value, None)),
+                RefUpdate::Reread => continue,
+                RefUpdate::Advance {
+                    target,
+                    note,
+                    value,
+                } => (target, note, value),
+            };
+            tries += 1;
+            match self.ref_advance(name, expected, target, actor, &note).await {
+                Ok(entry) => return Ok((value, Some(entry))),
+                Err(StoreError::Conflict(_)) => tokio::time::sleep(conflict_pause(tries)).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(format!("{name} (gave up after {REF_UPDATE_TRIES} tries)")).into())
     }
 
     /// A ref advance that does not check the gc fence: for the gc lock itself.

@@ -80,19 +80,13 @@ impl From<RepoError> for IngestError {
 }
 
 impl IngestError {
-    /// HTTP status for this refusal: 4xx for anything the uploader can fix.
-    pub fn status(&self) -> u16 {
-        match self {
-            IngestError::Deb(e) if e.is_limit() => 413,
-            IngestError::Deb(DebError::Io(_)) => 500,
-            IngestError::Deb(_) => 400,
-            IngestError::BadPackage(_) => 400,
-            IngestError::Forbidden(_) => 403,
-            IngestError::NotFound(_) => 404,
-            IngestError::BadTarget(_) => 400,
-            IngestError::Conflict { .. } => 409,
-            IngestError::Store(_) | IngestError::Internal(_) => 500,
-        }
+    /// Whether the uploader can fix this (the package, the cap or the target), as
+    /// opposed to a fault of the server or its storage.
+    pub fn is_uploaders(&self) -> bool {
+        !matches!(
+            self,
+            IngestError::Deb(DebError::Io(_)) | IngestError::Store(_) | IngestError::Internal(_)
+        )
     }
 
     /// A short machine-readable code for the JSON answer.

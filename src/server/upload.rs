@@ -189,8 +189,7 @@ pub async fn upload(
     let ingested = match result {
         Ok(i) => i,
         Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = ingest_status(&e);
             tracing::info!(cap = %actor, file = %file_name, status = status.as_u16(), reason = %e, "upload refused");
             if status.is_server_error() {
                 return reply::error(status, e.code(), &e.to_string());
@@ -456,4 +455,22 @@ async fn wait_for_source(
         },
         &Answer { published },
     )
+}
+
+/// The HTTP status of a refused upload: 4xx for anything the uploader can fix (413 for a
+/// limit, 403 outside the cap's scope, 404 for a missing cell, 409 for other bytes under
+/// the same identity), 500 for the server's own faults.
+fn ingest_status(e: &ingest::IngestError) -> StatusCode {
+    use ingest::IngestError;
+    match e {
+        _ if !e.is_uploaders() => StatusCode::INTERNAL_SERVER_ERROR,
+        IngestError::Deb(e) if e.is_limit() => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
+        IngestError::NotFound(_) => StatusCode::NOT_FOUND,
+        IngestError::Conflict { .. } => StatusCode::CONFLICT,
+        IngestError::Deb(_) | IngestError::BadPackage(_) | IngestError::BadTarget(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        IngestError::Store(_) | IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }

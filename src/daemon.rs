@@ -92,7 +92,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         Err(error) => tracing::warn!(%error, "cannot sweep the spool directory"),
     }
     // A server stays up between uploads: idle time to hash the next RPM publish ahead.
-    crate::rpmrepo::next_publish::enable();
+    crate::rpmrepo::hash_ahead::enable();
     let root_key = cap_keys::parse_public(&config.caps.root_public_key)?;
 
     let configured_socket = options
@@ -214,7 +214,7 @@ async fn drain(manager: &crate::manager::ManagerHandle) {
     }
     // What the last publishes hash ahead and write down for the next start: a second
     // or so at 20,000 rpms; without it the next start's first publish starts over.
-    if tokio::time::timeout(SETTLE_TIMEOUT, crate::rpmrepo::next_publish::settle_all())
+    if tokio::time::timeout(SETTLE_TIMEOUT, crate::rpmrepo::hash_ahead::settle_all())
         .await
         .is_err()
     {

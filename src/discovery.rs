@@ -25,7 +25,7 @@ use crate::model::{AptRepo, RpmRepo};
 use crate::repos;
 use crate::store::Store;
 use crate::store::change_log::{Followed, Follower};
-use crate::views::{SuiteKey, Views};
+use crate::views::{TreeKey, Views};
 
 /// How often the manager reads the change log.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(1200);
@@ -67,7 +67,7 @@ pub struct Discovery {
     next_scan: Option<Instant>,
     /// Cell changes left to the writer's daemon for now: the suite or tree, the cell and
     /// its generation, and when the change was seen here.
-    left_to_writer: Vec<(SuiteKey, String, u64, Instant)>,
+    left_to_writer: Vec<(TreeKey, String, u64, Instant)>,
     /// How long recent publishes took, newest last: this daemon's own builds, and the time
     /// from seeing a cell change to serving the writer's publication of it.
     recent_publishes: std::collections::VecDeque<Duration>,
@@ -126,9 +126,9 @@ impl Discovery {
         &mut self,
         views: &Views,
         name: &str,
-        key: SuiteKey,
+        key: TreeKey,
         generation: u64,
-    ) -> Result<Vec<SuiteKey>, Error> {
+    ) -> Result<Vec<TreeKey>, Error> {
         let reference = crate::store::RefName::new(name)?;
         if !views
             .install_generation(&self.store, key.clone(), &reference, generation)
@@ -143,7 +143,7 @@ impl Discovery {
 
     /// Suites and trees whose published state is behind the store, or due to be re-signed.
     /// Errors are logged; what they hid is found by a later poll or scan.
-    pub async fn poll(&mut self, views: &Views) -> BTreeSet<SuiteKey> {
+    pub async fn poll(&mut self, views: &Views) -> BTreeSet<TreeKey> {
         let mut stale = BTreeSet::new();
         match &mut self.follower {
             None => match Follower::at_head(&self.store).await {
@@ -234,7 +234,7 @@ impl Discovery {
         views: &Views,
         name: &str,
         generation: u64,
-    ) -> Result<Vec<SuiteKey>, Error> {
+    ) -> Result<Vec<TreeKey>, Error> {
         // True if the view of (repo, suite) already has `name` at `generation` as an input.
         let has_input = |repo: &str, suite: &str| {
             views.get(repo, suite).is_some_and(|v| {
@@ -344,7 +344,7 @@ impl Discovery {
     }
 
     /// APT suites whose Valid-Until is half gone: from what is cached, no request.
-    fn resign_due(&self, views: &Views) -> Vec<SuiteKey> {
+    fn resign_due(&self, views: &Views) -> Vec<TreeKey> {
         let now = crate::time::now_unix();
         let mut due = Vec::new();
         for (repo, definition) in &self.apt {
@@ -362,7 +362,7 @@ impl Discovery {
 
     /// Reads every repository definition and the head of every cell: suites whose inputs
     /// moved past what is served. Schedules the next scan by what this one cost.
-    async fn full_scan(&mut self, views: &Views) -> Result<Vec<SuiteKey>, Error> {
+    async fn full_scan(&mut self, views: &Views) -> Result<Vec<TreeKey>, Error> {
         self.metrics.change_log_full_scans.inc();
         let started = Instant::now();
         // Requests, counted roughly: a listing or object read is one, a ref head two.

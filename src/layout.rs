@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::fragment_memory::{Fragments, Rendering};
 use crate::model::{Chunk, Record};
-use crate::prefix_hash::ResumePoints;
+use crate::resumable_hash::ResumePoints;
 use crate::store::{Result, Store};
 
 /// A kind of package whose index files are joined from per-chunk fragments.
@@ -212,7 +212,7 @@ impl PublishLayout {
     }
 
     /// Adds a join hashed ahead, with the states after its last `last` parts (and the
-    /// one before), as [`PartHashes::resume_points`](crate::prefix_hash::PartHashes::resume_points)
+    /// one before), as [`PartHashes::resume_points`](crate::resumable_hash::PartHashes::resume_points)
     /// exported them.
     pub fn add_ahead(&mut self, kind: &str, parts: Vec<(Digest, u64)>, points: ResumePoints) {
         if !points.0.is_empty() {

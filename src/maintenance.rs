@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 
 use crate::digest::Digest;
-use crate::model::{AptPublication, Cell, Chunk, RpmPackage};
+use crate::model::{Cell, Chunk, Publication, RpmPackage};
 use crate::store::fence::{GC_HEARTBEAT, GC_STALE_AFTER, GcLock, GcPhase};
 use crate::store::{ListedComposite, RefEntry, RefName, Store, StoreError};
 
@@ -316,7 +316,7 @@ async fn mark_publication(
     marked: &mut HashSet<Digest>,
     seen: &mut HashSet<Digest>,
 ) -> std::result::Result<(), StoreError> {
-    let publication = store.get_json::<AptPublication>(target).await?;
+    let publication = store.get_json::<Publication>(target).await?;
     marked.extend(
         publication
             .files
@@ -1050,7 +1050,7 @@ async fn check_published(
         }
     }
     for (name, entry) in newest {
-        let Ok(publication) = store.get_json::<AptPublication>(&entry.target).await else {
+        let Ok(publication) = store.get_json::<Publication>(&entry.target).await else {
             continue;
         };
         let read = async |path: &str| match publication.files.get(path) {

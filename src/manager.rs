@@ -17,11 +17,11 @@ use crate::model;
 use crate::publication::PublishError;
 use crate::repos;
 use crate::store::Store;
-use crate::views::{KEEP_SUPERSEDED, SuiteKey, Views};
+use crate::views::{KEEP_SUPERSEDED, TreeKey, Views};
 
 #[derive(Clone)]
 pub struct ManagerHandle {
-    dirty: mpsc::UnboundedSender<SuiteKey>,
+    dirty: mpsc::UnboundedSender<TreeKey>,
     published: watch::Receiver<u64>,
     flush: mpsc::UnboundedSender<oneshot::Sender<usize>>,
     pub views: Arc<Views>,
@@ -90,7 +90,7 @@ pub struct Manager {
     agent: AgentClient,
     views: Arc<Views>,
     metrics: Arc<Metrics>,
-    dirty_rx: mpsc::UnboundedReceiver<SuiteKey>,
+    dirty_rx: mpsc::UnboundedReceiver<TreeKey>,
     flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<usize>>,
     published_tx: watch::Sender<u64>,
     /// How long the last publish that built something took (µs; 0: it built nothing),
@@ -131,9 +131,9 @@ impl Manager {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Suites whose publish failed or waited for a batch: tried again each poll, since
         // the change that made them stale is already behind the change log's position.
-        let mut retry: BTreeSet<SuiteKey> = BTreeSet::new();
+        let mut retry: BTreeSet<TreeKey> = BTreeSet::new();
         loop {
-            let mut dirty: BTreeSet<SuiteKey> = BTreeSet::new();
+            let mut dirty: BTreeSet<TreeKey> = BTreeSet::new();
             let mut flushed: Option<oneshot::Sender<usize>> = None;
             tokio::select! {
                 Some(reply) = self.flush_rx.recv() => {

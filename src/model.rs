@@ -63,7 +63,7 @@ pub enum ManifestKind {
     AptRepo,
     AptCell,
     AptChunk,
-    AptPublication,
+    Publication,
     AptSourceChunk,
     RpmRepo,
     RpmCell,
@@ -84,8 +84,6 @@ pub struct Cell {
     pub kind: ManifestKind,
     pub chunks: Vec<ChunkRef>,
 }
-
-pub type AptCell = Cell;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,10 +168,11 @@ pub struct AptPackage {
     pub uploaded_by: String,
 }
 
-/// `published/apt/<repo>/<suite>`: everything a client can fetch for one suite.
+/// `published/apt/<repo>/<suite>` and `published/rpm/<repo>/<release>/<arch>`: everything
+/// a client can fetch for one APT suite or RPM tree (`kind` says which).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AptPublication {
+pub struct Publication {
     pub kind: ManifestKind,
     pub repo: String,
     pub suite: String,

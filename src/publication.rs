@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::agent::AgentClientError;
-use crate::model::AptPublication;
+use crate::model::Publication;
 use crate::store::{RefEntry, RefName, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum PublishError {
 #[derive(Debug, Clone)]
 pub struct Published {
     pub head: RefEntry,
-    pub publication: AptPublication,
+    pub publication: Publication,
     /// False when the tree was already up to date and nothing was written.
     pub changed: bool,
 }
@@ -127,7 +127,7 @@ pub async fn up_to_date(
 ) -> Result<(Option<RefEntry>, Option<Published>), PublishError> {
     let current = store.ref_head(reference).await?;
     if let Some(head) = &current {
-        let existing: AptPublication = store.get_json(&head.target).await?;
+        let existing: Publication = store.get_json(&head.target).await?;
         if existing.inputs == *inputs {
             let published = Published {
                 head: head.clone(),
@@ -145,7 +145,7 @@ pub async fn advance(
     store: &Store,
     reference: &RefName,
     current: Option<RefEntry>,
-    publication: AptPublication,
+    publication: Publication,
 ) -> Result<Option<Published>, PublishError> {
     let stored = store.put_json(&publication).await?;
     let note = format!(
@@ -268,7 +268,7 @@ impl PoolLoader {
     pub async fn index(
         &self,
         store: &Store,
-        publication: &AptPublication,
+        publication: &Publication,
         previous: Option<&PoolIndex>,
     ) -> Result<PoolIndex, StoreError> {
         let mut sources = Vec::new();

@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use crate::cells;
 use crate::digest::Digest;
 use crate::model::{
-    self, AptPackage, AptPublication, AptSource, Cell, Chunk, ChunkRef, Record, RpmPackage,
-    bucket_of,
+    self, AptPackage, AptSource, Cell, Chunk, ChunkRef, Publication, Record, RpmPackage, bucket_of,
 };
 use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
 
@@ -281,7 +280,7 @@ async fn set_cell<P: Record>(
 /// The cells a tree is built from, with the manifest each pointed at for a publication.
 async fn cells_of_publication(
     store: &Store,
-    publication: &AptPublication,
+    publication: &Publication,
 ) -> Result<BTreeMap<String, Digest>> {
     let mut out = BTreeMap::new();
     for (name, generation) in &publication.inputs {
@@ -341,7 +340,7 @@ fn cell_in_tree(cell: &str, tree: &Tree) -> Option<String> {
 pub async fn restore(
     store: &Store,
     tree: &Tree,
-    publication: &AptPublication,
+    publication: &Publication,
     actor: &str,
     note: &str,
 ) -> Result<usize> {
@@ -377,7 +376,7 @@ pub async fn publication_at(
     store: &Store,
     tree: &Tree,
     generation: Option<u64>,
-) -> Result<(RefEntry, AptPublication)> {
+) -> Result<(RefEntry, Publication)> {
     let reference = tree.publication_ref()?;
     let head = store.ref_head(&reference).await?.ok_or_else(|| {
         ReleaseError::NotFound(format!("{} has never been published", tree.display()))
@@ -448,7 +447,7 @@ pub async fn snapshot_get(
     kind: &str,
     repo: &str,
     snapshot: &str,
-) -> Result<Option<AptPublication>> {
+) -> Result<Option<Publication>> {
     crate::caps::scope::validate_name("snapshot", snapshot).map_err(ReleaseError::Invalid)?;
     let reference = RefName::new(format!("snapshots/{kind}/{repo}/{snapshot}"))?;
     match store.ref_head(&reference).await? {

@@ -6,11 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use crate::model::{AptPublication, FileEntry};
+use crate::model::{FileEntry, Publication};
 use crate::store::Store;
 
-/// (repository, suite)
-pub type SuiteKey = (String, String);
+/// (repository, APT suite or RPM tree `<release>/<arch>`)
+pub type TreeKey = (String, String);
 
 /// How many superseded publications keep their by-hash and pool files reachable.
 /// A client that read an older InRelease fetches indices by hash; they must still resolve.
@@ -29,11 +29,11 @@ pub fn immutable_path(path: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct SuiteView {
     pub generation: u64,
-    pub current: Arc<AptPublication>,
+    pub current: Arc<Publication>,
     pool: Arc<crate::publication::PoolIndex>,
     /// Superseded publications, newest last, with the pool chunks they named: their
     /// immutable files stay fetchable.
-    retained: Vec<(Arc<AptPublication>, Vec<crate::publication::PoolChunk>)>,
+    retained: Vec<(Arc<Publication>, Vec<crate::publication::PoolChunk>)>,
     /// The retained publications' pool chunks that the current one does not name, each
     /// once, newest first: what a lookup missing the current pool searches.
     retained_chunks: Vec<crate::publication::PoolChunk>,
@@ -42,7 +42,7 @@ pub struct SuiteView {
 impl SuiteView {
     fn new(
         generation: u64,
-        current: Arc<AptPublication>,
+        current: Arc<Publication>,
         pool: Arc<crate::publication::PoolIndex>,
         previous: Option<&SuiteView>,
     ) -> SuiteView {
@@ -135,7 +135,7 @@ impl SuiteView {
 pub struct Views {
     /// Parsed pool chunks, shared by consecutive publications.
     loader: crate::publication::PoolLoader,
-    suites: RwLock<HashMap<SuiteKey, Arc<SuiteView>>>,
+    suites: RwLock<HashMap<TreeKey, Arc<SuiteView>>>,
     /// Repository name -> private. A repository missing here is treated as private (fail closed).
     private: RwLock<HashMap<String, bool>>,
 }
@@ -184,9 +184,9 @@ impl Views {
     pub async fn install(
         &self,
         store: &Store,
-        key: SuiteKey,
+        key: TreeKey,
         generation: u64,
-        publication: AptPublication,
+        publication: Publication,
     ) -> Result<(), crate::store::StoreError> {
         let previous = self.get(&key.0, &key.1);
         let pool = Arc::new(
@@ -203,23 +203,23 @@ impl Views {
     pub async fn install_generation(
         &self,
         store: &Store,
-        key: SuiteKey,
+        key: TreeKey,
         reference: &crate::store::RefName,
         generation: u64,
     ) -> Result<bool, crate::store::StoreError> {
         let Some(entry) = store.ref_entry(reference, generation).await? else {
             return Ok(false);
         };
-        let publication: AptPublication = store.get_json(&entry.target).await?;
+        let publication: Publication = store.get_json(&entry.target).await?;
         self.install(store, key, generation, publication).await?;
         Ok(true)
     }
 
     fn install_indexed(
         &self,
-        key: SuiteKey,
+        key: TreeKey,
         generation: u64,
-        publication: AptPublication,
+        publication: Publication,
         pool: Arc<crate::publication::PoolIndex>,
     ) {
         if let Ok(mut suites) = self.suites.write() {

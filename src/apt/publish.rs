@@ -14,7 +14,7 @@ use super::{compress, fragments, release, sources};
 use crate::agent::AgentClient;
 use crate::cells;
 use crate::layout;
-use crate::model::{self, AptPackage, AptPublication, AptRepo, AptSource, FileEntry, ManifestKind};
+use crate::model::{self, AptPackage, AptRepo, AptSource, FileEntry, ManifestKind, Publication};
 use crate::publication;
 use crate::store::{BlobMeta, Store, StoreError};
 
@@ -166,7 +166,7 @@ async fn build(
     definition: &AptRepo,
     suite: &str,
     heads: &publication::Heads,
-) -> Result<(AptPublication, layout::PublishLayout), PublishError> {
+) -> Result<(Publication, layout::PublishLayout), PublishError> {
     // Built from exactly the cells `heads` names, read side by side.
     let cells = publication::read_cells(store, heads).await?;
     let cell = |name: crate::store::RefName| -> crate::model::Cell {
@@ -319,8 +319,8 @@ async fn build(
         );
     }
 
-    let publication = AptPublication {
-        kind: ManifestKind::AptPublication,
+    let publication = Publication {
+        kind: ManifestKind::Publication,
         repo: repo.to_string(),
         suite: suite.to_string(),
         built_at,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::repo::open_store;
 use crate::config::DataDir;
-use crate::model::AptPublication;
+use crate::model::Publication;
 use crate::releases::{self, Selector, Tree, Unit};
 use crate::server::release_api::ReleaseRequest;
 use crate::store::{RefName, Store};
@@ -332,14 +332,14 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
     let store = open_store(&DataDir::new(&args.data))?;
     let tree = Tree::parse(&args.tree)?;
     let reference = tree.publication_ref()?;
-    let mut previous: Option<AptPublication> = None;
+    let mut previous: Option<Publication> = None;
     let loader = crate::publication::PoolLoader::default();
     let mut rows = Vec::new();
     for generation in store.ref_generations(&reference).await? {
         let Some(entry) = store.ref_entry(&reference, generation).await? else {
             continue;
         };
-        let publication: AptPublication = store.get_json(&entry.target).await?;
+        let publication: Publication = store.get_json(&entry.target).await?;
         let mut changes = Vec::new();
         for (cell, &to) in &publication.inputs {
             let from = previous.as_ref().and_then(|p| p.inputs.get(cell).copied());

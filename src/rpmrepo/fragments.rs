@@ -321,7 +321,7 @@ pub async fn document(
         .await?;
     gz.push((gz_footer.0, Some(gz_footer.1)));
     // Tens of megabytes at 20,000 rpms, resumed after what the server hashed ahead
-    // (next_publish hashes ahead) when the count and leading parts match.
+    // (hash_ahead hashes ahead) when the count and leading parts match.
     let (open_checksum, open_size) = super::open_text::open_checksum(store, &text).await?;
     Ok(Document {
         gz,

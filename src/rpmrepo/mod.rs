@@ -4,10 +4,10 @@
 //! createrepo_c 0.17 writes them, and publishing concatenates them.
 
 pub mod fragments;
+pub mod hash_ahead;
 pub mod header;
 pub mod ingest;
 pub mod inspect;
-pub mod next_publish;
 pub mod open_text;
 pub mod publish;
 pub mod sign;

@@ -2,14 +2,14 @@
 //! document's whole uncompressed text, which a publish joins from per-chunk parts.
 //! States of recent joins are kept (and taken up from layout records), so a publish
 //! hashes only the parts after the longest prefix hashed before or hashed ahead (see
-//! `next_publish`). Text parts are named by their digest, so one scope serves
+//! `hash_ahead`). Text parts are named by their digest, so one scope serves
 //! every tree and store.
 
 use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::layout::AheadJoin;
-use crate::prefix_hash::{PartBytes, PartHashes, ResumePoints};
+use crate::resumable_hash::{PartBytes, PartHashes, ResumePoints};
 use crate::store::{LazyPart, Result, Store};
 
 /// Hash states of recent documents' text. A tree keeps three (one per document)

@@ -13,7 +13,7 @@ use super::fragments;
 use crate::agent::AgentClient;
 use crate::apt::publish::{PublishError, Published};
 use crate::layout;
-use crate::model::{self, AptPublication, FileEntry, ManifestKind, RpmPackage, RpmRepo};
+use crate::model::{self, FileEntry, ManifestKind, Publication, RpmPackage, RpmRepo};
 use crate::publication;
 use crate::store::Store;
 
@@ -111,7 +111,7 @@ pub async fn publish_tree(
             layout::made_here(store, &published.head.target);
             // Published: now the idle time until the next upload can hash ahead for it,
             // and then write down where the next publish resumes.
-            super::next_publish::hash_ahead(
+            super::hash_ahead::after_publish(
                 store,
                 &format!("{repo}/{tree}"),
                 &built_layout.documents,
@@ -148,7 +148,7 @@ async fn build(
     definition: &RpmRepo,
     tree: &str,
     heads: &publication::Heads,
-) -> Result<(AptPublication, BuiltLayout), PublishError> {
+) -> Result<(Publication, BuiltLayout), PublishError> {
     let repo = definition.name.as_str();
     let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
     // Built from exactly the cells `heads` names.
@@ -215,7 +215,7 @@ async fn build(
             },
         );
     }
-    let publication = AptPublication {
+    let publication = Publication {
         kind: ManifestKind::RpmPublication,
         repo: repo.to_string(),
         suite: tree.to_string(),
@@ -275,8 +275,8 @@ async fn gather(
     pool_chunks.sort();
     pool_chunks.dedup();
     // Each document's open-checksum hashes all of its text that was not hashed ahead
-    // (next_publish): the three side by side, once hashing ahead is done.
-    super::next_publish::settled(store, file).await;
+    // (hash_ahead): the three side by side, once hashing ahead is done.
+    super::hash_ahead::settled(store, file).await;
     let (primary, filelists, other) = tokio::try_join!(
         fragments::document(store, &parts, 0, PRIMARY_OPEN, "</metadata>"),
         fragments::document(store, &parts, 1, FILELISTS_OPEN, "</filelists>"),

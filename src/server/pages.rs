@@ -129,7 +129,7 @@ pub fn published_suites(
 }
 
 /// A published suite's name and the components its files show.
-pub fn suite_components(publication: &crate::model::AptPublication) -> (String, Vec<String>) {
+pub fn suite_components(publication: &crate::model::Publication) -> (String, Vec<String>) {
     let prefix = format!("dists/{}/", publication.suite);
     let mut components: Vec<String> = publication
         .files

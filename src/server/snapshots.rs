@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::model::{AptPublication, FileEntry};
+use crate::model::{FileEntry, Publication};
 use crate::store::Store;
 
 /// A snapshot's publication and its pool index.
-pub type Snapshot = (AptPublication, crate::publication::PoolIndex);
+pub type Snapshot = (Publication, crate::publication::PoolIndex);
 
 #[derive(Default)]
 pub struct SnapshotCache {

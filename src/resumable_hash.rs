@@ -133,7 +133,7 @@ impl PartHashes {
     }
 
     /// Hashes `parts` ahead of a join expected to start with them, so that join
-    /// resumes after them (see `rpmrepo::next_publish`).
+    /// resumes after them (see `rpmrepo::hash_ahead`).
     pub fn hash_ahead(&self, scope: Arc<str>, parts: &[PartBytes]) {
         let resumed = self.resume(&scope, &parts.iter().map(|p| p.0).collect::<Vec<_>>());
         let rest = &parts[resumed.len()..];

@@ -16,7 +16,7 @@ use super::fragments::{self, Document};
 use super::open_text;
 use crate::digest::Digest;
 use crate::layout::{COMPOSITE, PublishLayout};
-use crate::prefix_hash::{PartBytes, ResumePoints};
+use crate::resumable_hash::{PartBytes, ResumePoints};
 use crate::store::{LazyPart, Result, Store};
 
 /// Per tree (store and `<repo>/<release>/<arch>`), held while hashing ahead for it, so its
@@ -73,7 +73,7 @@ static WRITING: LazyLock<Arc<tokio::sync::RwLock<()>>> = LazyLock::new(Default::
 /// background, which only long-running servers do ([`enable`]); otherwise, or while
 /// still hashing ahead for an earlier publish of the tree, the record is written
 /// without. Failing only costs the next publish the time it would have saved.
-pub async fn hash_ahead(
+pub async fn after_publish(
     store: &Store,
     tree: &str,
     documents: &[Document],

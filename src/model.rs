@@ -63,7 +63,7 @@ pub enum ManifestKind {
     AptRepo,
     AptCell,
     AptChunk,
-    Publication,
+    AptPublication,
     AptSourceChunk,
     RpmRepo,
     RpmCell,

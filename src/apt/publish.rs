@@ -320,7 +320,7 @@ async fn build(
     }
 
     let publication = Publication {
-        kind: ManifestKind::Publication,
+        kind: ManifestKind::AptPublication,
         repo: repo.to_string(),
         suite: suite.to_string(),
         built_at,

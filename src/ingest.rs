@@ -113,11 +113,38 @@ pub struct Ingested {
     pub package: PackageId,
     pub cell: String,
     pub pool_path: String,
-    /// `stored`, or `already-present` when the same bytes were uploaded before.
-    pub status: &'static str,
+    pub status: UploadStatus,
     pub cell_generation: u64,
     #[serde(skip)]
     pub target: PublishTarget,
+}
+
+/// What an upload did; answered as `"stored"`, `"already-present"` or `"staged"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadStatus {
+    /// The package is new to its cell.
+    Stored,
+    /// The same bytes were uploaded to this cell before: nothing changed.
+    AlreadyPresent,
+    /// A source file kept until the `.dsc` that names it arrives.
+    Staged,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Stored => "stored",
+            UploadStatus::AlreadyPresent => "already-present",
+            UploadStatus::Staged => "staged",
+        }
+    }
+}
+
+impl std::fmt::Display for UploadStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What to republish after an upload, and which cell generation to wait for.
@@ -329,7 +356,7 @@ impl PlacedPackage for Placed {
         (&self.id.name, &self.id.version, &self.id.architecture)
     }
 
-    fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested {
+    fn answer(&self, spooled: &Spooled, status: UploadStatus, generation: u64) -> Ingested {
         Ingested {
             digest: spooled.digest,
             size: spooled.size,
@@ -491,7 +518,7 @@ pub(crate) trait PlacedPackage {
     fn cell_ref(&self) -> &crate::store::RefName;
     /// Name, full version and architecture: what identifies it within the cell.
     fn identity(&self) -> (&str, &str, &str);
-    fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested;
+    fn answer(&self, spooled: &Spooled, status: UploadStatus, generation: u64) -> Ingested;
     fn conflict(&self, existing: Digest) -> IngestError;
 }
 
@@ -515,7 +542,11 @@ pub(crate) async fn check_existing<P: PlacedPackage>(
         .ref_head(placed.cell_ref())
         .await?
         .map_or(0, |h| h.generation);
-    Ok(Some(placed.answer(spooled, "already-present", generation)))
+    Ok(Some(placed.answer(
+        spooled,
+        UploadStatus::AlreadyPresent,
+        generation,
+    )))
 }
 
 /// Adds the stored package to its cell and answers the uploader.
@@ -527,9 +558,11 @@ pub(crate) async fn add_to_cell<P: PlacedPackage>(
     actor: &str,
 ) -> Result<Ingested, IngestError> {
     match cells::add_package(store, placed.cell_ref(), record, actor).await? {
-        AddOutcome::Added { generation } => Ok(placed.answer(spooled, "stored", generation)),
+        AddOutcome::Added { generation } => {
+            Ok(placed.answer(spooled, UploadStatus::Stored, generation))
+        }
         AddOutcome::AlreadyPresent { generation } => {
-            Ok(placed.answer(spooled, "already-present", generation))
+            Ok(placed.answer(spooled, UploadStatus::AlreadyPresent, generation))
         }
         AddOutcome::Conflict { existing } => Err(placed.conflict(existing)),
     }
@@ -553,7 +586,7 @@ pub async fn prepare(
     Ok((
         placed.cell_ref.clone(),
         package,
-        placed.answer(spooled, "stored", 0),
+        placed.answer(spooled, UploadStatus::Stored, 0),
     ))
 }
 

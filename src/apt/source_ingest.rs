@@ -51,7 +51,7 @@ fn answer(
     spooled: &Spooled,
     id: PackageId,
     cell: String,
-    status: &'static str,
+    status: crate::ingest::UploadStatus,
     generation: u64,
     target: PublishTarget,
 ) -> Ingested {
@@ -119,7 +119,14 @@ pub async fn stage(
         trees: Vec::new(),
         cell_ref: String::new(),
     };
-    Ok(answer(spooled, id, cell, "staged", 0, target))
+    Ok(answer(
+        spooled,
+        id,
+        cell,
+        crate::ingest::UploadStatus::Staged,
+        0,
+        target,
+    ))
 }
 
 /// A .dsc or .changes is a small signed text; anything larger than a control file is refused
@@ -219,14 +226,19 @@ pub async fn ingest_dsc(
     };
     store.put_blob_file(&spooled.path, spooled.digest).await?;
     match cells::add_package(store, &cell_ref, record, actor).await? {
-        AddOutcome::Added { generation } => {
-            Ok(answer(spooled, id, cell, "stored", generation, publish))
-        }
+        AddOutcome::Added { generation } => Ok(answer(
+            spooled,
+            id,
+            cell,
+            crate::ingest::UploadStatus::Stored,
+            generation,
+            publish,
+        )),
         AddOutcome::AlreadyPresent { generation } => Ok(answer(
             spooled,
             id,
             cell,
-            "already-present",
+            crate::ingest::UploadStatus::AlreadyPresent,
             generation,
             publish,
         )),

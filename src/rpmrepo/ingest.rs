@@ -266,7 +266,12 @@ impl PlacedPackage for Placed {
         (&self.info.name, &self.evr, &self.info.arch)
     }
 
-    fn answer(&self, spooled: &Spooled, status: &'static str, generation: u64) -> Ingested {
+    fn answer(
+        &self,
+        spooled: &Spooled,
+        status: crate::ingest::UploadStatus,
+        generation: u64,
+    ) -> Ingested {
         let tree_arch = if self.cell_arch == "src" {
             "source"
         } else {
@@ -449,6 +454,6 @@ pub async fn prepare(
     Ok((
         placed.cell_ref.clone(),
         record,
-        placed.answer(spooled, "stored", 0),
+        placed.answer(spooled, crate::ingest::UploadStatus::Stored, 0),
     ))
 }

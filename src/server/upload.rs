@@ -197,14 +197,14 @@ pub async fn upload(
             return refused(reply::error(status, e.code(), &e.to_string()));
         }
     };
-    if ingested.status == "stored" {
+    if ingested.status == ingest::UploadStatus::Stored {
         state.metrics.uploads_stored.inc();
     } else {
         state.metrics.uploads_already_present.inc();
     }
     tracing::info!(
         cap = %actor, package = %ingested.package.name, version = %ingested.package.version,
-        cell = %ingested.cell, status = ingested.status, "upload accepted"
+        cell = %ingested.cell, status = %ingested.status, "upload accepted"
     );
     let target = &ingested.target;
     for tree in &target.trees {
@@ -235,7 +235,7 @@ pub async fn upload(
             ingested.cell_generation,
         )
     };
-    let status = if ingested.status == "stored" {
+    let status = if ingested.status == ingest::UploadStatus::Stored {
         StatusCode::CREATED
     } else {
         StatusCode::OK

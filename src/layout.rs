@@ -67,9 +67,40 @@ async fn rendered<P: Fragmented>(
     crate::fragment_memory::render_chunks(store, chunks, rendering, P::fragment).await
 }
 
-/// One cell chunk in an index file: (from the file's shared cell, `all` for APT or
-/// `noarch` for RPM; bucket; chunk digest).
-pub type Slot = (bool, u8, Digest);
+/// One cell chunk in an index file. Written down (in a base) as the tuple
+/// `[shared, bucket, chunk]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(bool, u8, Digest)", into = "(bool, u8, Digest)")]
+pub struct Slot {
+    /// From the file's shared cell (`all` for APT, `noarch` for RPM), not its own.
+    pub shared: bool,
+    /// The chunk's bucket in its cell.
+    pub bucket: u8,
+    pub chunk: Digest,
+}
+
+impl Slot {
+    /// Where the slot sits: two cells of a file may use the same bucket.
+    fn place(&self) -> (bool, u8) {
+        (self.shared, self.bucket)
+    }
+}
+
+impl From<(bool, u8, Digest)> for Slot {
+    fn from((shared, bucket, chunk): (bool, u8, Digest)) -> Slot {
+        Slot {
+            shared,
+            bucket,
+            chunk,
+        }
+    }
+}
+
+impl From<Slot> for (bool, u8, Digest) {
+    fn from(slot: Slot) -> Self {
+        (slot.shared, slot.bucket, slot.chunk)
+    }
+}
 
 /// An index file's fragments in publishing order, with the chunk each renders.
 pub struct LaidOut<F> {
@@ -174,7 +205,7 @@ impl PublishLayout {
                     .base_fragments
                     .iter()
                     .zip(&laid.base.slots)
-                    .map(|(f, slot)| P::summary(&laid.file, &slot.2, laid.base.rendering, f))
+                    .map(|(f, slot)| P::summary(&laid.file, &slot.chunk, laid.base.rendering, f))
                     .collect();
                 let fragments = match summaries {
                     Some(summaries) => Some(store.put_json(&summaries).await?.digest),
@@ -347,7 +378,7 @@ async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result
                     ));
                 }
                 for (slot, summary) in base.slots.iter().zip(summaries) {
-                    P::remember(&file.file, &slot.2, base.rendering, summary);
+                    P::remember(&file.file, &slot.chunk, base.rendering, summary);
                 }
             }
             let _ = base.stored.set((file.base, file.fragments));
@@ -411,7 +442,7 @@ pub async fn fragments_for<P: Fragmented>(
             },
         });
     }
-    let chunks: Vec<Digest> = slots.iter().map(|s| s.2).collect();
+    let chunks: Vec<Digest> = slots.iter().map(|s| s.chunk).collect();
     let fragments = rendered::<P>(store, &chunks, rendering).await?;
     let packages = fragments.iter().map(|f| P::listed(f)).sum();
     let base = BASES.remember(
@@ -451,17 +482,19 @@ async fn over_base<P: Fragmented>(
     slots: &[Slot],
     rendering: Rendering,
 ) -> Result<Option<OverBase<P::Fragment>>> {
-    let current: HashMap<(bool, u8), Digest> = slots.iter().map(|s| ((s.0, s.1), s.2)).collect();
+    let current: HashMap<(bool, u8), Digest> = slots.iter().map(|s| (s.place(), s.chunk)).collect();
     let mut deltas = Vec::new();
     let mut used = Vec::new();
     let mut added = 0;
-    let was: HashMap<(bool, u8), Digest> = base.slots.iter().map(|s| ((s.0, s.1), s.2)).collect();
+    let was: HashMap<(bool, u8), Digest> =
+        base.slots.iter().map(|s| (s.place(), s.chunk)).collect();
     if was.keys().any(|slot| !current.contains_key(slot)) {
         // A bucket emptied: packages were removed.
         return Ok(None);
     }
-    for (all, bucket, now) in slots {
-        let before = was.get(&(*all, *bucket));
+    for slot in slots {
+        let now = &slot.chunk;
+        let before = was.get(&slot.place());
         if before == Some(now) {
             continue;
         }
@@ -479,7 +512,7 @@ async fn over_base<P: Fragmented>(
     if added > DELTA_ALLOWANCE + base.packages / 8 {
         return Ok(None);
     }
-    let mut chunks: Vec<Digest> = base.slots.iter().map(|s| s.2).collect();
+    let mut chunks: Vec<Digest> = base.slots.iter().map(|s| s.chunk).collect();
     let mut fragments = rendered::<P>(store, &chunks, rendering).await?;
     fragments.extend(rendered::<P>(store, &deltas, rendering).await?);
     chunks.extend(deltas);
@@ -577,6 +610,20 @@ mod tests {
             uploaded_at: 0,
             uploaded_by: "t".into(),
         }
+    }
+
+    /// Bases written before `Slot` had names must still read, and new ones read the same.
+    #[test]
+    fn a_slot_is_written_down_as_the_tuple_it_was() {
+        let chunk = Digest::of(b"chunk");
+        let slot = Slot {
+            shared: true,
+            bucket: 7,
+            chunk,
+        };
+        let json = serde_json::to_string(&slot).unwrap();
+        assert_eq!(json, serde_json::to_string(&(true, 7u8, chunk)).unwrap());
+        assert_eq!(serde_json::from_str::<Slot>(&json).unwrap(), slot);
     }
 
     #[test]

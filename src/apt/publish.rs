@@ -250,8 +250,13 @@ async fn build(
             let slots: Vec<layout::Slot> = own
                 .chunks
                 .iter()
-                .map(|c| (false, c.bucket, c.digest))
-                .chain(arch_all.chunks.iter().map(|c| (true, c.bucket, c.digest)))
+                .map(|c| (false, c.bucket, c.digest).into())
+                .chain(
+                    arch_all
+                        .chunks
+                        .iter()
+                        .map(|c| (true, c.bucket, c.digest).into()),
+                )
                 .collect();
             let file = format!("{repo}/{suite}/{component}/{arch}");
             // A part gc swept while its bytes were held here is NotFound: start over from the store.

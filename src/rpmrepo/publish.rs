@@ -160,7 +160,11 @@ async fn build(
             continue;
         };
         // The second cell (noarch) is the tree's shared one.
-        slots.extend(cell.chunks.iter().map(|c| (index == 1, c.bucket, c.digest)));
+        slots.extend(
+            cell.chunks
+                .iter()
+                .map(|c| layout::Slot::from((index == 1, c.bucket, c.digest))),
+        );
     }
     let inputs = publication::generations(heads);
     let file = format!("{repo}/{tree}");

@@ -329,3 +329,67 @@ pub async fn add_packages<P: Record>(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AptPackage;
+    use crate::testing::apt_package;
+
+    fn cell() -> RefName {
+        crate::model::cell_ref("farm", "stable", "main", "amd64").unwrap()
+    }
+
+    #[tokio::test]
+    async fn adding_again_is_a_no_op_and_other_bytes_under_one_identity_are_refused() {
+        let store = Store::memory();
+        let (a, b) = (apt_package("a", "1", b"a1"), apt_package("b", "1", b"b1"));
+        let added = add_packages(&store, &cell(), vec![a.clone(), b], "t").await;
+        assert_eq!(
+            added.unwrap(),
+            [
+                AddOutcome::Added { generation: 0 },
+                AddOutcome::Added { generation: 0 }
+            ]
+        );
+        // The same bytes again: nothing written.
+        let again = add_package(&store, &cell(), a.clone(), "t").await.unwrap();
+        assert_eq!(again, AddOutcome::AlreadyPresent { generation: 0 });
+        assert_eq!(
+            store.ref_head(&cell()).await.unwrap().unwrap().generation,
+            0
+        );
+        // Other bytes under a's name, version and architecture.
+        let other = apt_package("a", "1", b"other bytes");
+        let refused = add_package(&store, &cell(), other, "t").await.unwrap();
+        assert_eq!(refused, AddOutcome::Conflict { existing: a.sha256 });
+        let (_, current) = load_cell::<AptPackage>(&store, &cell()).await.unwrap();
+        let listed = all_packages::<AptPackage>(&store, &current).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.contains(&a));
+    }
+
+    #[tokio::test]
+    async fn writers_side_by_side_lose_no_package() {
+        let store = Store::memory();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..4 {
+                        let name = format!("w{w}-{i}");
+                        let package = apt_package(&name, "1", name.as_bytes());
+                        add_package(&store, &cell(), package, "t").await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let (head, current) = load_cell::<AptPackage>(&store, &cell()).await.unwrap();
+        let listed = all_packages::<AptPackage>(&store, &current).await.unwrap();
+        assert_eq!(listed.len(), 32, "a package was lost");
+        assert_eq!(head.unwrap().generation, 31, "one generation per package");
+    }
+}

@@ -594,23 +594,7 @@ fn added_packages<P: Record + PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AptPackage;
-
-    fn package(name: &str, version: &str, bytes: &[u8]) -> AptPackage {
-        AptPackage {
-            name: name.into(),
-            version: version.into(),
-            architecture: "amd64".into(),
-            source: name.into(),
-            control: format!("Package: {name}\nVersion: {version}\n"),
-            filename: format!("pool/main/{name}_{version}_amd64.deb"),
-            size: bytes.len() as u64,
-            sha256: Digest::of(bytes),
-            files: Digest::of(b""),
-            uploaded_at: 0,
-            uploaded_by: "t".into(),
-        }
-    }
+    use crate::testing::apt_package as package;
 
     /// Bases written before `Slot` had names must still read, and new ones read the same.
     #[test]

@@ -733,3 +733,147 @@ async fn promote_cell<P: Record>(
     }
     Ok(added)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repos::{self, NewAptRepo};
+    use crate::testing::apt_package;
+
+    /// apt/farm with suites stable and testing, component main, amd64, on a memory store.
+    async fn repository() -> Store {
+        let store = Store::memory();
+        repos::add_apt_repo(
+            &store,
+            NewAptRepo {
+                name: "farm".into(),
+                suites: vec!["stable".into(), "testing".into()],
+                components: vec!["main".into()],
+                architectures: vec!["amd64".into()],
+                origin: None,
+                label: None,
+                private: false,
+                retention: None,
+                legacy_hashes: false,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+        store
+    }
+
+    fn cell(suite: &str) -> RefName {
+        crate::model::cell_ref("farm", suite, "main", "amd64").unwrap()
+    }
+
+    async fn add(store: &Store, suite: &str, packages: Vec<AptPackage>) {
+        cells::add_packages(store, &cell(suite), packages, "test")
+            .await
+            .unwrap();
+    }
+
+    /// "name version" of every package the suite's amd64 cell lists, sorted.
+    async fn listed(store: &Store, suite: &str) -> Vec<String> {
+        let (_, current) = cells::load_cell::<AptPackage>(store, &cell(suite))
+            .await
+            .unwrap();
+        let mut names: Vec<String> = cells::all_packages::<AptPackage>(store, &current)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn promote_copies_or_moves_what_is_selected_and_remove_takes_it_out() {
+        let store = repository().await;
+        let (stable, testing) = (
+            Unit::parse("apt/farm", "stable").unwrap(),
+            Unit::parse("apt/farm", "testing").unwrap(),
+        );
+        add(
+            &store,
+            "stable",
+            vec![apt_package("a", "1", b"a1"), apt_package("b", "1", b"b1")],
+        )
+        .await;
+        // Copy one: the source keeps it; promoting it again copies nothing.
+        let a = [Selector::parse("a")];
+        assert_eq!(
+            promote(&store, &stable, &testing, &a, false, "t")
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(listed(&store, "testing").await, ["a 1"]);
+        assert_eq!(listed(&store, "stable").await, ["a 1", "b 1"]);
+        assert_eq!(
+            promote(&store, &stable, &testing, &a, false, "t")
+                .await
+                .unwrap(),
+            0
+        );
+        // Move one, selected by version.
+        let b = [Selector::parse("b=1")];
+        assert_eq!(
+            promote(&store, &stable, &testing, &b, true, "t")
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(listed(&store, "stable").await, ["a 1"]);
+        assert_eq!(listed(&store, "testing").await, ["a 1", "b 1"]);
+        // A version not there selects nothing.
+        let none = [Selector::parse("a=2")];
+        assert_eq!(
+            promote(&store, &stable, &testing, &none, false, "t")
+                .await
+                .unwrap(),
+            0
+        );
+
+        // Other bytes under the same name and version in the target: refused, and the
+        // target is unchanged.
+        add(
+            &store,
+            "stable",
+            vec![apt_package("c", "1", b"c in stable")],
+        )
+        .await;
+        add(
+            &store,
+            "testing",
+            vec![apt_package("c", "1", b"c in testing")],
+        )
+        .await;
+        let c = [Selector::parse("c")];
+        let refused = promote(&store, &stable, &testing, &c, false, "t").await;
+        assert!(
+            matches!(refused, Err(ReleaseError::Invalid(_))),
+            "{refused:?}"
+        );
+        assert_eq!(listed(&store, "testing").await, ["a 1", "b 1", "c 1"]);
+
+        // Remove takes the selected records out of the suite only.
+        assert_eq!(remove(&store, &testing, &a, "t").await.unwrap(), 1);
+        assert_eq!(listed(&store, "testing").await, ["b 1", "c 1"]);
+        assert_eq!(listed(&store, "stable").await, ["a 1", "c 1"]);
+        assert_eq!(remove(&store, &testing, &a, "t").await.unwrap(), 0);
+        // Every change closed the batch it opened.
+        assert!(!batch_open(&store, &testing).await.unwrap());
+
+        // Promotion within one suite, or across repositories or kinds, is refused.
+        let other = Unit::parse("apt/other", "testing").unwrap();
+        for (from, to) in [(&stable, &stable), (&stable, &other)] {
+            let refused = promote(&store, from, to, &a, false, "t").await;
+            assert!(
+                matches!(refused, Err(ReleaseError::Invalid(_))),
+                "{refused:?}"
+            );
+        }
+    }
+}

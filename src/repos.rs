@@ -421,3 +421,30 @@ pub async fn set_suite_options(
         .await?;
     written(entry, &reference)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::apt_package;
+
+    #[test]
+    fn retention_keeps_the_newest_versions_of_each_name_by_dpkg_order() {
+        let packages = [
+            apt_package("a", "1.9", b"a19"),
+            apt_package("a", "1.10", b"a110"),
+            apt_package("a", "1:0.1", b"a-epoch"),
+            apt_package("b", "2", b"b2"),
+        ];
+        let versions = |keep| {
+            let mut kept: Vec<String> = super::retained(packages.iter().collect(), keep)
+                .into_iter()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect();
+            kept.sort();
+            kept
+        };
+        // 1:0.1 is newest (epoch), then 1.10, then 1.9; b has one version.
+        assert_eq!(versions(Some(1)), ["a 1:0.1", "b 2"]);
+        assert_eq!(versions(Some(2)), ["a 1.10", "a 1:0.1", "b 2"]);
+        assert_eq!(versions(None).len(), 4);
+    }
+}

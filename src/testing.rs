@@ -1,5 +1,6 @@
 //! Test support: an S3-compatible server (moto) on 127.0.0.1 for the store's
-//! conformance suite. Set CAPREPO_TEST_S3_ENDPOINT to use one started elsewhere.
+//! conformance suite (set CAPREPO_TEST_S3_ENDPOINT to use one started elsewhere), and
+//! package records for unit tests of cells, retention and releases.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -91,5 +92,23 @@ impl Drop for S3Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// An amd64 package record of `name` at `version` whose .deb is `bytes` (never stored:
+/// cells, retention and releases only read the record).
+pub fn apt_package(name: &str, version: &str, bytes: &[u8]) -> crate::model::AptPackage {
+    crate::model::AptPackage {
+        name: name.into(),
+        version: version.into(),
+        architecture: "amd64".into(),
+        source: name.into(),
+        control: format!("Package: {name}\nVersion: {version}\n"),
+        filename: format!("pool/main/{name}_{version}_amd64.deb"),
+        size: bytes.len() as u64,
+        sha256: crate::digest::Digest::of(bytes),
+        files: crate::digest::Digest::of(b""),
+        uploaded_at: 0,
+        uploaded_by: "t".into(),
     }
 }

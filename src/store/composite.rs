@@ -90,14 +90,15 @@ impl Store {
     pub async fn put_part(&self, bytes: impl Into<Bytes>) -> Result<PartBytes> {
         let bytes = bytes.into();
         let digest = Digest::of(&bytes);
-        // Held means stored since the last sweep this process knows of (what gc may take
-        // is forgotten after it sweeps): an xz frame's header and an unchanged file's tail
-        // are not written again on every publish.
-        if super::held::held(&digest).is_some() {
+        // Written through this store since the last sweep this process knows of (what gc
+        // may take is forgotten after it sweeps): an xz frame's header and an unchanged
+        // file's tail are not written again on every publish.
+        if self.written_parts.contains(&digest) {
             return Ok((digest, bytes));
         }
         self.put_blob_hashed(digest, bytes.clone()).await?;
         super::held::hold(&digest, &bytes);
+        self.written_parts.insert(digest);
         Ok((digest, bytes))
     }
 

@@ -63,6 +63,34 @@ impl Store {
     }
 }
 
+/// Digests of parts one store was written, valid while the held bytes' epoch lasts
+/// (a sweep this process heard of, or the bytes budget, starts both over).
+#[derive(Default)]
+pub struct WrittenParts(Mutex<(u64, std::collections::HashSet<Digest>)>);
+
+/// Parts remembered as written before the set starts over (32 bytes each).
+const WRITTEN_PARTS_LIMIT: usize = 1 << 20;
+
+impl WrittenParts {
+    /// Whether `digest` was written through this store since the last epoch change.
+    pub(crate) fn contains(&self, digest: &Digest) -> bool {
+        let current = epoch();
+        self.0
+            .lock()
+            .is_ok_and(|written| written.0 == current && written.1.contains(digest))
+    }
+
+    pub(crate) fn insert(&self, digest: Digest) {
+        let current = epoch();
+        if let Ok(mut written) = self.0.lock() {
+            if written.0 != current || written.1.len() >= WRITTEN_PARTS_LIMIT {
+                *written = (current, std::collections::HashSet::new());
+            }
+            written.1.insert(digest);
+        }
+    }
+}
+
 /// The bytes held under `digest`, if any.
 pub(crate) fn held(digest: &Digest) -> Option<Bytes> {
     HELD.lock().ok().and_then(|h| h.bytes.get(digest).cloned())
@@ -94,4 +122,20 @@ pub fn forget() {
 /// Changes whenever the held bytes are dropped.
 pub fn epoch() -> u64 {
     HELD.lock().map(|h| h.epoch).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held bytes are shared by every store in a process; what one store was written
+    /// is its own (a publish test beside another once found its part missing).
+    #[tokio::test]
+    async fn a_part_written_to_one_store_is_written_to_another_too() {
+        let (one, other) = (Store::memory(), Store::memory());
+        let part = Bytes::from_static(b"a part both stores need");
+        let (digest, _) = one.put_part(part.clone()).await.unwrap();
+        other.put_part(part).await.unwrap();
+        assert!(other.has_blob(&digest).await.unwrap());
+    }
 }

@@ -115,6 +115,10 @@ pub struct Store {
     fence: Arc<fence::Fence>,
     /// This process's appender of the change log (shared by every clone).
     changes: Arc<change_log::ChangeLogWriter>,
+    /// Parts this handle (and its clones) wrote since the held bytes were last dropped:
+    /// writing one again is skipped. Per store, since bytes held for one store say
+    /// nothing about what another has.
+    written_parts: Arc<held::WrittenParts>,
 }
 
 impl std::fmt::Debug for Store {
@@ -188,6 +192,7 @@ impl Store {
             packer: None,
             fence: Arc::new(fence::Fence::new()),
             changes: Arc::default(),
+            written_parts: Arc::default(),
         }
     }
 

@@ -125,7 +125,8 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let public_key_binary: Arc<[u8]> = agent.public_key(false).await?.into();
 
     let metrics = Arc::new(Metrics::default());
-    let (manager, handle) = manager::new(store.clone(), agent.clone(), Arc::clone(&metrics));
+    let (manager, handle) =
+        manager::new(store.clone(), Arc::new(agent.clone()), Arc::clone(&metrics));
     // What is loaded next reflects the sweeps done so far (see `store::fence`).
     if let Err(e) = store.note_gc_sweeps().await {
         tracing::warn!(error = %e, "cannot read the gc lock; the first write will forget what was loaded");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::agent::AgentClient;
+use crate::agent::Signer;
 use crate::apt::publish::{self, Published};
 use crate::metrics::Metrics;
 use crate::model;
@@ -87,7 +87,7 @@ impl ManagerHandle {
 pub struct Manager {
     store: Store,
     discovery: crate::discovery::Discovery,
-    agent: AgentClient,
+    agent: Arc<dyn Signer>,
     views: Arc<Views>,
     metrics: Arc<Metrics>,
     dirty_rx: mpsc::UnboundedReceiver<TreeKey>,
@@ -98,7 +98,11 @@ pub struct Manager {
     last_build_micros: std::sync::atomic::AtomicU64,
 }
 
-pub fn new(store: Store, agent: AgentClient, metrics: Arc<Metrics>) -> (Manager, ManagerHandle) {
+pub fn new(
+    store: Store,
+    agent: Arc<dyn Signer>,
+    metrics: Arc<Metrics>,
+) -> (Manager, ManagerHandle) {
     let (dirty_tx, dirty_rx) = mpsc::unbounded_channel();
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
     let (published_tx, published_rx) = watch::channel(0);
@@ -209,9 +213,9 @@ impl Manager {
         };
         // RPM trees are `<release>/<arch>`; APT suite names never contain a slash.
         let result = if suite.contains('/') {
-            crate::rpmrepo::publish::publish_tree(&self.store, &self.agent, repo, suite).await
+            crate::rpmrepo::publish::publish_tree(&self.store, &*self.agent, repo, suite).await
         } else {
-            publish::publish_suite(&self.store, &self.agent, repo, suite).await
+            publish::publish_suite(&self.store, &*self.agent, repo, suite).await
         };
         drop(access);
         match result {

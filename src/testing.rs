@@ -104,7 +104,7 @@ pub fn apt_package(name: &str, version: &str, bytes: &[u8]) -> crate::model::Apt
         architecture: "amd64".into(),
         source: name.into(),
         control: format!("Package: {name}\nVersion: {version}\n"),
-        filename: format!("pool/main/{name}_{version}_amd64.deb"),
+        filename: format!("pool/main/{}/{name}/{name}_{version}_amd64.deb", &name[..1]),
         size: bytes.len() as u64,
         sha256: crate::digest::Digest::of(bytes),
         files: crate::digest::Digest::of(b""),

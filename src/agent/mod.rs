@@ -5,5 +5,7 @@ pub mod client;
 pub mod openpgp;
 pub mod protocol;
 pub mod server;
+pub mod sign;
 
 pub use client::{AgentClient, AgentClientError};
+pub use sign::Signer;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::release::IndexFile;
 use super::{compress, fragments, release, sources};
-use crate::agent::AgentClient;
+use crate::agent::Signer;
 use crate::cells;
 use crate::layout;
 use crate::model::{self, AptPackage, AptRepo, AptSource, FileEntry, ManifestKind, Publication};
@@ -68,7 +68,7 @@ pub async fn current_heads(
 /// Publish a suite if its inputs changed since the last publication.
 pub async fn publish_suite(
     store: &Store,
-    agent: &AgentClient,
+    agent: &dyn Signer,
     repo: &str,
     suite: &str,
 ) -> Result<Published, PublishError> {
@@ -162,7 +162,7 @@ async fn legacy_index_hashes(store: &Store, sha256: &str) -> Result<[String; 3],
 
 async fn build(
     store: &Store,
-    agent: &AgentClient,
+    agent: &dyn Signer,
     definition: &AptRepo,
     suite: &str,
     heads: &publication::Heads,
@@ -339,4 +339,119 @@ async fn build(
         },
     };
     Ok((publication, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::openpgp::{verify_cleartext, verify_detached};
+    use crate::agent::sign::MemorySigner;
+    use crate::repos::{self, NewAptRepo};
+    use crate::testing::apt_package;
+
+    /// apt/farm (stable, main, amd64) on a memory store, holding `packages` with their
+    /// bytes stored (and an empty file list each).
+    async fn suite_with(packages: &[(&str, &str)]) -> Store {
+        let store = Store::memory();
+        let new = NewAptRepo {
+            name: "farm".into(),
+            suites: vec!["stable".into()],
+            components: vec!["main".into()],
+            architectures: vec!["amd64".into()],
+            origin: None,
+            label: None,
+            private: false,
+            retention: None,
+            legacy_hashes: false,
+        };
+        repos::add_apt_repo(&store, new, "t").await.unwrap();
+        store.put_blob(Bytes::new()).await.unwrap();
+        let cell = model::cell_ref("farm", "stable", "main", "amd64").unwrap();
+        for (name, version) in packages {
+            let bytes = format!("the .deb of {name} {version}");
+            store.put_blob(Bytes::from(bytes.clone())).await.unwrap();
+            let package = apt_package(name, version, bytes.as_bytes());
+            cells::add_package(&store, &cell, package, "t")
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    async fn file(store: &Store, published: &Published, path: &str) -> Bytes {
+        let entry = published.publication.files[path];
+        store.get_blob(&entry.sha256).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_suite_publishes_signed_indices_listing_its_packages_and_verifies() {
+        let store = suite_with(&[("alpha", "1"), ("beta", "2")]).await;
+        let signer = MemorySigner::new();
+        let published = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        assert!(published.changed);
+        let key = signer.certificate();
+
+        // InRelease is Release, signed; Release.gpg signs Release.
+        let release = file(&store, &published, "dists/stable/Release").await;
+        let in_release = file(&store, &published, "dists/stable/InRelease").await;
+        let signed = verify_cleartext(&key, &in_release).expect("InRelease verifies");
+        assert_eq!(
+            signed.trim_end(),
+            String::from_utf8_lossy(&release).trim_end()
+        );
+        let release_gpg = file(&store, &published, "dists/stable/Release.gpg").await;
+        assert!(verify_detached(&key, &release_gpg, &release));
+        assert!(!verify_detached(&key, &release_gpg, b"another Release"));
+
+        // Packages lists both, and Release names it with its sha256.
+        let packages = file(
+            &store,
+            &published,
+            "dists/stable/main/binary-amd64/Packages",
+        )
+        .await;
+        let text = String::from_utf8_lossy(&packages);
+        assert!(
+            text.contains("Package: alpha\n") && text.contains("Package: beta\n"),
+            "{text}"
+        );
+        let sha256 = crate::digest::Digest::of(&packages).hex();
+        assert!(
+            String::from_utf8_lossy(&release).contains(&format!("{sha256} ")),
+            "Release does not name Packages' sha256"
+        );
+
+        // Unchanged inputs publish nothing new; the store checks out.
+        let again = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.head.generation, published.head.generation);
+        let problems = crate::maintenance::verify(&store, &key).await.unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn one_more_package_publishes_a_new_generation_that_lists_it() {
+        let store = suite_with(&[("alpha", "1")]).await;
+        let signer = MemorySigner::new();
+        let first = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        let cell = model::cell_ref("farm", "stable", "main", "amd64").unwrap();
+        store.put_blob(Bytes::from_static(b"gamma")).await.unwrap();
+        cells::add_package(&store, &cell, apt_package("gamma", "1", b"gamma"), "t")
+            .await
+            .unwrap();
+        let second = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        assert_eq!(second.head.generation, first.head.generation + 1);
+        let packages = file(&store, &second, "dists/stable/main/binary-amd64/Packages").await;
+        assert!(String::from_utf8_lossy(&packages).contains("Package: gamma\n"));
+        // The pool file is reachable through the publication.
+        assert!(second.publication.pool_chunks.len() + second.publication.pool.len() > 0);
+    }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::inspect::{self, RpmError, RpmInfo};
 use super::{sign, xml};
-use crate::agent::AgentClient;
+use crate::agent::Signer;
 use crate::caps::Scope;
 use crate::ingest::{
     IngestError, Ingested, PackageId, PlacedPackage, PublishTarget, Spooled, add_to_cell,
@@ -315,7 +315,7 @@ impl Placed {
     async fn store(
         &self,
         store: &crate::store::Store,
-        agent: &AgentClient,
+        agent: &dyn Signer,
         definition: &RpmRepo,
         spooled: &Spooled,
         scratch: &Path,
@@ -408,7 +408,7 @@ impl Placed {
 /// Everything after authentication: verify, place, refuse conflicts, sign, store, add.
 pub async fn ingest(
     store: &crate::store::Store,
-    agent: &AgentClient,
+    agent: &dyn Signer,
     spooled: &Spooled,
     target: &Scope,
     granted: &Scope,
@@ -439,7 +439,7 @@ pub async fn ingest(
 )]
 pub async fn prepare(
     store: &crate::store::Store,
-    agent: &AgentClient,
+    agent: &dyn Signer,
     definition: &RpmRepo,
     info: RpmInfo,
     spooled: &Spooled,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::fragments;
-use crate::agent::AgentClient;
+use crate::agent::Signer;
 use crate::apt::publish::{PublishError, Published};
 use crate::layout;
 use crate::model::{self, FileEntry, ManifestKind, Publication, RpmPackage, RpmRepo};
@@ -81,7 +81,7 @@ pub fn trees(definition: &RpmRepo) -> Vec<String> {
 
 pub async fn publish_tree(
     store: &Store,
-    agent: &AgentClient,
+    agent: &dyn Signer,
     repo: &str,
     tree: &str,
 ) -> Result<Published, PublishError> {
@@ -144,7 +144,7 @@ struct BuiltLayout {
 
 async fn build(
     store: &Store,
-    agent: &AgentClient,
+    agent: &dyn Signer,
     definition: &RpmRepo,
     tree: &str,
     heads: &publication::Heads,

@@ -21,7 +21,7 @@ use rpm::{
 use sequoia_openpgp::types::PublicKeyAlgorithm;
 use sequoia_openpgp::{Packet, parse::Parse};
 
-use crate::agent::AgentClient;
+use crate::agent::Signer;
 use crate::agent::protocol::MAX_FRAME;
 use crate::ingest::IngestError;
 
@@ -213,7 +213,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Sign `source` into `dest` through the agent.
 pub async fn sign_with_agent(
-    agent: &AgentClient,
+    agent: &dyn Signer,
     source: &Path,
     dest: &Path,
 ) -> Result<(), SignError> {

@@ -876,4 +876,65 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn rollback_restores_an_earlier_publication_and_a_snapshot_keeps_one() {
+        use crate::agent::sign::MemorySigner;
+        use crate::apt::publish::publish_suite;
+        let store = repository().await;
+        store.put_blob(bytes::Bytes::new()).await.unwrap();
+        let signer = MemorySigner::new();
+        let tree = Tree::parse("apt/farm/stable").unwrap();
+        let packages_of = async |publication: &Publication| {
+            let entry = publication.files["dists/stable/main/binary-amd64/Packages"];
+            let text = store.get_blob(&entry.sha256).await.unwrap();
+            String::from_utf8_lossy(&text).into_owned()
+        };
+
+        add(&store, "stable", vec![apt_package("alpha", "1", b"alpha")]).await;
+        let first = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        let snapshot = snapshot_create(&store, &tree, "before-beta", "t")
+            .await
+            .unwrap();
+        assert_eq!(snapshot.target, first.head.target);
+        add(&store, "stable", vec![apt_package("beta", "1", b"beta")]).await;
+        let second = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        assert!(
+            packages_of(&second.publication)
+                .await
+                .contains("Package: beta\n")
+        );
+
+        // Roll back to the generation before the newest: the cells are what they were,
+        // and the next publish lists alpha alone.
+        let (entry, earlier) = publication_at(&store, &tree, None).await.unwrap();
+        assert_eq!(entry.generation, first.head.generation);
+        restore(&store, &tree, &earlier, "t", "rollback")
+            .await
+            .unwrap();
+        assert_eq!(listed(&store, "stable").await, ["alpha 1"]);
+        let third = publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        assert_eq!(third.head.generation, second.head.generation + 1);
+        let text = packages_of(&third.publication).await;
+        assert!(
+            text.contains("Package: alpha\n") && !text.contains("beta"),
+            "{text}"
+        );
+        assert!(!batch_open(&store, &tree.unit()).await.unwrap());
+
+        // The snapshot still names the first publication; its name cannot be taken again.
+        let kept = snapshot_get(&store, "apt", "farm", "before-beta")
+            .await
+            .unwrap()
+            .expect("the snapshot");
+        assert_eq!(kept.files, first.publication.files);
+        let again = snapshot_create(&store, &tree, "before-beta", "t").await;
+        assert!(matches!(again, Err(ReleaseError::Invalid(_))), "{again:?}");
+    }
 }

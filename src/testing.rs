@@ -112,3 +112,26 @@ pub fn apt_package(name: &str, version: &str, bytes: &[u8]) -> crate::model::Apt
         uploaded_by: "t".into(),
     }
 }
+
+/// An x86_64 rpm record of `name` 1-1 with no repodata entries recorded (tests add them).
+pub fn rpm_package(name: &str) -> crate::model::RpmPackage {
+    let digest = crate::digest::Digest::of(name.as_bytes());
+    crate::model::RpmPackage {
+        name: name.into(),
+        epoch: 0,
+        version: "1".into(),
+        release: "1".into(),
+        arch: "x86_64".into(),
+        location: format!("Packages/{}/{name}-1-1.x86_64.rpm", &name[..1]),
+        size: 1,
+        sha256: digest,
+        uploaded_sha256: digest,
+        signed: false,
+        primary: None,
+        filelists: None,
+        other: None,
+        entries: None,
+        uploaded_at: 0,
+        uploaded_by: "t".into(),
+    }
+}

@@ -357,27 +357,7 @@ pub fn pool_entries<'a>(
 mod tests {
     use super::*;
     use crate::model::{Chunk, ManifestKind, RpmEntries};
-
-    fn package(name: &str) -> RpmPackage {
-        RpmPackage {
-            name: name.into(),
-            epoch: 0,
-            version: "1".into(),
-            release: "1".into(),
-            arch: "x86_64".into(),
-            location: format!("Packages/{}/{name}-1-1.x86_64.rpm", &name[..1]),
-            size: 1,
-            sha256: Digest::of(name.as_bytes()),
-            uploaded_sha256: Digest::of(name.as_bytes()),
-            signed: false,
-            primary: None,
-            filelists: None,
-            other: None,
-            entries: None,
-            uploaded_at: 0,
-            uploaded_by: "t".into(),
-        }
-    }
+    use crate::testing::rpm_package as package;
 
     /// Records from before `entries` (a blob per entry) render beside new ones (one blob).
     #[tokio::test]

@@ -308,3 +308,121 @@ async fn gather(
         resume_last,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::openpgp::verify_detached;
+    use crate::agent::sign::MemorySigner;
+    use crate::digest::Digest;
+    use crate::model::RpmEntries;
+    use crate::repos::NewRpmRepo;
+
+    /// An x86_64 record of `name` whose entries are one element per document.
+    async fn package(store: &Store, name: &str) -> RpmPackage {
+        let texts = [
+            format!("<package><name>{name}</name></package>\n"),
+            format!("<package name=\"{name}\"/>\n"),
+            format!("<package name=\"{name}\"><version/></package>\n"),
+        ];
+        let entries = store.put_blob(Bytes::from(texts.concat())).await.unwrap();
+        RpmPackage {
+            entries: Some(RpmEntries {
+                digest: entries.digest,
+                sizes: texts.map(|t| t.len() as u64),
+            }),
+            ..crate::testing::rpm_package(name)
+        }
+    }
+
+    /// Every document repomd.xml lists, with its checksums as repomd.xml states them.
+    async fn documents_hold(store: &Store, published: &Published) -> usize {
+        let repomd = &published.publication.files["12/x86_64/repodata/repomd.xml"];
+        let repomd = store.get_blob(&repomd.sha256).await.unwrap();
+        let text = String::from_utf8_lossy(&repomd).into_owned();
+        let mut checked = 0;
+        for block in text.split("<data type=").skip(1) {
+            let value = |open: &str| {
+                block
+                    .split(open)
+                    .nth(1)
+                    .unwrap()
+                    .split('<')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            let href = value("<location href=\"");
+            let href = href.split('"').next().unwrap();
+            let entry = published.publication.files[&format!("12/x86_64/{href}")];
+            let gz = store.get_blob(&entry.sha256).await.unwrap();
+            assert_eq!(Digest::of(&gz).hex(), value("<checksum type=\"sha256\">"));
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut plain)
+                .unwrap();
+            assert_eq!(
+                Digest::of(&plain).hex(),
+                value("<open-checksum type=\"sha256\">")
+            );
+            assert_eq!(plain.len().to_string(), value("<open-size>"));
+            checked += 1;
+        }
+        checked
+    }
+
+    #[tokio::test]
+    async fn a_tree_publishes_a_signed_repomd_whose_checksums_hold_as_it_grows() {
+        let store = Store::memory();
+        let new = NewRpmRepo {
+            name: "farm".into(),
+            releases: vec!["12".into()],
+            architectures: vec!["x86_64".into()],
+            private: false,
+            sign_packages: false,
+            retention: None,
+        };
+        crate::repos::add_rpm_repo(&store, new, "t").await.unwrap();
+        let signer = MemorySigner::new();
+        let cell = model::rpm_cell_ref("farm", "12", "x86_64").unwrap();
+        // One package at a time: each publish lays out over the last (base and deltas),
+        // and every repomd.xml must state its documents' checksums.
+        for (round, name) in ["alpha", "beta", "gamma", "delta"].into_iter().enumerate() {
+            let record = package(&store, name).await;
+            crate::cells::add_package(&store, &cell, record, "t")
+                .await
+                .unwrap();
+            let published = publish_tree(&store, &signer, "farm", "12/x86_64")
+                .await
+                .unwrap();
+            assert_eq!(published.head.generation, round as u64);
+            assert_eq!(documents_hold(&store, &published).await, 3);
+            let files = &published.publication.files;
+            let repomd = store
+                .get_blob(&files["12/x86_64/repodata/repomd.xml"].sha256)
+                .await
+                .unwrap();
+            let signature = store
+                .get_blob(&files["12/x86_64/repodata/repomd.xml.asc"].sha256)
+                .await
+                .unwrap();
+            assert!(verify_detached(&signer.certificate(), &signature, &repomd));
+            let primary = files
+                .iter()
+                .find(|(path, _)| path.ends_with("-primary.xml.gz"))
+                .map(|(_, entry)| entry.sha256)
+                .unwrap();
+            let gz = store.get_blob(&primary).await.unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::MultiGzDecoder::new(&gz[..]),
+                &mut text,
+            )
+            .unwrap();
+            assert!(
+                text.contains(&format!("packages=\"{}\"", round + 1)),
+                "{text}"
+            );
+            assert!(text.contains(&format!("<name>{name}</name>")), "{text}");
+        }
+    }
+}

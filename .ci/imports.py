@@ -2,9 +2,12 @@
 """Import graph of the crate's modules, from the `crate::` and `super::` paths in src/ (not a
 Rust parser: paths in comments and strings count too, which errs towards reporting an edge).
 
-Usage: .ci/imports.py [--cycles] [--edges]
+Usage: .ci/imports.py [--cycles] [--edges] [--folders]
   --cycles  print every cycle (strongly connected set of files) and exit 1 if there is one
   --edges   print every edge, file -> file
+  --folders the same between the top-level units of src/ (a folder, or a file beside them)
+Modules compiled for tests only (declared under #[cfg(test)]) are left out: test code may
+reach anywhere.
 Issue 17 wants no cycle between files or folders of src/ and no edge from a lower layer to a
 higher one; CI runs `--cycles`."""
 import os
@@ -36,6 +39,32 @@ def resolve(mods, path):
         if tuple(path[:n]) in mods:
             return tuple(path[:n])
     return None
+
+
+TEST_ONLY = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;")
+
+
+def test_only(mods):
+    """Modules declared `#[cfg(test)] mod name;` in their parent's file, and everything below."""
+    out = set()
+    for module, file in mods.items():
+        text = open(file, encoding="utf-8").read()
+        for child in TEST_ONLY.findall(text):
+            out.add(module + (child,))
+    return {m for m in mods if any(m[:len(t)] == t for t in out)}
+
+
+def folders(graph):
+    """The graph between top-level units of src/."""
+    out = {}
+    for module, targets in graph.items():
+        unit = module[:1]
+        out.setdefault(unit, set())
+        for target in targets:
+            if target[:1] != unit:
+                out[unit].add(target[:1])
+                out.setdefault(target[:1], set())
+    return out
 
 
 def edges(mods):
@@ -108,7 +137,11 @@ def name(module):
 
 def main():
     mods = modules()
+    for module in test_only(mods):
+        del mods[module]
     graph = edges(mods)
+    if "--folders" in sys.argv:
+        graph = folders(graph)
     if "--edges" in sys.argv:
         for module in sorted(graph):
             for target in sorted(graph[module]):

@@ -11,8 +11,7 @@
 //!   ([`cells`]).
 //! - **publish**: the [`manager`] notices changed cells (its own uploads, and other
 //!   processes' through [`discovery`]) and rebuilds suites ([`apt::publish`]) and RPM
-//!   trees ([`rpmrepo::publish`]) from per-chunk fragments ([`layout`],
-//!   [`publication`]), signed by a separate [`agent`] process that alone holds the key,
+//!   trees ([`rpmrepo::publish`]) from per-chunk fragments ([`publish`]), signed by a separate [`agent`] process that alone holds the key,
 //!   then flips one publication ref.
 //! - **serve**: [`views`] holds what is published; [`server`] answers apt, dnf and
 //!   zypper from it, and [`mirror`] copies it out.
@@ -31,9 +30,8 @@ pub mod daemon;
 pub mod deb;
 pub mod digest;
 pub mod discovery;
-pub mod fragment_memory;
+pub mod ids;
 pub mod ingest;
-pub mod layout;
 pub mod maintenance;
 pub mod manager;
 pub mod metrics;
@@ -42,12 +40,10 @@ pub mod model;
 pub mod pack_sweep;
 pub mod package_source;
 pub mod parallel;
-pub mod publication;
-pub mod publish_check;
+pub mod publish;
 pub mod releases;
 pub mod repair;
 pub mod repos;
-pub mod resumable_hash;
 pub mod rpmrepo;
 pub mod server;
 pub mod spool;

@@ -268,7 +268,7 @@ async fn list_cache_entries(store: &Store) -> Result<Vec<object_store::ObjectMet
         "cache/apt-fragments",
         "cache/rpm-fragments",
         "cache/legacy-hashes",
-        crate::layout::RECORDS,
+        crate::publish::layout::RECORDS,
     ] {
         let found: Vec<_> = store
             .object_store()
@@ -295,8 +295,8 @@ pub async fn cache_entries(store: &Store) -> Result<Vec<(Path, Vec<Digest>)>> {
 
 /// The blobs a fragment cache entry names.
 fn cached_blobs(name: &str, bytes: &[u8]) -> Vec<Digest> {
-    if name.starts_with(crate::layout::RECORDS) {
-        serde_json::from_slice::<crate::layout::PublishLayout>(bytes)
+    if name.starts_with(crate::publish::layout::RECORDS) {
+        serde_json::from_slice::<crate::publish::layout::PublishLayout>(bytes)
             .map(|record| record.blobs())
             .unwrap_or_default()
     } else if name.starts_with("cache/apt-fragments/")
@@ -535,11 +535,7 @@ impl HeldLock {
             }
             .into());
         }
-        let lock = GcLock::ours(
-            crate::store::fence::random_id(),
-            GcPhase::Marking,
-            current.sweeps,
-        );
+        let lock = GcLock::ours(crate::ids::random_id(), GcPhase::Marking, current.sweeps);
         let entry = match store
             .advance_gc_lock(head.map(|h| h.generation), &lock)
             .await

@@ -14,7 +14,7 @@ use crate::agent::Signer;
 use crate::apt::publish::{self, Published};
 use crate::metrics::Metrics;
 use crate::model;
-use crate::publication::PublishError;
+use crate::publish::publication::PublishError;
 use crate::repos;
 use crate::store::Store;
 use crate::views::{KEEP_SUPERSEDED, TreeKey, Views};

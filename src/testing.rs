@@ -64,7 +64,7 @@ impl S3Server {
 
     /// A fresh bucket on this server, as a storage config.
     pub fn config(&self, bucket: &str) -> StorageConfig {
-        let bucket = format!("{bucket}-{}", &crate::caps::token::new_id()[..8]);
+        let bucket = format!("{bucket}-{}", &crate::ids::random_id()[..8]);
         let status = Command::new("curl")
             .args([
                 "-fsS",

@@ -30,20 +30,23 @@ pub fn immutable_path(path: &str) -> bool {
 pub struct SuiteView {
     pub generation: u64,
     pub current: Arc<Publication>,
-    pool: Arc<crate::publication::PoolIndex>,
+    pool: Arc<crate::publish::publication::PoolIndex>,
     /// Superseded publications, newest last, with the pool chunks they named: their
     /// immutable files stay fetchable.
-    retained: Vec<(Arc<Publication>, Vec<crate::publication::PoolChunk>)>,
+    retained: Vec<(
+        Arc<Publication>,
+        Vec<crate::publish::publication::PoolChunk>,
+    )>,
     /// The retained publications' pool chunks that the current one does not name, each
     /// once, newest first: what a lookup missing the current pool searches.
-    retained_chunks: Vec<crate::publication::PoolChunk>,
+    retained_chunks: Vec<crate::publish::publication::PoolChunk>,
 }
 
 impl SuiteView {
     fn new(
         generation: u64,
         current: Arc<Publication>,
-        pool: Arc<crate::publication::PoolIndex>,
+        pool: Arc<crate::publish::publication::PoolIndex>,
         previous: Option<&SuiteView>,
     ) -> SuiteView {
         let mut retained = previous
@@ -75,7 +78,7 @@ impl SuiteView {
     }
 
     /// Every pool file this publication lists.
-    pub fn pool(&self) -> &crate::publication::PoolIndex {
+    pub fn pool(&self) -> &crate::publish::publication::PoolIndex {
         &self.pool
     }
 
@@ -134,7 +137,7 @@ impl SuiteView {
 #[derive(Default)]
 pub struct Views {
     /// Parsed pool chunks, shared by consecutive publications.
-    loader: crate::publication::PoolLoader,
+    loader: crate::publish::publication::PoolLoader,
     suites: RwLock<HashMap<TreeKey, Arc<SuiteView>>>,
     /// Repository name -> private. A repository missing here is treated as private (fail closed).
     private: RwLock<HashMap<String, bool>>,
@@ -220,7 +223,7 @@ impl Views {
         key: TreeKey,
         generation: u64,
         publication: Publication,
-        pool: Arc<crate::publication::PoolIndex>,
+        pool: Arc<crate::publish::publication::PoolIndex>,
     ) {
         if let Ok(mut suites) = self.suites.write() {
             let previous = suites.get(&key).cloned();

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::compress::{self, XzBlock};
 use super::{contents, packages};
 use crate::digest::Digest;
-use crate::fragment_memory::Rendering;
 use crate::model::{AptPackage, FileEntry};
+use crate::publish::compress::{self, XzBlock};
+use crate::publish::fragment_memory::Rendering;
 use crate::store::{LazyPart, Result, Store, StoreError, at_hand};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,10 +48,10 @@ impl Fragment {
 }
 
 /// Fragments never change for a given key, so a server keeps the recent ones in memory.
-static MEMORY: std::sync::LazyLock<crate::fragment_memory::Fragments<Fragment>> =
+static MEMORY: std::sync::LazyLock<crate::publish::fragment_memory::Fragments<Fragment>> =
     std::sync::LazyLock::new(Default::default);
 
-impl crate::layout::Fragmented for AptPackage {
+impl crate::publish::layout::Fragmented for AptPackage {
     const KIND: &'static str = "apt";
     type Fragment = Fragment;
     async fn fragment(store: Store, chunk: Digest, rendering: Rendering) -> Result<Arc<Fragment>> {
@@ -71,7 +71,7 @@ impl crate::layout::Fragmented for AptPackage {
         })
     }
     fn remember(_: &str, chunk: &Digest, rendering: Rendering, fragment: Fragment) {
-        let key = crate::fragment_memory::cache_key("apt", chunk, rendering);
+        let key = crate::publish::fragment_memory::cache_key("apt", chunk, rendering);
         if MEMORY.get(&key).is_none() {
             MEMORY.remember(&key, fragment);
         }
@@ -123,7 +123,7 @@ pub async fn fragment(
     chunk: &Digest,
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::fragment_memory::cache_key("apt", chunk, rendering);
+    let key = crate::publish::fragment_memory::cache_key("apt", chunk, rendering);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
@@ -142,7 +142,7 @@ pub async fn fragment(
         crate::repos::retained(loaded.packages.iter().collect(), rendering.retention)
             .into_iter()
             .filter(
-                |package| match crate::publish_check::stanza_problem(package) {
+                |package| match crate::publish::publish_check::stanza_problem(package) {
                     // A record stored before a fix (or past a future parser gap) must not make the
                     // whole Packages file unreadable: it is left out, loudly, and the rest published.
                     Some(why) => {

@@ -4,21 +4,22 @@
 //! only then advance the suite's published ref. Readers resolve paths through
 //! one published manifest, so they see the old suite or the new one, never a mix.
 
-use crate::fragment_memory::Rendering;
+use crate::publish::fragment_memory::Rendering;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use super::release::IndexFile;
-use super::{compress, fragments, release, sources};
+use super::{fragments, release, sources};
 use crate::agent::Signer;
 use crate::cells;
-use crate::layout;
 use crate::model::{self, AptPackage, AptRepo, AptSource, FileEntry, ManifestKind, Publication};
-use crate::publication;
+use crate::publish::compress;
+use crate::publish::layout;
+use crate::publish::publication;
 use crate::store::{BlobMeta, Store, StoreError};
 
-pub use crate::publication::{PublishError, Published};
+pub use crate::publish::publication::{PublishError, Published};
 
 /// The repository and cell generations a publication of this suite would be built from.
 pub async fn current_inputs(
@@ -260,10 +261,11 @@ async fn build(
                 .collect();
             let file = format!("{repo}/{suite}/{component}/{arch}");
             // A part gc swept while its bytes were held here is NotFound: start over from the store.
-            let (parts, stored, laid) = crate::fragment_memory::retry_after_forgetting(|| {
-                store_index_files(store, &file, &slots, rendering)
-            })
-            .await?;
+            let (parts, stored, laid) =
+                crate::publish::fragment_memory::retry_after_forgetting(|| {
+                    store_index_files(store, &file, &slots, rendering)
+                })
+                .await?;
             record.extend(laid);
             pool_chunks.extend(
                 parts

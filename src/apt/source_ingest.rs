@@ -439,7 +439,7 @@ pub async fn ingest_changes(
     {
         let path = spooled
             .path
-            .with_file_name(format!("upload-{}.part", crate::caps::token::new_id()));
+            .with_file_name(format!("upload-{}.part", crate::ids::random_id()));
         let staged = may_publish(store, &repo, &suite, &component, &file.sha256, None).await?;
         let copy = blob_to_spool(store, &file.sha256, &path).await?;
         let inner = Spooled {

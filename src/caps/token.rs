@@ -172,12 +172,6 @@ fn chain_ids(links: &[(Vec<u8>, Block, Signature)]) -> Vec<String> {
     ids
 }
 
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    hex::encode(bytes)
-}
-
 fn encode_link(block: &Block, signer: &SigningKey) -> String {
     // serde_json of a struct is deterministic, and we sign the exact bytes we embed.
     let payload = serde_json::to_vec(block).unwrap_or_default();
@@ -194,7 +188,7 @@ fn new_block(rights: Vec<Right>, scope: &Scope, nbf: i64, exp: i64) -> (Block, S
     let proof = SigningKey::generate(&mut rand_core::OsRng);
     let block = Block {
         v: 1,
-        id: new_id(),
+        id: crate::ids::random_id(),
         rights,
         scope: scope.to_string(),
         nbf,

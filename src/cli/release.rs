@@ -333,7 +333,7 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
     let tree = Tree::parse(&args.tree)?;
     let reference = tree.publication_ref()?;
     let mut previous: Option<Publication> = None;
-    let loader = crate::publication::PoolLoader::default();
+    let loader = crate::publish::publication::PoolLoader::default();
     let mut rows = Vec::new();
     for generation in store.ref_generations(&reference).await? {
         let Some(entry) = store.ref_entry(&reference, generation).await? else {

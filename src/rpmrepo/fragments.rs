@@ -10,10 +10,10 @@ use std::sync::{Arc, LazyLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::apt::compress;
 use crate::digest::Digest;
-use crate::fragment_memory::Rendering;
 use crate::model::{FileEntry, RpmPackage};
+use crate::publish::compress;
+use crate::publish::fragment_memory::Rendering;
 use crate::store::held::held;
 use crate::store::{LazyPart, Result, Store, StoreError};
 
@@ -50,15 +50,15 @@ pub(crate) fn gz_error(e: std::io::Error) -> StoreError {
 }
 
 /// Fragments never change for a given key, so a server keeps the recent ones in memory.
-static MEMORY: LazyLock<crate::fragment_memory::Fragments<Fragment>> =
+static MEMORY: LazyLock<crate::publish::fragment_memory::Fragments<Fragment>> =
     LazyLock::new(Default::default);
 
 /// Pool chunks by tree and fragment key: a noarch chunk is listed under every arch's
 /// tree, so its pool paths (and the blob naming them) differ per tree. Dropped with the
 /// fragments on a `forget`, so a pool chunk gc swept is written again, not named blindly;
 /// bounded like the parsed pool chunks a server keeps (publication::PoolLoader).
-static POOL_CHUNKS: LazyLock<crate::fragment_memory::Fragments<Digest>> =
-    LazyLock::new(|| crate::fragment_memory::Fragments::bounded(65_536));
+static POOL_CHUNKS: LazyLock<crate::publish::fragment_memory::Fragments<Digest>> =
+    LazyLock::new(|| crate::publish::fragment_memory::Fragments::bounded(65_536));
 
 /// A package's primary, filelists and other entries: one blob split at the recorded
 /// sizes, or (records written before `entries`) three blobs.
@@ -101,7 +101,7 @@ async fn entry_texts(store: &Store, package: &RpmPackage) -> Result<[Bytes; 3]> 
     Ok(texts)
 }
 
-impl crate::layout::Fragmented for RpmPackage {
+impl crate::publish::layout::Fragmented for RpmPackage {
     const KIND: &'static str = "rpm";
     type Fragment = Fragment;
     async fn fragment(store: Store, chunk: Digest, rendering: Rendering) -> Result<Arc<Fragment>> {
@@ -124,7 +124,7 @@ impl crate::layout::Fragmented for RpmPackage {
         let Some((_, tree)) = file.split_once('/') else {
             return;
         };
-        let key = crate::fragment_memory::cache_key("rpm", chunk, rendering);
+        let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
         if MEMORY.get(&key).is_none() {
             MEMORY.remember(
                 &key,
@@ -137,7 +137,7 @@ impl crate::layout::Fragmented for RpmPackage {
         }
         POOL_CHUNKS.remember(&pool_chunk_key(tree, chunk, rendering), summary.pool_chunk);
     }
-    fn take_up_ahead(join: &crate::layout::AheadJoin) {
+    fn take_up_ahead(join: &crate::publish::layout::AheadJoin) {
         super::open_text::take_up(join);
     }
 }
@@ -146,7 +146,7 @@ impl crate::layout::Fragmented for RpmPackage {
 fn pool_chunk_key(tree: &str, chunk: &Digest, rendering: Rendering) -> String {
     format!(
         "{tree} {}",
-        crate::fragment_memory::cache_key("rpm", chunk, rendering)
+        crate::publish::fragment_memory::cache_key("rpm", chunk, rendering)
     )
 }
 
@@ -155,7 +155,7 @@ pub async fn fragment(
     chunk: &Digest,
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::fragment_memory::cache_key("rpm", chunk, rendering);
+    let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
     if let Some(found) = MEMORY.get(&key) {
         return Ok(found);
     }
@@ -168,7 +168,7 @@ async fn whole_fragment(
     chunk: &Digest,
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::fragment_memory::cache_key("rpm", chunk, rendering);
+    let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
         && cached.pool.is_some()
@@ -194,7 +194,7 @@ async fn whole_fragment(
         // tree that lists it unreadable: it is left out, loudly, and the rest published.
         if let Some(why) = entries
             .iter()
-            .find_map(|entry| crate::publish_check::xml_text_problem(entry))
+            .find_map(|entry| crate::publish::publish_check::xml_text_problem(entry))
         {
             tracing::error!(
                 package = %package.location,

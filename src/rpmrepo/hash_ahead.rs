@@ -15,8 +15,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use super::fragments::{self, Document};
 use super::open_text;
 use crate::digest::Digest;
-use crate::layout::{COMPOSITE, PublishLayout};
-use crate::resumable_hash::{PartBytes, ResumePoints};
+use crate::publish::layout::{COMPOSITE, PublishLayout};
+use crate::store::resumable_hash::{PartBytes, ResumePoints};
 use crate::store::{LazyPart, Result, Store};
 
 /// Per tree (store and `<repo>/<release>/<arch>`), held while hashing ahead for it, so its
@@ -155,7 +155,7 @@ async fn prepare(
     for (document, open) in documents.iter().zip(opens) {
         let header = fragments::header(open, document.packages + 1);
         let gz_header =
-            crate::apt::compress::gzip(header.as_bytes()).map_err(fragments::gz_error)?;
+            crate::publish::compress::gzip(header.as_bytes()).map_err(fragments::gz_error)?;
         let chunks = 1..document.text.len().saturating_sub(1);
         let mut text = vec![fragments::text_part(header)];
         text.extend_from_slice(&document.text[chunks.clone()]);

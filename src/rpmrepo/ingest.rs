@@ -327,7 +327,7 @@ impl Placed {
         let signed = match sign_packages {
             true => Some(
                 crate::spool::SpoolFile::create(
-                    scratch.join(format!("signed-{}.rpm", crate::caps::token::new_id())),
+                    scratch.join(format!("signed-{}.rpm", crate::ids::random_id())),
                 )
                 .map_err(|e| IngestError::Internal(format!("spooling the signed package: {e}")))?,
             ),

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::layout::AheadJoin;
-use crate::resumable_hash::{PartBytes, PartHashes, ResumePoints};
+use crate::publish::layout::AheadJoin;
+use crate::store::resumable_hash::{PartBytes, PartHashes, ResumePoints};
 use crate::store::{LazyPart, Result, Store};
 
 /// Hash states of recent documents' text. A tree keeps three (one per document)

@@ -4,17 +4,17 @@
 //! the agent sign it (repomd.xml.asc, for `repo_gpgcheck=1`). Blobs first, then
 //! one ref flip, as for APT.
 
-use crate::fragment_memory::Rendering;
+use crate::publish::fragment_memory::Rendering;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use super::fragments;
 use crate::agent::Signer;
-use crate::apt::publish::{PublishError, Published};
-use crate::layout;
 use crate::model::{self, FileEntry, ManifestKind, Publication, RpmPackage, RpmRepo};
-use crate::publication;
+use crate::publish::layout;
+use crate::publish::publication;
+use crate::publish::publication::{PublishError, Published};
 use crate::store::Store;
 
 /// The cells a tree lists: its arch plus noarch, or src for the source tree.
@@ -175,7 +175,7 @@ async fn build(
         stored,
         record,
         resume_last,
-    } = crate::fragment_memory::retry_after_forgetting(|| {
+    } = crate::publish::fragment_memory::retry_after_forgetting(|| {
         gather(store, tree, &file, &slots, definition.retention)
     })
     .await?;

@@ -9,12 +9,12 @@ use crate::model::{FileEntry, Publication};
 use crate::store::Store;
 
 /// A snapshot's publication and its pool index.
-pub type Snapshot = (Publication, crate::publication::PoolIndex);
+pub type Snapshot = (Publication, crate::publish::publication::PoolIndex);
 
 #[derive(Default)]
 pub struct SnapshotCache {
     loaded: Mutex<HashMap<(String, String), Arc<Snapshot>>>,
-    loader: crate::publication::PoolLoader,
+    loader: crate::publish::publication::PoolLoader,
 }
 
 impl SnapshotCache {

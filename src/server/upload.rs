@@ -98,7 +98,7 @@ pub async fn upload(
     let spool_path = state
         .data
         .spool_dir()
-        .join(format!("upload-{}.part", crate::caps::token::new_id()));
+        .join(format!("upload-{}.part", crate::ids::random_id()));
     // Locked while this request owns it, removed when it ends (see `crate::spool`).
     let guard = match crate::spool::SpoolFile::create(spool_path.clone()) {
         Ok(file) => file,

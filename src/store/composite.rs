@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::blobs::{BlobMeta, BlobStream, MAX_INLINE_BLOB};
 use super::{Result, Store, StoreError};
 use crate::digest::Digest;
-use crate::resumable_hash::{PartHashes, ResumePoints};
+use crate::store::resumable_hash::{PartHashes, ResumePoints};
 
 /// One stored blob of a composite, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ fn remembered_record(digest: &Digest) -> Option<Arc<CompositeRecord>> {
 const REMEMBERED_RECORDS: usize = 4096;
 
 /// A stored blob's digest and bytes: one part of a composite about to be written.
-pub type PartBytes = crate::resumable_hash::PartBytes;
+pub type PartBytes = crate::store::resumable_hash::PartBytes;
 
 /// A part of a composite about to be written, with its bytes if they are at hand.
 pub type LazyPart = (Digest, Option<Bytes>);

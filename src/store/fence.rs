@@ -173,7 +173,7 @@ pub(crate) struct Fence {
 impl Fence {
     pub(crate) fn new() -> Fence {
         Fence {
-            writer: random_id(),
+            writer: crate::ids::random_id(),
             gate: Arc::default(),
             state: Mutex::new(LeaseState {
                 valid_until: None,
@@ -262,13 +262,6 @@ fn process_alive(pid: u32) -> bool {
         rustix::process::test_kill_process(pid),
         Err(rustix::io::Errno::SRCH)
     )
-}
-
-/// A fresh id for a writer or a gc run: 16 random bytes, hex.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    hex::encode(bytes)
 }
 
 impl Store {

@@ -12,6 +12,7 @@ mod local_put;
 mod local_read;
 mod packs;
 mod refs;
+pub mod resumable_hash;
 
 pub(crate) use blobs::blob_path;
 pub use blobs::{BlobMeta, BlobStream};

@@ -629,7 +629,7 @@ impl Packer {
                 .map_err(|e| StoreError::Io(self.spool.clone(), e))?;
             let path = self
                 .spool
-                .join(format!("pack-{}.part", crate::caps::token::new_id()));
+                .join(format!("pack-{}.part", crate::ids::random_id()));
             // Locked as this process's until sealed, so a sweep after a crash removes it
             // and never one in use (see `crate::spool`).
             let file =

@@ -22,9 +22,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::fragment_memory::{Fragments, Rendering};
 use crate::model::{Chunk, Record};
-use crate::resumable_hash::ResumePoints;
+use crate::publish::fragment_memory::{Fragments, Rendering};
+use crate::store::resumable_hash::ResumePoints;
 use crate::store::{Result, Store};
 
 /// A kind of package whose index files are joined from per-chunk fragments.
@@ -64,7 +64,7 @@ async fn rendered<P: Fragmented>(
     chunks: &[Digest],
     rendering: Rendering,
 ) -> Result<Vec<Arc<P::Fragment>>> {
-    crate::fragment_memory::render_chunks(store, chunks, rendering, P::fragment).await
+    crate::publish::fragment_memory::render_chunks(store, chunks, rendering, P::fragment).await
 }
 
 /// One cell chunk in an index file. Written down (in a base) as the tuple
@@ -243,7 +243,7 @@ impl PublishLayout {
     }
 
     /// Adds a join hashed ahead, with the states after its last `last` parts (and the
-    /// one before), as [`PartHashes::resume_points`](crate::resumable_hash::PartHashes::resume_points)
+    /// one before), as [`PartHashes::resume_points`](crate::store::resumable_hash::PartHashes::resume_points)
     /// exported them.
     pub fn add_ahead(&mut self, kind: &str, parts: Vec<(Digest, u64)>, points: ResumePoints) {
         if !points.0.is_empty() {
@@ -532,7 +532,7 @@ async fn delta<P: Fragmented>(
     let key = format!(
         "{} {}",
         was.map_or("-".to_string(), |d| d.hex()),
-        crate::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, rendering)
+        crate::publish::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, rendering)
     );
     if let Some(found) = DELTAS.get(&key) {
         if let Some((chunk, _)) = *found

@@ -3,12 +3,13 @@
 //! cell, refuse identity conflicts, and only then store the blob and add the
 //! package to its cell. Every refusal happens before anything is written.
 
+mod pool;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::apt::pool::pool_path;
 use crate::caps::Scope;
 use crate::cells::{self, AddOutcome};
 use crate::claims;
@@ -18,6 +19,7 @@ use crate::model::{self, AptPackage, AptRepo, Record};
 use crate::package_source::PackageSource;
 use crate::repos::{self, RepoError};
 use crate::store::{Store, StoreError};
+use pool::pool_path;
 
 /// A cell of an APT repository: where one package lands.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -420,10 +422,10 @@ impl Placed {
     }
 
     /// Refuses a package whose Packages stanza would not be well-formed: publishing
-    /// would leave it out (see [`crate::publish_check`]), so the uploader hears it now.
+    /// would leave it out (see [`crate::publish::publish_check`]), so the uploader hears it now.
     fn check_publishable(&self, spooled: &Spooled) -> Result<(), IngestError> {
         let record = self.record(spooled.digest, spooled.size, spooled.digest, "");
-        match crate::publish_check::stanza_problem(&record) {
+        match crate::publish::publish_check::stanza_problem(&record) {
             Some(why) => Err(IngestError::BadPackage(format!(
                 "its Packages stanza would not be well-formed: {why}"
             ))),

@@ -11,13 +11,19 @@
 //!   ([`cells`]).
 //! - **publish**: the [`manager`] notices changed cells (its own uploads, and other
 //!   processes' through [`discovery`]) and rebuilds suites ([`apt::publish`]) and RPM
-//!   trees ([`rpmrepo::publish`]) from per-chunk fragments ([`publish`]), signed by a separate [`agent`] process that alone holds the key,
-//!   then flips one publication ref.
+//!   trees ([`rpmrepo::publish`]) from per-chunk fragments ([`publish`]), signed by
+//!   a separate [`agent`] process that alone holds the key, then flips one
+//!   publication ref.
 //! - **serve**: [`views`] holds what is published; [`server`] answers apt, dnf and
 //!   zypper from it, and [`mirror`] copies it out.
 //! - **release management and upkeep**: [`releases`] (promote, remove, roll back,
 //!   snapshots), [`maintenance`] (gc, verify) and [`repair`].
 //! - [`cli`] is the one binary's commands; [`daemon`] runs `caprepo serve`.
+//! - Small utilities everything may use: [`digest`], [`ids`], [`time`], [`versions`],
+//!   [`parallel`], [`metrics`].
+//!
+//! Imports run one way: no file or folder imports one that imports it back
+//! (`.ci/imports.py --cycles [--folders]`, run by CI).
 
 pub mod agent;
 pub mod apt;

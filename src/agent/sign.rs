@@ -1,7 +1,7 @@
 //! What a publisher asks of whoever holds the signing key: the public key, a
 //! clearsigned InRelease, detached signatures (Release.gpg, repomd.xml.asc, rpm
 //! headers). In a server that is the agent over its socket ([`super::AgentClient`]);
-//! in unit tests a key held in memory ([`MemorySigner`]), so publishing is tested
+//! in unit tests a key held in memory (`MemorySigner`), so publishing is tested
 //! without another process.
 
 use std::future::Future;

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use ed25519_dalek::VerifyingKey;
 
-use super::reply;
 use crate::caps::registry::RevocationCheck;
 use crate::caps::{CapError, Grant, Right, Token};
 
@@ -30,14 +29,21 @@ pub enum Denied {
 
 impl Denied {
     pub fn into_response(self) -> Response {
-        match self {
+        axum::response::IntoResponse::into_response(super::error::ApiError::from(self))
+    }
+}
+
+impl From<Denied> for super::error::ApiError {
+    fn from(denied: Denied) -> Self {
+        use super::error::ApiError;
+        match denied {
             Denied::Unauthorized(reason) => {
-                reply::error(StatusCode::UNAUTHORIZED, "unauthorized", &reason)
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
             }
             Denied::Forbidden(reason) => {
-                reply::error(StatusCode::FORBIDDEN, "missing-right", &reason)
+                ApiError::new(StatusCode::FORBIDDEN, "missing-right", reason)
             }
-            Denied::Unavailable => reply::error(
+            Denied::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the revocation list cannot be read right now; try again",

@@ -8,6 +8,7 @@ mod access_log;
 mod admin;
 mod auth;
 pub mod connections;
+mod error;
 mod files;
 mod hot_files;
 pub mod pages;

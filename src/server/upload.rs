@@ -8,11 +8,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use super::error::ApiError;
 use super::{AppState, auth, reply};
 use crate::caps::{Right, Scope};
 use crate::digest::Hasher;
@@ -53,33 +54,39 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let refused = |response: Response| {
-        state.metrics.uploads_refused.inc();
-        response
-    };
-    let grant =
-        match auth::require(&headers, &state.root_key, &state.revocations, Right::Upload).await {
-            Ok(g) => g,
-            Err(denied) => return refused(denied.into_response()),
-        };
-    if !valid_file_name(&file_name) {
-        return refused(reply::error(
+    match accept(&state, &file_name, &query, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.is_refusal() {
+                state.metrics.uploads_refused.inc();
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// Checks the cap, the name, the target and the size, spools the body, stores the
+/// package in its cell, marks its trees for publishing and (with `?wait=true`) waits
+/// for them.
+async fn accept(
+    state: &AppState,
+    file_name: &str,
+    query: &UploadQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grant = auth::require(headers, &state.root_key, &state.revocations, Right::Upload).await?;
+    if !valid_file_name(file_name) {
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad-file-name",
             "the file name must end in .deb, .rpm, .dsc, .changes or a source tarball/diff, and use only letters, digits and . _ + ~ : - (no slashes)",
         ));
     }
     let target: Scope = match query.target.as_deref() {
-        Some(text) => match text.parse() {
-            Ok(scope) => scope,
-            Err(e) => {
-                return refused(reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "bad-target",
-                    &e.to_string(),
-                ));
-            }
-        },
+        Some(text) => text.parse().map_err(|e: crate::caps::scope::ScopeError| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad-target", e.to_string())
+        })?,
         None => grant.scope.clone(),
     };
     let max = state.config.server.max_upload_bytes;
@@ -88,10 +95,10 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
-        return refused(reply::error(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
-            &format!("uploads are limited to {max} bytes"),
+            format!("uploads are limited to {max} bytes"),
         ));
     }
 
@@ -100,103 +107,42 @@ pub async fn upload(
         .spool_dir()
         .join(format!("upload-{}.part", crate::ids::random_id()));
     // Locked while this request owns it, removed when it ends (see `crate::spool`).
-    let guard = match crate::spool::SpoolFile::create(spool_path.clone()) {
-        Ok(file) => file,
-        Err(e) => {
-            return refused(reply::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "spool",
-                &format!("cannot spool the upload: {e}"),
-            ));
-        }
-    };
-    let spooled = match receive(body, &guard, max).await {
-        Ok((digest, size)) => Spooled {
-            path: spool_path,
-            digest,
-            size,
-            movable: true,
-            bytes: None,
-        },
-        Err((status, code, reason)) => return refused(reply::error(status, code, &reason)),
+    let guard = crate::spool::SpoolFile::create(spool_path.clone()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "spool",
+            format!("cannot spool the upload: {e}"),
+        )
+    })?;
+    let (digest, size) = receive(body, &guard, max)
+        .await
+        .map_err(|(status, code, reason)| ApiError::new(status, code, reason))?;
+    let spooled = Spooled {
+        path: spool_path,
+        digest,
+        size,
+        movable: true,
+        bytes: None,
     };
     state.metrics.upload_bytes.add(spooled.size);
 
     let actor = grant.log_id().to_string();
     // From the first look at what is stored to the cell write: no gc sweeps meanwhile.
-    let access = match state.store.write_access().await {
-        Ok(access) => access,
-        Err(e) => {
-            return reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage",
-                &format!("cannot take this server's writer lease: {e}"),
-            );
-        }
-    };
-    let result = if file_name.ends_with(".rpm") || target.kind() == "rpm" {
-        if target.kind() != "rpm" || !file_name.ends_with(".rpm") {
-            Err(ingest::IngestError::BadTarget(format!(
-                ".rpm files go to rpm/... scopes and .deb files to apt/... scopes (got {file_name} for {target})"
-            )))
-        } else {
-            crate::rpmrepo::ingest::ingest(
-                &state.store,
-                &state.agent,
-                &spooled,
-                &target,
-                &grant.scope,
-                &actor,
-            )
-            .await
-        }
-    } else if file_name.ends_with(".dsc") {
-        crate::apt::source_ingest::ingest_dsc(&state.store, &spooled, &target, &grant.scope, &actor)
-            .await
-    } else if file_name.ends_with(".changes") {
-        crate::apt::source_ingest::ingest_changes(
-            &state.store,
-            &state.limits,
-            &spooled,
-            &target,
-            &grant.scope,
-            &actor,
+    let access = state.store.write_access().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage",
+            format!("cannot take this server's writer lease: {e}"),
         )
-        .await
-    } else if crate::apt::sources::is_source_file(&file_name) {
-        crate::apt::source_ingest::stage(
-            &state.store,
-            &spooled,
-            &file_name,
-            &target,
-            &grant.scope,
-            &actor,
-        )
-        .await
-    } else {
-        ingest::ingest(
-            &state.store,
-            &state.limits,
-            &spooled,
-            &target,
-            &grant.scope,
-            &actor,
-        )
-        .await
-    };
+    })?;
+    let result = store_upload(state, file_name, &spooled, &target, &grant.scope, &actor).await;
     drop(access);
     drop(guard);
-    let ingested = match result {
-        Ok(i) => i,
-        Err(e) => {
-            let status = ingest_status(&e);
-            tracing::info!(cap = %actor, file = %file_name, status = status.as_u16(), reason = %e, "upload refused");
-            if status.is_server_error() {
-                return reply::error(status, e.code(), &e.to_string());
-            }
-            return refused(reply::error(status, e.code(), &e.to_string()));
-        }
-    };
+    let ingested = result.map_err(|e| {
+        let e = ApiError::from(e);
+        tracing::info!(cap = %actor, file = %file_name, status = e.status.as_u16(), reason = %e.reason, "upload refused");
+        e
+    })?;
     if ingested.status == ingest::UploadStatus::Stored {
         state.metrics.uploads_stored.inc();
     } else {
@@ -240,13 +186,50 @@ pub async fn upload(
     } else {
         StatusCode::OK
     };
-    reply::json(
+    Ok(reply::json(
         status,
         &UploadAnswer {
             ingested: &ingested,
             published,
         },
-    )
+    ))
+}
+
+/// Stores a spooled upload by what it is: an rpm, a .dsc, a .changes, a source file
+/// staged for its .dsc, or a .deb.
+async fn store_upload(
+    state: &AppState,
+    file_name: &str,
+    spooled: &Spooled,
+    target: &Scope,
+    granted: &Scope,
+    actor: &str,
+) -> Result<Ingested, ingest::IngestError> {
+    let store = &state.store;
+    if file_name.ends_with(".rpm") || target.kind() == "rpm" {
+        if target.kind() != "rpm" || !file_name.ends_with(".rpm") {
+            return Err(ingest::IngestError::BadTarget(format!(
+                ".rpm files go to rpm/... scopes and .deb files to apt/... scopes (got {file_name} for {target})"
+            )));
+        }
+        crate::rpmrepo::ingest::ingest(store, &state.agent, spooled, target, granted, actor).await
+    } else if file_name.ends_with(".dsc") {
+        crate::apt::source_ingest::ingest_dsc(store, spooled, target, granted, actor).await
+    } else if file_name.ends_with(".changes") {
+        crate::apt::source_ingest::ingest_changes(
+            store,
+            &state.limits,
+            spooled,
+            target,
+            granted,
+            actor,
+        )
+        .await
+    } else if crate::apt::sources::is_source_file(file_name) {
+        crate::apt::source_ingest::stage(store, spooled, file_name, target, granted, actor).await
+    } else {
+        ingest::ingest(store, &state.limits, spooled, target, granted, actor).await
+    }
 }
 
 async fn receive(
@@ -455,22 +438,4 @@ async fn wait_for_source(
         },
         &Answer { published },
     )
-}
-
-/// The HTTP status of a refused upload: 4xx for anything the uploader can fix (413 for a
-/// limit, 403 outside the cap's scope, 404 for a missing cell, 409 for other bytes under
-/// the same identity), 500 for the server's own faults.
-fn ingest_status(e: &ingest::IngestError) -> StatusCode {
-    use ingest::IngestError;
-    match e {
-        _ if !e.is_uploaders() => StatusCode::INTERNAL_SERVER_ERROR,
-        IngestError::Deb(e) if e.is_limit() => StatusCode::PAYLOAD_TOO_LARGE,
-        IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
-        IngestError::NotFound(_) => StatusCode::NOT_FOUND,
-        IngestError::Conflict { .. } => StatusCode::CONFLICT,
-        IngestError::Deb(_) | IngestError::BadPackage(_) | IngestError::BadTarget(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        IngestError::Store(_) | IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
 }

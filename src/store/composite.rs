@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -45,27 +45,52 @@ pub(crate) fn composite_path(digest: &Digest) -> Path {
     Path::from(format!("{COMPOSITES}/{}/{}", &hex[..2], hex))
 }
 
-/// Hash states after each part of recent composites, so the next publish of the same
-/// file resumes after its longest unchanged run of leading parts. Scoped by store: a
-/// part a remembered composite names was checked there.
-pub(crate) static PART_HASHES: PartHashes = PartHashes::new(64);
+/// What one store handle (and its clones) remembers of composites. A field of the
+/// store, not of the process: what one store was written says nothing of another.
+pub(crate) struct CompositeMemory {
+    /// Hash states after each part of recent composites, so the next publish of the
+    /// same file resumes after its longest unchanged run of leading parts. A part a
+    /// remembered composite names was checked in this store.
+    pub(crate) part_hashes: PartHashes,
+    /// Records read or written recently: a served Packages file resolves its parts on
+    /// every request, and a publish need not write a record again that is known to be
+    /// stored. Dropped with the held bytes (the epoch), since a gc that swept may have
+    /// taken one.
+    records: Mutex<Records>,
+}
 
-/// Records read or written recently: a served Packages file resolves its parts on every
-/// request, and a publish need not write a record again that is known to be stored.
-/// Dropped with the held bytes (the epoch), since a gc that swept may have taken one.
-static RECORDS: LazyLock<Mutex<Records>> = LazyLock::new(Default::default);
+impl Default for CompositeMemory {
+    fn default() -> Self {
+        CompositeMemory {
+            part_hashes: PartHashes::new(64),
+            records: Mutex::default(),
+        }
+    }
+}
 
 /// The held-bytes epoch the records belong to, and the records by digest.
 type Records = (u64, HashMap<Digest, Arc<CompositeRecord>>);
 
-/// The record of `digest` if this process read or wrote it since the last forget.
-fn remembered_record(digest: &Digest) -> Option<Arc<CompositeRecord>> {
-    let epoch = super::held::epoch();
-    let mut records = RECORDS.lock().ok()?;
-    if records.0 != epoch {
-        *records = (epoch, HashMap::new());
+impl CompositeMemory {
+    /// The record of `digest` if this store read or wrote it since the last forget.
+    fn remembered_record(&self, digest: &Digest) -> Option<Arc<CompositeRecord>> {
+        let epoch = super::held::epoch();
+        let mut records = self.records.lock().ok()?;
+        if records.0 != epoch {
+            *records = (epoch, HashMap::new());
+        }
+        records.1.get(digest).cloned()
     }
-    records.1.get(digest).cloned()
+
+    fn remember_record(&self, digest: Digest, record: Arc<CompositeRecord>) {
+        let epoch = super::held::epoch();
+        if let Ok(mut records) = self.records.lock() {
+            if records.0 != epoch || records.1.len() >= REMEMBERED_RECORDS {
+                *records = (epoch, HashMap::new());
+            }
+            records.1.insert(digest, record);
+        }
+    }
 }
 
 const REMEMBERED_RECORDS: usize = 4096;
@@ -105,13 +130,17 @@ impl Store {
     /// Hashes the leading `parts` of a composite expected soon, so storing it resumes
     /// after them. Every part must be stored already. Blocking.
     pub fn hash_composite_ahead(&self, parts: &[PartBytes]) {
-        PART_HASHES.hash_ahead(Arc::from(self.description()), parts);
+        self.composites
+            .part_hashes
+            .hash_ahead(Arc::from(self.description()), parts);
     }
 
     /// The hash states after the last `last` parts of the composite just stored from
     /// `parts`, for a later publish by any process to resume from ([`Store::take_up_composite`]).
     pub fn composite_resume_points(&self, parts: &[Digest], last: usize) -> Option<ResumePoints> {
-        PART_HASHES.resume_points(self.description(), parts, last)
+        self.composites
+            .part_hashes
+            .resume_points(self.description(), parts, last)
     }
 
     /// Takes up the hash states another process wrote down for the composite `digest`,
@@ -121,7 +150,7 @@ impl Store {
     /// from the start).
     pub async fn take_up_composite(&self, digest: &Digest, points: &ResumePoints) -> Result<()> {
         if let Some(record) = self.composite(digest).await? {
-            PART_HASHES.take_up(
+            self.composites.part_hashes.take_up(
                 Arc::from(self.description()),
                 record.parts.iter().map(|p| p.sha256).collect(),
                 record.parts.iter().map(|p| p.size).collect(),
@@ -151,7 +180,7 @@ impl Store {
     /// it (`parts`, each a blob, with their sizes), so storing one that starts with those
     /// parts resumes after them. States that do not fit the sizes are ignored.
     pub fn take_up_join(&self, parts: &[(Digest, u64)], points: &ResumePoints) {
-        PART_HASHES.take_up(
+        self.composites.part_hashes.take_up(
             Arc::from(self.description()),
             parts.iter().map(|p| p.0).collect(),
             parts.iter().map(|p| p.1).collect(),
@@ -179,7 +208,10 @@ impl Store {
             });
         }
         let digests: Vec<Digest> = parts.iter().map(|(d, _)| *d).collect();
-        let resumed = PART_HASHES.resume(self.description(), &digests);
+        let resumed = self
+            .composites
+            .part_hashes
+            .resume(self.description(), &digests);
         let unnamed: std::collections::HashSet<Digest> = resumed.unnamed.iter().copied().collect();
         // Parts come from memory: make sure the store still has every one no remembered
         // composite already names (gc may have swept a fragment held here), so a record
@@ -209,8 +241,9 @@ impl Store {
         let store: Arc<str> = Arc::from(self.description());
         let mut sizes = resumed.sizes.clone();
         sizes.extend(rest.iter().map(|(_, bytes)| bytes.len() as u64));
+        let memory = Arc::clone(&self.composites);
         let (digest, size) = super::blocking("hashing a composite", move || {
-            PART_HASHES.hash(store, resumed, &rest)
+            memory.part_hashes.hash(store, resumed, &rest)
         })
         .await?;
         let record = CompositeRecord {
@@ -226,7 +259,11 @@ impl Store {
         };
         // A publish of an unchanged file joins the same parts again: its record is
         // stored already (on S3, five requests per unchanged component and architecture).
-        if remembered_record(&digest).is_some_and(|known| *known == record) {
+        if self
+            .composites
+            .remembered_record(&digest)
+            .is_some_and(|known| *known == record)
+        {
             return Ok(BlobMeta { digest, size });
         }
         let json = serde_json::to_vec(&record)
@@ -244,13 +281,13 @@ impl Store {
             | Err(object_store::Error::Precondition { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        remember_record(digest, Arc::new(record));
+        self.composites.remember_record(digest, Arc::new(record));
         Ok(BlobMeta { digest, size })
     }
 
     /// The record of a composite blob, or None if `digest` names no composite.
     pub async fn composite(&self, digest: &Digest) -> Result<Option<Arc<CompositeRecord>>> {
-        if let Some(found) = remembered_record(digest) {
+        if let Some(found) = self.composites.remembered_record(digest) {
             return Ok(Some(found));
         }
         let found = match self
@@ -274,7 +311,8 @@ impl Store {
             return Err(corrupt("its parts do not add up to its size".into()));
         }
         let record = Arc::new(record);
-        remember_record(*digest, Arc::clone(&record));
+        self.composites
+            .remember_record(*digest, Arc::clone(&record));
         Ok(Some(record))
     }
 
@@ -348,16 +386,6 @@ impl Store {
             ));
         }
         Ok(bytes)
-    }
-}
-
-fn remember_record(digest: Digest, record: Arc<CompositeRecord>) {
-    let epoch = super::held::epoch();
-    if let Ok(mut records) = RECORDS.lock() {
-        if records.0 != epoch || records.1.len() >= REMEMBERED_RECORDS {
-            *records = (epoch, HashMap::new());
-        }
-        records.1.insert(digest, record);
     }
 }
 

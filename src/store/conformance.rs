@@ -255,7 +255,7 @@ async fn composites_read_like_blobs(store: &Store) {
     // needs, and hashes a successor right without the bytes of the parts it resumes
     // past; a part not at hand and not resumed past is read from the store.
     let points = store.composite_resume_points(&next_digests, 1).unwrap();
-    super::composite::PART_HASHES.clear();
+    store.composites.part_hashes.clear();
     store
         .take_up_composite(&meta.digest, &points)
         .await
@@ -275,7 +275,7 @@ async fn composites_read_like_blobs(store: &Store) {
         (Digest::of(&successor_whole), successor_whole.len() as u64)
     );
     assert_eq!(store.get_blob(&meta.digest).await.unwrap(), successor_whole);
-    super::composite::PART_HASHES.clear();
+    store.composites.part_hashes.clear();
     let unresumed = store
         .put_composite(vec![(parts[0].0, None), (later_digest, None)])
         .await

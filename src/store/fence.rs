@@ -503,7 +503,7 @@ impl Store {
     /// composites (taken as stored without a check), and the pack indexes read.
     fn forget_what_may_be_swept(&self) {
         super::held::forget();
-        super::composite::PART_HASHES.clear();
+        self.composites.part_hashes.clear();
         self.packs.forget_all();
     }
 

@@ -120,6 +120,8 @@ pub struct Store {
     /// writing one again is skipped. Per store, since bytes held for one store say
     /// nothing about what another has.
     written_parts: Arc<held::WrittenParts>,
+    /// Hash states and records of composites this handle read or wrote.
+    composites: Arc<composite::CompositeMemory>,
 }
 
 impl std::fmt::Debug for Store {
@@ -194,6 +196,7 @@ impl Store {
             fence: Arc::new(fence::Fence::new()),
             changes: Arc::default(),
             written_parts: Arc::default(),
+            composites: Arc::default(),
         }
     }
 

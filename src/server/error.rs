@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::reply;
 use crate::ingest::IngestError;
+use crate::releases::ReleaseError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -53,5 +54,28 @@ impl From<IngestError> for ApiError {
             IngestError::Store(_) | IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<ReleaseError> for ApiError {
+    /// A release change outside the cap's scope is 403, a missing suite, tree or snapshot
+    /// 404, a change to a tree another change holds 409 (try again), a malformed one
+    /// 400, and a store that cannot be reached 503.
+    fn from(e: ReleaseError) -> ApiError {
+        match e {
+            ReleaseError::Forbidden(reason) => {
+                ApiError::new(StatusCode::FORBIDDEN, "outside-scope", reason)
+            }
+            ReleaseError::NotFound(reason) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-found", reason)
+            }
+            ReleaseError::Busy(reason) => ApiError::new(StatusCode::CONFLICT, "busy", reason),
+            ReleaseError::Invalid(reason) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", reason)
+            }
+            ReleaseError::Store(e) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string())
+            }
+        }
     }
 }

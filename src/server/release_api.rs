@@ -215,18 +215,6 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
             state.manager.poke();
             reply::json(StatusCode::OK, &Answer { message })
         }
-        Err(ReleaseError::Forbidden(reason)) => {
-            reply::error(StatusCode::FORBIDDEN, "outside-scope", &reason)
-        }
-        Err(ReleaseError::NotFound(reason)) => {
-            reply::error(StatusCode::NOT_FOUND, "not-found", &reason)
-        }
-        Err(ReleaseError::Busy(reason)) => reply::error(StatusCode::CONFLICT, "busy", &reason),
-        Err(ReleaseError::Invalid(reason)) => {
-            reply::error(StatusCode::BAD_REQUEST, "invalid", &reason)
-        }
-        Err(ReleaseError::Store(e)) => {
-            reply::error(StatusCode::SERVICE_UNAVAILABLE, "storage", &e.to_string())
-        }
+        Err(e) => axum::response::IntoResponse::into_response(super::error::ApiError::from(e)),
     }
 }

@@ -54,7 +54,8 @@ enum Command {
     /// Issue and inspect capability tokens.
     #[command(subcommand)]
     Cap(cap::Command),
-    /// Upload .deb files to a server with an upload cap.
+    /// Upload .deb, .rpm and Debian source files (.dsc, .changes, tarballs) to a server with an
+    /// upload cap.
     Upload(upload::Args),
     /// The repository signing key.
     #[command(subcommand)]

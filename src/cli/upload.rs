@@ -24,7 +24,8 @@ pub struct Args {
     /// Target cell or component when the cap covers more than one, e.g. apt/NAME/dists/stable/main.
     #[arg(long, value_name = "SCOPE")]
     to: Option<String>,
-    /// .deb files to upload.
+    /// Files to upload: .deb to an apt/... cap, .rpm to an rpm/... cap, and a source
+    /// package's .dsc with its tarballs (or its .changes with everything it lists).
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }

@@ -737,30 +737,11 @@ async fn promote_cell<P: Record>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repos::{self, NewAptRepo};
     use crate::testing::apt_package;
 
     /// apt/farm with suites stable and testing, component main, amd64, on a memory store.
     async fn repository() -> Store {
-        let store = Store::memory();
-        repos::add_apt_repo(
-            &store,
-            NewAptRepo {
-                name: "farm".into(),
-                suites: vec!["stable".into(), "testing".into()],
-                components: vec!["main".into()],
-                architectures: vec!["amd64".into()],
-                origin: None,
-                label: None,
-                private: false,
-                retention: None,
-                legacy_hashes: false,
-            },
-            "test",
-        )
-        .await
-        .unwrap();
-        store
+        crate::testing::apt_farm(&["stable", "testing"]).await
     }
 
     fn cell(suite: &str) -> RefName {

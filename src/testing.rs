@@ -135,3 +135,23 @@ pub fn rpm_package(name: &str) -> crate::model::RpmPackage {
         uploaded_by: "t".into(),
     }
 }
+
+/// A memory store holding apt/farm with `suites`, component main and architecture amd64.
+pub async fn apt_farm(suites: &[&str]) -> crate::store::Store {
+    let store = crate::store::Store::memory();
+    let new = crate::repos::NewAptRepo {
+        name: "farm".into(),
+        suites: suites.iter().map(|s| s.to_string()).collect(),
+        components: vec!["main".into()],
+        architectures: vec!["amd64".into()],
+        origin: None,
+        label: None,
+        private: false,
+        retention: None,
+        legacy_hashes: false,
+    };
+    crate::repos::add_apt_repo(&store, new, "test")
+        .await
+        .expect("apt/farm added");
+    store
+}

@@ -348,25 +348,12 @@ mod tests {
     use super::*;
     use crate::agent::openpgp::{verify_cleartext, verify_detached};
     use crate::agent::sign::MemorySigner;
-    use crate::repos::{self, NewAptRepo};
     use crate::testing::apt_package;
 
     /// apt/farm (stable, main, amd64) on a memory store, holding `packages` with their
     /// bytes stored (and an empty file list each).
     async fn suite_with(packages: &[(&str, &str)]) -> Store {
-        let store = Store::memory();
-        let new = NewAptRepo {
-            name: "farm".into(),
-            suites: vec!["stable".into()],
-            components: vec!["main".into()],
-            architectures: vec!["amd64".into()],
-            origin: None,
-            label: None,
-            private: false,
-            retention: None,
-            legacy_hashes: false,
-        };
-        repos::add_apt_repo(&store, new, "t").await.unwrap();
+        let store = crate::testing::apt_farm(&["stable"]).await;
         store.put_blob(Bytes::new()).await.unwrap();
         let cell = model::cell_ref("farm", "stable", "main", "amd64").unwrap();
         for (name, version) in packages {

@@ -50,11 +50,6 @@ pub fn resume_points(parts: &[Digest], last: usize) -> Option<ResumePoints> {
 /// Takes up a document's text hashed ahead by another process.
 pub fn take_up(join: &AheadJoin) {
     if join.kind == TEXT_KIND {
-        OPEN_TEXT.take_up(
-            Arc::from(SCOPE),
-            join.parts.iter().map(|p| p.0).collect(),
-            join.parts.iter().map(|p| p.1).collect(),
-            &join.points,
-        );
+        OPEN_TEXT.take_up(Arc::from(SCOPE), join.parts.iter().copied(), &join.points);
     }
 }

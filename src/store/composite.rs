@@ -152,8 +152,7 @@ impl Store {
         if let Some(record) = self.composite(digest).await? {
             self.composites.part_hashes.take_up(
                 Arc::from(self.description()),
-                record.parts.iter().map(|p| p.sha256).collect(),
-                record.parts.iter().map(|p| p.size).collect(),
+                record.parts.iter().map(|p| (p.sha256, p.size)),
                 points,
             );
         }
@@ -182,8 +181,7 @@ impl Store {
     pub fn take_up_join(&self, parts: &[(Digest, u64)], points: &ResumePoints) {
         self.composites.part_hashes.take_up(
             Arc::from(self.description()),
-            parts.iter().map(|p| p.0).collect(),
-            parts.iter().map(|p| p.1).collect(),
+            parts.iter().copied(),
             points,
         );
     }

@@ -160,18 +160,15 @@ impl PartHashes {
         ))
     }
 
-    /// Takes up a join another process wrote down: its parts, their sizes, and the
+    /// Takes up a join another process wrote down: its parts with their sizes, and the
     /// states it knew. Points past the parts are ignored.
     pub fn take_up(
         &self,
         scope: Arc<str>,
-        parts: Vec<Digest>,
-        sizes: Vec<u64>,
+        parts: impl IntoIterator<Item = (Digest, u64)>,
         points: &ResumePoints,
     ) {
-        if parts.len() != sizes.len() {
-            return;
-        }
+        let (parts, sizes): (Vec<Digest>, Vec<u64>) = parts.into_iter().unzip();
         let mut states = vec![None; parts.len()];
         let mut any = false;
         for (n, state) in &points.0 {
@@ -307,11 +304,10 @@ mod tests {
         let json = serde_json::to_string(&points).unwrap();
 
         let reader = PartHashes::new(4);
-        let sizes = first.iter().map(|p| p.1.len() as u64).collect();
+        let sizes = first.iter().map(|p| p.1.len() as u64);
         reader.take_up(
             Arc::clone(&scope),
-            digests,
-            sizes,
+            digests.into_iter().zip(sizes),
             &serde_json::from_str(&json).unwrap(),
         );
         // The delta changed: resumes after the base, with no bytes of it at hand.
@@ -327,7 +323,7 @@ mod tests {
         // A point whose length disagrees with the sizes is not taken up.
         let lying = ResumePoints(vec![(1, points.0[0].1.clone())]);
         let other = PartHashes::new(4);
-        other.take_up(Arc::clone(&scope), vec![first[0].0], vec![7], &lying);
+        other.take_up(Arc::clone(&scope), [(first[0].0, 7)], &lying);
         assert!(other.resume(&scope, &[first[0].0]).is_empty());
     }
 }

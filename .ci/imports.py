@@ -2,10 +2,12 @@
 """Import graph of the crate's modules, from the `crate::` and `super::` paths in src/ (not a
 Rust parser: paths in comments and strings count too, which errs towards reporting an edge).
 
-Usage: .ci/imports.py [--cycles] [--edges] [--folders]
+Usage: .ci/imports.py [--cycles] [--edges] [--folders] [--layers]
   --cycles  print every cycle (strongly connected set of files) and exit 1 if there is one
   --edges   print every edge, file -> file
   --folders the same between the top-level units of src/ (a folder, or a file beside them)
+  --layers  print every edge from a lower layer of LAYERS to a higher one and exit 1 if there is
+            one (a unit of src/ that LAYERS does not name is an error too)
 Modules compiled for tests only (declared under #[cfg(test)]) are left out: test code may
 reach anywhere.
 Issue 17 wants no cycle between files or folders of src/ and no edge from a lower layer to a
@@ -24,7 +26,8 @@ def modules():
     out = {}
     for dirpath, _, files in os.walk(ROOT):
         for name in files:
-            if not name.endswith(".rs"):
+            # main.rs is the binary, a crate of its own that uses this one by name.
+            if not name.endswith(".rs") or (dirpath == ROOT and name == "main.rs"):
                 continue
             rel = os.path.relpath(os.path.join(dirpath, name), ROOT)[:-3].split(os.sep)
             if rel[-1] in ("mod", "lib", "main"):
@@ -65,6 +68,40 @@ def folders(graph):
                 out[unit].add(target[:1])
                 out.setdefault(target[:1], set())
     return out
+
+
+# The layers of src/ along the data path, lowest first: a unit may import its own layer and
+# the ones below. `testing` is compiled for tests only and left out.
+LAYERS = [
+    ["util"],
+    ["store"],
+    ["formats", "caps", "agent"],
+    ["repo"],
+    ["ingest", "publish"],
+    ["releases", "maintenance"],
+    ["serve"],
+    ["cli"],
+    ["lib", "main"],
+]
+
+
+def layer_of(unit):
+    name = unit[0] if unit else "lib"
+    for level, names in enumerate(LAYERS):
+        if name in names:
+            return level
+    return None
+
+
+def upward(graph):
+    """(from, to) for every edge between top-level units that climbs the layers."""
+    out = []
+    for module, targets in graph.items():
+        for target in targets:
+            a, b = layer_of(module[:1]), layer_of(target[:1])
+            if a is None or b is None or b > a:
+                out.append((module, target))
+    return sorted(out)
 
 
 def edges(mods):
@@ -140,6 +177,12 @@ def main():
     for module in test_only(mods):
         del mods[module]
     graph = edges(mods)
+    if "--layers" in sys.argv:
+        climbing = upward(graph)
+        for module, target in climbing:
+            print(f"{name(module)} -> {name(target)}: imports from a higher layer (see LAYERS)")
+        if climbing:
+            sys.exit(1)
     if "--folders" in sys.argv:
         graph = folders(graph)
     if "--edges" in sys.argv:

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::cells;
-use crate::digest::Digest;
-use crate::model::{
+use crate::repo::cells;
+use crate::repo::model::{
     self, AptPackage, AptSource, Cell, Chunk, ChunkRef, Publication, Record, RpmPackage, bucket_of,
 };
 use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
+use crate::util::digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -128,10 +128,11 @@ impl Unit {
 
     /// Every cell that can feed this suite or release, from the repository definition.
     pub async fn cells(&self, store: &Store) -> Result<Vec<String>> {
-        let not_found = |e: crate::repos::RepoError| ReleaseError::NotFound(e.to_string());
+        let not_found =
+            |e: crate::repo::definitions::RepoError| ReleaseError::NotFound(e.to_string());
         let mut out = Vec::new();
         if self.kind == "apt" {
-            let definition = crate::repos::load_apt_repo(store, &self.repo)
+            let definition = crate::repo::definitions::load_apt_repo(store, &self.repo)
                 .await
                 .map_err(not_found)?;
             let suite = definition
@@ -152,7 +153,7 @@ impl Unit {
                 }
             }
         } else {
-            let definition = crate::repos::load_rpm_repo(store, &self.repo)
+            let definition = crate::repo::definitions::load_rpm_repo(store, &self.repo)
                 .await
                 .map_err(not_found)?;
             if !definition.releases.contains(&self.name) {
@@ -182,7 +183,8 @@ pub async fn batch_open(store: &Store, unit: &Unit) -> Result<bool> {
     let Some(head) = store.ref_head(&unit.batch_ref()?).await? else {
         return Ok(false);
     };
-    Ok(head.note.starts_with("open") && crate::time::now_unix() - head.time < BATCH_LEASE_SECONDS)
+    Ok(head.note.starts_with("open")
+        && crate::util::time::now_unix() - head.time < BATCH_LEASE_SECONDS)
 }
 
 /// How long a release change waits for another one on the same tree to finish: as long
@@ -197,7 +199,7 @@ async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Resul
         .update_ref(&name, actor, |head| {
             let held_open = note == "open"
                 && head.is_some_and(|h| {
-                    h.note == "open" && crate::time::now_unix() - h.time < BATCH_LEASE_SECONDS
+                    h.note == "open" && crate::util::time::now_unix() - h.time < BATCH_LEASE_SECONDS
                 });
             let pause = backoff;
             if held_open {
@@ -745,7 +747,7 @@ mod tests {
     }
 
     fn cell(suite: &str) -> RefName {
-        crate::model::cell_ref("farm", suite, "main", "amd64").unwrap()
+        crate::repo::model::cell_ref("farm", suite, "main", "amd64").unwrap()
     }
 
     async fn add(store: &Store, suite: &str, packages: Vec<AptPackage>) {
@@ -861,7 +863,7 @@ mod tests {
     #[tokio::test]
     async fn rollback_restores_an_earlier_publication_and_a_snapshot_keeps_one() {
         use crate::agent::sign::MemorySigner;
-        use crate::apt::publish::publish_suite;
+        use crate::publish::apt::publish::publish_suite;
         let store = repository().await;
         store.put_blob(bytes::Bytes::new()).await.unwrap();
         let signer = MemorySigner::new();

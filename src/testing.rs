@@ -64,7 +64,7 @@ impl S3Server {
 
     /// A fresh bucket on this server, as a storage config.
     pub fn config(&self, bucket: &str) -> StorageConfig {
-        let bucket = format!("{bucket}-{}", &crate::ids::random_id()[..8]);
+        let bucket = format!("{bucket}-{}", &crate::util::ids::random_id()[..8]);
         let status = Command::new("curl")
             .args([
                 "-fsS",
@@ -97,8 +97,8 @@ impl Drop for S3Server {
 
 /// An amd64 package record of `name` at `version` whose .deb is `bytes` (never stored:
 /// cells, retention and releases only read the record).
-pub fn apt_package(name: &str, version: &str, bytes: &[u8]) -> crate::model::AptPackage {
-    crate::model::AptPackage {
+pub fn apt_package(name: &str, version: &str, bytes: &[u8]) -> crate::repo::model::AptPackage {
+    crate::repo::model::AptPackage {
         name: name.into(),
         version: version.into(),
         architecture: "amd64".into(),
@@ -106,17 +106,17 @@ pub fn apt_package(name: &str, version: &str, bytes: &[u8]) -> crate::model::Apt
         control: format!("Package: {name}\nVersion: {version}\n"),
         filename: format!("pool/main/{}/{name}/{name}_{version}_amd64.deb", &name[..1]),
         size: bytes.len() as u64,
-        sha256: crate::digest::Digest::of(bytes),
-        files: crate::digest::Digest::of(b""),
+        sha256: crate::util::digest::Digest::of(bytes),
+        files: crate::util::digest::Digest::of(b""),
         uploaded_at: 0,
         uploaded_by: "t".into(),
     }
 }
 
 /// An x86_64 rpm record of `name` 1-1 with no repodata entries recorded (tests add them).
-pub fn rpm_package(name: &str) -> crate::model::RpmPackage {
-    let digest = crate::digest::Digest::of(name.as_bytes());
-    crate::model::RpmPackage {
+pub fn rpm_package(name: &str) -> crate::repo::model::RpmPackage {
+    let digest = crate::util::digest::Digest::of(name.as_bytes());
+    crate::repo::model::RpmPackage {
         name: name.into(),
         epoch: 0,
         version: "1".into(),
@@ -139,7 +139,7 @@ pub fn rpm_package(name: &str) -> crate::model::RpmPackage {
 /// A memory store holding apt/farm with `suites`, component main and architecture amd64.
 pub async fn apt_farm(suites: &[&str]) -> crate::store::Store {
     let store = crate::store::Store::memory();
-    let new = crate::repos::NewAptRepo {
+    let new = crate::repo::definitions::NewAptRepo {
         name: "farm".into(),
         suites: suites.iter().map(|s| s.to_string()).collect(),
         components: vec!["main".into()],
@@ -150,7 +150,7 @@ pub async fn apt_farm(suites: &[&str]) -> crate::store::Store {
         retention: None,
         legacy_hashes: false,
     };
-    crate::repos::add_apt_repo(&store, new, "test")
+    crate::repo::definitions::add_apt_repo(&store, new, "test")
         .await
         .expect("apt/farm added");
     store

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use caprepo::package_source::PackageSource;
+use caprepo::formats::source::PackageSource;
 
 /// xorshift64*: small, fast, and seedable, which is all a mutator needs.
 struct Rng(u64);
@@ -303,7 +303,7 @@ struct Tally {
 fn save(target: &str, kind: &str, input: &[u8]) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-findings");
     let _ = std::fs::create_dir_all(&dir);
-    let digest = caprepo::digest::Digest::of(input).hex();
+    let digest = caprepo::util::digest::Digest::of(input).hex();
     let path = dir.join(format!("{target}-{kind}-{}.bin", &digest[..16]));
     let _ = std::fs::write(&path, input);
     path
@@ -388,9 +388,9 @@ fn parsers_survive_mutated_real_inputs() {
             structural: true,
             run: Box::new(|input: &[u8]| {
                 let bytes = Bytes::copy_from_slice(input);
-                let _ = caprepo::deb::inspect_deb(
+                let _ = caprepo::formats::deb::inspect_deb(
                     PackageSource::Memory(&bytes),
-                    &caprepo::deb::Limits::default(),
+                    &caprepo::formats::deb::Limits::default(),
                 );
             }),
         },
@@ -399,9 +399,9 @@ fn parsers_survive_mutated_real_inputs() {
             corpus: control_corpus(&debs),
             structural: false,
             run: Box::new(|input: &[u8]| {
-                let _ = caprepo::deb::Control::parse(input);
-                let _ = caprepo::deb::Control::parse_dsc(input);
-                let _ = caprepo::deb::Control::parse_paragraph(input);
+                let _ = caprepo::formats::deb::Control::parse(input);
+                let _ = caprepo::formats::deb::Control::parse_dsc(input);
+                let _ = caprepo::formats::deb::Control::parse_paragraph(input);
             }),
         },
         Target {
@@ -410,7 +410,7 @@ fn parsers_survive_mutated_real_inputs() {
             structural: false,
             run: Box::new(|input: &[u8]| {
                 let bytes = Bytes::copy_from_slice(input);
-                let _ = caprepo::rpmrepo::inspect_rpm(PackageSource::Memory(&bytes));
+                let _ = caprepo::formats::rpm::inspect_rpm(PackageSource::Memory(&bytes));
             }),
         },
         Target {

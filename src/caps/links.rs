@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
 use crate::store::{Result, Store};
+use crate::util::digest::Digest;
 
 pub const PREFIX: &str = "cr1-";
 const HEX_LEN: usize = 40;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::token::{Grant, Right};
-use crate::model::ManifestKind;
+use crate::store::ManifestKind;
 use crate::store::{RefName, Result, Store, StoreError};
 
 /// `caps/issued`: every cap issued from this data dir's root key.
@@ -130,7 +130,7 @@ pub async fn issued(store: &Store) -> Result<Registry> {
 
 pub async fn revoke(store: &Store, id: &str, actor: &str) -> Result<Revocations> {
     let revocation = Revocation {
-        time: crate::time::now_unix(),
+        time: crate::util::time::now_unix(),
         by: actor.to_string(),
     };
     update::<Revocations, _>(

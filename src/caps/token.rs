@@ -188,7 +188,7 @@ fn new_block(rights: Vec<Right>, scope: &Scope, nbf: i64, exp: i64) -> (Block, S
     let proof = SigningKey::generate(&mut rand_core::OsRng);
     let block = Block {
         v: 1,
-        id: crate::ids::random_id(),
+        id: crate::util::ids::random_id(),
         rights,
         scope: scope.to_string(),
         nbf,
@@ -267,13 +267,13 @@ impl Token {
         if now >= grant.exp {
             return Err(CapError::Expired {
                 id: grant.id.clone(),
-                at: crate::time::rfc3339(grant.exp),
+                at: crate::util::time::rfc3339(grant.exp),
             });
         }
         if now < grant.nbf {
             return Err(CapError::NotYetValid {
                 id: grant.id.clone(),
-                at: crate::time::rfc3339(grant.nbf),
+                at: crate::util::time::rfc3339(grant.nbf),
             });
         }
         Ok(grant)

@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 
 use super::passphrase;
 use crate::agent::{openpgp, server};
-use crate::config::DataDir;
+use crate::serve::config::DataDir;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,7 +59,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     tokio::select! {
         _ = agent.serve() => {}
-        _ = crate::daemon::shutdown_signal() => {}
+        _ = crate::serve::daemon::shutdown_signal() => {}
         _ = stdin_closed => {}
     }
     Ok(ExitCode::SUCCESS)

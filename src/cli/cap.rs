@@ -11,8 +11,8 @@ use super::{repo::open_store, split_list};
 use crate::caps::links;
 use crate::caps::registry::{self, IssuedCap};
 use crate::caps::{Right, Scope, Token, keys as cap_keys};
-use crate::config::{Config, DataDir};
-use crate::repos;
+use crate::repo::definitions;
+use crate::serve::config::{Config, DataDir};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -149,7 +149,7 @@ fn parse_rights(text: &str) -> Result<Vec<Right>> {
 }
 
 fn seconds(text: &str) -> Result<i64> {
-    Ok(crate::time::parse_duration(text)
+    Ok(crate::util::time::parse_duration(text)
         .map_err(anyhow::Error::msg)?
         .as_secs() as i64)
 }
@@ -176,7 +176,7 @@ async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<
         return Ok(());
     }
     if let (Some(repo), "rpm") = (scope.repo(), scope.kind()) {
-        let definition = repos::load_rpm_repo(&open_store(data)?, repo).await?;
+        let definition = definitions::load_rpm_repo(&open_store(data)?, repo).await?;
         let segments = scope.segments();
         if let Some(release) = segments.get(2)
             && !definition.releases.contains(release)
@@ -197,7 +197,7 @@ async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<
         return Ok(());
     };
     let store = open_store(data)?;
-    let definition = repos::load_apt_repo(&store, repo).await?;
+    let definition = definitions::load_apt_repo(&store, repo).await?;
     if let Some(suite) = suite {
         let Some(def) = definition.suites.iter().find(|s| s.name == suite) else {
             bail!("apt/{repo} has no suite {suite}");
@@ -227,7 +227,7 @@ async fn issue(args: IssueArgs) -> Result<ExitCode> {
     check_scope(&data, &scope, &rights).await?;
     let root = cap_keys::load(&data.cap_root_key())
         .context("loading the cap root key (only the data dir's owner can issue caps)")?;
-    let now = crate::time::now_unix();
+    let now = crate::util::time::now_unix();
     // A minute of slack absorbs clock skew between this machine and the servers.
     let nbf = match &args.not_before {
         Some(delay) => now + seconds(delay)?,
@@ -295,11 +295,11 @@ fn attenuate(
     }
     let exp = match expires {
         Some(text) => {
-            let wanted = crate::time::now_unix().saturating_add(seconds(&text)?);
+            let wanted = crate::util::time::now_unix().saturating_add(seconds(&text)?);
             if wanted > parent.exp {
                 bail!(
                     "refusing to widen: the cap expires at {}, before {text} from now",
-                    crate::time::rfc3339(parent.exp)
+                    crate::util::time::rfc3339(parent.exp)
                 );
             }
             wanted
@@ -360,7 +360,7 @@ async fn list(data: PathBuf, json: bool) -> Result<ExitCode> {
     let store = open_store(&DataDir::new(data))?;
     let issued = registry::issued(&store).await?;
     let revoked = registry::revocations(&store).await?;
-    let now = crate::time::now_unix();
+    let now = crate::util::time::now_unix();
     let rows: Vec<serde_json::Value> = issued
         .caps
         .iter()
@@ -376,9 +376,9 @@ async fn list(data: PathBuf, json: bool) -> Result<ExitCode> {
                 "id": id,
                 "scope": cap.scope,
                 "rights": cap.rights,
-                "not_before": crate::time::rfc3339(cap.nbf),
-                "expires": crate::time::rfc3339(cap.exp),
-                "issued": crate::time::rfc3339(cap.issued_at),
+                "not_before": crate::util::time::rfc3339(cap.nbf),
+                "expires": crate::util::time::rfc3339(cap.exp),
+                "issued": crate::util::time::rfc3339(cap.issued_at),
                 "state": state,
             })
         })
@@ -429,7 +429,7 @@ async fn inspect(cap: &str, data: Option<PathBuf>, json: bool) -> Result<ExitCod
         let data = DataDir::new(dir);
         let config = Config::load(&data)?;
         let root = cap_keys::parse_public(&config.caps.root_public_key)?;
-        if let Err(e) = token.verify(&root, crate::time::now_unix()) {
+        if let Err(e) = token.verify(&root, crate::util::time::now_unix()) {
             problem = Some(e.to_string());
         }
         let list = registry::revocations(&open_store(&data)?).await?;
@@ -449,8 +449,8 @@ async fn inspect(cap: &str, data: Option<PathBuf>, json: bool) -> Result<ExitCod
             "chain": summary.chain_ids,
             "scope": summary.scope,
             "rights": rights,
-            "not_before": crate::time::rfc3339(summary.nbf),
-            "expires": crate::time::rfc3339(summary.exp),
+            "not_before": crate::util::time::rfc3339(summary.nbf),
+            "expires": crate::util::time::rfc3339(summary.exp),
         });
         if let Some(revoked) = revoked {
             value["revoked"] = serde_json::Value::Bool(revoked);
@@ -467,8 +467,8 @@ async fn inspect(cap: &str, data: Option<PathBuf>, json: bool) -> Result<ExitCod
         }
         println!("scope:      {}", summary.scope);
         println!("rights:     {}", rights.join(","));
-        println!("not before: {}", crate::time::rfc3339(summary.nbf));
-        println!("expires:    {}", crate::time::rfc3339(summary.exp));
+        println!("not before: {}", crate::util::time::rfc3339(summary.nbf));
+        println!("expires:    {}", crate::util::time::rfc3339(summary.exp));
         match (&revoked, &problem) {
             (None, _) => println!("valid:      not checked (give --data DIR to verify)"),
             (Some(_), None) => println!("valid:      yes"),
@@ -518,7 +518,7 @@ async fn publish(cap: &str, server: &str) -> Result<ExitCode> {
     }
     print!("{text}");
     let until = expires
-        .map(|e| format!(" It expires {}.", crate::time::rfc3339(e)))
+        .map(|e| format!(" It expires {}.", crate::util::time::rfc3339(e)))
         .unwrap_or_default();
     println!("# The URL above carries a read capability: treat it as a secret.{until}");
     Ok(ExitCode::SUCCESS)

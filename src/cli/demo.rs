@@ -10,10 +10,10 @@ use anyhow::{Context, Result};
 use super::init;
 use crate::agent::openpgp::KeyAlgo;
 use crate::caps::Scope;
-use crate::config::{Config, DataDir};
-use crate::deb::Limits;
+use crate::formats::deb::Limits;
 use crate::ingest::{self, Spooled};
-use crate::repos::{self, NewAptRepo};
+use crate::repo::definitions::{self, NewAptRepo};
+use crate::serve::config::{Config, DataDir};
 use crate::store::Store;
 
 #[derive(clap::Args)]
@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .await?;
         let config = Config::load(&data)?;
         let store = Store::open(&config.storage, data.root())?;
-        repos::add_apt_repo(
+        definitions::add_apt_repo(
             &store,
             NewAptRepo {
                 name: "demo".into(),
@@ -74,14 +74,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     println!("\nPaste this to use the demo repository (the key is a DEMO key):\n");
     print!(
         "{}",
-        crate::server::sources_snippet(
+        crate::serve::http::sources_snippet(
             &base,
             &format!("{base}/demo/"),
             "demo",
             &[("stable".to_string(), vec!["main".to_string()])]
         )
     );
-    crate::daemon::serve(crate::daemon::ServeOptions {
+    crate::serve::daemon::serve(crate::serve::daemon::ServeOptions {
         data,
         listen: Some(args.listen),
         agent_socket: None,

@@ -14,11 +14,11 @@ use futures::StreamExt;
 
 use crate::agent::AgentClient;
 use crate::caps::Scope;
-use crate::cells::{self, AddOutcome};
-use crate::config::{Config, DataDir};
-use crate::deb::Limits;
+use crate::formats::deb::Limits;
 use crate::ingest::{self, Ingested, Spooled};
-use crate::model::{AptPackage, AptRepo, Record, RpmPackage, RpmRepo};
+use crate::repo::cells::{self, AddOutcome};
+use crate::repo::model::{AptPackage, AptRepo, Record, RpmPackage, RpmRepo};
+use crate::serve::config::{Config, DataDir};
 use crate::store::{RefName, Store};
 
 /// How many packages are inspected and stored at once: enough to overlap file
@@ -110,7 +110,7 @@ fn collect(paths: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>> {
 async fn agent_for(
     data: &DataDir,
     config: &Config,
-) -> Result<(AgentClient, Option<crate::daemon::AgentChild>)> {
+) -> Result<(AgentClient, Option<crate::serve::daemon::AgentChild>)> {
     let socket = config
         .agent
         .socket
@@ -120,9 +120,12 @@ async fn agent_for(
     if client.public_key(true).await.is_ok() {
         return Ok((client, None)); // a running server's agent
     }
-    let child =
-        crate::daemon::AgentChild::spawn(data, &socket, config.agent.passphrase_file.as_deref())
-            .await?;
+    let child = crate::serve::daemon::AgentChild::spawn(
+        data,
+        &socket,
+        config.agent.passphrase_file.as_deref(),
+    )
+    .await?;
     Ok((client, Some(child)))
 }
 
@@ -133,7 +136,7 @@ async fn load_target(store: &Store, scope: &Scope) -> Result<Target> {
             Ok(Target::Apt(ingest::target_repo(store, scope).await?))
         }
         ("rpm", _, 3) => Ok(Target::Rpm(
-            crate::rpmrepo::ingest::target_repo(store, scope).await?,
+            crate::ingest::rpm::target_repo(store, scope).await?,
         )),
         _ => bail!(
             "import into one component or release: apt/NAME/dists/SUITE/COMPONENT or rpm/NAME/RELEASE \
@@ -180,7 +183,7 @@ fn prepare_one(
     };
     match target {
         Target::Apt(definition) => {
-            let info = crate::deb::inspect_deb(spooled.source(), &Limits::default())
+            let info = crate::formats::deb::inspect_deb(spooled.source(), &Limits::default())
                 .map_err(|e| ingest::IngestError::from(e).to_string())?;
             runtime
                 .block_on(ingest::prepare(
@@ -189,10 +192,10 @@ fn prepare_one(
                 .map(|(cell, package, answer)| (cell, Prepared::Apt(package), answer))
         }
         Target::Rpm(definition) => {
-            let info = crate::rpmrepo::inspect_rpm(spooled.source())
+            let info = crate::formats::rpm::inspect_rpm(spooled.source())
                 .map_err(|e| ingest::IngestError::from(e).to_string())?;
             runtime
-                .block_on(crate::rpmrepo::ingest::prepare(
+                .block_on(crate::ingest::rpm::prepare(
                     store, agent, definition, info, &spooled, scope, scratch, "import",
                 ))
                 .map(|(cell, package, answer)| (cell, Prepared::Rpm(package), answer))
@@ -205,7 +208,7 @@ fn prepare_one(
 /// inspecting and storing it read no file again.
 fn load(
     path: &std::path::Path,
-) -> std::io::Result<(crate::digest::Digest, u64, Option<bytes::Bytes>)> {
+) -> std::io::Result<(crate::util::digest::Digest, u64, Option<bytes::Bytes>)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
@@ -216,7 +219,7 @@ fn load(
     }
     let mut bytes = Vec::with_capacity(size as usize);
     file.read_to_end(&mut bytes)?;
-    let digest = crate::digest::Digest::of(&bytes);
+    let digest = crate::util::digest::Digest::of(&bytes);
     Ok((digest, bytes.len() as u64, Some(bytes.into())))
 }
 
@@ -258,16 +261,16 @@ async fn add_to_cells<P: Record>(
 }
 
 /// Claims every package's pool path across the repository in one pass (see
-/// [`crate::claims`]); a package whose path and own path both name other bytes is
+/// [`crate::repo::claims`]); a package whose path and own path both name other bytes is
 /// refused and dropped from its cell.
 async fn claim_pool_paths(
     store: &Store,
     repo: &str,
-    by_cell: &mut ByCell<crate::model::AptPackage>,
+    by_cell: &mut ByCell<crate::repo::model::AptPackage>,
     counts: &mut Counts,
 ) -> Result<()> {
     let mut owners: Vec<(String, PathBuf)> = Vec::new();
-    let mut packages: Vec<crate::model::AptPackage> = Vec::new();
+    let mut packages: Vec<crate::repo::model::AptPackage> = Vec::new();
     for (key, (_, items)) in by_cell.iter_mut() {
         for (path, package) in items.drain(..) {
             owners.push((key.clone(), path));
@@ -334,7 +337,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("creating the spool directory {}", scratch.display()))?;
     let bulk = store.bulk(&scratch)?;
     // The publish at the end reads back every chunk the cell writes make.
-    crate::cells::hold_parsed_chunks(IMPORT_PARSED_CHUNK_BYTES);
+    crate::repo::cells::hold_parsed_chunks(IMPORT_PARSED_CHUNK_BYTES);
     let run = std::sync::Arc::new(Run {
         store: bulk.clone(),
         agent: agent.clone(),
@@ -422,12 +425,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for (repo, tree) in &trees {
         match &run.target {
             Target::Apt(_) => {
-                crate::apt::publish::publish_suite(&store, &agent, repo, tree)
+                crate::publish::apt::publish::publish_suite(&store, &agent, repo, tree)
                     .await
                     .with_context(|| format!("publishing apt/{repo}/{tree}"))?;
             }
             Target::Rpm(_) => {
-                crate::rpmrepo::publish::publish_tree(&store, &agent, repo, tree)
+                crate::publish::rpm::publish::publish_tree(&store, &agent, repo, tree)
                     .await
                     .with_context(|| format!("publishing rpm/{repo}/{tree}"))?;
             }

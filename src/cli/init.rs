@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::passphrase;
 use crate::agent::openpgp::{self, KeyAlgo};
 use crate::caps::keys as cap_keys;
-use crate::config::{AgentConfig, CapsConfig, Config, DataDir, ServerConfig, SigningConfig};
+use crate::serve::config::{AgentConfig, CapsConfig, Config, DataDir, ServerConfig, SigningConfig};
 use crate::store::StorageConfig;
 
 #[derive(clap::Args)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::config::DataDir;
+use crate::serve::config::DataDir;
 
 #[derive(clap::Subcommand)]
 pub enum Command {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::repo::open_store;
-use crate::config::DataDir;
 use crate::maintenance;
+use crate::serve::config::DataDir;
 
 #[derive(clap::Args)]
 pub struct GcArgs {
@@ -54,9 +54,9 @@ pub struct VerifyArgs {
 pub async fn gc(args: GcArgs) -> Result<ExitCode> {
     let data = DataDir::new(&args.data);
     let store = open_store(&data)?;
-    let grace = crate::time::parse_duration(&args.grace).map_err(anyhow::Error::msg)?;
+    let grace = crate::util::time::parse_duration(&args.grace).map_err(anyhow::Error::msg)?;
     if !args.dry_run {
-        let swept = crate::spool::sweep(&data.spool_dir())
+        let swept = crate::store::spool::sweep(&data.spool_dir())
             .with_context(|| format!("sweeping {}", data.spool_dir().display()))?;
         if swept.files > 0 {
             println!(
@@ -69,9 +69,9 @@ pub async fn gc(args: GcArgs) -> Result<ExitCode> {
         grace,
         keep_generations: args.keep_generations,
         dry_run: args.dry_run,
-        pause_timeout: crate::time::parse_duration(&args.pause_timeout)
+        pause_timeout: crate::util::time::parse_duration(&args.pause_timeout)
             .map_err(anyhow::Error::msg)?,
-        reader_window: crate::time::parse_duration(&args.reader_window)
+        reader_window: crate::util::time::parse_duration(&args.reader_window)
             .map_err(anyhow::Error::msg)?,
     };
     let say = |stage: maintenance::GcStage| {
@@ -154,7 +154,7 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
             .write_access()
             .await
             .context("taking a writer lease on the store")?;
-        let report = crate::repair::repair(&store, args.dry_run).await?;
+        let report = crate::maintenance::repair::repair(&store, args.dry_run).await?;
         if report.actions.is_empty() {
             println!("repair: nothing names a missing object");
         }
@@ -174,7 +174,7 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
     }
     let mut problems = maintenance::verify(&store, &certificate).await?;
     // Spool files no live process holds: left by a crash; `serve` and `gc` remove them.
-    for (path, size) in crate::spool::leftovers(&data.spool_dir())
+    for (path, size) in crate::store::spool::leftovers(&data.spool_dir())
         .with_context(|| format!("reading {}", data.spool_dir().display()))?
     {
         problems.push(format!(

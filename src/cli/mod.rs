@@ -133,13 +133,15 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Init(args) => init::run(args).await,
             Command::Repo(command) => repo::run(command).await,
-            Command::Serve(args) => crate::daemon::serve(crate::daemon::ServeOptions {
-                data: crate::config::DataDir::new(args.data),
-                listen: args.listen,
-                agent_socket: args.agent_socket,
-            })
-            .await
-            .map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => {
+                crate::serve::daemon::serve(crate::serve::daemon::ServeOptions {
+                    data: crate::serve::config::DataDir::new(args.data),
+                    listen: args.listen,
+                    agent_socket: args.agent_socket,
+                })
+                .await
+                .map(|()| ExitCode::SUCCESS)
+            }
             Command::Agent(args) => agent::run(args).await,
             Command::Cap(command) => cap::run(command).await,
             Command::Upload(args) => upload::run(args).await,

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::repo::open_store;
-use crate::config::DataDir;
-use crate::model::Publication;
 use crate::releases::{self, Selector, Tree, Unit};
-use crate::server::release_api::ReleaseRequest;
+use crate::repo::model::Publication;
+use crate::serve::config::DataDir;
+use crate::serve::http::release_api::ReleaseRequest;
 use crate::store::{RefName, Store};
 
 #[derive(clap::Args)]
@@ -250,7 +250,7 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
             for (snapshot, entry) in releases::snapshot_list(&store, kind, name).await? {
                 println!(
                     "{snapshot}\t{}\t{}",
-                    crate::time::rfc3339(entry.time),
+                    crate::util::time::rfc3339(entry.time),
                     entry.note
                 );
             }
@@ -322,7 +322,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         "{} rolled back to publication {} of {}; the server publishes it once",
         tree.display(),
         entry.generation,
-        crate::time::rfc3339(entry.time)
+        crate::util::time::rfc3339(entry.time)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -351,7 +351,7 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
             for g in start..=to {
                 if let Some(change) = store.ref_entry(&cell_ref, g).await? {
                     changes.push(serde_json::json!({
-                        "ref": cell, "generation": g, "time": crate::time::rfc3339(change.time),
+                        "ref": cell, "generation": g, "time": crate::util::time::rfc3339(change.time),
                         "by": change.actor, "what": change.note,
                     }));
                 }
@@ -359,7 +359,7 @@ pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
         }
         rows.push(serde_json::json!({
             "generation": generation,
-            "time": crate::time::rfc3339(entry.time),
+            "time": crate::util::time::rfc3339(entry.time),
             "packages": loader.index(&store, &publication, None).await?.len(),
             "changes": changes,
         }));
@@ -393,8 +393,8 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
     let store = open_store(&DataDir::new(&args.data))?;
     let since = match &args.since {
         Some(text) => {
-            crate::time::now_unix()
-                - crate::time::parse_duration(text)
+            crate::util::time::now_unix()
+                - crate::util::time::parse_duration(text)
                     .map_err(anyhow::Error::msg)?
                     .as_secs() as i64
         }
@@ -407,7 +407,7 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
         let rows: Vec<_> = events
             .iter()
             .map(|(name, e)| {
-                serde_json::json!({"time": crate::time::rfc3339(e.time), "ref": name, "generation": e.generation, "by": e.actor, "what": e.note})
+                serde_json::json!({"time": crate::util::time::rfc3339(e.time), "ref": name, "generation": e.generation, "by": e.actor, "what": e.note})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -415,7 +415,7 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode> {
         for (name, e) in &events {
             println!(
                 "{}  {:<34} {}  ({name} #{})",
-                crate::time::rfc3339(e.time),
+                crate::util::time::rfc3339(e.time),
                 e.actor,
                 e.note,
                 e.generation

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::split_list;
-use crate::config::{Config, DataDir};
-use crate::repos::{self, NewAptRepo};
+use crate::repo::definitions::{self, NewAptRepo};
+use crate::serve::config::{Config, DataDir};
 use crate::store::Store;
 
 #[derive(clap::Subcommand)]
@@ -137,7 +137,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         retention: args.retention,
                         legacy_hashes: args.legacy_hashes,
                     };
-                    repos::add_apt_repo(&store, new, "cli").await?;
+                    definitions::add_apt_repo(&store, new, "cli").await?;
                     println!(
                         "Added apt/{}; a running server publishes its empty suites within a second.",
                         args.name
@@ -149,7 +149,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                             "--legacy-hashes is for APT repositories: repomd.xml names SHA-256 only"
                         );
                     }
-                    let new = repos::NewRpmRepo {
+                    let new = definitions::NewRpmRepo {
                         name: args.name.clone(),
                         releases: split_list(args.releases.as_deref().unwrap_or_default()),
                         architectures: split_list(&args.architectures),
@@ -157,7 +157,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         sign_packages: !args.no_sign_packages,
                         retention: args.retention,
                     };
-                    repos::add_rpm_repo(&store, new, "cli").await?;
+                    definitions::add_rpm_repo(&store, new, "cli").await?;
                     println!(
                         "Added rpm/{}; a running server publishes its empty trees within a second.",
                         args.name
@@ -189,19 +189,19 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                 }
                 let valid_for = match (valid_for, no_valid_until) {
                     (Some(text), _) => Some(Some(
-                        crate::time::parse_duration(&text)
+                        crate::util::time::parse_duration(&text)
                             .map_err(anyhow::Error::msg)?
                             .as_secs(),
                     )),
                     (None, true) => Some(None),
                     (None, false) => None,
                 };
-                let options = repos::SuiteOptions {
+                let options = definitions::SuiteOptions {
                     valid_for,
                     not_automatic,
                     but_automatic_upgrades,
                 };
-                repos::set_suite_options(&store, name, &suite, &options, "cli").await?;
+                definitions::set_suite_options(&store, name, &suite, &options, "cli").await?;
                 println!(
                     "{repo}/{suite}: Release options set; a running server re-signs within a second."
                 );
@@ -213,7 +213,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                 if kind != "apt" {
                     bail!("--legacy-hashes is for APT repositories: repomd.xml names SHA-256 only");
                 }
-                repos::set_legacy_hashes(&store, name, on, "cli").await?;
+                definitions::set_legacy_hashes(&store, name, on, "cli").await?;
                 println!(
                     "{repo}: legacy MD5 and SHA-1 hashes {}; a running server republishes within a second.",
                     if on { "listed" } else { "no longer listed" }
@@ -227,7 +227,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     "nothing to set: give --retention N, --unlimited-retention, --legacy-hashes BOOL, or --suite S with Release options"
                 );
             }
-            repos::set_retention(&store, kind, name, retention, "cli").await?;
+            definitions::set_retention(&store, kind, name, retention, "cli").await?;
             println!(
                 "{repo}: retention {}; a running server republishes within a second.",
                 retention.map_or("unlimited".into(), |n| n.to_string())
@@ -236,8 +236,8 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::List { data } => {
             let store = open_store(&DataDir::new(&data))?;
-            for name in repos::list_apt_repos(&store).await? {
-                let repo = repos::load_apt_repo(&store, &name).await?;
+            for name in definitions::list_apt_repos(&store).await? {
+                let repo = definitions::load_apt_repo(&store, &name).await?;
                 for suite in &repo.suites {
                     println!(
                         "apt/{name}\t{}\t{}\t{}",
@@ -247,8 +247,8 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
             }
-            for name in repos::list_rpm_repos(&store).await? {
-                let repo = repos::load_rpm_repo(&store, &name).await?;
+            for name in definitions::list_rpm_repos(&store).await? {
+                let repo = definitions::load_rpm_repo(&store, &name).await?;
                 println!(
                     "rpm/{name}\t{}\t{}\tsign={}",
                     repo.releases.join(","),

@@ -3,7 +3,10 @@
 //! cell, refuse identity conflicts, and only then store the blob and add the
 //! package to its cell. Every refusal happens before anything is written.
 
+pub mod dsc;
 mod pool;
+pub mod rpm;
+pub mod rpm_sign;
 
 use std::path::{Path, PathBuf};
 
@@ -11,14 +14,14 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::caps::Scope;
-use crate::cells::{self, AddOutcome};
-use crate::claims;
-use crate::deb::{self, DebError, DebInfo, Limits};
-use crate::digest::Digest;
-use crate::model::{self, AptPackage, AptRepo, Record};
-use crate::package_source::PackageSource;
-use crate::repos::{self, RepoError};
+use crate::formats::deb::{self, DebError, DebInfo, Limits};
+use crate::formats::source::PackageSource;
+use crate::repo::cells::{self, AddOutcome};
+use crate::repo::claims;
+use crate::repo::definitions::{self, RepoError};
+use crate::repo::model::{self, AptPackage, AptRepo, Record};
 use crate::store::{Store, StoreError};
+use crate::util::digest::Digest;
 use pool::pool_path;
 
 /// A cell of an APT repository: where one package lands.
@@ -303,7 +306,7 @@ pub async fn target_repo(store: &Store, target: &Scope) -> Result<AptRepo, Inges
             "{target} is not an APT scope; .deb files go to apt/..."
         )));
     }
-    Ok(repos::load_apt_repo(store, repo).await?)
+    Ok(definitions::load_apt_repo(store, repo).await?)
 }
 
 async fn place(
@@ -416,7 +419,7 @@ impl Placed {
             size,
             sha256,
             files,
-            uploaded_at: crate::time::now_unix(),
+            uploaded_at: crate::util::time::now_unix(),
             uploaded_by: actor.to_string(),
         }
     }
@@ -596,7 +599,7 @@ pub async fn prepare(
 pub fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = crate::digest::Hasher::new();
+    let mut hasher = crate::util::digest::Hasher::new();
     let mut buf = crate::store::copy_buffer_for(file.metadata()?.len());
     loop {
         let n = file.read(&mut buf)?;

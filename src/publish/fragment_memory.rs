@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::digest::Digest;
 use crate::store::held::{epoch, forget};
 use crate::store::{Result, Store};
+use crate::util::digest::Digest;
 
 /// How a chunk's fragment is rendered: which versions retention keeps, and, for APT,
 /// whether Packages stanzas carry the legacy `MD5sum` and `SHA1` fields beside `SHA256`.

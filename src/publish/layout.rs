@@ -21,11 +21,11 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
-use crate::model::{Chunk, Record};
 use crate::publish::fragment_memory::{Fragments, Rendering};
+use crate::repo::model::{Chunk, Record};
 use crate::store::resumable_hash::ResumePoints;
 use crate::store::{Result, Store};
+use crate::util::digest::Digest;
 
 /// A kind of package whose index files are joined from per-chunk fragments.
 pub trait Fragmented: Record + PartialEq {
@@ -544,13 +544,13 @@ async fn delta<P: Fragmented>(
         }
     }
     let before = match was {
-        Some(was) => crate::cells::chunk::<P>(store, was).await?,
+        Some(was) => crate::repo::cells::chunk::<P>(store, was).await?,
         None => Arc::new(Chunk {
             kind: P::CHUNK_KIND,
             packages: Vec::new(),
         }),
     };
-    let after = crate::cells::chunk::<P>(store, now).await?;
+    let after = crate::repo::cells::chunk::<P>(store, now).await?;
     let found = added_packages(&before.packages, &after.packages, rendering.retention);
     let stored = match found {
         Some(added) => {
@@ -574,7 +574,7 @@ fn added_packages<P: Record + PartialEq>(
     after: &[P],
     retention: Option<u32>,
 ) -> Option<Vec<P>> {
-    if crate::repos::retained(after.iter().collect(), retention).len() != after.len() {
+    if crate::repo::definitions::retained(after.iter().collect(), retention).len() != after.len() {
         return None;
     }
     let listed: HashMap<_, &P> = after.iter().map(|p| (p.identity(), p)).collect();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::agent::AgentClientError;
-use crate::model::Publication;
+use crate::repo::model::Publication;
 use crate::store::{RefEntry, RefName, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ pub async fn read_heads(
             }
         })
         .collect();
-    let read = crate::parallel::in_order(reads, READ_PARALLEL).await?;
+    let read = crate::util::parallel::in_order(reads, READ_PARALLEL).await?;
     Ok(read.into_iter().flatten().collect())
 }
 
@@ -103,19 +103,19 @@ pub async fn read_heads(
 pub async fn read_cells(
     store: &Store,
     heads: &Heads,
-) -> Result<BTreeMap<String, crate::model::Cell>, PublishError> {
+) -> Result<BTreeMap<String, crate::repo::model::Cell>, PublishError> {
     let reads: Vec<_> = heads
         .iter()
         .filter(|(name, _)| name.starts_with("cells/"))
         .map(|(name, head)| {
             let (store, name, target) = (store.clone(), name.clone(), head.target);
             async move {
-                let cell: crate::model::Cell = store.get_json(&target).await?;
+                let cell: crate::repo::model::Cell = store.get_json(&target).await?;
                 Ok::<_, crate::store::StoreError>((name, cell))
             }
         })
         .collect();
-    let read = crate::parallel::in_order(reads, READ_PARALLEL).await?;
+    let read = crate::util::parallel::in_order(reads, READ_PARALLEL).await?;
     Ok(read.into_iter().collect())
 }
 
@@ -174,7 +174,7 @@ pub async fn advance(
 }
 
 /// A parsed pool chunk (path -> file), shared by every publication that names it.
-pub type PoolChunk = std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>;
+pub type PoolChunk = std::sync::Arc<BTreeMap<String, crate::repo::model::FileEntry>>;
 
 /// A publication's pool paths, the inline ones and those of its pool chunks, in one
 /// map for fast lookups; plus the shared chunks it was built from, which is all a
@@ -192,11 +192,12 @@ pub struct PoolIndex {
     sources: Vec<PoolChunk>,
 }
 
-type PoolPaths = std::collections::HashMap<std::sync::Arc<str>, crate::model::FileEntry>;
-type PoolChanges = std::collections::HashMap<std::sync::Arc<str>, Option<crate::model::FileEntry>>;
+type PoolPaths = std::collections::HashMap<std::sync::Arc<str>, crate::repo::model::FileEntry>;
+type PoolChanges =
+    std::collections::HashMap<std::sync::Arc<str>, Option<crate::repo::model::FileEntry>>;
 
 impl PoolIndex {
-    pub fn get(&self, path: &str) -> Option<&crate::model::FileEntry> {
+    pub fn get(&self, path: &str) -> Option<&crate::repo::model::FileEntry> {
         match self.changes.get(path) {
             Some(changed) => changed.as_ref(),
             None => self.base.get(path),
@@ -211,7 +212,7 @@ impl PoolIndex {
         self.iter().next().is_none()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &crate::model::FileEntry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &crate::repo::model::FileEntry)> {
         let unchanged = self
             .base
             .iter()
@@ -235,8 +236,8 @@ impl PoolIndex {
 pub struct PoolLoader {
     chunks: std::sync::Mutex<
         std::collections::HashMap<
-            crate::digest::Digest,
-            std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>,
+            crate::util::digest::Digest,
+            std::sync::Arc<BTreeMap<String, crate::repo::model::FileEntry>>,
         >,
     >,
 }
@@ -245,12 +246,13 @@ impl PoolLoader {
     async fn chunk(
         &self,
         store: &Store,
-        digest: &crate::digest::Digest,
-    ) -> Result<std::sync::Arc<BTreeMap<String, crate::model::FileEntry>>, StoreError> {
+        digest: &crate::util::digest::Digest,
+    ) -> Result<std::sync::Arc<BTreeMap<String, crate::repo::model::FileEntry>>, StoreError> {
         if let Some(found) = self.chunks.lock().ok().and_then(|c| c.get(digest).cloned()) {
             return Ok(found);
         }
-        let loaded: BTreeMap<String, crate::model::FileEntry> = store.get_json(digest).await?;
+        let loaded: BTreeMap<String, crate::repo::model::FileEntry> =
+            store.get_json(digest).await?;
         let loaded = std::sync::Arc::new(loaded);
         if let Ok(mut cache) = self.chunks.lock() {
             // Bounded: a busy server's working set is a few hundred chunks per suite.

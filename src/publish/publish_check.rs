@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use crate::model::AptPackage;
+use crate::repo::model::AptPackage;
 
 /// Why `package`'s Packages stanza would not be a well-formed deb822 paragraph, if it
 /// would not be one: a blank or malformed line, a control character, a field given
@@ -109,7 +109,7 @@ pub fn xml_text_problem(text: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
+    use crate::util::digest::Digest;
 
     fn package(control: &str) -> AptPackage {
         AptPackage {

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 
 use super::{Result, Store, StoreError};
-use crate::digest::{Digest, Hasher};
+use crate::util::digest::{Digest, Hasher};
 
 /// Part size for streamed uploads: S3 wants at least 5 MiB per part.
 const STREAM_PART: usize = 8 * 1024 * 1024;

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{RefName, Result, Store, StoreError};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 /// The log's ref name: `refs/changes/`.
 pub const CHANGE_LOG_REF: &str = "changes";
@@ -400,7 +400,7 @@ async fn prune_older_than(store: &Store, keep: usize, min_age: Duration) -> Resu
     entries.sort_unstable();
     let keep = keep.max(1);
     let newest_old = entries.len().saturating_sub(keep);
-    let now = crate::time::now_unix();
+    let now = crate::util::time::now_unix();
     let doomed: Vec<Path> = entries[..newest_old]
         .iter()
         .filter(|(_, modified)| now - modified >= min_age.as_secs() as i64)

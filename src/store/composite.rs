@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::{BlobMeta, BlobStream, MAX_INLINE_BLOB};
 use super::{Result, Store, StoreError};
-use crate::digest::Digest;
 use crate::store::resumable_hash::{PartHashes, ResumePoints};
+use crate::util::digest::Digest;
 
 /// One stored blob of a composite, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ impl Store {
                 }
             })
             .collect();
-        crate::parallel::in_order(reads, 16).await
+        crate::util::parallel::in_order(reads, 16).await
     }
 
     /// Takes up the hash states of a composite another process hashed ahead of storing
@@ -235,7 +235,7 @@ impl Store {
                 }
             })
             .collect();
-        let rest: Vec<PartBytes> = crate::parallel::in_order(rest, 32).await?;
+        let rest: Vec<PartBytes> = crate::util::parallel::in_order(rest, 32).await?;
         let store: Arc<str> = Arc::from(self.description());
         let mut sizes = resumed.sizes.clone();
         sizes.extend(rest.iter().map(|(_, bytes)| bytes.len() as u64));
@@ -393,7 +393,7 @@ pub type ListedComposite = (Digest, u64, i64, Path);
 
 /// Every composite record in the store.
 pub(crate) async fn list_composites(store: &Store) -> Result<Vec<ListedComposite>> {
-    let now = crate::time::now_unix();
+    let now = crate::util::time::now_unix();
     let listed: Vec<_> = store
         .object_store()
         .list(Some(&Path::from(COMPOSITES)))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{RefName, Store, StoreError, at_hand};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 pub(crate) async fn run_all(store: &Store) {
     blobs_are_content_addressed(store).await;
@@ -330,7 +330,7 @@ async fn streamed_file_blob(store: &Store) {
     // Larger than one multipart part, so the streaming path really splits it.
     let mut file = tempfile::NamedTempFile::new().unwrap();
     let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
-    let mut hasher = crate::digest::Hasher::new();
+    let mut hasher = crate::util::digest::Hasher::new();
     for _ in 0..9 {
         file.write_all(&chunk).unwrap();
         hasher.update(&chunk);

@@ -40,7 +40,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{RefEntry, RefName, Result, Store, StoreError};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 /// How long a lease counts after it was written, by the writer's clock.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -109,7 +109,7 @@ impl GcLock {
             holder,
             phase,
             sweeps,
-            heartbeat: crate::time::now_unix(),
+            heartbeat: crate::util::time::now_unix(),
             pid: std::process::id(),
             boot: this_boot().clone(),
         }
@@ -173,7 +173,7 @@ pub(crate) struct Fence {
 impl Fence {
     pub(crate) fn new() -> Fence {
         Fence {
-            writer: crate::ids::random_id(),
+            writer: crate::util::ids::random_id(),
             gate: Arc::default(),
             state: Mutex::new(LeaseState {
                 valid_until: None,
@@ -363,7 +363,7 @@ impl Store {
     async fn put_lease(&self, paused_for: Option<String>) -> Result<()> {
         self.write_lease(
             paused_for,
-            crate::time::now_unix() + LEASE_TTL.as_secs() as i64,
+            crate::util::time::now_unix() + LEASE_TTL.as_secs() as i64,
         )
         .await
     }
@@ -395,7 +395,7 @@ impl Store {
         let sent = Instant::now();
         self.put_lease(None).await?;
         let (_, lock) = self.gc_lock().await?;
-        let now = crate::time::now_unix();
+        let now = crate::util::time::now_unix();
         if lock.phase == GcPhase::Sweeping && lock.held(now) {
             // This lease is active again, so the gc waits: nothing it deletes can be
             // named by what is in flight. The caller pauses, or fails its commit.
@@ -470,7 +470,7 @@ impl Store {
                     continue;
                 }
             };
-            let now = crate::time::now_unix();
+            let now = crate::util::time::now_unix();
             if now_lock.holder != lock.holder
                 || now_lock.phase != GcPhase::Sweeping
                 || !now_lock.held(now)
@@ -565,7 +565,9 @@ impl Store {
     /// had stalled past it.
     #[cfg(test)]
     pub(crate) async fn expire_lease_for_test(&self) {
-        let _ = self.write_lease(None, crate::time::now_unix() - 3600).await;
+        let _ = self
+            .write_lease(None, crate::util::time::now_unix() - 3600)
+            .await;
         if let Ok(mut state) = self.fence.state.lock() {
             state.valid_until = Some(Instant::now());
         }

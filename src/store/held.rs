@@ -9,7 +9,7 @@ use std::sync::{LazyLock, Mutex};
 use bytes::Bytes;
 
 use super::{Result, Store};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 /// Bytes kept in memory before the cache starts over (about a 100,000-package suite's indices).
 const BYTES_BUDGET: usize = 256 * 1024 * 1024;

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{BlobMeta, StoreError};
-use crate::digest::{Digest, Hasher};
+use crate::util::digest::{Digest, Hasher};
 
 /// Copy buffers never exceed this; small packages get a buffer their own size,
 /// because zeroing a 1 MiB buffer per 4 KiB deb was a fifth of an import's CPU.

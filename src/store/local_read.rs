@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Result, StoreError};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 /// The byte range a read asked for, or all of a blob of `size` bytes.
 pub(super) fn checked_range(

@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 
 use super::{Result, StoreError};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 const MAGIC: &[u8; 8] = b"CAPPACK1";
 const HEADER: usize = 16;
@@ -304,7 +304,7 @@ impl super::Store {
             .list(Some(&Path::from("packs")))
             .try_collect()
             .await?;
-        let now = crate::time::now_unix();
+        let now = crate::util::time::now_unix();
         let mut objects: BTreeMap<String, PackObjects> = BTreeMap::new();
         for meta in listed {
             let Some(file) = meta.location.filename() else {
@@ -629,11 +629,11 @@ impl Packer {
                 .map_err(|e| StoreError::Io(self.spool.clone(), e))?;
             let path = self
                 .spool
-                .join(format!("pack-{}.part", crate::ids::random_id()));
+                .join(format!("pack-{}.part", crate::util::ids::random_id()));
             // Locked as this process's until sealed, so a sweep after a crash removes it
-            // and never one in use (see `crate::spool`).
-            let file =
-                crate::spool::create_locked(&path).map_err(|e| StoreError::Io(path.clone(), e))?;
+            // and never one in use (see `crate::store::spool`).
+            let file = crate::store::spool::create_locked(&path)
+                .map_err(|e| StoreError::Io(path.clone(), e))?;
             state.open = Some(OpenPack {
                 path,
                 file,

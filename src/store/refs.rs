@@ -12,7 +12,7 @@ use object_store::{GetOptions, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError};
-use crate::digest::Digest;
+use crate::util::digest::Digest;
 
 /// What one try of [`Store::update_ref`] decided from the head it was shown.
 pub enum RefUpdate<T> {
@@ -277,7 +277,7 @@ impl Store {
         let entry = RefEntry {
             generation,
             target,
-            time: crate::time::now_unix(),
+            time: crate::util::time::now_unix(),
             actor: actor.to_string(),
             note: note.to_string(),
         };

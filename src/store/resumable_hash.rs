@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Digest, Sha256State};
+use crate::util::digest::{Digest, Sha256State};
 
 /// A part named by its digest, with its bytes.
 pub type PartBytes = (Digest, Bytes);
@@ -133,7 +133,7 @@ impl PartHashes {
     }
 
     /// Hashes `parts` ahead of a join expected to start with them, so that join
-    /// resumes after them (see `rpmrepo::hash_ahead`).
+    /// resumes after them (see `publish::rpm::hash_ahead`).
     pub fn hash_ahead(&self, scope: Arc<str>, parts: &[PartBytes]) {
         let resumed = self.resume(&scope, &parts.iter().map(|p| p.0).collect::<Vec<_>>());
         let rest = &parts[resumed.len()..];

@@ -1,7 +1,7 @@
 //! No refresh fails while a publish runs: real dnf (repo_gpgcheck=1) and zypper refresh
 //! an RPM tree in a loop while 100 publishes run back to back. dnf and zypper fetch
 //! repomd.xml and then repomd.xml.asc; a publish between the two used to hand them a
-//! signature of the new repomd.xml for the old one (see `src/server/pinning.rs`).
+//! signature of the new repomd.xml for the old one (see `src/serve/http/pinning.rs`).
 
 use std::process::Command;
 use std::sync::Arc;

@@ -4,11 +4,13 @@
 //! promote. Changes that touch several cells run inside a batch, which the
 //! manager waits for, so readers see the old suite or the new one, never half.
 
+use crate::formats::Format;
+use crate::repo::format::{RepoFormat, with_format};
 use std::collections::BTreeMap;
 
 use crate::repo::cells;
 use crate::repo::model::{
-    self, AptPackage, AptSource, Cell, Chunk, ChunkRef, Publication, Record, RpmPackage, bucket_of,
+    AptPackage, AptSource, Cell, Chunk, ChunkRef, Publication, Record, RpmPackage, bucket_of,
 };
 use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
 use crate::util::digest::Digest;
@@ -33,7 +35,7 @@ type Result<T> = std::result::Result<T, ReleaseError>;
 /// A published tree: `apt/<repo>/<suite>` or `rpm/<repo>/<release>/<arch>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tree {
-    pub kind: String,
+    pub format: Format,
     pub repo: String,
     /// APT suite, or RPM `<release>/<arch>`.
     pub name: String,
@@ -47,49 +49,39 @@ impl Tree {
                 "{text:?}: name a suite as apt/NAME/SUITE or an RPM tree as rpm/NAME/RELEASE/ARCH"
             ))
         };
-        let (kind, repo, name) = match parts.as_slice() {
-            ["apt", repo, suite] => ("apt", *repo, suite.to_string()),
-            ["rpm", repo, release, arch] => ("rpm", *repo, format!("{release}/{arch}")),
+        let (format, repo, name) = match parts.as_slice() {
+            ["apt", repo, suite] => (Format::Apt, *repo, suite.to_string()),
+            ["rpm", repo, release, arch] => (Format::Rpm, *repo, format!("{release}/{arch}")),
             _ => return Err(bad()),
         };
         for part in name.split('/').chain([repo]) {
             crate::caps::scope::validate_name("name", part).map_err(ReleaseError::Invalid)?;
         }
         Ok(Tree {
-            kind: kind.to_string(),
+            format,
             repo: repo.to_string(),
             name,
         })
     }
 
     pub fn publication_ref(&self) -> Result<RefName> {
-        Ok(match self.kind.as_str() {
-            "apt" => model::publication_ref(&self.repo, &self.name)?,
-            _ => {
-                let (release, arch) = self.name.split_once('/').unwrap_or((&self.name, ""));
-                model::rpm_publication_ref(&self.repo, release, arch)?
-            }
-        })
+        Ok(with_format!(self.format, F => F::publication_ref(&self.repo, &self.name))?)
     }
 
     /// The suite or release this tree belongs to.
     pub fn unit(&self) -> Unit {
-        Unit {
-            kind: self.kind.clone(),
-            repo: self.repo.clone(),
-            name: self.name.split('/').next().unwrap_or_default().to_string(),
-        }
+        Unit::of_tree(&self.repo, &self.name)
     }
 
     pub fn display(&self) -> String {
-        format!("{}/{}/{}", self.kind, self.repo, self.name)
+        format!("{}/{}/{}", self.format, self.repo, self.name)
     }
 }
 
 /// What a batch locks and what promote moves: an APT suite or an RPM release (all its arches).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unit {
-    pub kind: String,
+    pub format: Format,
     pub repo: String,
     pub name: String,
 }
@@ -101,77 +93,58 @@ impl Unit {
                 "{kind_repo:?}: name the repository as apt/NAME or rpm/NAME"
             ))
         };
-        let (kind, repo) = kind_repo.split_once('/').ok_or_else(bad)?;
-        if kind != "apt" && kind != "rpm" {
-            return Err(bad());
-        }
+        let (format, repo) = kind_repo.split_once('/').ok_or_else(bad)?;
+        let format = Format::parse(format).ok_or_else(bad)?;
         crate::caps::scope::validate_name("repository", repo).map_err(ReleaseError::Invalid)?;
         crate::caps::scope::validate_name("suite or release", name)
             .map_err(ReleaseError::Invalid)?;
         Ok(Unit {
-            kind: kind.to_string(),
+            format,
             repo: repo.to_string(),
             name: name.to_string(),
         })
     }
 
+    /// The suite or release a published tree (APT suite, RPM `<release>/<arch>`) is of.
+    pub fn of_tree(repo: &str, tree: &str) -> Unit {
+        let format = Format::of_tree(tree);
+        Unit {
+            format,
+            repo: repo.to_string(),
+            name: with_format!(format, F => F::unit_of(tree)).to_string(),
+        }
+    }
+
     fn batch_ref(&self) -> Result<RefName> {
         Ok(RefName::new(format!(
             "batches/{}/{}/{}",
-            self.kind, self.repo, self.name
+            self.format, self.repo, self.name
         ))?)
     }
 
     pub fn display(&self) -> String {
-        format!("{}/{}/{}", self.kind, self.repo, self.name)
+        format!("{}/{}/{}", self.format, self.repo, self.name)
     }
 
     /// Every cell that can feed this suite or release, from the repository definition.
     pub async fn cells(&self, store: &Store) -> Result<Vec<String>> {
-        let not_found =
-            |e: crate::repo::definitions::RepoError| ReleaseError::NotFound(e.to_string());
-        let mut out = Vec::new();
-        if self.kind == "apt" {
-            let definition = crate::repo::definitions::load_apt_repo(store, &self.repo)
-                .await
-                .map_err(not_found)?;
-            let suite = definition
-                .suites
-                .iter()
-                .find(|s| s.name == self.name)
-                .ok_or_else(|| {
-                    ReleaseError::NotFound(format!("apt/{} has no suite {}", self.repo, self.name))
-                })?;
-            for component in &suite.components {
-                for arch in suite
-                    .architectures
-                    .iter()
-                    .map(String::as_str)
-                    .chain(["all", "source"])
-                {
-                    out.push(model::cell_ref(&self.repo, &self.name, component, arch)?.to_string());
-                }
-            }
-        } else {
-            let definition = crate::repo::definitions::load_rpm_repo(store, &self.repo)
-                .await
-                .map_err(not_found)?;
-            if !definition.releases.contains(&self.name) {
-                return Err(ReleaseError::NotFound(format!(
-                    "rpm/{} has no release {}",
-                    self.repo, self.name
-                )));
-            }
-            for arch in definition
-                .architectures
-                .iter()
-                .map(String::as_str)
-                .chain(["noarch", "src"])
-            {
-                out.push(model::rpm_cell_ref(&self.repo, &self.name, arch)?.to_string());
-            }
-        }
-        Ok(out)
+        with_format!(self.format, F => self.cells_of::<F>(store).await)
+    }
+
+    async fn cells_of<F: RepoFormat>(&self, store: &Store) -> Result<Vec<String>> {
+        let definition = crate::repo::definitions::load_repo::<F>(store, &self.repo)
+            .await
+            .map_err(|e| ReleaseError::NotFound(e.to_string()))?;
+        let cells = F::unit_cells(&self.repo, &definition, &self.name)?.ok_or_else(|| {
+            ReleaseError::NotFound(format!(
+                "{}/{} has no {} {}",
+                self.format,
+                self.repo,
+                F::UNIT_NOUN,
+                self.name
+            ))
+        })?;
+        Ok(cells.iter().map(ToString::to_string).collect())
     }
 }
 
@@ -306,7 +279,7 @@ async fn cells_of_publication(
 /// The cells one tree lists: the whole suite for APT; the arch, noarch (or src) for an RPM tree.
 async fn tree_cells(store: &Store, tree: &Tree) -> Result<Vec<String>> {
     let all = tree.unit().cells(store).await?;
-    if tree.kind == "apt" {
+    if tree.format == Format::Apt {
         return Ok(all);
     }
     let arch = tree.name.split('/').nth(1).unwrap_or_default();
@@ -325,12 +298,16 @@ async fn tree_cells(store: &Store, tree: &Tree) -> Result<Vec<String>> {
 /// suite or release: `cells/<kind>/<repo>/<unit>/...` with the unit replaced.
 fn cell_in_tree(cell: &str, tree: &Tree) -> Option<String> {
     let mut parts: Vec<&str> = cell.split('/').collect();
-    if parts.len() < 5 || parts[0] != "cells" || parts[1] != tree.kind || parts[2] != tree.repo {
+    if parts.len() < 5
+        || parts[0] != "cells"
+        || parts[1] != tree.format.name()
+        || parts[2] != tree.repo
+    {
         return None;
     }
     let unit = tree.unit();
     // An RPM tree's package locations are claimed per release: its cells stay in theirs.
-    if tree.kind == "rpm" && parts[3] != unit.name {
+    if tree.format == Format::Rpm && parts[3] != unit.name {
         return None;
     }
     parts[3] = &unit.name;
@@ -362,7 +339,7 @@ pub async fn restore(
         for name in &names {
             let reference = RefName::new(name.clone())?;
             let target = wanted.get(name).copied();
-            if tree.kind == "apt" {
+            if tree.format == Format::Apt {
                 set_cell::<AptPackage>(store, &reference, target, actor, note).await?;
             } else {
                 set_cell::<RpmPackage>(store, &reference, target, actor, note).await?;
@@ -406,7 +383,7 @@ pub fn snapshot_ref(tree: &Tree, snapshot: &str) -> Result<RefName> {
     crate::caps::scope::validate_name("snapshot", snapshot).map_err(ReleaseError::Invalid)?;
     Ok(RefName::new(format!(
         "snapshots/{}/{}/{snapshot}",
-        tree.kind, tree.repo
+        tree.format, tree.repo
     ))?)
 }
 
@@ -437,7 +414,7 @@ pub async fn snapshot_create(
         Ok(entry) => Ok(entry),
         Err(StoreError::Conflict(_)) => Err(ReleaseError::Invalid(format!(
             "snapshot {snapshot} of {}/{} exists already; snapshots never change, pick a new name",
-            tree.kind, tree.repo
+            tree.format, tree.repo
         ))),
         Err(e) => Err(e.into()),
     }
@@ -446,12 +423,12 @@ pub async fn snapshot_create(
 /// The publication a snapshot names.
 pub async fn snapshot_get(
     store: &Store,
-    kind: &str,
+    format: Format,
     repo: &str,
     snapshot: &str,
 ) -> Result<Option<Publication>> {
     crate::caps::scope::validate_name("snapshot", snapshot).map_err(ReleaseError::Invalid)?;
-    let reference = RefName::new(format!("snapshots/{kind}/{repo}/{snapshot}"))?;
+    let reference = RefName::new(format!("snapshots/{format}/{repo}/{snapshot}"))?;
     match store.ref_head(&reference).await? {
         Some(head) => Ok(Some(store.get_json(&head.target).await?)),
         None => Ok(None),
@@ -460,15 +437,15 @@ pub async fn snapshot_get(
 
 pub async fn snapshot_list(
     store: &Store,
-    kind: &str,
+    format: Format,
     repo: &str,
 ) -> Result<Vec<(String, RefEntry)>> {
     let mut out = Vec::new();
     for name in store
-        .ref_children(&format!("snapshots/{kind}/{repo}"))
+        .ref_children(&format!("snapshots/{format}/{repo}"))
         .await?
     {
-        let reference = RefName::new(format!("snapshots/{kind}/{repo}/{name}"))?;
+        let reference = RefName::new(format!("snapshots/{format}/{repo}/{name}"))?;
         if let Some(head) = store.ref_head(&reference).await? {
             out.push((name, head));
         }
@@ -606,7 +583,7 @@ pub async fn remove(
                 )
                 .await?
                 .0
-            } else if unit.kind == "apt" {
+            } else if unit.format == Format::Apt {
                 rewrite_cell::<AptPackage>(
                     store,
                     &cell,
@@ -647,7 +624,7 @@ pub async fn promote(
     move_them: bool,
     actor: &str,
 ) -> Result<usize> {
-    if from.kind != to.kind || from.repo != to.repo || from.name == to.name {
+    if from.format != to.format || from.repo != to.repo || from.name == to.name {
         return Err(ReleaseError::Invalid(
             "promote between two suites (apt/NAME A B) or releases (rpm/NAME A B) of one repository".into(),
         ));
@@ -659,8 +636,8 @@ pub async fn promote(
     };
     let note = format!("promote from {}", from.display());
     // Same component and arch: the part of the cell name after the suite or release.
-    let source_prefix = format!("cells/{}/{}/{}/", from.kind, from.repo, from.name);
-    let target_prefix = format!("cells/{}/{}/{}/", to.kind, to.repo, to.name);
+    let source_prefix = format!("cells/{}/{}/{}/", from.format, from.repo, from.name);
+    let target_prefix = format!("cells/{}/{}/{}/", to.format, to.repo, to.name);
     let counterpart = |source: &str| {
         let suffix = source.strip_prefix(&source_prefix)?;
         let target = format!("{target_prefix}{suffix}");
@@ -684,7 +661,7 @@ pub async fn promote(
                     &note,
                 )
                 .await?;
-            } else if from.kind == "apt" {
+            } else if from.format == Format::Apt {
                 copied += promote_cell::<AptPackage>(
                     store,
                     &source_ref,
@@ -912,7 +889,7 @@ mod tests {
         assert!(!batch_open(&store, &tree.unit()).await.unwrap());
 
         // The snapshot still names the first publication; its name cannot be taken again.
-        let kept = snapshot_get(&store, "apt", "farm", "before-beta")
+        let kept = snapshot_get(&store, Format::Apt, "farm", "before-beta")
             .await
             .unwrap()
             .expect("the snapshot");

@@ -2,6 +2,7 @@
 //! offline, revoke and list issued caps, show what a cap grants, and print the
 //! setup a user needs for a read cap.
 
+use crate::repo::format::{Apt, Rpm};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -164,10 +165,11 @@ async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<
     }
     if let (Some(repo), Some(snapshot)) = (scope.repo(), scope.snapshot()) {
         let store = open_store(data)?;
-        if crate::releases::snapshot_get(&store, scope.kind(), repo, snapshot)
-            .await?
-            .is_none()
-        {
+        let found = match crate::formats::Format::parse(scope.kind()) {
+            Some(format) => crate::releases::snapshot_get(&store, format, repo, snapshot).await?,
+            None => None,
+        };
+        if found.is_none() {
             bail!(
                 "{}/{repo} has no snapshot {snapshot}; make it with `caprepo snapshot create`",
                 scope.kind()
@@ -176,7 +178,7 @@ async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<
         return Ok(());
     }
     if let (Some(repo), "rpm") = (scope.repo(), scope.kind()) {
-        let definition = definitions::load_rpm_repo(&open_store(data)?, repo).await?;
+        let definition = definitions::load_repo::<Rpm>(&open_store(data)?, repo).await?;
         let segments = scope.segments();
         if let Some(release) = segments.get(2)
             && !definition.releases.contains(release)
@@ -197,7 +199,7 @@ async fn check_scope(data: &DataDir, scope: &Scope, rights: &[Right]) -> Result<
         return Ok(());
     };
     let store = open_store(data)?;
-    let definition = definitions::load_apt_repo(&store, repo).await?;
+    let definition = definitions::load_repo::<Apt>(&store, repo).await?;
     if let Some(suite) = suite {
         let Some(def) = definition.suites.iter().find(|s| s.name == suite) else {
             bail!("apt/{repo} has no suite {suite}");

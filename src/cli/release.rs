@@ -244,10 +244,14 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
         }
         SnapshotCommand::List { data, repo } => {
             let store = open_store(&DataDir::new(&data))?;
-            let (kind, name) = repo
+            let (format, name) = repo
                 .split_once('/')
                 .context("name the repository as apt/NAME or rpm/NAME")?;
-            for (snapshot, entry) in releases::snapshot_list(&store, kind, name).await? {
+            // A kind other than apt or rpm has no snapshots.
+            let Some(format) = crate::formats::Format::parse(format) else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            for (snapshot, entry) in releases::snapshot_list(&store, format, name).await? {
                 println!(
                     "{snapshot}\t{}\t{}",
                     crate::util::time::rfc3339(entry.time),
@@ -272,9 +276,9 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
             }
             let (store, _access) = local_store(&data).await?;
             let tree = Tree::parse(&tree)?;
-            let publication = releases::snapshot_get(&store, &tree.kind, &tree.repo, &name)
+            let publication = releases::snapshot_get(&store, tree.format, &tree.repo, &name)
                 .await?
-                .with_context(|| format!("no snapshot {name} of {}/{}", tree.kind, tree.repo))?;
+                .with_context(|| format!("no snapshot {name} of {}/{}", tree.format, tree.repo))?;
             if publication.suite != tree.name {
                 bail!(
                     "snapshot {name} is of {}, not {}",

@@ -1,6 +1,8 @@
 //! `caprepo repo`: define and list repositories. Definitions go into the store,
 //! so a server running on the same data dir picks them up within a second.
 
+use crate::formats::Format;
+use crate::repo::format::{Apt, Rpm};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -236,8 +238,8 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::List { data } => {
             let store = open_store(&DataDir::new(&data))?;
-            for name in definitions::list_apt_repos(&store).await? {
-                let repo = definitions::load_apt_repo(&store, &name).await?;
+            for name in definitions::list_repos(&store, Format::Apt).await? {
+                let repo = definitions::load_repo::<Apt>(&store, &name).await?;
                 for suite in &repo.suites {
                     println!(
                         "apt/{name}\t{}\t{}\t{}",
@@ -247,8 +249,8 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
             }
-            for name in definitions::list_rpm_repos(&store).await? {
-                let repo = definitions::load_rpm_repo(&store, &name).await?;
+            for name in definitions::list_repos(&store, Format::Rpm).await? {
+                let repo = definitions::load_repo::<Rpm>(&store, &name).await?;
                 println!(
                     "rpm/{name}\t{}\t{}\tsign={}",
                     repo.releases.join(","),

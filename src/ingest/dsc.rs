@@ -4,6 +4,7 @@
 //! `.changes` upload ingests the `.dsc` and `.deb` files it lists after checking
 //! each one's checksum. Everything lands in the component the cap covers.
 
+use crate::repo::format::Apt;
 use std::path::Path;
 
 use futures::TryStreamExt;
@@ -41,7 +42,7 @@ async fn component_of(
     let repo = target
         .repo()
         .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
-    let definition = definitions::load_apt_repo(store, repo).await?;
+    let definition = definitions::load_repo::<Apt>(store, repo).await?;
     // Source packages belong to a component, like Architecture: all: any arch cap of it may add them.
     let addr = ingest::resolve_cell(&definition, target, granted, "all")?;
     Ok((addr.repo, addr.suite, addr.component))

@@ -8,6 +8,7 @@ mod pool;
 pub mod rpm;
 pub mod rpm_sign;
 
+use crate::repo::format::Apt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -306,7 +307,7 @@ pub async fn target_repo(store: &Store, target: &Scope) -> Result<AptRepo, Inges
             "{target} is not an APT scope; .deb files go to apt/..."
         )));
     }
-    Ok(definitions::load_apt_repo(store, repo).await?)
+    Ok(definitions::load_repo::<Apt>(store, repo).await?)
 }
 
 async fn place(

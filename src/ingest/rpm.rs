@@ -3,6 +3,7 @@
 //! agent sign its header when the repository signs packages, render its
 //! repodata entries against the stored bytes, and add it to the cell.
 
+use crate::repo::format::{RepoFormat, Rpm};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -82,19 +83,6 @@ fn resolve_cell(
         )));
     }
     Ok((release.clone(), arch.to_string()))
-}
-
-/// The published trees that list a cell: its own arch, every arch for noarch, `source` for src.
-pub fn trees_of(definition: &RpmRepo, release: &str, cell_arch: &str) -> Vec<String> {
-    match cell_arch {
-        "src" => vec![format!("{release}/source")],
-        "noarch" => definition
-            .architectures
-            .iter()
-            .map(|a| format!("{release}/{a}"))
-            .collect(),
-        arch => vec![format!("{release}/{arch}")],
-    }
 }
 
 fn location(info: &RpmInfo) -> String {
@@ -196,7 +184,7 @@ pub async fn target_repo(
     let repo = target
         .repo()
         .ok_or_else(|| IngestError::BadTarget(format!("{target} names no repository")))?;
-    definitions::load_rpm_repo(store, repo)
+    definitions::load_repo::<Rpm>(store, repo)
         .await
         .map_err(|e| match e {
             definitions::RepoError::NotFound(name) => {
@@ -243,7 +231,7 @@ fn place_inspected(
     let evr = format!("{}:{}-{}", info.epoch, info.version, info.release);
     let publish = PublishTarget {
         repo: definition.name.clone(),
-        trees: trees_of(definition, &release, &cell_arch),
+        trees: Rpm::trees_of_cell(definition, &[&release, &cell_arch]),
         cell_ref: cell_ref.to_string(),
     };
     Ok(Placed {

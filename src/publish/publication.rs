@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::agent::AgentClientError;
+use crate::repo::format::RepoFormat;
 use crate::repo::model::Publication;
 use crate::store::{RefEntry, RefName, Store, StoreError};
 
@@ -36,6 +37,39 @@ pub type Inputs = BTreeMap<String, u64>;
 
 /// The heads a publication is built from, by ref name (cells that do not exist yet are absent).
 pub type Heads = BTreeMap<String, crate::store::RefEntry>;
+
+/// The repository definition, and the head of its ref and of every cell the tree lists:
+/// what a publication of the tree is built from. The cell heads are read side by side:
+/// on S3 each is two requests, and a suite of 4 components and 5 architectures has 28
+/// cells.
+pub async fn current_heads<F: RepoFormat>(
+    store: &Store,
+    repo: &str,
+    tree: &str,
+) -> Result<(F::Definition, Heads), PublishError> {
+    let repo_ref = F::definition_ref(repo)?;
+    let repo_head = store
+        .ref_head(&repo_ref)
+        .await?
+        .ok_or_else(|| PublishError::NoRepo(repo.to_string()))?;
+    let definition: F::Definition = store.get_json(&repo_head.target).await?;
+    let cells = F::tree_cells(repo, &definition, tree)?
+        .ok_or_else(|| PublishError::NoSuite(repo.to_string(), tree.to_string()))?;
+    let mut heads = read_heads(store, cells).await?;
+    heads.insert(repo_ref.to_string(), repo_head);
+    Ok((definition, heads))
+}
+
+/// The repository definition and the generations a publication of this tree would be
+/// built from.
+pub async fn current_inputs<F: RepoFormat>(
+    store: &Store,
+    repo: &str,
+    tree: &str,
+) -> Result<(F::Definition, Inputs), PublishError> {
+    let (definition, heads) = current_heads::<F>(store, repo, tree).await?;
+    Ok((definition, generations(&heads)))
+}
 
 /// The generations of `heads`: what a publication records as its inputs.
 pub fn generations(heads: &Heads) -> Inputs {

@@ -4,6 +4,8 @@
 //! manager sees the new ref on its next poll and publishes the empty suites.
 
 use crate::caps::scope::validate_name;
+use crate::formats::Format;
+use crate::repo::format::RepoFormat;
 use crate::repo::model::{self, AptRepo, ManifestKind, RpmRepo, SuiteDef};
 use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
 
@@ -114,12 +116,17 @@ pub async fn add_apt_repo(
     .await
 }
 
-pub async fn list_apt_repos(store: &Store) -> Result<Vec<String>, RepoError> {
-    Ok(store.ref_children("repos/apt").await?)
+/// The names of every repository of one format.
+pub async fn list_repos(store: &Store, format: Format) -> Result<Vec<String>, RepoError> {
+    Ok(store.ref_children(&format!("repos/{format}")).await?)
 }
 
-pub async fn load_apt_repo(store: &Store, name: &str) -> Result<AptRepo, RepoError> {
-    load_definition(store, &model::repo_ref(name)?, name).await
+/// A repository's definition, or [`RepoError::NotFound`].
+pub async fn load_repo<F: RepoFormat>(
+    store: &Store,
+    name: &str,
+) -> Result<F::Definition, RepoError> {
+    load_definition(store, &F::definition_ref(name)?, name).await
 }
 
 /// APT and RPM repositories share the URL space `/<name>/`, so a name is taken once.
@@ -188,14 +195,6 @@ pub async fn add_rpm_repo(
         actor,
     )
     .await
-}
-
-pub async fn list_rpm_repos(store: &Store) -> Result<Vec<String>, RepoError> {
-    Ok(store.ref_children("repos/rpm").await?)
-}
-
-pub async fn load_rpm_repo(store: &Store, name: &str) -> Result<RpmRepo, RepoError> {
-    load_definition(store, &model::rpm_repo_ref(name)?, name).await
 }
 
 /// Top-level path segments the server uses itself (`/r/<cap>/`, `/api/`, the key,

@@ -7,4 +7,5 @@
 pub mod cells;
 pub mod claims;
 pub mod definitions;
+pub mod format;
 pub mod model;

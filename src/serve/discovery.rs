@@ -15,13 +15,14 @@
 //! [`SCAN_BUDGET_PER_SECOND`] on average (a scan of N requests waits N / 0.1 s, at least
 //! [`MIN_SCAN_INTERVAL`]): 0.93 requests/s in all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::publish::apt::publish;
+use crate::formats::Format;
+use crate::publish::publication::current_inputs;
 use crate::repo::definitions;
-use crate::repo::model::{AptRepo, RpmRepo};
+use crate::repo::format::{KnownDefinitions, RepoFormat, Rpm, with_format};
 use crate::serve::metrics::Metrics;
 use crate::serve::views::{TreeKey, Views};
 use crate::store::Store;
@@ -61,8 +62,7 @@ pub struct Discovery {
     /// None until the log's head is known (at start, or after the store was unreachable then).
     follower: Option<Follower>,
     /// Repository definitions as last read, by name: what maps a changed ref to suites.
-    apt: BTreeMap<String, AptRepo>,
-    rpm: BTreeMap<String, RpmRepo>,
+    known: KnownDefinitions,
     /// When the next full scan is due; None: at the next poll.
     next_scan: Option<Instant>,
     /// Cell changes left to the writer's daemon for now: the suite or tree, the cell and
@@ -81,8 +81,7 @@ impl Discovery {
             store,
             metrics,
             follower: None,
-            apt: BTreeMap::new(),
-            rpm: BTreeMap::new(),
+            known: KnownDefinitions::default(),
             next_scan: None,
             left_to_writer: Vec::new(),
             recent_publishes: std::collections::VecDeque::new(),
@@ -282,29 +281,18 @@ impl Discovery {
                 .into_iter()
                 .map(|tree| key(repo, tree))
                 .collect(),
-            ["repos", "apt", repo] => {
-                let definition = definitions::load_apt_repo(&self.store, repo).await?;
-                views.set_private(repo, definition.private);
-                let suites = definition
-                    .suites
-                    .iter()
-                    .filter(|s| !has_input(repo, &s.name))
-                    .map(|s| key(repo, s.name.clone()))
-                    .collect();
-                self.apt.insert(repo.to_string(), definition);
-                suites
-            }
-            ["repos", "rpm", repo] => {
-                let definition = definitions::load_rpm_repo(&self.store, repo).await?;
-                views.set_private(repo, definition.private);
-                let trees = crate::publish::rpm::publish::trees(&definition)
-                    .into_iter()
-                    .filter(|tree| !has_input(repo, tree))
-                    .map(|tree| key(repo, tree))
-                    .collect();
-                self.rpm.insert(repo.to_string(), definition);
-                trees
-            }
+            ["repos", format, repo] => match Format::parse(format) {
+                Some(format) => {
+                    let trees =
+                        with_format!(format, F => self.definition_changed::<F>(views, repo).await?);
+                    trees
+                        .into_iter()
+                        .filter(|tree| !has_input(repo, tree))
+                        .map(|tree| key(repo, tree))
+                        .collect()
+                }
+                None => Vec::new(),
+            },
             _ => Vec::new(),
         };
         Ok(touched)
@@ -317,29 +305,34 @@ impl Discovery {
         release: &str,
         arch: Option<&str>,
     ) -> Result<Vec<String>, Error> {
-        if !self.rpm.contains_key(repo) {
-            let definition = definitions::load_rpm_repo(&self.store, repo).await?;
-            self.rpm.insert(repo.to_string(), definition);
+        let definition = self.definition::<Rpm>(repo).await?;
+        Ok(match arch {
+            Some(arch) => Rpm::trees_of_cell(definition, &[release, arch]),
+            None => Rpm::trees_of_unit(definition, release),
+        })
+    }
+
+    /// A repository's definition as last read, read now if it is not known yet.
+    async fn definition<F: RepoFormat>(&mut self, repo: &str) -> Result<&F::Definition, Error> {
+        if !F::known(&mut self.known).contains_key(repo) {
+            let definition = definitions::load_repo::<F>(&self.store, repo).await?;
+            F::known(&mut self.known).insert(repo.to_string(), definition);
         }
-        let architectures = self
-            .rpm
+        F::known(&mut self.known)
             .get(repo)
-            .map(|d| d.architectures.clone())
-            .unwrap_or_default();
-        let trees = match arch {
-            Some("src") => vec![format!("{release}/source")],
-            // noarch packages are in every binary tree of the release.
-            Some("noarch") => architectures
-                .iter()
-                .map(|a| format!("{release}/{a}"))
-                .collect(),
-            Some(arch) => vec![format!("{release}/{arch}")],
-            None => architectures
-                .iter()
-                .map(|a| format!("{release}/{a}"))
-                .chain([format!("{release}/source")])
-                .collect(),
-        };
+            .ok_or_else(|| format!("{} repository {repo} vanished", F::FORMAT).into())
+    }
+
+    /// A repository's definition changed: read it again; every tree it has may be stale.
+    async fn definition_changed<F: RepoFormat>(
+        &mut self,
+        views: &Views,
+        repo: &str,
+    ) -> Result<Vec<String>, Error> {
+        let definition = definitions::load_repo::<F>(&self.store, repo).await?;
+        views.set_private(repo, F::is_private(&definition));
+        let trees = F::trees(&definition);
+        F::known(&mut self.known).insert(repo.to_string(), definition);
         Ok(trees)
     }
 
@@ -347,7 +340,7 @@ impl Discovery {
     fn resign_due(&self, views: &Views) -> Vec<TreeKey> {
         let now = crate::util::time::now_unix();
         let mut due = Vec::new();
-        for (repo, definition) in &self.apt {
+        for (repo, definition) in &self.known.apt {
             for suite in &definition.suites {
                 if views
                     .get(repo, &suite.name)
@@ -368,38 +361,14 @@ impl Discovery {
         // Requests, counted roughly: a listing or object read is one, a ref head two.
         let mut requests = 2u64;
         let mut stale = Vec::new();
-        let mut apt = BTreeMap::new();
-        for repo in definitions::list_apt_repos(&self.store).await? {
-            let definition = definitions::load_apt_repo(&self.store, &repo).await?;
-            views.set_private(&repo, definition.private);
-            requests += 3;
-            for suite in &definition.suites {
-                let (_, inputs) = publish::current_inputs(&self.store, &repo, &suite.name).await?;
-                requests += 3 + 2 * inputs.len() as u64;
-                let view = views.get(&repo, &suite.name);
-                if view.is_none_or(|v| v.current.inputs != inputs) {
-                    stale.push((repo.clone(), suite.name.clone()));
-                }
-            }
-            apt.insert(repo, definition);
+        let mut known = KnownDefinitions::default();
+        for format in Format::ALL {
+            with_format!(format, F => {
+                self.scan::<F>(views, &mut known, &mut stale, &mut requests)
+                    .await?
+            });
         }
-        let mut rpm = BTreeMap::new();
-        for repo in definitions::list_rpm_repos(&self.store).await? {
-            let definition = definitions::load_rpm_repo(&self.store, &repo).await?;
-            views.set_private(&repo, definition.private);
-            requests += 3;
-            for tree in crate::publish::rpm::publish::trees(&definition) {
-                let (_, inputs) =
-                    crate::publish::rpm::publish::current_inputs(&self.store, &repo, &tree).await?;
-                requests += 3 + 2 * inputs.len() as u64;
-                let view = views.get(&repo, &tree);
-                if view.is_none_or(|v| v.current.inputs != inputs) {
-                    stale.push((repo.clone(), tree));
-                }
-            }
-            rpm.insert(repo, definition);
-        }
-        (self.apt, self.rpm) = (apt, rpm);
+        self.known = known;
         let interval = scan_interval(requests);
         self.next_scan = Some(Instant::now() + interval);
         tracing::info!(
@@ -410,6 +379,34 @@ impl Discovery {
             "scanned every repository for changes"
         );
         Ok(stale)
+    }
+}
+
+impl Discovery {
+    /// One format's part of a full scan: every repository's definition and the inputs of
+    /// each of its trees, against what is served.
+    async fn scan<F: RepoFormat>(
+        &self,
+        views: &Views,
+        known: &mut KnownDefinitions,
+        stale: &mut Vec<TreeKey>,
+        requests: &mut u64,
+    ) -> Result<(), Error> {
+        for repo in definitions::list_repos(&self.store, F::FORMAT).await? {
+            let definition = definitions::load_repo::<F>(&self.store, &repo).await?;
+            views.set_private(&repo, F::is_private(&definition));
+            *requests += 3;
+            for tree in F::trees(&definition) {
+                let (_, inputs) = current_inputs::<F>(&self.store, &repo, &tree).await?;
+                *requests += 3 + 2 * inputs.len() as u64;
+                let view = views.get(&repo, &tree);
+                if view.is_none_or(|v| v.current.inputs != inputs) {
+                    stale.push((repo.clone(), tree));
+                }
+            }
+            F::known(known).insert(repo, definition);
+        }
+        Ok(())
     }
 }
 

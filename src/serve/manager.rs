@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::Signer;
-use crate::publish::apt::publish::{self, Published};
+use crate::formats::Format;
 use crate::publish::publication::PublishError;
+use crate::publish::publication::Published;
 use crate::repo::definitions;
-use crate::repo::model;
+use crate::repo::format::{RepoFormat, with_format};
 use crate::serve::metrics::Metrics;
 use crate::serve::views::{KEEP_SUPERSEDED, TreeKey, Views};
 use crate::store::Store;
@@ -188,12 +189,7 @@ impl Manager {
     /// Publishes one suite or tree; false if it must be tried again later.
     async fn publish(&self, repo: &str, suite: &str) -> bool {
         // A promotion or rollback is rewriting this suite's cells: publish once it is done.
-        let kind = if suite.contains('/') { "rpm" } else { "apt" };
-        let unit = crate::releases::Unit {
-            kind: kind.to_string(),
-            repo: repo.to_string(),
-            name: suite.split('/').next().unwrap_or_default().to_string(),
-        };
+        let unit = crate::releases::Unit::of_tree(repo, suite);
         if crate::releases::batch_open(&self.store, &unit)
             .await
             .unwrap_or(false)
@@ -211,12 +207,8 @@ impl Manager {
                 return false;
             }
         };
-        // RPM trees are `<release>/<arch>`; APT suite names never contain a slash.
-        let result = if suite.contains('/') {
-            crate::publish::rpm::publish::publish_tree(&self.store, &*self.agent, repo, suite).await
-        } else {
-            publish::publish_suite(&self.store, &*self.agent, repo, suite).await
-        };
+        let result =
+            crate::publish::publish_if_changed(&self.store, &*self.agent, repo, suite).await;
         drop(access);
         match result {
             Ok(Published {
@@ -273,22 +265,17 @@ pub async fn load_published(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Every APT suite and RPM tree, with its publication ref.
     let mut trees = Vec::new();
-    for repo in definitions::list_apt_repos(store).await? {
-        let definition = definitions::load_apt_repo(store, &repo).await?;
-        views.set_private(&repo, definition.private);
-        for suite in &definition.suites {
-            let reference = model::publication_ref(&repo, &suite.name)?;
-            trees.push((repo.clone(), suite.name.clone(), reference));
-        }
-    }
-    for repo in definitions::list_rpm_repos(store).await? {
-        let definition = definitions::load_rpm_repo(store, &repo).await?;
-        views.set_private(&repo, definition.private);
-        for tree in crate::publish::rpm::publish::trees(&definition) {
-            let (release, arch) = tree.split_once('/').unwrap_or((&tree, ""));
-            let reference = model::rpm_publication_ref(&repo, release, arch)?;
-            trees.push((repo.clone(), tree, reference));
-        }
+    for format in Format::ALL {
+        with_format!(format, F => {
+            for repo in definitions::list_repos(store, format).await? {
+                let definition = definitions::load_repo::<F>(store, &repo).await?;
+                views.set_private(&repo, F::is_private(&definition));
+                for tree in F::trees(&definition) {
+                    let reference = F::publication_ref(&repo, &tree)?;
+                    trees.push((repo.clone(), tree, reference));
+                }
+            }
+        });
     }
     // Side by side (on S3 each is a chain of requests: 50 suites one after the other
     // took minutes on a slow server), each one's generations in order.

@@ -94,6 +94,24 @@ pub fn contents_path(raw: &[u8], is_directory: bool) -> Result<Option<&str>, Bad
     Ok(Some(path))
 }
 
+/// File names source uploads may carry (besides .deb): the .dsc, .changes, tarballs and diffs.
+pub fn is_source_file(name: &str) -> bool {
+    const ENDINGS: &[&str] = &[
+        ".dsc",
+        ".changes",
+        ".buildinfo",
+        ".tar.gz",
+        ".tar.xz",
+        ".tar.bz2",
+        ".tar.zst",
+        ".tar.lzma",
+        ".diff.gz",
+        ".tar.gz.asc",
+        ".tar.xz.asc",
+    ];
+    ENDINGS.iter().any(|e| name.ends_with(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

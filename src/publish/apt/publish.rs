@@ -5,6 +5,7 @@
 //! one published manifest, so they see the old suite or the new one, never a mix.
 
 use crate::publish::fragment_memory::Rendering;
+use crate::repo::format::{Apt, RepoFormat};
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -23,51 +24,6 @@ use crate::store::{BlobMeta, Store, StoreError};
 
 pub use crate::publish::publication::{PublishError, Published};
 
-/// The repository and cell generations a publication of this suite would be built from.
-pub async fn current_inputs(
-    store: &Store,
-    repo: &str,
-    suite: &str,
-) -> Result<(AptRepo, BTreeMap<String, u64>), PublishError> {
-    let (definition, heads) = current_heads(store, repo, suite).await?;
-    Ok((definition, publication::generations(&heads)))
-}
-
-/// The repository definition, and the head of its ref and of every cell of the suite.
-/// The cell heads are read side by side: on S3 each is two requests, and a suite of
-/// 4 components and 5 architectures has 28 cells.
-pub async fn current_heads(
-    store: &Store,
-    repo: &str,
-    suite: &str,
-) -> Result<(AptRepo, publication::Heads), PublishError> {
-    let repo_ref = model::repo_ref(repo)?;
-    let repo_head = store
-        .ref_head(&repo_ref)
-        .await?
-        .ok_or_else(|| PublishError::NoRepo(repo.to_string()))?;
-    let definition: AptRepo = store.get_json(&repo_head.target).await?;
-    let suite_def = definition
-        .suites
-        .iter()
-        .find(|s| s.name == suite)
-        .ok_or_else(|| PublishError::NoSuite(repo.to_string(), suite.to_string()))?;
-    let mut cells = Vec::new();
-    for component in &suite_def.components {
-        for arch in suite_def
-            .architectures
-            .iter()
-            .map(String::as_str)
-            .chain(["all", "source"])
-        {
-            cells.push(model::cell_ref(repo, suite, component, arch)?);
-        }
-    }
-    let mut heads = publication::read_heads(store, cells).await?;
-    heads.insert(repo_ref.to_string(), repo_head);
-    Ok((definition, heads))
-}
-
 /// Publish a suite if its inputs changed since the last publication.
 pub async fn publish_suite(
     store: &Store,
@@ -75,9 +31,9 @@ pub async fn publish_suite(
     repo: &str,
     suite: &str,
 ) -> Result<Published, PublishError> {
-    let reference = model::publication_ref(repo, suite)?;
+    let reference = Apt::publication_ref(repo, suite)?;
     loop {
-        let (definition, heads) = current_heads(store, repo, suite).await?;
+        let (definition, heads) = publication::current_heads::<Apt>(store, repo, suite).await?;
         let inputs = publication::generations(&heads);
         let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
         let suite_def = definition.suites.iter().find(|s| s.name == suite);

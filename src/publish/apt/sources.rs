@@ -8,24 +8,6 @@ use crate::formats::deb::control::{Control, ControlError};
 use crate::repo::model::{AptSource, SourceFile};
 use crate::util::digest::Digest;
 
-/// File names source uploads may carry (besides .deb): the .dsc, .changes, tarballs and diffs.
-pub fn is_source_file(name: &str) -> bool {
-    const ENDINGS: &[&str] = &[
-        ".dsc",
-        ".changes",
-        ".buildinfo",
-        ".tar.gz",
-        ".tar.xz",
-        ".tar.bz2",
-        ".tar.zst",
-        ".tar.lzma",
-        ".diff.gz",
-        ".tar.gz.asc",
-        ".tar.xz.asc",
-    ];
-    ENDINGS.iter().any(|e| name.ends_with(e))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("bad .dsc/.changes: {0}")]

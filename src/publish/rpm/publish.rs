@@ -14,70 +14,9 @@ use crate::agent::Signer;
 use crate::publish::layout;
 use crate::publish::publication;
 use crate::publish::publication::{PublishError, Published};
-use crate::repo::model::{self, FileEntry, ManifestKind, Publication, RpmPackage, RpmRepo};
+use crate::repo::format::{RepoFormat, Rpm};
+use crate::repo::model::{FileEntry, ManifestKind, Publication, RpmPackage, RpmRepo};
 use crate::store::Store;
-
-/// The cells a tree lists: its arch plus noarch, or src for the source tree.
-fn tree_cells(tree_arch: &str) -> Vec<&str> {
-    if tree_arch == "source" {
-        vec!["src"]
-    } else {
-        vec![tree_arch, "noarch"]
-    }
-}
-
-/// The repository definition, and the generation of its ref and of each cell the tree
-/// lists: what a publication of the tree records as its inputs.
-pub async fn current_inputs(
-    store: &Store,
-    repo: &str,
-    tree: &str,
-) -> Result<(RpmRepo, BTreeMap<String, u64>), PublishError> {
-    let (definition, heads) = current_heads(store, repo, tree).await?;
-    Ok((definition, publication::generations(&heads)))
-}
-
-/// The repository definition, and the head of its ref and of each cell the tree lists,
-/// the cells read side by side.
-async fn current_heads(
-    store: &Store,
-    repo: &str,
-    tree: &str,
-) -> Result<(RpmRepo, publication::Heads), PublishError> {
-    let repo_ref = model::rpm_repo_ref(repo)?;
-    let head = store
-        .ref_head(&repo_ref)
-        .await?
-        .ok_or_else(|| PublishError::NoRepo(repo.to_string()))?;
-    let definition: RpmRepo = store.get_json(&head.target).await?;
-    let (release, tree_arch) = tree
-        .split_once('/')
-        .ok_or_else(|| PublishError::NoSuite(repo.to_string(), tree.to_string()))?;
-    let known = definition.releases.iter().any(|r| r == release)
-        && (tree_arch == "source" || definition.architectures.iter().any(|a| a == tree_arch));
-    if !known {
-        return Err(PublishError::NoSuite(repo.to_string(), tree.to_string()));
-    }
-    let cells = tree_cells(tree_arch)
-        .into_iter()
-        .map(|arch| model::rpm_cell_ref(repo, release, arch))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut heads = publication::read_heads(store, cells).await?;
-    heads.insert(repo_ref.to_string(), head);
-    Ok((definition, heads))
-}
-
-/// Every tree of a repository: `<release>/<arch>` for each pair, and `<release>/source`.
-pub fn trees(definition: &RpmRepo) -> Vec<String> {
-    let mut out = Vec::new();
-    for release in &definition.releases {
-        for arch in &definition.architectures {
-            out.push(format!("{release}/{arch}"));
-        }
-        out.push(format!("{release}/source"));
-    }
-    out
-}
 
 pub async fn publish_tree(
     store: &Store,
@@ -85,10 +24,9 @@ pub async fn publish_tree(
     repo: &str,
     tree: &str,
 ) -> Result<Published, PublishError> {
-    let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
-    let reference = model::rpm_publication_ref(repo, release, tree_arch)?;
+    let reference = Rpm::publication_ref(repo, tree)?;
     loop {
-        let (definition, heads) = current_heads(store, repo, tree).await?;
+        let (definition, heads) = publication::current_heads::<Rpm>(store, repo, tree).await?;
         let inputs = publication::generations(&heads);
         let (current, fresh) = publication::up_to_date(store, &reference, &inputs).await?;
         if let Some(published) = fresh {
@@ -150,12 +88,12 @@ async fn build(
     heads: &publication::Heads,
 ) -> Result<(Publication, BuiltLayout), PublishError> {
     let repo = definition.name.as_str();
-    let (release, tree_arch) = tree.split_once('/').unwrap_or((tree, ""));
     // Built from exactly the cells `heads` names.
     let cells = publication::read_cells(store, heads).await?;
     let mut slots: Vec<layout::Slot> = Vec::new();
-    for (index, arch) in tree_cells(tree_arch).into_iter().enumerate() {
-        let name = model::rpm_cell_ref(repo, release, arch)?;
+    let listed = Rpm::tree_cells(repo, definition, tree)?
+        .ok_or_else(|| PublishError::NoSuite(repo.to_string(), tree.to_string()))?;
+    for (index, name) in listed.iter().enumerate() {
         let Some(cell) = cells.get(name.as_str()) else {
             continue;
         };
@@ -385,7 +323,7 @@ mod tests {
             .await
             .unwrap();
         let signer = MemorySigner::new();
-        let cell = model::rpm_cell_ref("farm", "12", "x86_64").unwrap();
+        let cell = crate::repo::model::rpm_cell_ref("farm", "12", "x86_64").unwrap();
         // One package at a time: each publish lays out over the last (base and deltas),
         // and every repomd.xml must state its documents' checksums.
         for (round, name) in ["alpha", "beta", "gamma", "delta"].into_iter().enumerate() {

@@ -3,6 +3,7 @@
 //! with the `publish` right whose scope covers the suite or release changed.
 //! The CLI sends the same JSON when given `--server URL --cap CAP`.
 
+use crate::repo::format::{RepoFormat, with_format};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -51,10 +52,7 @@ struct Answer {
 
 /// The scope a change must be covered by: the suite (apt/NAME/dists/SUITE) or release (rpm/NAME/RELEASE).
 fn unit_scope(unit: &Unit) -> Result<Scope, String> {
-    let text = match unit.kind.as_str() {
-        "apt" => format!("apt/{}/dists/{}", unit.repo, unit.name),
-        _ => format!("rpm/{}/{}", unit.repo, unit.name),
-    };
+    let text = with_format!(unit.format, F => F::unit_scope(&unit.repo, &unit.name));
     text.parse()
         .map_err(|e: crate::caps::scope::ScopeError| e.to_string())
 }
@@ -176,7 +174,7 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
             }
             ReleaseRequest::SnapshotSwitch { tree, name } => {
                 let tree = Tree::parse(&tree)?;
-                let publication = releases::snapshot_get(store, &tree.kind, &tree.repo, &name)
+                let publication = releases::snapshot_get(store, tree.format, &tree.repo, &name)
                     .await?
                     .ok_or_else(|| ReleaseError::NotFound(format!("no snapshot {name}")))?;
                 releases::restore(

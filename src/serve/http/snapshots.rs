@@ -24,9 +24,9 @@ impl SnapshotCache {
         if let Some(found) = self.loaded.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Some(found);
         }
-        for kind in ["apt", "rpm"] {
+        for format in crate::formats::Format::ALL {
             if let Ok(Some(publication)) =
-                crate::releases::snapshot_get(store, kind, repo, snapshot).await
+                crate::releases::snapshot_get(store, format, repo, snapshot).await
             {
                 let pool = self.loader.index(store, &publication, None).await.ok()?;
                 let loaded = Arc::new((publication, pool));

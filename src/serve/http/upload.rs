@@ -3,6 +3,7 @@
 //! pipeline under the cap's scope. `?wait=true` answers only once the package
 //! is in the signed index; `GET /api/v1/wait` does the same for earlier uploads.
 
+use crate::repo::format::{RepoFormat, Rpm};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -40,7 +41,7 @@ fn valid_file_name(name: &str) -> bool {
     name.len() <= 255
         && (name.ends_with(".deb")
             || name.ends_with(".rpm")
-            || crate::publish::apt::sources::is_source_file(name))
+            || crate::formats::deb::paths::is_source_file(name))
         && !name.starts_with('.')
         && name
             .bytes()
@@ -218,7 +219,7 @@ async fn store_upload(
     } else if file_name.ends_with(".changes") {
         crate::ingest::dsc::ingest_changes(store, &state.limits, spooled, target, granted, actor)
             .await
-    } else if crate::publish::apt::sources::is_source_file(file_name) {
+    } else if crate::formats::deb::paths::is_source_file(file_name) {
         crate::ingest::dsc::stage(store, spooled, file_name, target, granted, actor).await
     } else {
         ingest::ingest(store, &state.limits, spooled, target, granted, actor).await
@@ -351,8 +352,8 @@ async fn trees_of_cell(state: &AppState, cell: &Scope) -> Result<Vec<String>, Re
     if cell.kind() == "apt" {
         return Ok(vec![s[3].clone()]);
     }
-    match crate::repo::definitions::load_rpm_repo(&state.store, &s[1]).await {
-        Ok(definition) => Ok(crate::ingest::rpm::trees_of(&definition, &s[2], &s[3])),
+    match crate::repo::definitions::load_repo::<Rpm>(&state.store, &s[1]).await {
+        Ok(definition) => Ok(Rpm::trees_of_cell(&definition, &[&s[2], &s[3]])),
         Err(e) => Err(reply::error(
             StatusCode::NOT_FOUND,
             "no-such-cell",

@@ -229,7 +229,10 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     "nothing to set: give --retention N, --unlimited-retention, --legacy-hashes BOOL, or --suite S with Release options"
                 );
             }
-            definitions::set_retention(&store, kind, name, retention, "cli").await?;
+            let format = Format::parse(kind).ok_or_else(|| {
+                definitions::RepoError::Invalid(format!("unknown repository kind {kind:?}"))
+            })?;
+            definitions::set_retention(&store, format, name, retention, "cli").await?;
             println!(
                 "{repo}: retention {}; a running server republishes within a second.",
                 retention.map_or("unlimited".into(), |n| n.to_string())

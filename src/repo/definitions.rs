@@ -5,7 +5,7 @@
 
 use crate::caps::scope::validate_name;
 use crate::formats::Format;
-use crate::repo::format::RepoFormat;
+use crate::repo::format::{Apt, RepoFormat, with_format};
 use crate::repo::model::{self, AptRepo, ManifestKind, RpmRepo, SuiteDef};
 use crate::store::{RefEntry, RefName, RefUpdate, Store, StoreError};
 
@@ -248,7 +248,7 @@ async fn create(
 /// Change a repository's settings (retention for now), by compare-and-swap on its ref.
 pub async fn set_retention(
     store: &Store,
-    kind: &str,
+    format: Format,
     name: &str,
     retention: Option<u32>,
     actor: &str,
@@ -262,16 +262,13 @@ pub async fn set_retention(
         "set retention {}",
         retention.map_or("unlimited".to_string(), |n| n.to_string())
     );
-    update_definition(
-        store,
-        kind,
-        name,
-        actor,
-        &note,
-        |apt| apt.retention = retention,
-        |rpm| rpm.retention = retention,
-    )
-    .await
+    with_format!(format, F => {
+        update_definition::<F>(store, name, actor, &note, |definition| {
+            *F::retention_mut(definition) = retention;
+            Ok(())
+        })
+        .await
+    })
 }
 
 /// Turn the legacy MD5 and SHA-1 fields of an APT repository's Packages and Release on or off.
@@ -282,51 +279,29 @@ pub async fn set_legacy_hashes(
     actor: &str,
 ) -> Result<RefEntry, RepoError> {
     let note = format!("set legacy hashes {}", if on { "on" } else { "off" });
-    update_definition(
-        store,
-        "apt",
-        name,
-        actor,
-        &note,
-        |apt| apt.legacy_hashes = on,
-        |_| {},
-    )
+    update_definition::<Apt>(store, name, actor, &note, |definition| {
+        definition.legacy_hashes = on;
+        Ok(())
+    })
     .await
 }
 
-/// Rewrite a repository's definition with `apt` or `rpm`, by compare-and-swap on its ref.
-async fn update_definition(
+/// Rewrite a repository's definition with `change`, by compare-and-swap on its ref.
+async fn update_definition<F: RepoFormat>(
     store: &Store,
-    kind: &str,
     name: &str,
     actor: &str,
     note: &str,
-    apt: impl Fn(&mut AptRepo),
-    rpm: impl Fn(&mut RpmRepo),
+    change: impl Fn(&mut F::Definition) -> Result<(), RepoError>,
 ) -> Result<RefEntry, RepoError> {
-    let reference = match kind {
-        "apt" => model::repo_ref(name)?,
-        "rpm" => model::rpm_repo_ref(name)?,
-        other => {
-            return Err(RepoError::Invalid(format!(
-                "unknown repository kind {other:?}"
-            )));
-        }
-    };
-    let apt = &apt;
-    let rpm = &rpm;
+    let reference = F::definition_ref(name)?;
+    let change = &change;
     let (_, entry) = store
         .update_ref(&reference, actor, |head| async move {
             let head = head.ok_or_else(|| RepoError::NotFound(name.to_string()))?;
-            let stored = if kind == "apt" {
-                let mut definition: AptRepo = store.get_json(&head.target).await?;
-                apt(&mut definition);
-                store.put_json(&definition).await?
-            } else {
-                let mut definition: RpmRepo = store.get_json(&head.target).await?;
-                rpm(&mut definition);
-                store.put_json(&definition).await?
-            };
+            let mut definition: F::Definition = store.get_json(&head.target).await?;
+            change(&mut definition)?;
+            let stored = store.put_json(&definition).await?;
             Ok::<_, RepoError>(RefUpdate::Advance {
                 target: stored.digest,
                 note: note.to_string(),
@@ -390,35 +365,25 @@ pub async fn set_suite_options(
     options: &SuiteOptions,
     actor: &str,
 ) -> Result<RefEntry, RepoError> {
-    let reference = model::repo_ref(repo)?;
     let note = format!("set options of suite {suite}");
-    let (_, entry) = store
-        .update_ref(&reference, actor, |head| async {
-            let head = head.ok_or_else(|| RepoError::NotFound(repo.to_string()))?;
-            let mut definition: AptRepo = store.get_json(&head.target).await?;
-            let def = definition
-                .suites
-                .iter_mut()
-                .find(|s| s.name == suite)
-                .ok_or_else(|| RepoError::Invalid(format!("apt/{repo} has no suite {suite}")))?;
-            if let Some(valid_for) = options.valid_for {
-                def.valid_for = valid_for;
-            }
-            if let Some(flag) = options.not_automatic {
-                def.not_automatic = flag;
-            }
-            if let Some(flag) = options.but_automatic_upgrades {
-                def.but_automatic_upgrades = flag;
-            }
-            let stored = store.put_json(&definition).await?;
-            Ok::<_, RepoError>(RefUpdate::Advance {
-                target: stored.digest,
-                note: note.clone(),
-                value: (),
-            })
-        })
-        .await?;
-    written(entry, &reference)
+    update_definition::<Apt>(store, repo, actor, &note, |definition| {
+        let def = definition
+            .suites
+            .iter_mut()
+            .find(|s| s.name == suite)
+            .ok_or_else(|| RepoError::Invalid(format!("apt/{repo} has no suite {suite}")))?;
+        if let Some(valid_for) = options.valid_for {
+            def.valid_for = valid_for;
+        }
+        if let Some(flag) = options.not_automatic {
+            def.not_automatic = flag;
+        }
+        if let Some(flag) = options.but_automatic_upgrades {
+            def.but_automatic_upgrades = flag;
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub trait RepoFormat: Send + Sync + 'static {
     /// The trees that list a cell, named by the parts of its ref after the repository
     /// (`<suite>/<component>/<arch>`, `<release>/<arch>`).
     fn trees_of_cell(definition: &Self::Definition, cell: &[&str]) -> Vec<String>;
+    /// How many versions of each package the published indices keep (None: all).
+    fn retention_mut(definition: &mut Self::Definition) -> &mut Option<u32>;
     /// The capability scope that covers a unit: `apt/NAME/dists/SUITE`, `rpm/NAME/RELEASE`.
     fn unit_scope(repo: &str, unit: &str) -> String;
     /// This format's part of `known`.
@@ -159,6 +161,10 @@ impl RepoFormat for Apt {
         format!("apt/{repo}/dists/{unit}")
     }
 
+    fn retention_mut(definition: &mut AptRepo) -> &mut Option<u32> {
+        &mut definition.retention
+    }
+
     fn known(known: &mut KnownDefinitions) -> &mut BTreeMap<String, AptRepo> {
         &mut known.apt
     }
@@ -250,6 +256,10 @@ impl RepoFormat for Rpm {
 
     fn unit_scope(repo: &str, unit: &str) -> String {
         format!("rpm/{repo}/{unit}")
+    }
+
+    fn retention_mut(definition: &mut RpmRepo) -> &mut Option<u32> {
+        &mut definition.retention
     }
 
     fn known(known: &mut KnownDefinitions) -> &mut BTreeMap<String, RpmRepo> {

@@ -246,11 +246,8 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
             let store = open_store(&DataDir::new(&data))?;
             let (format, name) = repo
                 .split_once('/')
+                .and_then(|(format, name)| Some((crate::formats::Format::parse(format)?, name)))
                 .context("name the repository as apt/NAME or rpm/NAME")?;
-            // A kind other than apt or rpm has no snapshots.
-            let Some(format) = crate::formats::Format::parse(format) else {
-                return Ok(ExitCode::SUCCESS);
-            };
             for (snapshot, entry) in releases::snapshot_list(&store, format, name).await? {
                 println!(
                     "{snapshot}\t{}\t{}",

@@ -157,6 +157,22 @@ fn promote_remove_snapshot_rollback_history_and_audit_through_real_apt() {
     );
     let frozen = server.get("/rel/snapshots/before-b1/dists/stable/InRelease");
     assert_eq!(frozen.status, 200);
+    let listed = data.cli(&["snapshot", "list"], &["apt/rel"]);
+    assert!(listed.starts_with("before-b1\t"), "{listed}");
+    // A repository kind other than apt or rpm is refused, not answered with an empty list.
+    let typo = caprepo()
+        .args(["snapshot", "list", "--data"])
+        .arg(&data.path)
+        .arg("deb/rel")
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr)
+            .contains("name the repository as apt/NAME or rpm/NAME"),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
     let stable_cap = data.cap("apt/rel/dists/stable/main/binary-amd64", "1h");
     assert!(
         server

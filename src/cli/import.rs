@@ -337,7 +337,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("creating the spool directory {}", scratch.display()))?;
     let bulk = store.bulk(&scratch)?;
     // The publish at the end reads back every chunk the cell writes make.
-    crate::repo::cells::hold_parsed_chunks(IMPORT_PARSED_CHUNK_BYTES);
+    crate::repo::cells::hold_parsed_chunks(&bulk, IMPORT_PARSED_CHUNK_BYTES);
     let run = std::sync::Arc::new(Run {
         store: bulk.clone(),
         agent: agent.clone(),

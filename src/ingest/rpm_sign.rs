@@ -30,7 +30,9 @@ use crate::ingest::IngestError;
 pub const MAX_LEGACY_SIGNED_BYTES: u64 = ((MAX_FRAME - 1024) / 4 * 3) as u64;
 
 /// Header+payload signing holds the whole package in memory several times over (raw,
-/// base64, JSON): one at a time bounds what concurrent legacy uploads can take.
+/// base64, JSON): one at a time bounds what concurrent legacy uploads can take. Process
+/// wide on purpose: it bounds this process's memory, whichever store the upload is for,
+/// and holds no repository data.
 static LEGACY_SIGNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::held::{epoch, forget};
 use crate::store::{Result, Store};
 use crate::util::digest::Digest;
 
@@ -84,22 +83,23 @@ pub fn cache_key(kind: &str, chunk: &Digest, rendering: Rendering) -> String {
 /// Runs `attempt`, and once more after forgetting everything held if it failed with
 /// NotFound: a remembered fragment named a blob gc has since swept, and the second
 /// attempt rebuilds from the store.
-pub async fn retry_after_forgetting<T, F, Fut>(mut attempt: F) -> Result<T>
+pub async fn retry_after_forgetting<T, F, Fut>(store: &Store, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
     match attempt().await {
         Err(crate::store::StoreError::NotFound(_)) => {
-            forget();
+            store.forget_held();
             attempt().await
         }
         other => other,
     }
 }
 
-/// Parsed fragments of one kind (or anything derived from them), by cache key.
-/// Everything here is dropped when the held bytes are, so nothing outlives a `forget`.
+/// Parsed fragments of one kind (or anything derived from them), by cache key, for one
+/// store (each user keeps its maps in [`Store::cache`]). Everything here is dropped
+/// when the store's held bytes are, so nothing outlives a [`Store::forget_held`].
 /// Entries are shared, not copied: a publish looks up every chunk's fragment, and copying
 /// their pool lists was O(suite) work per publish.
 pub struct Fragments<F> {
@@ -120,8 +120,8 @@ impl<F> Fragments<F> {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<F>> {
-        let current = epoch();
+    pub fn get(&self, store: &Store, key: &str) -> Option<Arc<F>> {
+        let current = store.held_epoch();
         let mut map = self.map.lock().ok()?;
         if map.0 != current {
             *map = (current, HashMap::new());
@@ -129,9 +129,9 @@ impl<F> Fragments<F> {
         map.1.get(key).cloned()
     }
 
-    pub fn remember(&self, key: &str, fragment: F) -> Arc<F> {
+    pub fn remember(&self, store: &Store, key: &str, fragment: F) -> Arc<F> {
         let fragment = Arc::new(fragment);
-        let current = epoch();
+        let current = store.held_epoch();
         if let Ok(mut map) = self.map.lock() {
             if map.0 != current || map.1.len() >= self.limit {
                 *map = (current, HashMap::new());

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -46,16 +46,23 @@ pub trait Fragmented: Record + PartialEq {
     /// The summary of `chunk`'s fragment in the index file `file`, or None if this
     /// process no longer knows enough of it (the record then keeps no fragments).
     fn summary(
+        store: &Store,
         file: &str,
         chunk: &Digest,
         rendering: Rendering,
         fragment: &Self::Fragment,
     ) -> Option<Self::Summary>;
     /// Keeps a summary taken up from a layout record of `file`, as if rendered here.
-    fn remember(file: &str, chunk: &Digest, rendering: Rendering, summary: Self::Summary);
+    fn remember(
+        store: &Store,
+        file: &str,
+        chunk: &Digest,
+        rendering: Rendering,
+        summary: Self::Summary,
+    );
     /// Takes up a join hashed ahead of kind `kind` that this package kind wrote down
     /// (see [`AheadJoin`]); the store's own kinds are taken up by the layout.
-    fn take_up_ahead(_join: &AheadJoin) {}
+    fn take_up_ahead(_store: &Store, _join: &AheadJoin) {}
 }
 
 /// The fragments of `chunks`, in order, rendering the missing ones side by side.
@@ -205,7 +212,9 @@ impl PublishLayout {
                     .base_fragments
                     .iter()
                     .zip(&laid.base.slots)
-                    .map(|(f, slot)| P::summary(&laid.file, &slot.chunk, laid.base.rendering, f))
+                    .map(|(f, slot)| {
+                        P::summary(store, &laid.file, &slot.chunk, laid.base.rendering, f)
+                    })
                     .collect();
                 let fragments = match summaries {
                     Some(summaries) => Some(store.put_json(&summaries).await?.digest),
@@ -308,19 +317,41 @@ impl PublishLayout {
 /// Notes that this process made `publication`'s layout, so its next publish does not
 /// take up the record (written later, after hashing ahead) of what it holds already.
 pub fn made_here(store: &Store, publication: &Digest) {
-    TAKEN_UP.remember(&format!("{} {publication}", store.description()), ());
+    let memory = store.cache::<LayoutMemory>();
+    memory.taken_up.remember(store, &publication.hex(), ());
 }
 
-/// Publications whose layout this process made or took up, by store: their layout is
-/// in memory already. Dropped with the other memories.
-static TAKEN_UP: LazyLock<Fragments<()>> = LazyLock::new(|| Fragments::bounded(4096));
+/// What one store's publishes laid out, kept between publishes; dropped with the
+/// store's held bytes.
+struct LayoutMemory {
+    /// Bases by kind, file and retention.
+    bases: Fragments<Base>,
+    /// The packages a changed chunk adds to its base chunk, as a chunk of their own, or
+    /// None when the change is not a pure addition. Keyed by kind, both digests and
+    /// retention.
+    deltas: Fragments<Option<(Digest, usize)>>,
+    /// Publications whose layout this process made or took up: their layout is in
+    /// memory already.
+    taken_up: Fragments<()>,
+}
+
+impl Default for LayoutMemory {
+    fn default() -> Self {
+        LayoutMemory {
+            bases: Fragments::bounded(4096),
+            deltas: Fragments::bounded(65_536),
+            taken_up: Fragments::bounded(4096),
+        }
+    }
+}
 
 /// Takes up the layout another process (or this one before a restart) wrote down for
 /// `publication`, unless this process made it or took it up already. A missing or
 /// unreadable record only means the next publish lays out from scratch.
 pub async fn take_up<P: Fragmented>(store: &Store, publication: &Digest) {
-    let known = format!("{} {publication}", store.description());
-    if TAKEN_UP.get(&known).is_some() {
+    let memory = store.cache::<LayoutMemory>();
+    let known = publication.hex();
+    if memory.taken_up.get(store, &known).is_some() {
         return;
     }
     match read_record(store, publication).await {
@@ -340,7 +371,7 @@ pub async fn take_up<P: Fragmented>(store: &Store, publication: &Digest) {
             tracing::warn!(error = %e, "cannot read the last publish's layout; laying out from scratch")
         }
     }
-    TAKEN_UP.remember(&known, ());
+    memory.taken_up.remember(store, &known, ());
 }
 
 /// A publication's layout record, if one was written.
@@ -360,14 +391,14 @@ pub async fn read_record(store: &Store, publication: &Digest) -> Result<Option<P
 /// publication, which is current while the caller holds its write access: nothing
 /// taken up needs checking.
 async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result<()> {
+    let memory = store.cache::<LayoutMemory>();
     let ours = format!("{} ", P::KIND);
     for (key, file) in record
         .files
         .iter()
         .filter(|(key, _)| key.starts_with(&ours))
     {
-        let full = format!("{key} @{}", store.description());
-        if BASES.get(&full).is_none() {
+        if memory.bases.get(store, key).is_none() {
             let base: Base = store.get_json(&file.base).await?;
             if let Some(fragments) = file.fragments {
                 let summaries: Vec<P::Summary> = store.get_json(&fragments).await?;
@@ -378,15 +409,15 @@ async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result
                     ));
                 }
                 for (slot, summary) in base.slots.iter().zip(summaries) {
-                    P::remember(&file.file, &slot.chunk, base.rendering, summary);
+                    P::remember(store, &file.file, &slot.chunk, base.rendering, summary);
                 }
             }
             let _ = base.stored.set((file.base, file.fragments));
-            BASES.remember(&full, base);
+            memory.bases.remember(store, key, base);
         }
         for (delta_key, delta) in &file.deltas {
-            if DELTAS.get(delta_key).is_none() {
-                DELTAS.remember(delta_key, *delta);
+            if memory.deltas.get(store, delta_key).is_none() {
+                memory.deltas.remember(store, delta_key, *delta);
             }
         }
     }
@@ -397,19 +428,11 @@ async fn install<P: Fragmented>(store: &Store, record: &PublishLayout) -> Result
         if join.kind == COMPOSITE {
             store.take_up_join(&join.parts, &join.points);
         } else {
-            P::take_up_ahead(join);
+            P::take_up_ahead(store, join);
         }
     }
     Ok(())
 }
-
-/// Bases by kind, store, file and retention; dropped with the fragment memory.
-static BASES: LazyLock<Fragments<Base>> = LazyLock::new(|| Fragments::bounded(4096));
-
-/// The packages a changed chunk adds to its base chunk, as a chunk of their own, or
-/// None when the change is not a pure addition. Keyed by kind, both digests and retention.
-static DELTAS: LazyLock<Fragments<Option<(Digest, usize)>>> =
-    LazyLock::new(|| Fragments::bounded(65_536));
 
 /// A delta may list this many packages, plus an eighth of the base, before the file is
 /// laid out from scratch again (which renders the chunks that changed since the base).
@@ -423,9 +446,9 @@ pub async fn fragments_for<P: Fragmented>(
     slots: &[Slot],
     rendering: Rendering,
 ) -> Result<LaidOut<P::Fragment>> {
+    let memory = store.cache::<LayoutMemory>();
     let file_key = format!("{} {file} {rendering:?}", P::KIND);
-    let key = format!("{file_key} @{}", store.description());
-    if let Some(base) = BASES.get(&key)
+    if let Some(base) = memory.bases.get(store, &file_key)
         && let Some((chunks, fragments, deltas)) =
             over_base::<P>(store, &base, slots, rendering).await?
     {
@@ -445,8 +468,9 @@ pub async fn fragments_for<P: Fragmented>(
     let chunks: Vec<Digest> = slots.iter().map(|s| s.chunk).collect();
     let fragments = rendered::<P>(store, &chunks, rendering).await?;
     let packages = fragments.iter().map(|f| P::listed(f)).sum();
-    let base = BASES.remember(
-        &key,
+    let base = memory.bases.remember(
+        store,
+        &file_key,
         Base {
             slots: slots.to_vec(),
             packages,
@@ -534,7 +558,8 @@ async fn delta<P: Fragmented>(
         was.map_or("-".to_string(), |d| d.hex()),
         crate::publish::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, rendering)
     );
-    if let Some(found) = DELTAS.get(&key) {
+    let memory = store.cache::<LayoutMemory>();
+    if let Some(found) = memory.deltas.get(store, &key) {
         if let Some((chunk, _)) = *found
             && !store.has_blob(&chunk).await?
         {
@@ -563,7 +588,7 @@ async fn delta<P: Fragmented>(
         }
         None => None,
     };
-    DELTAS.remember(&key, stored);
+    memory.deltas.remember(store, &key, stored);
     Ok((key, stored))
 }
 

@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use crate::repo::model::{Cell, Chunk, ChunkRef, Record, bucket_of};
 use crate::store::{RefEntry, RefName, RefUpdate, Result, Store, StoreError};
@@ -41,39 +41,55 @@ pub async fn cell_at<P: Record>(store: &Store, head: Option<&RefEntry>) -> Resul
     }
 }
 
-/// Chunks parsed lately, by digest. A chunk never changes, and one upload's chunk is
-/// read when the upload checks for the package, again when it adds it, and again by
-/// the publish after: at 100,000 packages that is 400 records parsed each time.
-/// Bounded by the chunks' stored (JSON) size, and emptied when full.
+/// Chunks parsed lately, by digest, per store (in [`Store::cache`]). A chunk never
+/// changes, and one upload's chunk is read when the upload checks for the package,
+/// again when it adds it, and again by the publish after: at 100,000 packages that is
+/// 400 records parsed each time. Bounded by the chunks' stored (JSON) size, and
+/// emptied when full.
+struct ParsedChunks {
+    parsed: Mutex<Parsed>,
+    /// The bound, in stored bytes ([`hold_parsed_chunks`]).
+    budget: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
 struct Parsed {
     chunks: HashMap<Digest, Arc<dyn Any + Send + Sync>>,
     bytes: usize,
 }
 
-static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(|| {
-    Mutex::new(Parsed {
-        chunks: HashMap::new(),
-        bytes: 0,
-    })
-});
+impl Default for ParsedChunks {
+    fn default() -> Self {
+        ParsedChunks {
+            parsed: Mutex::default(),
+            budget: std::sync::atomic::AtomicUsize::new(PARSED_BYTES),
+        }
+    }
+}
 
 /// A server's bound: what 64 chunks of a 100,000-package cell take (about 250 KiB of
 /// JSON each), and every chunk of a 20,000-package one.
 const PARSED_BYTES: usize = 16 << 20;
 
-static PARSED_BUDGET: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(PARSED_BYTES);
-
-/// Lets this process hold up to `bytes` of parsed chunks: an import writes every chunk
-/// of a cold cell and its publish reads each one back right after (parsing them again
-/// was a twelfth of a cold publish).
-pub fn hold_parsed_chunks(bytes: usize) {
-    PARSED_BUDGET.store(bytes, std::sync::atomic::Ordering::Relaxed);
+/// Lets `store` hold up to `bytes` of parsed chunks: an import writes every chunk of a
+/// cold cell and its publish reads each one back right after (parsing them again was a
+/// twelfth of a cold publish).
+pub fn hold_parsed_chunks(store: &Store, bytes: usize) {
+    let cache = store.cache::<ParsedChunks>();
+    cache
+        .budget
+        .store(bytes, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn remember_chunk<P: Record>(digest: Digest, chunk: Arc<Chunk<P>>, stored_bytes: usize) {
-    let budget = PARSED_BUDGET.load(std::sync::atomic::Ordering::Relaxed);
-    if let Ok(mut parsed) = PARSED.lock() {
+fn remember_chunk<P: Record>(
+    store: &Store,
+    digest: Digest,
+    chunk: Arc<Chunk<P>>,
+    stored_bytes: usize,
+) {
+    let cache = store.cache::<ParsedChunks>();
+    let budget = cache.budget.load(std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut parsed) = cache.parsed.lock() {
         if parsed.bytes.saturating_add(stored_bytes) > budget {
             parsed.chunks.clear();
             parsed.bytes = 0;
@@ -86,7 +102,9 @@ fn remember_chunk<P: Record>(digest: Digest, chunk: Arc<Chunk<P>>, stored_bytes:
 
 /// A chunk of packages, parsed once and shared.
 pub async fn chunk<P: Record>(store: &Store, digest: &Digest) -> Result<Arc<Chunk<P>>> {
-    let held = PARSED
+    let held = store
+        .cache::<ParsedChunks>()
+        .parsed
         .lock()
         .ok()
         .and_then(|p| p.chunks.get(digest).cloned());
@@ -98,7 +116,7 @@ pub async fn chunk<P: Record>(store: &Store, digest: &Digest) -> Result<Arc<Chun
         serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("manifest {digest}"), e.to_string()))?,
     );
-    remember_chunk(*digest, Arc::clone(&parsed), bytes.len());
+    remember_chunk(store, *digest, Arc::clone(&parsed), bytes.len());
     Ok(parsed)
 }
 
@@ -224,7 +242,7 @@ async fn merge_into_chunk<P: Record>(
         packages: chunk.packages.len() as u32,
     };
     // The publish after this upload reads it next.
-    remember_chunk(stored.digest, Arc::new(chunk), stored.size as usize);
+    remember_chunk(&store, stored.digest, Arc::new(chunk), stored.size as usize);
     Ok((Some(chunk_ref), outcomes))
 }
 

@@ -92,7 +92,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         Err(error) => tracing::warn!(%error, "cannot sweep the spool directory"),
     }
     // A server stays up between uploads: idle time to hash the next RPM publish ahead.
-    crate::publish::rpm::hash_ahead::enable();
+    crate::publish::rpm::hash_ahead::enable(&store);
     let root_key = cap_keys::parse_public(&config.caps.root_public_key)?;
 
     let configured_socket = options
@@ -180,6 +180,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         "connection limits"
     );
     let manager = state.manager.clone();
+    let store = state.store.clone();
     http::connections::serve(
         listener,
         http::router(state),
@@ -187,7 +188,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         shutdown_signal(),
     )
     .await;
-    drain(&manager).await;
+    drain(&manager, &store).await;
     Ok(())
 }
 
@@ -197,7 +198,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// The last thing a stopping server does: publish every upload it answered 2xx (and
 /// anything else whose cells moved), so a stop never strands an acknowledged upload
 /// until some daemon's next start, and say so in the log.
-async fn drain(manager: &crate::serve::manager::ManagerHandle) {
+async fn drain(manager: &crate::serve::manager::ManagerHandle, store: &Store) {
     tracing::info!("stopped accepting; publishing what was acknowledged before exiting");
     let started = std::time::Instant::now();
     match tokio::time::timeout(DRAIN_TIMEOUT, manager.flush()).await {
@@ -218,7 +219,7 @@ async fn drain(manager: &crate::serve::manager::ManagerHandle) {
     // or so at 20,000 rpms; without it the next start's first publish starts over.
     if tokio::time::timeout(
         SETTLE_TIMEOUT,
-        crate::publish::rpm::hash_ahead::settle_all(),
+        crate::publish::rpm::hash_ahead::settle_all(store),
     )
     .await
     .is_err()

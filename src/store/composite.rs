@@ -73,8 +73,7 @@ type Records = (u64, HashMap<Digest, Arc<CompositeRecord>>);
 
 impl CompositeMemory {
     /// The record of `digest` if this store read or wrote it since the last forget.
-    fn remembered_record(&self, digest: &Digest) -> Option<Arc<CompositeRecord>> {
-        let epoch = super::held::epoch();
+    fn remembered_record(&self, epoch: u64, digest: &Digest) -> Option<Arc<CompositeRecord>> {
         let mut records = self.records.lock().ok()?;
         if records.0 != epoch {
             *records = (epoch, HashMap::new());
@@ -82,8 +81,7 @@ impl CompositeMemory {
         records.1.get(digest).cloned()
     }
 
-    fn remember_record(&self, digest: Digest, record: Arc<CompositeRecord>) {
-        let epoch = super::held::epoch();
+    fn remember_record(&self, epoch: u64, digest: Digest, record: Arc<CompositeRecord>) {
         if let Ok(mut records) = self.records.lock() {
             if records.0 != epoch || records.1.len() >= REMEMBERED_RECORDS {
                 *records = (epoch, HashMap::new());
@@ -118,12 +116,13 @@ impl Store {
         // Written through this store since the last sweep this process knows of (what gc
         // may take is forgotten after it sweeps): an xz frame's header and an unchanged
         // file's tail are not written again on every publish.
-        if self.written_parts.contains(&digest) {
+        let epoch = self.held_epoch();
+        if self.written_parts.contains(epoch, &digest) {
             return Ok((digest, bytes));
         }
         self.put_blob_hashed(digest, bytes.clone()).await?;
-        super::held::hold(&digest, &bytes);
-        self.written_parts.insert(digest);
+        self.hold(&digest, &bytes);
+        self.written_parts.insert(epoch, digest);
         Ok((digest, bytes))
     }
 
@@ -259,7 +258,7 @@ impl Store {
         // stored already (on S3, five requests per unchanged component and architecture).
         if self
             .composites
-            .remembered_record(&digest)
+            .remembered_record(self.held_epoch(), &digest)
             .is_some_and(|known| *known == record)
         {
             return Ok(BlobMeta { digest, size });
@@ -279,13 +278,14 @@ impl Store {
             | Err(object_store::Error::Precondition { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.composites.remember_record(digest, Arc::new(record));
+        self.composites
+            .remember_record(self.held_epoch(), digest, Arc::new(record));
         Ok(BlobMeta { digest, size })
     }
 
     /// The record of a composite blob, or None if `digest` names no composite.
     pub async fn composite(&self, digest: &Digest) -> Result<Option<Arc<CompositeRecord>>> {
-        if let Some(found) = self.composites.remembered_record(digest) {
+        if let Some(found) = self.composites.remembered_record(self.held_epoch(), digest) {
             return Ok(Some(found));
         }
         let found = match self
@@ -310,7 +310,7 @@ impl Store {
         }
         let record = Arc::new(record);
         self.composites
-            .remember_record(*digest, Arc::clone(&record));
+            .remember_record(self.held_epoch(), *digest, Arc::clone(&record));
         Ok(Some(record))
     }
 

@@ -502,7 +502,7 @@ impl Store {
     /// held bytes (and the fragment maps derived from them), the parts of remembered
     /// composites (taken as stored without a check), and the pack indexes read.
     fn forget_what_may_be_swept(&self) {
-        super::held::forget();
+        self.forget_held();
         self.composites.part_hashes.clear();
         self.packs.forget_all();
     }

@@ -4,6 +4,7 @@
 //! which is what makes publishing a pointer flip and history free.
 
 mod blobs;
+mod caches;
 pub mod change_log;
 mod composite;
 pub mod fence;
@@ -126,6 +127,10 @@ pub struct Store {
     written_parts: Arc<held::WrittenParts>,
     /// Hash states and records of composites this handle read or wrote.
     composites: Arc<composite::CompositeMemory>,
+    /// Blob bytes held in memory (index fragments, parts): read once, joined often.
+    held: Arc<held::HeldBytes>,
+    /// The caches of the layers above, by type ([`Store::cache`]).
+    caches: Arc<caches::Caches>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,6 +205,8 @@ impl Store {
             fence: Arc::new(fence::Fence::new()),
             changes: Arc::default(),
             written_parts: Arc::default(),
+            held: Arc::default(),
+            caches: Arc::default(),
             composites: Arc::default(),
         }
     }

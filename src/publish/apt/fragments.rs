@@ -47,9 +47,10 @@ impl Fragment {
     }
 }
 
-/// Fragments never change for a given key, so a server keeps the recent ones in memory.
-static MEMORY: std::sync::LazyLock<crate::publish::fragment_memory::Fragments<Fragment>> =
-    std::sync::LazyLock::new(Default::default);
+/// Fragments never change for a given key, so a server keeps the recent ones in memory
+/// (one map per store, in [`Store::cache`]).
+#[derive(Default)]
+struct AptFragments(crate::publish::fragment_memory::Fragments<Fragment>);
 
 impl crate::publish::layout::Fragmented for AptPackage {
     const KIND: &'static str = "apt";
@@ -61,7 +62,13 @@ impl crate::publish::layout::Fragmented for AptPackage {
         fragment.listed()
     }
     type Summary = Fragment;
-    fn summary(_: &str, _: &Digest, _: Rendering, fragment: &Fragment) -> Option<Fragment> {
+    fn summary(
+        _: &Store,
+        _: &str,
+        _: &Digest,
+        _: Rendering,
+        fragment: &Fragment,
+    ) -> Option<Fragment> {
         // Joining and publishing need the digests and the count, not the pool list
         // (the pool chunk holds it): a summary is a twentieth of the entry.
         Some(Fragment {
@@ -70,10 +77,11 @@ impl crate::publish::layout::Fragmented for AptPackage {
             ..fragment.clone()
         })
     }
-    fn remember(_: &str, chunk: &Digest, rendering: Rendering, fragment: Fragment) {
+    fn remember(store: &Store, _: &str, chunk: &Digest, rendering: Rendering, fragment: Fragment) {
         let key = crate::publish::fragment_memory::cache_key("apt", chunk, rendering);
-        if MEMORY.get(&key).is_none() {
-            MEMORY.remember(&key, fragment);
+        let memory = store.cache::<AptFragments>();
+        if memory.0.get(store, &key).is_none() {
+            memory.0.remember(store, &key, fragment);
         }
     }
 }
@@ -124,7 +132,8 @@ pub async fn fragment(
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
     let key = crate::publish::fragment_memory::cache_key("apt", chunk, rendering);
-    if let Some(found) = MEMORY.get(&key) {
+    let memory = store.cache::<AptFragments>();
+    if let Some(found) = memory.0.get(store, &key) {
         return Ok(found);
     }
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
@@ -134,7 +143,7 @@ pub async fn fragment(
         && let Some(chunk) = cached.pool_chunk
         && store.has_blob(&chunk).await?
     {
-        return Ok(MEMORY.remember(&key, cached));
+        return Ok(memory.0.remember(store, &key, cached));
     }
     // Usually still held from the cell write that made it (an import, an upload).
     let loaded = crate::repo::cells::chunk::<AptPackage>(store, chunk).await?;
@@ -214,7 +223,7 @@ pub async fn fragment(
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
-    Ok(MEMORY.remember(&key, fragment))
+    Ok(memory.0.remember(store, &key, fragment))
 }
 
 fn kept_pool(pool: &[(String, Digest, u64)]) -> impl Iterator<Item = (&String, FileEntry)> {
@@ -254,11 +263,11 @@ impl Joined {
 /// The fragment blobs `digests` name, with their bytes if held in memory: storing the
 /// joined file reads the others only if its hash cannot resume past them. Empty ones
 /// add nothing to a file and are left out (known by their digest, without reading them).
-fn parts(digests: impl Iterator<Item = Digest>) -> Vec<LazyPart> {
+fn parts(store: &Store, digests: impl Iterator<Item = Digest>) -> Vec<LazyPart> {
     let empty = Digest::of(b"");
     digests
         .filter(|digest| *digest != empty)
-        .map(|digest| (digest, crate::store::held::held(&digest)))
+        .map(|digest| (digest, store.held(&digest)))
         .collect()
 }
 
@@ -278,7 +287,7 @@ pub async fn join(store: &Store, fragments: &[Arc<Fragment>]) -> Result<Joined> 
         let frame =
             compress::xz_frame(&with_blocks.iter().map(|f| &f.xz_block).collect::<Vec<_>>());
         let mut all = at_hand(&[store.put_part(frame.header).await?]);
-        all.extend(parts(with_blocks.iter().map(|f| f.xz)));
+        all.extend(parts(store, with_blocks.iter().map(|f| f.xz)));
         all.extend(at_hand(&[store.put_part(frame.tail).await?]));
         all
     };
@@ -292,10 +301,10 @@ pub async fn join(store: &Store, fragments: &[Arc<Fragment>]) -> Result<Joined> 
         Ok(at_hand(&[store.put_part(empty).await?]))
     };
     Ok(Joined {
-        packages: parts(fragments.iter().map(|f| f.text)),
-        packages_gz: gz_or_empty(parts(fragments.iter().map(|f| f.gz))).await?,
+        packages: parts(store, fragments.iter().map(|f| f.text)),
+        packages_gz: gz_or_empty(parts(store, fragments.iter().map(|f| f.gz))).await?,
         packages_xz,
-        contents: parts(fragments.iter().map(|f| f.contents)),
-        contents_gz: gz_or_empty(parts(fragments.iter().map(|f| f.contents_gz))).await?,
+        contents: parts(store, fragments.iter().map(|f| f.contents)),
+        contents_gz: gz_or_empty(parts(store, fragments.iter().map(|f| f.contents_gz))).await?,
     })
 }

@@ -225,7 +225,7 @@ async fn build(
             let file = format!("{repo}/{suite}/{component}/{arch}");
             // A part gc swept while its bytes were held here is NotFound: start over from the store.
             let (parts, stored, laid) =
-                crate::publish::fragment_memory::retry_after_forgetting(|| {
+                crate::publish::fragment_memory::retry_after_forgetting(store, || {
                     store_index_files(store, &file, &slots, rendering)
                 })
                 .await?;
@@ -328,6 +328,36 @@ mod tests {
                 .unwrap();
         }
         store
+    }
+
+    /// What one store's publishes keep in memory is that store's. A second store in the
+    /// same process with the same packages (same chunk digests) used to find the first
+    /// one's fragments, name parts it did not have, fail, and drop every cache in the
+    /// process (the held-bytes epoch went 0 -> 2) before rendering its own.
+    #[tokio::test]
+    async fn two_stores_in_one_process_publish_from_their_own_blobs() {
+        let signer = MemorySigner::new();
+        let key = signer.certificate();
+        let first = suite_with(&[("alpha", "1"), ("beta", "2")]).await;
+        publish_suite(&first, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        let second = suite_with(&[("alpha", "1"), ("beta", "2")]).await;
+        let (first_epoch, second_epoch) = (first.held_epoch(), second.held_epoch());
+        let published = publish_suite(&second, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.held_epoch(), second.held_epoch()),
+            (first_epoch, second_epoch),
+            "a publish had to forget what it held"
+        );
+        for (path, entry) in &published.publication.files {
+            let bytes = second.get_blob(&entry.sha256).await;
+            assert!(bytes.is_ok(), "{path}: {bytes:?}");
+        }
+        let problems = crate::maintenance::verify(&second, &key).await.unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     async fn file(store: &Store, published: &Published, path: &str) -> Bytes {

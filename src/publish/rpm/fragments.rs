@@ -5,15 +5,14 @@
 //! footer member: dnf and zypper read multi-member gzip.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::publish::compress;
-use crate::publish::fragment_memory::Rendering;
+use crate::publish::fragment_memory::{Fragments, Rendering};
 use crate::repo::model::{FileEntry, RpmPackage};
-use crate::store::held::held;
 use crate::store::{LazyPart, Result, Store, StoreError};
 use crate::util::digest::Digest;
 
@@ -49,16 +48,26 @@ pub(crate) fn gz_error(e: std::io::Error) -> StoreError {
     StoreError::Corrupt("gzip".into(), e.to_string())
 }
 
-/// Fragments never change for a given key, so a server keeps the recent ones in memory.
-static MEMORY: LazyLock<crate::publish::fragment_memory::Fragments<Fragment>> =
-    LazyLock::new(Default::default);
+/// What one store's RPM publishes keep in memory (in [`Store::cache`]).
+struct RpmFragments {
+    /// Fragments never change for a given key, so a server keeps the recent ones.
+    fragments: Fragments<Fragment>,
+    /// Pool chunks by tree and fragment key: a noarch chunk is listed under every arch's
+    /// tree, so its pool paths (and the blob naming them) differ per tree. Dropped with
+    /// the fragments when the held bytes are, so a pool chunk gc swept is written again,
+    /// not named blindly; bounded like the parsed pool chunks a server keeps
+    /// (publication::PoolLoader).
+    pool_chunks: Fragments<Digest>,
+}
 
-/// Pool chunks by tree and fragment key: a noarch chunk is listed under every arch's
-/// tree, so its pool paths (and the blob naming them) differ per tree. Dropped with the
-/// fragments on a `forget`, so a pool chunk gc swept is written again, not named blindly;
-/// bounded like the parsed pool chunks a server keeps (publication::PoolLoader).
-static POOL_CHUNKS: LazyLock<crate::publish::fragment_memory::Fragments<Digest>> =
-    LazyLock::new(|| crate::publish::fragment_memory::Fragments::bounded(65_536));
+impl Default for RpmFragments {
+    fn default() -> Self {
+        RpmFragments {
+            fragments: Fragments::new(),
+            pool_chunks: Fragments::bounded(65_536),
+        }
+    }
+}
 
 /// A package's primary, filelists and other entries: one blob split at the recorded
 /// sizes, or (records written before `entries`) three blobs.
@@ -111,22 +120,33 @@ impl crate::publish::layout::Fragmented for RpmPackage {
         fragment.count as usize
     }
     type Summary = Summary;
-    fn summary(file: &str, chunk: &Digest, rendering: Rendering, f: &Fragment) -> Option<Summary> {
+    fn summary(
+        store: &Store,
+        file: &str,
+        chunk: &Digest,
+        rendering: Rendering,
+        f: &Fragment,
+    ) -> Option<Summary> {
         let (_, tree) = file.split_once('/')?;
-        let pool_chunk = *POOL_CHUNKS.get(&pool_chunk_key(tree, chunk, rendering))?;
+        let memory = store.cache::<RpmFragments>();
+        let pool_chunk = *memory
+            .pool_chunks
+            .get(store, &pool_chunk_key(tree, chunk, rendering))?;
         Some(Summary {
             count: f.count,
             parts: f.parts.clone(),
             pool_chunk,
         })
     }
-    fn remember(file: &str, chunk: &Digest, rendering: Rendering, summary: Summary) {
+    fn remember(store: &Store, file: &str, chunk: &Digest, rendering: Rendering, summary: Summary) {
         let Some((_, tree)) = file.split_once('/') else {
             return;
         };
         let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
-        if MEMORY.get(&key).is_none() {
-            MEMORY.remember(
+        let memory = store.cache::<RpmFragments>();
+        if memory.fragments.get(store, &key).is_none() {
+            memory.fragments.remember(
+                store,
                 &key,
                 Fragment {
                     count: summary.count,
@@ -135,14 +155,19 @@ impl crate::publish::layout::Fragmented for RpmPackage {
                 },
             );
         }
-        POOL_CHUNKS.remember(&pool_chunk_key(tree, chunk, rendering), summary.pool_chunk);
+        memory.pool_chunks.remember(
+            store,
+            &pool_chunk_key(tree, chunk, rendering),
+            summary.pool_chunk,
+        );
     }
-    fn take_up_ahead(join: &crate::publish::layout::AheadJoin) {
-        super::open_text::take_up(join);
+    fn take_up_ahead(store: &Store, join: &crate::publish::layout::AheadJoin) {
+        super::open_text::take_up(store, join);
     }
 }
 
-/// Names the pool chunk of `chunk` in `tree` (`<release>/<arch>`) among [`POOL_CHUNKS`].
+/// Names the pool chunk of `chunk` in `tree` (`<release>/<arch>`) among
+/// [`RpmFragments::pool_chunks`].
 fn pool_chunk_key(tree: &str, chunk: &Digest, rendering: Rendering) -> String {
     format!(
         "{tree} {}",
@@ -156,7 +181,7 @@ pub async fn fragment(
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
     let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
-    if let Some(found) = MEMORY.get(&key) {
+    if let Some(found) = store.cache::<RpmFragments>().fragments.get(store, &key) {
         return Ok(found);
     }
     whole_fragment(store, chunk, rendering).await
@@ -169,12 +194,13 @@ async fn whole_fragment(
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
     let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
+    let memory = store.cache::<RpmFragments>();
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)
         && cached.pool.is_some()
         && store.has_blob(&cached.parts[0].gz).await?
     {
-        return Ok(MEMORY.remember(&key, cached));
+        return Ok(memory.fragments.remember(store, &key, cached));
     }
     // Usually still held from the cell write that made it (an import, an upload).
     let loaded = crate::repo::cells::chunk::<RpmPackage>(store, chunk).await?;
@@ -243,7 +269,7 @@ async fn whole_fragment(
     let json = serde_json::to_vec(&fragment)
         .map_err(|e| StoreError::Corrupt(key.clone(), e.to_string()))?;
     store.put_named(&key, Bytes::from(json)).await?;
-    Ok(MEMORY.remember(&key, fragment))
+    Ok(memory.fragments.remember(store, &key, fragment))
 }
 
 /// The blob a publication of `tree` names for this chunk's pool files (path -> file).
@@ -255,7 +281,8 @@ pub async fn pool_chunk(
     fragment: &Arc<Fragment>,
 ) -> Result<Digest> {
     let key = pool_chunk_key(tree, chunk, rendering);
-    if let Some(found) = POOL_CHUNKS.get(&key) {
+    let memory = store.cache::<RpmFragments>();
+    if let Some(found) = memory.pool_chunks.get(store, &key) {
         return Ok(*found);
     }
     // Taken up from a layout record for another tree (a noarch chunk): the pool list is
@@ -266,7 +293,7 @@ pub async fn pool_chunk(
     };
     let entries: BTreeMap<String, FileEntry> = pool_entries(tree, &whole).collect();
     let digest = store.put_json(&entries).await?.digest;
-    POOL_CHUNKS.remember(&key, digest);
+    memory.pool_chunks.remember(store, &key, digest);
     Ok(digest)
 }
 
@@ -313,8 +340,8 @@ pub async fn document(
     let mut text = vec![text_part(header)];
     for f in fragments.iter().filter(|f| f.count > 0) {
         let part = &f.parts[which];
-        text.push((part.text, held(&part.text)));
-        gz.push((part.gz, held(&part.gz)));
+        text.push((part.text, store.held(&part.text)));
+        gz.push((part.gz, store.held(&part.gz)));
     }
     text.push(text_part(close.to_string()));
     let gz_footer = store

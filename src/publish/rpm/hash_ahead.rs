@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use super::fragments::{self, Document};
 use super::open_text;
@@ -19,28 +19,36 @@ use crate::store::resumable_hash::{PartBytes, ResumePoints};
 use crate::store::{LazyPart, Result, Store};
 use crate::util::digest::Digest;
 
-/// Per tree (store and `<repo>/<release>/<arch>`), held while hashing ahead for it, so its
-/// next publish waits for states about to be ready rather than hashing the same bytes
-/// beside them. Per tree, so a noarch upload's publish of one arch does not wait for
-/// the other arch's hashing.
-static AHEAD: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(Default::default);
+/// Hashing ahead for one store's trees (in [`Store::cache`]).
+#[derive(Default)]
+struct HashAhead {
+    /// Only long-running servers hash ahead ([`enable`]): a one-shot `caprepo import`
+    /// would wait for work no publish will use before it could exit.
+    enabled: AtomicBool,
+    /// Per tree (`<repo>/<release>/<arch>`), held while hashing ahead for it, so its
+    /// next publish waits for states about to be ready rather than hashing the same
+    /// bytes beside them. Per tree, so a noarch upload's publish of one arch does not
+    /// wait for the other arch's hashing.
+    trees: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held (shared) by every hashing ahead until its record is written, which happens
+    /// after the tree's next publish may start; [`settle_all`] takes it whole.
+    writing: Arc<tokio::sync::RwLock<()>>,
+}
 
 fn ahead_lock(store: &Store, tree: &str) -> Arc<tokio::sync::Mutex<()>> {
-    let key = format!("{} {tree}", store.description());
-    match AHEAD.lock() {
-        Ok(mut locks) => Arc::clone(locks.entry(key).or_default()),
+    match store.cache::<HashAhead>().trees.lock() {
+        Ok(mut locks) => Arc::clone(locks.entry(tree.to_string()).or_default()),
         // A panic elsewhere poisoned the map: hashing ahead is an optimisation, go without.
         Err(_) => Arc::default(),
     }
 }
 
-/// Only long-running servers hash ahead: a one-shot `caprepo import` would wait for
-/// work no publish will use before it could exit.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+/// Lets publishes through `store` hash ahead for the next one (a server does).
+pub fn enable(store: &Store) {
+    store
+        .cache::<HashAhead>()
+        .enabled
+        .store(true, Ordering::Relaxed);
 }
 
 /// Waits until hashing ahead for `tree` (if any) is done.
@@ -50,20 +58,17 @@ pub async fn settled(store: &Store, tree: &str) {
 
 /// Waits until every tree's hashing ahead, and the record written after it, is done:
 /// a stopping server does, so that its successor resumes where it stopped.
-pub async fn settle_all() {
-    let locks: Vec<_> = match AHEAD.lock() {
+pub async fn settle_all(store: &Store) {
+    let ahead = store.cache::<HashAhead>();
+    let locks: Vec<_> = match ahead.trees.lock() {
         Ok(locks) => locks.values().cloned().collect(),
         Err(_) => return,
     };
     for lock in locks {
         drop(lock.lock().await);
     }
-    drop(WRITING.write().await);
+    drop(ahead.writing.write().await);
 }
-
-/// Held (shared) by every hashing ahead until its record is written, which happens
-/// after the tree's next publish may start; [`settle_all`] takes it whole.
-static WRITING: LazyLock<Arc<tokio::sync::RwLock<()>>> = LazyLock::new(Default::default);
 
 /// After a publish of `tree` (`<repo>/<release>/<arch>`): hashes ahead for a publish of
 /// one package more than `documents` (with their roots' opening tags `opens`) hold,
@@ -82,7 +87,9 @@ pub async fn after_publish(
     publication: Digest,
     last: usize,
 ) {
-    let lock = ENABLED
+    let ahead = store.cache::<HashAhead>();
+    let lock = ahead
+        .enabled
         .load(Ordering::Relaxed)
         .then(|| ahead_lock(store, tree).try_lock_owned().ok())
         .flatten();
@@ -102,7 +109,7 @@ pub async fn after_publish(
         }
     };
     let store = store.clone();
-    let writing = Arc::clone(&WRITING).read_owned().await;
+    let writing = Arc::clone(&ahead.writing).read_owned().await;
     tokio::spawn(async move {
         let hashing = work.into_iter().map(|(text, gz)| {
             let store = store.clone();
@@ -116,10 +123,10 @@ pub async fn after_publish(
                             let sizes = parts.iter().map(|p| (p.0, p.1.len() as u64)).collect();
                             of(&digests).map(|points| (sizes, points))
                         };
-                    open_text::hash_ahead(&text);
+                    open_text::hash_ahead(&store, &text);
                     store.hash_composite_ahead(&gz);
                     (
-                        points(&text, &|d| open_text::resume_points(d, last)),
+                        points(&text, &|d| open_text::resume_points(&store, d, last)),
                         points(&gz, &|d| store.composite_resume_points(d, last)),
                     )
                 })

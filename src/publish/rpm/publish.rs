@@ -113,7 +113,7 @@ async fn build(
         stored,
         record,
         resume_last,
-    } = crate::publish::fragment_memory::retry_after_forgetting(|| {
+    } = crate::publish::fragment_memory::retry_after_forgetting(store, || {
         gather(store, tree, &file, &slots, definition.retention)
     })
     .await?;

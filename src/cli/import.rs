@@ -14,10 +14,14 @@ use futures::StreamExt;
 
 use crate::agent::AgentClient;
 use crate::caps::Scope;
+use crate::formats::Format;
 use crate::formats::deb::Limits;
+use crate::ingest::format::{IngestContext, IngestFormat};
 use crate::ingest::{self, Ingested, Spooled};
+use crate::publish::PublishFormat;
 use crate::repo::cells::{self, AddOutcome};
-use crate::repo::model::{AptPackage, AptRepo, Record, RpmPackage, RpmRepo};
+use crate::repo::format::with_format;
+use crate::repo::model::Record;
 use crate::serve::config::{Config, DataDir};
 use crate::store::{RefName, Store};
 
@@ -46,32 +50,6 @@ pub struct Args {
     /// Package files, or directories searched (recursively) for them.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-}
-
-/// The repository being imported into, loaded once for the whole run.
-enum Target {
-    Apt(AptRepo),
-    Rpm(RpmRepo),
-}
-
-impl Target {
-    /// Whether storing a package needs the agent (an RPM repository that signs packages).
-    fn signs_packages(&self) -> bool {
-        matches!(self, Target::Rpm(definition) if definition.sign_packages)
-    }
-
-    fn extension(&self) -> &'static str {
-        match self {
-            Target::Apt(_) => "deb",
-            Target::Rpm(_) => "rpm",
-        }
-    }
-}
-
-/// One package stored and ready to join its cell.
-enum Prepared {
-    Apt(AptPackage),
-    Rpm(RpmPackage),
 }
 
 fn collect(paths: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>> {
@@ -129,29 +107,13 @@ async fn agent_for(
     Ok((client, Some(child)))
 }
 
-async fn load_target(store: &Store, scope: &Scope) -> Result<Target> {
-    let segments = scope.segments();
-    match (scope.kind(), scope.apt_parts(), segments.len()) {
-        ("apt", (Some(_), Some(_), None), _) => {
-            Ok(Target::Apt(ingest::target_repo(store, scope).await?))
-        }
-        ("rpm", _, 3) => Ok(Target::Rpm(
-            crate::ingest::rpm::target_repo(store, scope).await?,
-        )),
-        _ => bail!(
-            "import into one component or release: apt/NAME/dists/SUITE/COMPONENT or rpm/NAME/RELEASE \
-             (got {scope})"
-        ),
-    }
-}
-
 /// What every package of one import run shares; each package is prepared in a task
 /// of its own, so that rendering its entries and packing it use both cores.
-struct Run {
+struct Run<F: IngestFormat> {
     /// The bulk store handle: packs and deferred fsync (see `Store::bulk`).
     store: Store,
     agent: AgentClient,
-    target: Target,
+    definition: F::Definition,
     scope: Scope,
     /// Where signed copies of rpms are written: the data dir's spool, on the store's filesystem.
     scratch: PathBuf,
@@ -161,15 +123,15 @@ struct Run {
 /// it, then store it, driving the store's futures right there (for a local store and
 /// a packed blob they finish without waiting). Each hand-off between the blocking
 /// pool and the async workers cost thread wake-ups, a tenth of a cold import's samples.
-fn prepare_one(
-    run: &Run,
+fn prepare_one<F: IngestFormat>(
+    run: &Run<F>,
     runtime: &tokio::runtime::Handle,
     path: PathBuf,
-) -> Result<(RefName, Prepared, Ingested), String> {
+) -> Result<(RefName, F::Package, Ingested), String> {
     let Run {
         store,
         agent,
-        target,
+        definition,
         scope,
         scratch,
     } = run;
@@ -181,27 +143,18 @@ fn prepare_one(
         movable: false,
         bytes,
     };
-    match target {
-        Target::Apt(definition) => {
-            let info = crate::formats::deb::inspect_deb(spooled.source(), &Limits::default())
-                .map_err(|e| ingest::IngestError::from(e).to_string())?;
-            runtime
-                .block_on(ingest::prepare(
-                    store, definition, info, &spooled, scope, "import",
-                ))
-                .map(|(cell, package, answer)| (cell, Prepared::Apt(package), answer))
-        }
-        Target::Rpm(definition) => {
-            let info = crate::formats::rpm::inspect_rpm(spooled.source())
-                .map_err(|e| ingest::IngestError::from(e).to_string())?;
-            runtime
-                .block_on(crate::ingest::rpm::prepare(
-                    store, agent, definition, info, &spooled, scope, scratch, "import",
-                ))
-                .map(|(cell, package, answer)| (cell, Prepared::Rpm(package), answer))
-        }
-    }
-    .map_err(|e| e.to_string())
+    let limits = Limits::default();
+    let info = F::inspect(&spooled, &limits).map_err(|e| e.to_string())?;
+    let context = IngestContext {
+        store,
+        signer: agent,
+        limits: &limits,
+    };
+    runtime
+        .block_on(F::prepare(
+            &context, definition, info, &spooled, scope, scratch, "import",
+        ))
+        .map_err(|e| e.to_string())
 }
 
 /// Hashes a package; one small enough to be packed is also kept in memory, so that
@@ -260,24 +213,24 @@ async fn add_to_cells<P: Record>(
     Ok(())
 }
 
-/// Claims every package's pool path across the repository in one pass (see
-/// [`crate::repo::claims`]); a package whose path and own path both name other bytes is
+/// Claims what the packages need across the repository in one pass (for APT, every
+/// pool path: see [`crate::repo::claims`]); a package whose claim names other bytes is
 /// refused and dropped from its cell.
-async fn claim_pool_paths(
+async fn claim_batch<F: IngestFormat>(
     store: &Store,
     repo: &str,
-    by_cell: &mut ByCell<crate::repo::model::AptPackage>,
+    by_cell: &mut ByCell<F::Package>,
     counts: &mut Counts,
 ) -> Result<()> {
     let mut owners: Vec<(String, PathBuf)> = Vec::new();
-    let mut packages: Vec<crate::repo::model::AptPackage> = Vec::new();
+    let mut packages: Vec<F::Package> = Vec::new();
     for (key, (_, items)) in by_cell.iter_mut() {
         for (path, package) in items.drain(..) {
             owners.push((key.clone(), path));
             packages.push(package);
         }
     }
-    let outcomes = ingest::claim_pool_paths(store, repo, &mut packages, "import")
+    let outcomes = F::claim_batch(store, repo, &mut packages, "import")
         .await
         .context("claiming pool paths")?;
     for (((key, path), package), outcome) in owners.into_iter().zip(packages).zip(outcomes) {
@@ -292,7 +245,7 @@ async fn claim_pool_paths(
                 eprintln!(
                     "caprepo: {}: refused: its pool path {} names other bytes ({existing})",
                     path.display(),
-                    package.filename
+                    package.served_path()
                 );
             }
         }
@@ -320,13 +273,30 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // Held to the end: an import's reuse of stored packages spans all its writes.
     let (store, _access) = super::repo::open_store_for_writing(&data).await?;
     let scope: Scope = args.scope.parse()?;
-    let target = load_target(&store, &scope).await?;
-    let files = collect(&args.paths, target.extension())?;
+    let Some(format) = Format::parse(scope.kind()) else {
+        bail!(
+            "import into one component or release: apt/NAME/dists/SUITE/COMPONENT or rpm/NAME/RELEASE \
+             (got {scope})"
+        );
+    };
+    with_format!(format, F => import::<F>(&args, &data, &config, &store, scope).await)
+}
+
+/// Imports `args.paths` into `scope`, a scope of format `F`.
+async fn import<F: IngestFormat + PublishFormat>(
+    args: &Args,
+    data: &DataDir,
+    config: &Config,
+    store: &Store,
+    scope: Scope,
+) -> Result<ExitCode> {
+    let definition = F::import_target(store, &scope).await?;
+    let files = collect(&args.paths, F::PACKAGE_EXTENSION)?;
     let started = Instant::now();
     // RPM imports may sign each package header; both publish signed indices at the end.
     // A started agent loads its key while the packages are stored, unless they are signed.
-    let (agent, mut child) = agent_for(&data, &config).await?;
-    if let (Some(child), true) = (&mut child, target.signs_packages()) {
+    let (agent, mut child) = agent_for(data, config).await?;
+    if let (Some(child), true) = (&mut child, F::signs_packages(&definition)) {
         child.wait_ready(&agent).await?;
     }
     // Small blobs go into packs and nothing is fsynced one by one; the packs are
@@ -338,10 +308,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let bulk = store.bulk(&scratch)?;
     // The publish at the end reads back every chunk the cell writes make.
     crate::repo::cells::hold_parsed_chunks(&bulk, IMPORT_PARSED_CHUNK_BYTES);
-    let run = std::sync::Arc::new(Run {
+    let run = std::sync::Arc::new(Run::<F> {
         store: bulk.clone(),
         agent: agent.clone(),
-        target,
+        definition,
         scope: scope.clone(),
         scratch: scratch.clone(),
     });
@@ -386,8 +356,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 
     let mut counts = Counts::default();
     let mut trees: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut apt_cells = BTreeMap::new();
-    let mut rpm_cells = BTreeMap::new();
+    let mut by_cell: ByCell<F::Package> = BTreeMap::new();
     for (path, result) in prepared {
         let (cell, package, answer) = match result {
             Ok(prepared) => prepared,
@@ -400,41 +369,23 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         for tree in &answer.target.trees {
             trees.insert((answer.target.repo.clone(), tree.clone()));
         }
-        match package {
-            Prepared::Apt(package) => apt_cells
-                .entry(cell.to_string())
-                .or_insert_with(|| (cell, Vec::new()))
-                .1
-                .push((path, package)),
-            Prepared::Rpm(package) => rpm_cells
-                .entry(cell.to_string())
-                .or_insert_with(|| (cell, Vec::new()))
-                .1
-                .push((path, package)),
-        }
+        by_cell
+            .entry(cell.to_string())
+            .or_insert_with(|| (cell, Vec::new()))
+            .1
+            .push((path, package));
     }
     // Cells and index fragments go into packs too, through the same bulk handle;
     // every ref advance seals and flushes them first (see `Store::bulk`).
     let store = bulk;
-    if let Target::Apt(definition) = &run.target {
-        claim_pool_paths(&store, &definition.name, &mut apt_cells, &mut counts).await?;
-    }
-    add_to_cells(&store, apt_cells, &mut counts).await?;
-    add_to_cells(&store, rpm_cells, &mut counts).await?;
+    let repo = scope.repo().unwrap_or_default();
+    claim_batch::<F>(&store, repo, &mut by_cell, &mut counts).await?;
+    add_to_cells(&store, by_cell, &mut counts).await?;
     let stored_at = started.elapsed();
     for (repo, tree) in &trees {
-        match &run.target {
-            Target::Apt(_) => {
-                crate::publish::apt::publish::publish_suite(&store, &agent, repo, tree)
-                    .await
-                    .with_context(|| format!("publishing apt/{repo}/{tree}"))?;
-            }
-            Target::Rpm(_) => {
-                crate::publish::rpm::publish::publish_tree(&store, &agent, repo, tree)
-                    .await
-                    .with_context(|| format!("publishing rpm/{repo}/{tree}"))?;
-            }
-        }
+        F::publish(&store, &agent, repo, tree)
+            .await
+            .with_context(|| format!("publishing {}/{repo}/{tree}", F::FORMAT))?;
     }
     // What the publish wrote after its last ref (caches) is sealed too.
     store

@@ -4,6 +4,7 @@
 //! package to its cell. Every refusal happens before anything is written.
 
 pub mod dsc;
+pub mod format;
 mod pool;
 pub mod rpm;
 pub mod rpm_sign;

@@ -3,7 +3,9 @@
 //! pipeline under the cap's scope. `?wait=true` answers only once the package
 //! is in the signed index; `GET /api/v1/wait` does the same for earlier uploads.
 
-use crate::repo::format::{RepoFormat, Rpm};
+use crate::formats::Format;
+use crate::ingest::format::{IngestContext, IngestFormat};
+use crate::repo::format::{RepoFormat, Rpm, with_format};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -206,24 +208,28 @@ async fn store_upload(
     granted: &Scope,
     actor: &str,
 ) -> Result<Ingested, ingest::IngestError> {
-    let store = &state.store;
-    if file_name.ends_with(".rpm") || target.kind() == "rpm" {
-        if target.kind() != "rpm" || !file_name.ends_with(".rpm") {
+    // An rpm, or anything for an RPM scope, is RPM's; everything else is APT's to take
+    // or refuse (a .deb, a .dsc, a .changes, the files of a source package).
+    let file_format = Format::of_file(file_name);
+    let target_format = Format::parse(target.kind());
+    let format = if file_format == Some(Format::Rpm) || target_format == Some(Format::Rpm) {
+        if file_format != target_format {
             return Err(ingest::IngestError::BadTarget(format!(
                 ".rpm files go to rpm/... scopes and .deb files to apt/... scopes (got {file_name} for {target})"
             )));
         }
-        crate::ingest::rpm::ingest(store, &state.agent, spooled, target, granted, actor).await
-    } else if file_name.ends_with(".dsc") {
-        crate::ingest::dsc::ingest_dsc(store, spooled, target, granted, actor).await
-    } else if file_name.ends_with(".changes") {
-        crate::ingest::dsc::ingest_changes(store, &state.limits, spooled, target, granted, actor)
-            .await
-    } else if crate::formats::deb::paths::is_source_file(file_name) {
-        crate::ingest::dsc::stage(store, spooled, file_name, target, granted, actor).await
+        Format::Rpm
     } else {
-        ingest::ingest(store, &state.limits, spooled, target, granted, actor).await
-    }
+        Format::Apt
+    };
+    let context = IngestContext {
+        store: &state.store,
+        signer: &state.agent,
+        limits: &state.limits,
+    };
+    with_format!(format, F => {
+        F::ingest_upload(&context, file_name, spooled, target, granted, actor).await
+    })
 }
 
 async fn receive(

@@ -34,15 +34,15 @@ type Result<T> = std::result::Result<T, ReleaseError>;
 
 /// A published tree: `apt/<repo>/<suite>` or `rpm/<repo>/<release>/<arch>`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tree {
+pub struct PublishedTree {
     pub format: Format,
     pub repo: String,
     /// APT suite, or RPM `<release>/<arch>`.
     pub name: String,
 }
 
-impl Tree {
-    pub fn parse(text: &str) -> Result<Tree> {
+impl PublishedTree {
+    pub fn parse(text: &str) -> Result<PublishedTree> {
         let parts: Vec<&str> = text.split('/').collect();
         let bad = || {
             ReleaseError::Invalid(format!(
@@ -57,7 +57,7 @@ impl Tree {
         for part in name.split('/').chain([repo]) {
             crate::caps::scope::validate_name("name", part).map_err(ReleaseError::Invalid)?;
         }
-        Ok(Tree {
+        Ok(PublishedTree {
             format,
             repo: repo.to_string(),
             name,
@@ -69,8 +69,8 @@ impl Tree {
     }
 
     /// The suite or release this tree belongs to.
-    pub fn unit(&self) -> Unit {
-        Unit::of_tree(&self.repo, &self.name)
+    pub fn unit(&self) -> SuiteOrRelease {
+        SuiteOrRelease::of_tree(&self.repo, &self.name)
     }
 
     pub fn display(&self) -> String {
@@ -80,14 +80,14 @@ impl Tree {
 
 /// What a batch locks and what promote moves: an APT suite or an RPM release (all its arches).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Unit {
+pub struct SuiteOrRelease {
     pub format: Format,
     pub repo: String,
     pub name: String,
 }
 
-impl Unit {
-    pub fn parse(kind_repo: &str, name: &str) -> Result<Unit> {
+impl SuiteOrRelease {
+    pub fn parse(kind_repo: &str, name: &str) -> Result<SuiteOrRelease> {
         let bad = || {
             ReleaseError::Invalid(format!(
                 "{kind_repo:?}: name the repository as apt/NAME or rpm/NAME"
@@ -98,7 +98,7 @@ impl Unit {
         crate::caps::scope::validate_name("repository", repo).map_err(ReleaseError::Invalid)?;
         crate::caps::scope::validate_name("suite or release", name)
             .map_err(ReleaseError::Invalid)?;
-        Ok(Unit {
+        Ok(SuiteOrRelease {
             format,
             repo: repo.to_string(),
             name: name.to_string(),
@@ -106,9 +106,9 @@ impl Unit {
     }
 
     /// The suite or release a published tree (APT suite, RPM `<release>/<arch>`) is of.
-    pub fn of_tree(repo: &str, tree: &str) -> Unit {
+    pub fn of_tree(repo: &str, tree: &str) -> SuiteOrRelease {
         let format = Format::of_tree(tree);
-        Unit {
+        SuiteOrRelease {
             format,
             repo: repo.to_string(),
             name: with_format!(format, F => F::unit_of(tree)).to_string(),
@@ -152,7 +152,7 @@ impl Unit {
 const BATCH_LEASE_SECONDS: i64 = 120;
 
 /// True while a batch is changing the tree's cells; the manager does not publish it meanwhile.
-pub async fn batch_open(store: &Store, unit: &Unit) -> Result<bool> {
+pub async fn batch_open(store: &Store, unit: &SuiteOrRelease) -> Result<bool> {
     let Some(head) = store.ref_head(&unit.batch_ref()?).await? else {
         return Ok(false);
     };
@@ -164,7 +164,7 @@ pub async fn batch_open(store: &Store, unit: &Unit) -> Result<bool> {
 /// as one may hold it (on a slow bucket, several changes queue behind each other).
 const BATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(BATCH_LEASE_SECONDS as u64);
 
-async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Result<()> {
+async fn set_batch(store: &Store, unit: &SuiteOrRelease, note: &str, actor: &str) -> Result<()> {
     let name = unit.batch_ref()?;
     let started = std::time::Instant::now();
     let mut backoff = std::time::Duration::from_millis(20);
@@ -206,7 +206,7 @@ async fn set_batch(store: &Store, unit: &Unit, note: &str, actor: &str) -> Resul
 /// Run `work` with the tree's batch open, closing it whatever happens.
 pub async fn in_batch<T>(
     store: &Store,
-    unit: &Unit,
+    unit: &SuiteOrRelease,
     actor: &str,
     work: impl AsyncFnOnce() -> Result<T>,
 ) -> Result<T> {
@@ -277,7 +277,7 @@ async fn cells_of_publication(
 }
 
 /// The cells one tree lists: the whole suite for APT; the arch, noarch (or src) for an RPM tree.
-async fn tree_cells(store: &Store, tree: &Tree) -> Result<Vec<String>> {
+async fn tree_cells(store: &Store, tree: &PublishedTree) -> Result<Vec<String>> {
     let all = tree.unit().cells(store).await?;
     if tree.format == Format::Apt {
         return Ok(all);
@@ -296,7 +296,7 @@ async fn tree_cells(store: &Store, tree: &Tree) -> Result<Vec<String>> {
 
 /// The name `cell` (of any suite or release of the tree's repository) has in `tree`'s
 /// suite or release: `cells/<kind>/<repo>/<unit>/...` with the unit replaced.
-fn cell_in_tree(cell: &str, tree: &Tree) -> Option<String> {
+fn cell_in_tree(cell: &str, tree: &PublishedTree) -> Option<String> {
     let mut parts: Vec<&str> = cell.split('/').collect();
     if parts.len() < 5
         || parts[0] != "cells"
@@ -318,7 +318,7 @@ fn cell_in_tree(cell: &str, tree: &Tree) -> Option<String> {
 /// publishes once: readers flip from the current suite to the restored one.
 pub async fn restore(
     store: &Store,
-    tree: &Tree,
+    tree: &PublishedTree,
     publication: &Publication,
     actor: &str,
     note: &str,
@@ -353,7 +353,7 @@ pub async fn restore(
 /// The publication of a tree at a generation (None: the one before the newest).
 pub async fn publication_at(
     store: &Store,
-    tree: &Tree,
+    tree: &PublishedTree,
     generation: Option<u64>,
 ) -> Result<(RefEntry, Publication)> {
     let reference = tree.publication_ref()?;
@@ -379,7 +379,7 @@ pub async fn publication_at(
 
 // ---- snapshots -------------------------------------------------------------------------------
 
-pub fn snapshot_ref(tree: &Tree, snapshot: &str) -> Result<RefName> {
+pub fn snapshot_ref(tree: &PublishedTree, snapshot: &str) -> Result<RefName> {
     crate::caps::scope::validate_name("snapshot", snapshot).map_err(ReleaseError::Invalid)?;
     Ok(RefName::new(format!(
         "snapshots/{}/{}/{snapshot}",
@@ -390,7 +390,7 @@ pub fn snapshot_ref(tree: &Tree, snapshot: &str) -> Result<RefName> {
 /// Freeze what a tree publishes now under a name. Costs one small ref: the bytes are shared.
 pub async fn snapshot_create(
     store: &Store,
-    tree: &Tree,
+    tree: &PublishedTree,
     snapshot: &str,
     actor: &str,
 ) -> Result<RefEntry> {
@@ -554,7 +554,7 @@ async fn rewrite_cell<P: Record>(
 /// Remove selected packages from every cell of a suite or release. Returns how many records went.
 pub async fn remove(
     store: &Store,
-    unit: &Unit,
+    unit: &SuiteOrRelease,
     selectors: &[Selector],
     actor: &str,
 ) -> Result<usize> {
@@ -618,8 +618,8 @@ pub async fn remove(
 /// Copy (or move) packages from one suite or release into another of the same repository.
 pub async fn promote(
     store: &Store,
-    from: &Unit,
-    to: &Unit,
+    from: &SuiteOrRelease,
+    to: &SuiteOrRelease,
     selectors: &[Selector],
     move_them: bool,
     actor: &str,
@@ -752,8 +752,8 @@ mod tests {
     async fn promote_copies_or_moves_what_is_selected_and_remove_takes_it_out() {
         let store = repository().await;
         let (stable, testing) = (
-            Unit::parse("apt/farm", "stable").unwrap(),
-            Unit::parse("apt/farm", "testing").unwrap(),
+            SuiteOrRelease::parse("apt/farm", "stable").unwrap(),
+            SuiteOrRelease::parse("apt/farm", "testing").unwrap(),
         );
         add(
             &store,
@@ -827,7 +827,7 @@ mod tests {
         assert!(!batch_open(&store, &testing).await.unwrap());
 
         // Promotion within one suite, or across repositories or kinds, is refused.
-        let other = Unit::parse("apt/other", "testing").unwrap();
+        let other = SuiteOrRelease::parse("apt/other", "testing").unwrap();
         for (from, to) in [(&stable, &stable), (&stable, &other)] {
             let refused = promote(&store, from, to, &a, false, "t").await;
             assert!(
@@ -844,7 +844,7 @@ mod tests {
         let store = repository().await;
         store.put_blob(bytes::Bytes::new()).await.unwrap();
         let signer = MemorySigner::new();
-        let tree = Tree::parse("apt/farm/stable").unwrap();
+        let tree = PublishedTree::parse("apt/farm/stable").unwrap();
         let packages_of = async |publication: &Publication| {
             let entry = publication.files["dists/stable/main/binary-amd64/Packages"];
             let text = store.get_blob(&entry.sha256).await.unwrap();

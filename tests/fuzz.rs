@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use caprepo::formats::source::PackageSource;
+use caprepo::formats::package_bytes::PackageBytes;
 
 /// xorshift64*: small, fast, and seedable, which is all a mutator needs.
 struct Rng(u64);
@@ -389,7 +389,7 @@ fn parsers_survive_mutated_real_inputs() {
             run: Box::new(|input: &[u8]| {
                 let bytes = Bytes::copy_from_slice(input);
                 let _ = caprepo::formats::deb::inspect_deb(
-                    PackageSource::Memory(&bytes),
+                    PackageBytes::Memory(&bytes),
                     &caprepo::formats::deb::Limits::default(),
                 );
             }),
@@ -410,7 +410,7 @@ fn parsers_survive_mutated_real_inputs() {
             structural: false,
             run: Box::new(|input: &[u8]| {
                 let bytes = Bytes::copy_from_slice(input);
-                let _ = caprepo::formats::rpm::inspect_rpm(PackageSource::Memory(&bytes));
+                let _ = caprepo::formats::rpm::inspect_rpm(PackageBytes::Memory(&bytes));
             }),
         },
         Target {

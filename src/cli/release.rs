@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::repo::open_store;
-use crate::releases::{self, Selector, Tree, Unit};
+use crate::releases::{self, PublishedTree, Selector, SuiteOrRelease};
 use crate::repo::model::Publication;
 use crate::serve::config::DataDir;
 use crate::serve::http::release_api::ReleaseRequest;
@@ -157,12 +157,12 @@ async fn local_store(data: &Option<PathBuf>) -> Result<(Store, crate::store::fen
     super::repo::open_store_for_writing(&DataDir::new(data)).await
 }
 
-fn split_target(text: &str) -> Result<Unit> {
+fn split_target(text: &str) -> Result<SuiteOrRelease> {
     let parts: Vec<&str> = text.split('/').collect();
     if parts.len() != 3 {
         bail!("{text:?}: name a suite as apt/NAME/SUITE or a release as rpm/NAME/RELEASE");
     }
-    Ok(Unit::parse(
+    Ok(SuiteOrRelease::parse(
         &format!("{}/{}", parts[0], parts[1]),
         parts[2],
     )?)
@@ -202,8 +202,8 @@ pub async fn promote(args: PromoteArgs) -> Result<ExitCode> {
         return remote(server, args.cap.as_deref(), &request).await;
     }
     let (store, _access) = local_store(&args.data).await?;
-    let from = Unit::parse(&args.repo, &args.from)?;
-    let to = Unit::parse(&args.repo, &args.to)?;
+    let from = SuiteOrRelease::parse(&args.repo, &args.from)?;
+    let to = SuiteOrRelease::parse(&args.repo, &args.to)?;
     let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
     let copied = releases::promote(&store, &from, &to, &selectors, args.move_them, "cli").await?;
     println!(
@@ -234,7 +234,7 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
                 .await;
             }
             let (store, _access) = local_store(&data).await?;
-            let tree = Tree::parse(&tree)?;
+            let tree = PublishedTree::parse(&tree)?;
             let entry = releases::snapshot_create(&store, &tree, &name, "cli").await?;
             println!(
                 "snapshot {name}: {} as published now ({})",
@@ -272,7 +272,7 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
                 .await;
             }
             let (store, _access) = local_store(&data).await?;
-            let tree = Tree::parse(&tree)?;
+            let tree = PublishedTree::parse(&tree)?;
             let publication = releases::snapshot_get(&store, tree.format, &tree.repo, &name)
                 .await?
                 .with_context(|| format!("no snapshot {name} of {}/{}", tree.format, tree.repo))?;
@@ -309,7 +309,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         return remote(server, args.cap.as_deref(), &request).await;
     }
     let (store, _access) = local_store(&args.data).await?;
-    let tree = Tree::parse(&args.tree)?;
+    let tree = PublishedTree::parse(&args.tree)?;
     let (entry, publication) = releases::publication_at(&store, &tree, args.to).await?;
     releases::restore(
         &store,
@@ -331,7 +331,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
 /// What each publication of a tree changed: the cell ref entries between it and the one before.
 pub async fn history(args: HistoryArgs) -> Result<ExitCode> {
     let store = open_store(&DataDir::new(&args.data))?;
-    let tree = Tree::parse(&args.tree)?;
+    let tree = PublishedTree::parse(&args.tree)?;
     let reference = tree.publication_ref()?;
     let mut previous: Option<Publication> = None;
     let loader = crate::publish::publication::PoolLoader::default();

@@ -4,8 +4,8 @@
 //! bytes of one upload, in memory or in a spool file.
 
 pub mod deb;
+pub mod package_bytes;
 pub mod rpm;
-pub mod source;
 
 /// The repository formats caprepo serves. Everything that differs between them is
 /// behind this enum or the traits over it (`repo::format::RepoFormat`,

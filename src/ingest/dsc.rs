@@ -105,7 +105,9 @@ pub async fn stage(
     actor: &str,
 ) -> Result<Ingested, IngestError> {
     let (repo, suite, component) = component_of(store, target, granted).await?;
-    store.put_blob_file(&spooled.path, spooled.digest).await?;
+    store
+        .put_blob_from_file(&spooled.path, spooled.digest)
+        .await?;
     // Only what was staged through a cap of this cell may be named by its .dsc files.
     let staged = claims::staged_path(&suite, &component, &spooled.digest);
     claims::claim(store, pool(&repo), &staged, spooled.digest, actor).await?;
@@ -225,7 +227,9 @@ pub async fn ingest_dsc(
         trees: vec![suite.clone()],
         cell_ref: cell_ref.to_string(),
     };
-    store.put_blob_file(&spooled.path, spooled.digest).await?;
+    store
+        .put_blob_from_file(&spooled.path, spooled.digest)
+        .await?;
     match cells::add_package(store, &cell_ref, record, actor).await? {
         AddOutcome::Added { generation } => Ok(answer(
             spooled,
@@ -476,7 +480,9 @@ pub async fn ingest_changes(
         trees.extend(done.target.trees.clone());
         last = Some(done);
     }
-    store.put_blob_file(&spooled.path, spooled.digest).await?;
+    store
+        .put_blob_from_file(&spooled.path, spooled.digest)
+        .await?;
     let mut summary =
         last.ok_or_else(|| IngestError::BadPackage("the .changes lists no .dsc or .deb".into()))?;
     trees.sort();

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::caps::Scope;
 use crate::formats::deb::{self, DebError, DebInfo, Limits};
-use crate::formats::source::PackageSource;
+use crate::formats::package_bytes::PackageBytes;
 use crate::repo::cells::{self, AddOutcome};
 use crate::repo::claims;
 use crate::repo::definitions::{self, RepoError};
@@ -267,10 +267,10 @@ pub struct Spooled {
 
 impl Spooled {
     /// Where inspection reads the package from: the in-memory copy when there is one.
-    pub fn source(&self) -> PackageSource<'_> {
+    pub fn source(&self) -> PackageBytes<'_> {
         match &self.bytes {
-            Some(bytes) => PackageSource::Memory(bytes),
-            None => PackageSource::File(&self.path),
+            Some(bytes) => PackageBytes::Memory(bytes),
+            None => PackageBytes::File(&self.path),
         }
     }
 
@@ -278,10 +278,10 @@ impl Spooled {
     /// computed from those bytes), else from its file (renamed in when `movable`).
     pub async fn store_in(&self, store: &Store) -> Result<crate::store::BlobMeta, StoreError> {
         match &self.bytes {
-            Some(bytes) => store.put_blob_hashed(self.digest, bytes.clone()).await,
+            Some(bytes) => store.put_blob_with_digest(self.digest, bytes.clone()).await,
             None => {
                 store
-                    .put_own_file(&self.path, self.digest, self.movable)
+                    .put_blob_from_spool(&self.path, self.digest, self.movable)
                     .await
             }
         }
@@ -405,7 +405,7 @@ impl Placed {
         if !file_list.is_empty() {
             file_list.push('\n');
         }
-        let files = store.put_blob_to_reread(Bytes::from(file_list)).await?;
+        let files = store.put_blob_and_hold(Bytes::from(file_list)).await?;
         Ok(self.record(blob.digest, blob.size, files.digest, actor))
     }
 

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use super::rpm_sign;
 use crate::agent::Signer;
 use crate::caps::Scope;
+use crate::formats::package_bytes::PackageBytes;
 use crate::formats::rpm::inspect::{self, RpmError, RpmInfo};
 use crate::formats::rpm::xml;
-use crate::formats::source::PackageSource;
 use crate::ingest::{
     IngestError, Ingested, PackageId, PlacedPackage, PublishTarget, Spooled, add_to_cell,
     check_existing,
@@ -336,7 +336,7 @@ impl Placed {
             tokio::task::spawn_blocking(move || {
                 let (digest, _) = crate::ingest::hash_file(&stored_owned)
                     .map_err(|e| IngestError::Internal(e.to_string()))?;
-                let (meta, _) = inspect::read_metadata(PackageSource::File(&stored_owned))?;
+                let (meta, _) = inspect::read_metadata(PackageBytes::File(&stored_owned))?;
                 let offsets = meta.get_package_segment_offsets();
                 Ok::<_, IngestError>((digest, offsets.header, offsets.payload))
             })
@@ -348,7 +348,11 @@ impl Placed {
         };
         let blob = match &signed {
             // The signed copy is ours alone.
-            Some(spool) => store.put_own_file(spool.path(), digest, true).await?,
+            Some(spool) => {
+                store
+                    .put_blob_from_spool(spool.path(), digest, true)
+                    .await?
+            }
             None => spooled.store_in(store).await?,
         };
         let hex = blob.digest.hex();
@@ -368,9 +372,7 @@ impl Placed {
             xml::other(info, &hex),
         ];
         let sizes = texts.each_ref().map(|t| t.len() as u64);
-        let entries = store
-            .put_blob_to_reread(Bytes::from(texts.concat()))
-            .await?;
+        let entries = store.put_blob_and_hold(Bytes::from(texts.concat())).await?;
         Ok(RpmPackage {
             name: info.name.clone(),
             epoch: info.epoch,

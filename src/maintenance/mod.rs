@@ -270,7 +270,7 @@ async fn list_cache_entries(store: &Store) -> Result<Vec<object_store::ObjectMet
         "cache/apt-fragments",
         "cache/rpm-fragments",
         "cache/legacy-hashes",
-        crate::publish::layout::RECORDS,
+        crate::publish::layout::LAYOUT_RECORDS,
     ] {
         let found: Vec<_> = store
             .object_store()
@@ -297,7 +297,7 @@ pub async fn cache_entries(store: &Store) -> Result<Vec<(Path, Vec<Digest>)>> {
 
 /// The blobs a fragment cache entry names.
 fn cached_blobs(name: &str, bytes: &[u8]) -> Vec<Digest> {
-    if name.starts_with(crate::publish::layout::RECORDS) {
+    if name.starts_with(crate::publish::layout::LAYOUT_RECORDS) {
         serde_json::from_slice::<crate::publish::layout::PublishLayout>(bytes)
             .map(|record| record.blobs())
             .unwrap_or_default()

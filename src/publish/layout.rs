@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::publish::fragment_memory::{Fragments, Rendering};
+use crate::publish::fragment_cache::{FragmentCache, Rendering};
 use crate::repo::model::{Chunk, Record};
 use crate::store::resumable_hash::ResumePoints;
 use crate::store::{Result, Store};
@@ -71,7 +71,7 @@ async fn rendered<P: Fragmented>(
     chunks: &[Digest],
     rendering: Rendering,
 ) -> Result<Vec<Arc<P::Fragment>>> {
-    crate::publish::fragment_memory::render_chunks(store, chunks, rendering, P::fragment).await
+    crate::publish::fragment_cache::render_chunks(store, chunks, rendering, P::fragment).await
 }
 
 /// One cell chunk in an index file. Written down (in a base) as the tuple
@@ -193,10 +193,10 @@ struct FileRecord {
 
 /// Where the record of the publication `publication` is kept.
 pub fn record_path(publication: &Digest) -> String {
-    format!("{RECORDS}/{publication}")
+    format!("{LAYOUT_RECORDS}/{publication}")
 }
 
-pub(crate) const RECORDS: &str = "cache/publish-layouts";
+pub(crate) const LAYOUT_RECORDS: &str = "cache/publish-layouts";
 
 impl PublishLayout {
     /// Adds one file's layout, writing its base down if this process has not yet.
@@ -325,22 +325,22 @@ pub fn made_here(store: &Store, publication: &Digest) {
 /// store's held bytes.
 struct LayoutMemory {
     /// Bases by kind, file and retention.
-    bases: Fragments<Base>,
+    bases: FragmentCache<Base>,
     /// The packages a changed chunk adds to its base chunk, as a chunk of their own, or
     /// None when the change is not a pure addition. Keyed by kind, both digests and
     /// retention.
-    deltas: Fragments<Option<(Digest, usize)>>,
+    deltas: FragmentCache<Option<(Digest, usize)>>,
     /// Publications whose layout this process made or took up: their layout is in
     /// memory already.
-    taken_up: Fragments<()>,
+    taken_up: FragmentCache<()>,
 }
 
 impl Default for LayoutMemory {
     fn default() -> Self {
         LayoutMemory {
-            bases: Fragments::bounded(4096),
-            deltas: Fragments::bounded(65_536),
-            taken_up: Fragments::bounded(4096),
+            bases: FragmentCache::bounded(4096),
+            deltas: FragmentCache::bounded(65_536),
+            taken_up: FragmentCache::bounded(4096),
         }
     }
 }
@@ -556,7 +556,7 @@ async fn delta<P: Fragmented>(
     let key = format!(
         "{} {}",
         was.map_or("-".to_string(), |d| d.hex()),
-        crate::publish::fragment_memory::cache_key(&format!("{}-delta", P::KIND), now, rendering)
+        crate::publish::fragment_cache::cache_key(&format!("{}-delta", P::KIND), now, rendering)
     );
     let memory = store.cache::<LayoutMemory>();
     if let Some(found) = memory.deltas.get(store, &key) {

@@ -157,7 +157,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         root_key,
         agent: agent.clone(),
         snapshots: Arc::default(),
-        hot_files: Arc::default(),
+        file_cache: Arc::default(),
         revocations: Arc::new(crate::caps::registry::RevocationCheck::new(store.clone())),
         manager: handle,
         metrics,

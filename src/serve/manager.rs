@@ -189,7 +189,7 @@ impl Manager {
     /// Publishes one suite or tree; false if it must be tried again later.
     async fn publish(&self, repo: &str, suite: &str) -> bool {
         // A promotion or rollback is rewriting this suite's cells: publish once it is done.
-        let unit = crate::releases::Unit::of_tree(repo, suite);
+        let unit = crate::releases::SuiteOrRelease::of_tree(repo, suite);
         if crate::releases::batch_open(&self.store, &unit)
             .await
             .unwrap_or(false)

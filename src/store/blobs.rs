@@ -75,14 +75,14 @@ impl Store {
     /// Store in-memory bytes whose digest the caller computed from these very bytes (an
     /// imported package, hashed as it was read): hashing a package a second time was a
     /// third of a cold rpm import's sha256 work.
-    pub async fn put_blob_hashed(&self, digest: Digest, bytes: Bytes) -> Result<BlobMeta> {
+    pub async fn put_blob_with_digest(&self, digest: Digest, bytes: Bytes) -> Result<BlobMeta> {
         self.put_digested(digest, bytes).await
     }
 
     /// Store a local file whose digest the caller already computed while spooling it.
     /// The file is re-hashed on the way in, so a spool file changed behind our back
     /// can never be stored under the wrong name.
-    pub async fn put_blob_file(&self, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
+    pub async fn put_blob_from_file(&self, file: &FsPath, expected: Digest) -> Result<BlobMeta> {
         if self.packer().is_some() {
             let small = tokio::fs::metadata(file)
                 .await
@@ -160,14 +160,14 @@ impl Store {
     /// the store's filesystem, hashed as it arrived, written by nobody else) is renamed
     /// into place, which saved a second read, hash and write of every byte; anything
     /// else is copied and re-hashed.
-    pub async fn put_own_file(
+    pub async fn put_blob_from_spool(
         &self,
         file: &FsPath,
         digest: Digest,
         movable: bool,
     ) -> Result<BlobMeta> {
         let (Some(root), true, None) = (&self.local_root, movable, self.packer()) else {
-            return self.put_blob_file(file, digest).await;
+            return self.put_blob_from_file(file, digest).await;
         };
         let path = blob_path(&digest);
         let (root, file, sync) = (root.clone(), file.to_path_buf(), !self.defer_sync);

@@ -120,7 +120,7 @@ impl Store {
         if self.written_parts.contains(epoch, &digest) {
             return Ok((digest, bytes));
         }
-        self.put_blob_hashed(digest, bytes.clone()).await?;
+        self.put_blob_with_digest(digest, bytes.clone()).await?;
         self.hold(&digest, &bytes);
         self.written_parts.insert(epoch, digest);
         Ok((digest, bytes))

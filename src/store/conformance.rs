@@ -80,11 +80,11 @@ async fn packed_blobs_read_like_loose_ones(store: &Store) {
     let b = bulk.put_blob(repeated.clone()).await.unwrap();
     bulk.put_blob(small.clone()).await.unwrap();
     let c = bulk
-        .put_blob_file(file.path(), Digest::of(&file_bytes))
+        .put_blob_from_file(file.path(), Digest::of(&file_bytes))
         .await
         .unwrap();
     assert!(matches!(
-        bulk.put_blob_file(file.path(), Digest::of(b"other bytes"))
+        bulk.put_blob_from_file(file.path(), Digest::of(b"other bytes"))
             .await,
         Err(StoreError::Corrupt(..))
     ));
@@ -337,14 +337,14 @@ async fn streamed_file_blob(store: &Store) {
     }
     file.flush().unwrap();
     let (digest, size) = hasher.finish();
-    let meta = store.put_blob_file(file.path(), digest).await.unwrap();
+    let meta = store.put_blob_from_file(file.path(), digest).await.unwrap();
     assert_eq!((meta.digest, meta.size), (digest, size));
     assert_eq!(store.blob_size(&digest).await.unwrap(), size);
 
     // A spool file that does not match the digest the caller claims is refused, and nothing is stored.
     let wrong = Digest::of(b"a different claim");
     assert!(matches!(
-        store.put_blob_file(file.path(), wrong).await,
+        store.put_blob_from_file(file.path(), wrong).await,
         Err(StoreError::Corrupt(..))
     ));
     assert!(!store.has_blob(&wrong).await.unwrap());

@@ -8,7 +8,7 @@ mod caches;
 pub mod change_log;
 mod composite;
 pub mod fence;
-pub mod held;
+pub mod held_bytes;
 mod local_put;
 mod local_read;
 mod manifest;
@@ -124,11 +124,11 @@ pub struct Store {
     /// Parts this handle (and its clones) wrote since the held bytes were last dropped:
     /// writing one again is skipped. Per store, since bytes held for one store say
     /// nothing about what another has.
-    written_parts: Arc<held::WrittenParts>,
+    written_parts: Arc<held_bytes::WrittenParts>,
     /// Hash states and records of composites this handle read or wrote.
     composites: Arc<composite::CompositeMemory>,
     /// Blob bytes held in memory (index fragments, parts): read once, joined often.
-    held: Arc<held::HeldBytes>,
+    held: Arc<held_bytes::HeldBytes>,
     /// The caches of the layers above, by type ([`Store::cache`]).
     caches: Arc<caches::Caches>,
 }

@@ -18,7 +18,7 @@ use super::control::{Control, ControlError, MAX_CONTROL_BYTES};
 use super::limits::{Bounded, LimitUnit, Limits, limit_exceeded};
 use super::paths::{BadPath, contents_path};
 use super::tar::{EntryKind, TarError, TarWalker};
-use crate::formats::source::{PackageSource, ReadSeek};
+use crate::formats::package_bytes::{PackageBytes, ReadSeek};
 
 /// What we learn from a valid `.deb`.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ impl DebError {
 }
 
 /// Inspect a `.deb`, on local disk or in memory.
-pub fn inspect_deb(source: PackageSource<'_>, limits: &Limits) -> Result<DebInfo, DebError> {
+pub fn inspect_deb(source: PackageBytes<'_>, limits: &Limits) -> Result<DebInfo, DebError> {
     let (mut file, len) = source.open().map_err(DebError::Io)?;
     let file = &mut *file;
     let in_memory = source.bytes();
@@ -441,7 +441,7 @@ mod tests {
     }
 
     fn inspect(bytes: &Bytes) -> Result<DebInfo, DebError> {
-        inspect_deb(PackageSource::Memory(bytes), &Limits::default())
+        inspect_deb(PackageBytes::Memory(bytes), &Limits::default())
     }
 
     fn refusal(bytes: &Bytes) -> String {
@@ -538,14 +538,14 @@ mod tests {
             data_entries: 2,
             ..Limits::default()
         };
-        let err = inspect_deb(PackageSource::Memory(&deb(&members)), &few_files).unwrap_err();
+        let err = inspect_deb(PackageBytes::Memory(&deb(&members)), &few_files).unwrap_err();
         assert!(err.is_limit());
         assert_eq!(err.to_string(), "data.tar has more than 2 files");
         let few_bytes = Limits {
             file_list_bytes: 10,
             ..Limits::default()
         };
-        let err = inspect_deb(PackageSource::Memory(&deb(&members)), &few_bytes).unwrap_err();
+        let err = inspect_deb(PackageBytes::Memory(&deb(&members)), &few_bytes).unwrap_err();
         assert_eq!(
             err.to_string(),
             "data.tar has more than 10 bytes of file names"

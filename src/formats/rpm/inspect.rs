@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use super::header::{self, Header, HeaderError, Headers};
 use super::text;
-use crate::formats::source::PackageSource;
+use crate::formats::package_bytes::PackageBytes;
 
 /// What repodata needs to know about one package, read from its headers.
 #[derive(Debug, Clone)]
@@ -327,7 +327,7 @@ fn guarded<T>(call: impl FnOnce() -> T) -> Result<T, RpmError> {
 }
 
 /// Read and check the lead and both headers, never allocating more than the file holds.
-fn read_checked_headers(source: PackageSource<'_>) -> Result<(Headers, u64), RpmError> {
+fn read_checked_headers(source: PackageBytes<'_>) -> Result<(Headers, u64), RpmError> {
     let (file, len) = source.open().map_err(RpmError::Io)?;
     let headers = header::read_headers(&mut BufReader::new(file), len).map_err(|e| match e {
         HeaderError::NoLead => RpmError::NotAnRpm(e.to_string()),
@@ -349,7 +349,7 @@ fn crate_metadata(headers: &Headers) -> Result<PackageMetadata, RpmError> {
 }
 
 /// Parse headers only (lead, signature header, main header), checked first.
-pub fn read_metadata(source: PackageSource<'_>) -> Result<(PackageMetadata, u64), RpmError> {
+pub fn read_metadata(source: PackageBytes<'_>) -> Result<(PackageMetadata, u64), RpmError> {
     let (headers, len) = read_checked_headers(source)?;
     let meta = crate_metadata(&headers)?;
     Ok((meta, len))
@@ -361,7 +361,7 @@ pub const CHANGELOG_LIMIT: usize = 10;
 
 /// Inspect and verify an `.rpm`, on local disk or in memory: what its header says.
 /// Whether its repodata entries can be written is [`super::inspect_rpm`]'s to check.
-pub fn parse_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
+pub fn parse_rpm(source: PackageBytes<'_>) -> Result<RpmInfo, RpmError> {
     let (headers, _) = read_checked_headers(source)?;
     let meta = crate_metadata(&headers)?;
     match guarded(|| meta.verify_digests())? {
@@ -466,7 +466,7 @@ fn is_source_package(main: &Header) -> bool {
 /// a package rpm < 4.14 built (no payload digest), stream header and payload through MD5
 /// and compare with the signature header's MD5, as `rpm -K` does. Either way a payload
 /// altered after the build is refused.
-fn verify_payload(source: PackageSource<'_>, headers: &Headers) -> Result<(), RpmError> {
+fn verify_payload(source: PackageBytes<'_>, headers: &Headers) -> Result<(), RpmError> {
     /// RPMSIGTAG_MD5: MD5 of the main header and the payload.
     const SIGNATURE_MD5: u32 = 1004;
     let (legacy, expected) = match headers.main.string(tag::PAYLOADDIGEST) {
@@ -496,17 +496,17 @@ fn verify_payload(source: PackageSource<'_>, headers: &Headers) -> Result<(), Rp
 }
 
 /// The hex digest of the package's bytes from `start` to its end.
-fn digest_from<D: sha2::Digest>(source: PackageSource<'_>, start: u64) -> Result<String, RpmError> {
+fn digest_from<D: sha2::Digest>(source: PackageBytes<'_>, start: u64) -> Result<String, RpmError> {
     let mut hasher = D::new();
     match source {
-        PackageSource::Memory(bytes) => {
+        PackageBytes::Memory(bytes) => {
             let rest = usize::try_from(start)
                 .ok()
                 .and_then(|start| bytes.get(start..))
                 .ok_or_else(|| RpmError::Damaged("the file ends inside its headers".into()))?;
             hasher.update(rest);
         }
-        PackageSource::File(_) => {
+        PackageBytes::File(_) => {
             let (mut file, _) = source.open().map_err(RpmError::Io)?;
             file.seek(SeekFrom::Start(start)).map_err(RpmError::Io)?;
             let mut buf = vec![0u8; 256 * 1024];
@@ -538,7 +538,7 @@ mod tests {
     }
 
     fn inspect(name: &str) -> Result<RpmInfo, RpmError> {
-        parse_rpm(PackageSource::File(&fixture(name)))
+        parse_rpm(PackageBytes::File(&fixture(name)))
     }
 
     fn refusal(name: &str) -> String {
@@ -554,7 +554,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         let bytes = bytes::Bytes::from(bytes);
-        let why = parse_rpm(PackageSource::Memory(&bytes))
+        let why = parse_rpm(PackageBytes::Memory(&bytes))
             .unwrap_err()
             .to_string();
         assert!(why.contains("header and payload MD5"), "{why}");

@@ -10,11 +10,11 @@ pub mod xml;
 
 pub use inspect::{RpmError, RpmInfo};
 
-use crate::formats::source::PackageSource;
+use crate::formats::package_bytes::PackageBytes;
 
 /// Inspect and verify an `.rpm`, and refuse, before anything is stored, one whose
 /// repodata entries would not be XML (see [`xml::check_renderable`]).
-pub fn inspect_rpm(source: PackageSource<'_>) -> Result<RpmInfo, RpmError> {
+pub fn inspect_rpm(source: PackageBytes<'_>) -> Result<RpmInfo, RpmError> {
     let info = inspect::parse_rpm(source)?;
     xml::check_renderable(&info).map_err(RpmError::Unrenderable)?;
     Ok(info)
@@ -27,8 +27,8 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/rpms/malformed/control-caprepo-1.0-1.noarch.rpm");
         // The header parses; its summary could not be written into primary.xml.
-        assert!(super::inspect::parse_rpm(super::PackageSource::File(&path)).is_ok());
-        let why = super::inspect_rpm(super::PackageSource::File(&path))
+        assert!(super::inspect::parse_rpm(super::PackageBytes::File(&path)).is_ok());
+        let why = super::inspect_rpm(super::PackageBytes::File(&path))
             .unwrap_err()
             .to_string();
         assert!(

@@ -609,9 +609,10 @@ mod tests {
     fn control_characters_are_refused_wherever_repodata_would_carry_them() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/rpms/hello-caprepo-1.0-1.x86_64.rpm");
-        let clean =
-            super::super::inspect::parse_rpm(crate::formats::source::PackageSource::File(&path))
-                .unwrap();
+        let clean = super::super::inspect::parse_rpm(
+            crate::formats::package_bytes::PackageBytes::File(&path),
+        )
+        .unwrap();
         assert_eq!(check_renderable(&clean), Ok(()));
         let dep = |name: &str, version: &str| Dep {
             name: name.into(),

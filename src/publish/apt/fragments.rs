@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{contents, packages};
 use crate::publish::compress::{self, XzBlock};
-use crate::publish::fragment_memory::Rendering;
+use crate::publish::fragment_cache::Rendering;
 use crate::repo::model::{AptPackage, FileEntry};
 use crate::store::{LazyPart, Result, Store, StoreError, at_hand};
 use crate::util::digest::Digest;
@@ -50,7 +50,7 @@ impl Fragment {
 /// Fragments never change for a given key, so a server keeps the recent ones in memory
 /// (one map per store, in [`Store::cache`]).
 #[derive(Default)]
-struct AptFragments(crate::publish::fragment_memory::Fragments<Fragment>);
+struct AptFragments(crate::publish::fragment_cache::FragmentCache<Fragment>);
 
 impl crate::publish::layout::Fragmented for AptPackage {
     const KIND: &'static str = "apt";
@@ -78,7 +78,7 @@ impl crate::publish::layout::Fragmented for AptPackage {
         })
     }
     fn remember(store: &Store, _: &str, chunk: &Digest, rendering: Rendering, fragment: Fragment) {
-        let key = crate::publish::fragment_memory::cache_key("apt", chunk, rendering);
+        let key = crate::publish::fragment_cache::cache_key("apt", chunk, rendering);
         let memory = store.cache::<AptFragments>();
         if memory.0.get(store, &key).is_none() {
             memory.0.remember(store, &key, fragment);
@@ -131,7 +131,7 @@ pub async fn fragment(
     chunk: &Digest,
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::publish::fragment_memory::cache_key("apt", chunk, rendering);
+    let key = crate::publish::fragment_cache::cache_key("apt", chunk, rendering);
     let memory = store.cache::<AptFragments>();
     if let Some(found) = memory.0.get(store, &key) {
         return Ok(found);

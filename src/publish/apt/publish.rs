@@ -4,7 +4,7 @@
 //! only then advance the suite's published ref. Readers resolve paths through
 //! one published manifest, so they see the old suite or the new one, never a mix.
 
-use crate::publish::fragment_memory::Rendering;
+use crate::publish::fragment_cache::Rendering;
 use crate::repo::format::{Apt, RepoFormat};
 use std::collections::BTreeMap;
 
@@ -225,7 +225,7 @@ async fn build(
             let file = format!("{repo}/{suite}/{component}/{arch}");
             // A part gc swept while its bytes were held here is NotFound: start over from the store.
             let (parts, stored, laid) =
-                crate::publish::fragment_memory::retry_after_forgetting(store, || {
+                crate::publish::fragment_cache::retry_after_forgetting(store, || {
                     store_index_files(store, &file, &slots, rendering)
                 })
                 .await?;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::publish::compress;
-use crate::publish::fragment_memory::{Fragments, Rendering};
+use crate::publish::fragment_cache::{FragmentCache, Rendering};
 use crate::repo::model::{FileEntry, RpmPackage};
 use crate::store::{LazyPart, Result, Store, StoreError};
 use crate::util::digest::Digest;
@@ -51,20 +51,20 @@ pub(crate) fn gz_error(e: std::io::Error) -> StoreError {
 /// What one store's RPM publishes keep in memory (in [`Store::cache`]).
 struct RpmFragments {
     /// Fragments never change for a given key, so a server keeps the recent ones.
-    fragments: Fragments<Fragment>,
+    fragments: FragmentCache<Fragment>,
     /// Pool chunks by tree and fragment key: a noarch chunk is listed under every arch's
     /// tree, so its pool paths (and the blob naming them) differ per tree. Dropped with
     /// the fragments when the held bytes are, so a pool chunk gc swept is written again,
     /// not named blindly; bounded like the parsed pool chunks a server keeps
     /// (publication::PoolLoader).
-    pool_chunks: Fragments<Digest>,
+    pool_chunks: FragmentCache<Digest>,
 }
 
 impl Default for RpmFragments {
     fn default() -> Self {
         RpmFragments {
-            fragments: Fragments::new(),
-            pool_chunks: Fragments::bounded(65_536),
+            fragments: FragmentCache::new(),
+            pool_chunks: FragmentCache::bounded(65_536),
         }
     }
 }
@@ -142,7 +142,7 @@ impl crate::publish::layout::Fragmented for RpmPackage {
         let Some((_, tree)) = file.split_once('/') else {
             return;
         };
-        let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
+        let key = crate::publish::fragment_cache::cache_key("rpm", chunk, rendering);
         let memory = store.cache::<RpmFragments>();
         if memory.fragments.get(store, &key).is_none() {
             memory.fragments.remember(
@@ -171,7 +171,7 @@ impl crate::publish::layout::Fragmented for RpmPackage {
 fn pool_chunk_key(tree: &str, chunk: &Digest, rendering: Rendering) -> String {
     format!(
         "{tree} {}",
-        crate::publish::fragment_memory::cache_key("rpm", chunk, rendering)
+        crate::publish::fragment_cache::cache_key("rpm", chunk, rendering)
     )
 }
 
@@ -180,7 +180,7 @@ pub async fn fragment(
     chunk: &Digest,
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
+    let key = crate::publish::fragment_cache::cache_key("rpm", chunk, rendering);
     if let Some(found) = store.cache::<RpmFragments>().fragments.get(store, &key) {
         return Ok(found);
     }
@@ -193,7 +193,7 @@ async fn whole_fragment(
     chunk: &Digest,
     rendering: Rendering,
 ) -> Result<Arc<Fragment>> {
-    let key = crate::publish::fragment_memory::cache_key("rpm", chunk, rendering);
+    let key = crate::publish::fragment_cache::cache_key("rpm", chunk, rendering);
     let memory = store.cache::<RpmFragments>();
     if let Some(bytes) = store.get_named(&key, 64 * 1024 * 1024).await?
         && let Ok(cached) = serde_json::from_slice::<Fragment>(&bytes)

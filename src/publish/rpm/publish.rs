@@ -4,7 +4,7 @@
 //! the agent sign it (repomd.xml.asc, for `repo_gpgcheck=1`). Blobs first, then
 //! one ref flip, as for APT.
 
-use crate::publish::fragment_memory::Rendering;
+use crate::publish::fragment_cache::Rendering;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -113,7 +113,7 @@ async fn build(
         stored,
         record,
         resume_last,
-    } = crate::publish::fragment_memory::retry_after_forgetting(store, || {
+    } = crate::publish::fragment_cache::retry_after_forgetting(store, || {
         gather(store, tree, &file, &slots, definition.retention)
     })
     .await?;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::AppState;
-use super::hot_files::HotFiles;
+use super::file_cache::FileCache;
 use super::reply;
 use crate::repo::model::FileEntry;
 use crate::serve::metrics::Metrics;
@@ -108,7 +108,7 @@ pub async fn serve_or_404(
             serve(
                 &state.store,
                 &state.metrics,
-                &state.hot_files,
+                &state.file_cache,
                 path,
                 entry,
                 headers,
@@ -125,7 +125,7 @@ pub async fn serve_or_404(
 async fn serve(
     store: &Store,
     metrics: &Metrics,
-    hot: &HotFiles,
+    cache: &FileCache,
     path: &str,
     entry: FileEntry,
     headers: &HeaderMap,
@@ -163,13 +163,13 @@ async fn serve(
         }
     };
     if range.is_none()
-        && let Some(pool) = hot.admit(path, entry.size, &entry.sha256)
+        && let Some(pool) = cache.admit(path, entry.size, &entry.sha256)
     {
-        let bytes = match hot.get(pool, &entry.sha256) {
+        let bytes = match cache.get(pool, &entry.sha256) {
             Some(bytes) => Some(bytes),
             None => match store.get_blob(&entry.sha256).await {
                 Ok(bytes) => {
-                    hot.insert(pool, entry.sha256, bytes.clone());
+                    cache.insert(pool, entry.sha256, bytes.clone());
                     Some(bytes)
                 }
                 // The streaming path below reports the failure.

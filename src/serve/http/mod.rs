@@ -9,8 +9,8 @@ mod admin;
 mod auth;
 pub mod connections;
 mod error;
+mod file_cache;
 mod files;
-mod hot_files;
 pub mod pages;
 pub mod pinning;
 mod readcap;
@@ -53,7 +53,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub snapshots: Arc<snapshots::SnapshotCache>,
     /// Small index files held in memory, by sha256.
-    pub hot_files: Arc<hot_files::HotFiles>,
+    pub file_cache: Arc<file_cache::FileCache>,
     /// The public signing key, fetched from the agent once at start.
     pub public_key_armored: Arc<[u8]>,
     pub public_key_binary: Arc<[u8]>,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, auth, reply};
 use crate::caps::{Right, Scope};
-use crate::releases::{self, ReleaseError, Selector, Tree, Unit};
+use crate::releases::{self, PublishedTree, ReleaseError, Selector, SuiteOrRelease};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
@@ -51,16 +51,16 @@ struct Answer {
 }
 
 /// The scope a change must be covered by: the suite (apt/NAME/dists/SUITE) or release (rpm/NAME/RELEASE).
-fn unit_scope(unit: &Unit) -> Result<Scope, String> {
+fn unit_scope(unit: &SuiteOrRelease) -> Result<Scope, String> {
     let text = with_format!(unit.format, F => F::unit_scope(&unit.repo, &unit.name));
     text.parse()
         .map_err(|e: crate::caps::scope::ScopeError| e.to_string())
 }
 
-fn unit_of_target(target: &str) -> Result<Unit, ReleaseError> {
+fn unit_of_target(target: &str) -> Result<SuiteOrRelease, ReleaseError> {
     let parts: Vec<&str> = target.split('/').collect();
     match parts.as_slice() {
-        [kind, repo, name] => Unit::parse(&format!("{kind}/{repo}"), name),
+        [kind, repo, name] => SuiteOrRelease::parse(&format!("{kind}/{repo}"), name),
         _ => Err(ReleaseError::Invalid(format!(
             "{target:?}: name apt/NAME/SUITE or rpm/NAME/RELEASE"
         ))),
@@ -105,10 +105,10 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
                 r#move,
                 ..
             } => {
-                let to = Unit::parse(repo, to)?;
+                let to = SuiteOrRelease::parse(repo, to)?;
                 let mut changed = vec![to.clone()];
                 if *r#move {
-                    changed.push(Unit::parse(repo, from)?);
+                    changed.push(SuiteOrRelease::parse(repo, from)?);
                 }
                 (to, changed)
             }
@@ -119,7 +119,7 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
             ReleaseRequest::Snapshot { tree, .. }
             | ReleaseRequest::SnapshotSwitch { tree, .. }
             | ReleaseRequest::Rollback { tree, .. } => {
-                let unit = Tree::parse(tree)?.unit();
+                let unit = PublishedTree::parse(tree)?.unit();
                 (unit.clone(), vec![unit])
             }
         };
@@ -140,8 +140,8 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
                 packages,
                 r#move,
             } => {
-                let from = Unit::parse(&repo, &from)?;
-                let to = Unit::parse(&repo, &to)?;
+                let from = SuiteOrRelease::parse(&repo, &from)?;
+                let to = SuiteOrRelease::parse(&repo, &to)?;
                 let selectors: Vec<Selector> =
                     packages.iter().map(|p| Selector::parse(p)).collect();
                 let n = releases::promote(store, &from, &to, &selectors, r#move, &actor).await?;
@@ -168,12 +168,12 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
                 ))
             }
             ReleaseRequest::Snapshot { tree, name } => {
-                let tree = Tree::parse(&tree)?;
+                let tree = PublishedTree::parse(&tree)?;
                 let entry = releases::snapshot_create(store, &tree, &name, &actor).await?;
                 Ok(format!("snapshot {name}: {}", entry.note))
             }
             ReleaseRequest::SnapshotSwitch { tree, name } => {
-                let tree = Tree::parse(&tree)?;
+                let tree = PublishedTree::parse(&tree)?;
                 let publication = releases::snapshot_get(store, tree.format, &tree.repo, &name)
                     .await?
                     .ok_or_else(|| ReleaseError::NotFound(format!("no snapshot {name}")))?;
@@ -188,7 +188,7 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
                 Ok(format!("{} switched to snapshot {name}", tree.display()))
             }
             ReleaseRequest::Rollback { tree, to } => {
-                let tree = Tree::parse(&tree)?;
+                let tree = PublishedTree::parse(&tree)?;
                 let (entry, publication) = releases::publication_at(store, &tree, to).await?;
                 releases::restore(
                     store,

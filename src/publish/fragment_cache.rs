@@ -102,19 +102,19 @@ where
 /// when the store's held bytes are, so nothing outlives a [`Store::forget_held`].
 /// Entries are shared, not copied: a publish looks up every chunk's fragment, and copying
 /// their pool lists was O(suite) work per publish.
-pub struct Fragments<F> {
+pub struct FragmentCache<F> {
     map: Mutex<(u64, HashMap<String, Arc<F>>)>,
     /// Entries kept before the map starts over.
     limit: usize,
 }
 
-impl<F> Fragments<F> {
+impl<F> FragmentCache<F> {
     pub fn new() -> Self {
         Self::bounded(usize::MAX)
     }
 
     pub fn bounded(limit: usize) -> Self {
-        Fragments {
+        FragmentCache {
             map: Mutex::new((0, HashMap::new())),
             limit,
         }
@@ -142,7 +142,7 @@ impl<F> Fragments<F> {
     }
 }
 
-impl<F> Default for Fragments<F> {
+impl<F> Default for FragmentCache<F> {
     fn default() -> Self {
         Self::new()
     }

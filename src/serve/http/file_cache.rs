@@ -24,7 +24,7 @@ const BUDGET_BYTES: usize = 64 << 20;
 const SEEN_LIMIT: usize = 65_536;
 
 #[derive(Default)]
-pub struct HotFiles {
+pub struct FileCache {
     indices: Mutex<Held>,
     packages: Mutex<Held>,
     /// Packages requested once. Only a second request admits a package, so a mirror walking
@@ -51,7 +51,7 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl HotFiles {
+impl FileCache {
     /// Whether to serve this file from memory, and from which pool: small index files always,
     /// small packages from their second request on.
     pub fn admit(&self, path: &str, size: u64, digest: &Digest) -> Option<Pool> {
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn index_files_are_admitted_and_packages_only_when_asked_for_again() {
-        let hot = HotFiles::default();
+        let hot = FileCache::default();
         let digest = Digest::of(b"x");
         assert_eq!(
             hot.admit("dists/stable/InRelease", 3000, &digest),
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_budget_is_never_exceeded() {
-        let hot = HotFiles::default();
+        let hot = FileCache::default();
         let chunk = Bytes::from(vec![0u8; MAX_HOT_FILE as usize]);
         for i in 0..100u32 {
             let digest = Digest::of(&i.to_le_bytes());

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 /// Where a package's bytes are.
 #[derive(Clone, Copy)]
-pub enum PackageSource<'a> {
+pub enum PackageBytes<'a> {
     File(&'a Path),
     Memory(&'a Bytes),
 }
@@ -18,24 +18,24 @@ pub enum PackageSource<'a> {
 pub trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
 
-impl<'a> PackageSource<'a> {
+impl<'a> PackageBytes<'a> {
     /// The package's bytes, when it is held in memory.
     pub fn bytes(self) -> Option<&'a [u8]> {
         match self {
-            PackageSource::File(_) => None,
-            PackageSource::Memory(bytes) => Some(bytes.as_ref()),
+            PackageBytes::File(_) => None,
+            PackageBytes::Memory(bytes) => Some(bytes.as_ref()),
         }
     }
 
     /// A reader at the first byte, and the package's length.
     pub fn open(self) -> io::Result<(Box<dyn ReadSeek + 'a>, u64)> {
         match self {
-            PackageSource::File(path) => {
+            PackageBytes::File(path) => {
                 let file = std::fs::File::open(path)?;
                 let length = file.metadata()?.len();
                 Ok((Box::new(file), length))
             }
-            PackageSource::Memory(bytes) => {
+            PackageBytes::Memory(bytes) => {
                 Ok((Box::new(Cursor::new(bytes.as_ref())), bytes.len() as u64))
             }
         }
@@ -47,10 +47,7 @@ mod tests {
     use super::*;
 
     /// Every fixture, good or malformed, inspects the same from memory as from disk.
-    fn same_either_way<T: std::fmt::Debug>(
-        dirs: &[&str],
-        inspect: impl Fn(PackageSource<'_>) -> T,
-    ) {
+    fn same_either_way<T: std::fmt::Debug>(dirs: &[&str], inspect: impl Fn(PackageBytes<'_>) -> T) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let mut seen = 0;
         for dir in dirs {
@@ -60,8 +57,8 @@ mod tests {
                     continue;
                 }
                 let bytes = Bytes::from(std::fs::read(&path).unwrap());
-                let from_file = format!("{:?}", inspect(PackageSource::File(&path)));
-                let from_memory = format!("{:?}", inspect(PackageSource::Memory(&bytes)));
+                let from_file = format!("{:?}", inspect(PackageBytes::File(&path)));
+                let from_memory = format!("{:?}", inspect(PackageBytes::Memory(&bytes)));
                 assert_eq!(from_file, from_memory, "{}", path.display());
                 seen += 1;
             }

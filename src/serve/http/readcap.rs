@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::auth::Denied;
+use super::error::ApiError;
 use super::{AppState, auth, files, pages, reply};
 use crate::caps::{Grant, Right, links};
 
@@ -59,41 +60,34 @@ async fn authorize(state: &AppState, cap: &str) -> Result<(String, Option<String
 }
 
 /// `POST /api/v1/links` with a read cap as bearer: keep it in the store and answer its short link.
-pub async fn register(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let grant =
-        match auth::require(&headers, &state.root_key, &state.revocations, Right::Read).await {
-            Ok(g) => g,
-            Err(denied) => return denied.into_response(),
-        };
-    if let Err(denied) = read_target(&grant) {
-        return denied.into_response();
-    }
-    let Some(token) = auth::bearer(&headers) else {
-        return reply::error(
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let grant = auth::require(&headers, &state.root_key, &state.revocations, Right::Read).await?;
+    read_target(&grant)?;
+    let token = auth::bearer(&headers).ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "no capability given",
-        );
-    };
-    match links::register(&state.store, token).await {
-        Ok(link) => {
-            #[derive(serde::Serialize)]
-            struct Answer {
-                link: String,
-                path: String,
-            }
-            let path = format!("/r/{link}/");
-            reply::json(StatusCode::OK, &Answer { link, path })
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot store a read link");
-            reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the link could not be stored; try again",
-            )
-        }
+        )
+    })?;
+    let link = links::register(&state.store, token).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot store a read link");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the link could not be stored; try again",
+        )
+    })?;
+    #[derive(serde::Serialize)]
+    struct Answer {
+        link: String,
+        path: String,
     }
+    let path = format!("/r/{link}/");
+    Ok(reply::json(StatusCode::OK, &Answer { link, path }))
 }
 
 /// `GET /r/<cap>/...`

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use super::error::ApiError;
 use super::{AppState, auth, reply};
 use crate::caps::{Right, Scope};
 use crate::releases::{self, PublishedTree, ReleaseError, Selector, SuiteOrRelease};
@@ -67,28 +68,25 @@ fn unit_of_target(target: &str) -> Result<SuiteOrRelease, ReleaseError> {
     }
 }
 
-pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let grant = match auth::require(
+pub async fn release(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let grant = auth::require(
         &headers,
         &state.root_key,
         &state.revocations,
         Right::Publish,
     )
-    .await
-    {
-        Ok(g) => g,
-        Err(denied) => return denied.into_response(),
-    };
-    let request: ReleaseRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                &format!("not a release request: {e}"),
-            );
-        }
-    };
+    .await?;
+    let request: ReleaseRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("not a release request: {e}"),
+        )
+    })?;
     let actor = grant.log_id().to_string();
     let store = &state.store;
     // Work out what the request changes, check the cap covers it, then do it.
@@ -207,12 +205,8 @@ pub async fn release(State(state): State<AppState>, headers: HeaderMap, body: By
         }
     }
     .await;
-    match result {
-        Ok(message) => {
-            tracing::info!(cap = %actor, %message, "release change");
-            state.manager.poke();
-            reply::json(StatusCode::OK, &Answer { message })
-        }
-        Err(e) => axum::response::IntoResponse::into_response(super::error::ApiError::from(e)),
-    }
+    let message = result?;
+    tracing::info!(cap = %actor, %message, "release change");
+    state.manager.poke();
+    Ok(reply::json(StatusCode::OK, &Answer { message }))
 }

@@ -296,27 +296,18 @@ pub async fn wait(
     State(state): State<AppState>,
     Query(query): Query<WaitQuery>,
     headers: HeaderMap,
-) -> Response {
-    let grant =
-        match auth::require(&headers, &state.root_key, &state.revocations, Right::Upload).await {
-            Ok(g) => g,
-            Err(denied) => return denied.into_response(),
-        };
+) -> Result<Response, ApiError> {
+    let grant = auth::require(&headers, &state.root_key, &state.revocations, Right::Upload).await?;
     // A component's source cell is named apt/<repo>/dists/<suite>/<component>/source.
     if let Some(component) = query.cell.strip_suffix("/source") {
         return wait_for_source(&state, &grant, component, query.generation, query.timeout).await;
     }
-    let cell: Scope = match query.cell.parse() {
-        Ok(s) => s,
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),
-    };
-    let Some((repo, cell_ref, shared)) = cell_ref_of(&cell) else {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            "bad-cell",
+    let cell: Scope = query.cell.parse().map_err(bad_cell)?;
+    let (repo, cell_ref, shared) = cell_ref_of(&cell).ok_or_else(|| {
+        bad_cell(
             "name a whole cell: apt/<repo>/dists/<suite>/<component>/binary-<arch> or rpm/<repo>/<release>/<arch>",
-        );
-    };
+        )
+    })?;
     // Shared cells (APT `all`, RPM `noarch`/`src`) may be reached by any arch cap one level up.
     let parent: Option<Scope> = cell.segments()[..cell.segments().len() - 1]
         .join("/")
@@ -325,17 +316,10 @@ pub async fn wait(
     let allowed = grant.scope.covers(&cell)
         || (shared && parent.is_some_and(|p| p.covers(&grant.scope) || grant.scope.covers(&p)));
     if !allowed {
-        return reply::error(
-            StatusCode::FORBIDDEN,
-            "outside-scope",
-            &format!("{cell} is outside the cap's scope"),
-        );
+        return Err(outside_scope(&cell));
     }
     let timeout = Duration::from_secs(query.timeout.unwrap_or(120).min(600));
-    let trees = match trees_of_cell(&state, &cell).await {
-        Ok(trees) => trees,
-        Err(response) => return response,
-    };
+    let trees = trees_of_cell(&state, &cell).await?;
     let published = state
         .manager
         .wait_published(&repo, &trees, &cell_ref, query.generation, timeout)
@@ -349,21 +333,33 @@ pub async fn wait(
     } else {
         StatusCode::ACCEPTED
     };
-    reply::json(status, &Answer { published })
+    Ok(reply::json(status, &Answer { published }))
+}
+
+fn bad_cell(reason: impl ToString) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad-cell", reason.to_string())
+}
+
+fn outside_scope(scope: &Scope) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "outside-scope",
+        format!("{scope} is outside the cap's scope"),
+    )
 }
 
 /// The published trees that list a cell: its APT suite, or the RPM trees of its release.
-async fn trees_of_cell(state: &AppState, cell: &Scope) -> Result<Vec<String>, Response> {
+async fn trees_of_cell(state: &AppState, cell: &Scope) -> Result<Vec<String>, ApiError> {
     let s = cell.segments();
     if cell.kind() == "apt" {
         return Ok(vec![s[3].clone()]);
     }
     match crate::repo::definitions::load_repo::<Rpm>(&state.store, &s[1]).await {
         Ok(definition) => Ok(Rpm::trees_of_cell(&definition, &[&s[2], &s[3]])),
-        Err(e) => Err(reply::error(
+        Err(e) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no-such-cell",
-            &e.to_string(),
+            e.to_string(),
         )),
     }
 }
@@ -397,29 +393,17 @@ async fn wait_for_source(
     component: &str,
     generation: u64,
     timeout: Option<u64>,
-) -> Response {
-    let scope: Scope = match component.parse() {
-        Ok(s) => s,
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad-cell", &e.to_string()),
-    };
+) -> Result<Response, ApiError> {
+    let scope: Scope = component.parse().map_err(bad_cell)?;
     let (Some(repo), (Some(suite), Some(component), None)) = (scope.repo(), scope.apt_parts())
     else {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            "bad-cell",
-            "name apt/<repo>/dists/<suite>/<component>/source",
-        );
+        return Err(bad_cell("name apt/<repo>/dists/<suite>/<component>/source"));
     };
     if !(scope.covers(&grant.scope) || grant.scope.covers(&scope)) {
-        return reply::error(
-            StatusCode::FORBIDDEN,
-            "outside-scope",
-            &format!("{scope} is outside the cap's scope"),
-        );
+        return Err(outside_scope(&scope));
     }
-    let Ok(cell_ref) = crate::repo::model::cell_ref(repo, suite, component, "source") else {
-        return reply::error(StatusCode::BAD_REQUEST, "bad-cell", "invalid cell");
-    };
+    let cell_ref = crate::repo::model::cell_ref(repo, suite, component, "source")
+        .map_err(|_| bad_cell("invalid cell"))?;
     let timeout = Duration::from_secs(timeout.unwrap_or(120).min(600));
     let trees = [suite.to_string()];
     let published = state
@@ -430,12 +414,12 @@ async fn wait_for_source(
     struct Answer {
         published: bool,
     }
-    reply::json(
+    Ok(reply::json(
         if published {
             StatusCode::OK
         } else {
             StatusCode::ACCEPTED
         },
         &Answer { published },
-    )
+    ))
 }

@@ -121,8 +121,8 @@ struct Run<F: IngestFormat> {
 
 /// Prepares one package on the blocking thread it was given: read, hash and inspect
 /// it, then store it, driving the store's futures right there (for a local store and
-/// a packed blob they finish without waiting). Each hand-off between the blocking
-/// pool and the async workers cost thread wake-ups, a tenth of a cold import's samples.
+/// a packed blob they finish without waiting): each hand-off between the blocking
+/// pool and the async workers costs thread wake-ups.
 fn prepare_one<F: IngestFormat>(
     run: &Run<F>,
     runtime: &tokio::runtime::Handle,

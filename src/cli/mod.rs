@@ -176,8 +176,8 @@ fn split_list(text: &str) -> Vec<String> {
 }
 
 /// An HTTP client for talking to `server`. For plain `http://` servers no TLS roots are
-/// loaded: reading the system's certificate store took about 10 ms of every
-/// `caprepo upload`, a fifth of a one-package publish seen end to end.
+/// loaded: reading the system's certificate store was a noticeable part of every
+/// `caprepo upload` seen end to end.
 fn http_client(server: &str) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
     let mut builder =

@@ -1,6 +1,6 @@
 //! A package file being ingested: on disk, or read into memory once. An import
 //! reads each small package whole, so hashing, inspecting and storing it open no
-//! file again (three opens per package were a fifth of a cold import's kernel time).
+//! file again.
 
 use std::io::{self, Cursor, Read, Seek};
 use std::path::Path;

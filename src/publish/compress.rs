@@ -28,9 +28,9 @@ pub fn xz(data: &[u8]) -> std::io::Result<Vec<u8>> {
         .next_power_of_two();
     let mut options = LzmaOptions::new_preset(PRESET).map_err(std::io::Error::other)?;
     options.dict_size(dictionary.min(PRESET_DICTIONARY) as u32);
-    // Measured on 251 chunks of a 20,000-package Packages file: hash chains with a nice
-    // length of 16 compress in 0.63 s instead of 1.18 s, and the output is 1.5% larger
-    // (preset 1 would be 0.44 s but 25% larger). Index files are text with short repeats.
+    // Index files are text with short repeats: hash chains with a nice length of 16
+    // compress them in about half the time for an output a little larger (measured in
+    // BENCHMARKS.md "Measurements behind the code").
     options.match_finder(liblzma::stream::MatchFinder::HashChain4);
     options.nice_len(NICE_LENGTH);
     let mut filters = Filters::new();

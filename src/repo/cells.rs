@@ -72,8 +72,8 @@ impl Default for ParsedChunks {
 const PARSED_BYTES: usize = 16 << 20;
 
 /// Lets `store` hold up to `bytes` of parsed chunks: an import writes every chunk of a
-/// cold cell and its publish reads each one back right after (parsing them again was a
-/// twelfth of a cold publish).
+/// cold cell and its publish reads each one back right after, instead of parsing them
+/// again.
 pub fn hold_parsed_chunks(store: &Store, bytes: usize) {
     let cache = store.cache::<ParsedChunks>();
     cache

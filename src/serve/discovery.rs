@@ -98,8 +98,8 @@ impl Discovery {
     }
 
     /// How long a cell change is left to its writer: twice the slowest recent publish,
-    /// between [`LEAVE_TO_WRITER`] and [`LEAVE_TO_WRITER_MAX`]. A fixed 3 s was shorter than
-    /// one publish of a 100-cell suite on a slow S3 server (7 s): every other daemon then
+    /// between [`LEAVE_TO_WRITER`] and [`LEAVE_TO_WRITER_MAX`]. A fixed window can be shorter
+    /// than one publish of a large suite on a slow S3 server: every other daemon then
     /// built the same publication beside the writer, lost the race, and served nothing new
     /// until its own build ended, since a manager publishing does not poll.
     pub fn leave_to_writer(&self) -> Duration {

@@ -277,8 +277,8 @@ pub async fn load_published(
             }
         });
     }
-    // Side by side (on S3 each is a chain of requests: 50 suites one after the other
-    // took minutes on a slow server), each one's generations in order.
+    // Side by side (on S3 each is a chain of requests, and one suite after another is
+    // slow on a slow server), each one's generations in order.
     let loads: Vec<_> = trees
         .into_iter()
         .map(|(repo, tree, reference)| {

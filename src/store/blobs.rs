@@ -73,8 +73,7 @@ impl Store {
     }
 
     /// Store in-memory bytes whose digest the caller computed from these very bytes (an
-    /// imported package, hashed as it was read): hashing a package a second time was a
-    /// third of a cold rpm import's sha256 work.
+    /// imported package, hashed as it was read), so it is not hashed a second time.
     pub async fn put_blob_with_digest(&self, digest: Digest, bytes: Bytes) -> Result<BlobMeta> {
         self.put_digested(digest, bytes).await
     }
@@ -158,7 +157,7 @@ impl Store {
 
     /// Store a file of ours whose digest we computed: a `movable` one (a private spool on
     /// the store's filesystem, hashed as it arrived, written by nobody else) is renamed
-    /// into place, which saved a second read, hash and write of every byte; anything
+    /// into place, saving a second read, hash and write of every byte; anything
     /// else is copied and re-hashed.
     pub async fn put_blob_from_spool(
         &self,
@@ -520,8 +519,8 @@ impl Store {
 }
 
 /// Reads a local blob straight from its file, in one trip to the blocking pool: object_store's
-/// local backend (and tokio::fs) take one trip per open, stat and read, and serving pool files
-/// that way reached a quarter of nginx's rate (BENCHMARKS.md). Small files come back whole;
+/// local backend (and tokio::fs) take one trip per open, stat and read, which kept serving
+/// pool files far below nginx's rate (BENCHMARKS.md). Small files come back whole;
 /// larger ones stream from the already open file.
 async fn stream_local_file(
     file_path: &std::path::Path,

@@ -214,7 +214,7 @@ impl Store {
         // composite already names (gc may have swept a fragment held here), so a record
         // never names a missing part. NotFound makes the publisher start over. (An RPM
         // document's first part changes on every publish, so checking only after the
-        // shared prefix meant checking all of them: 10 ms a publish.) A part not at hand
+        // shared prefix meant checking all of them on every publish.) A part not at hand
         // is read, which checks it too.
         // Side by side: on S3 each check is a request, and a fresh layout checks hundreds.
         let rest: Vec<_> = parts

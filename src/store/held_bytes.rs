@@ -48,8 +48,8 @@ impl Store {
     }
 
     /// Store a blob this process reads again soon. A bulk handle (an import, whose
-    /// publish reads back every file list and rpm entry it stored: 7% of a cold rpm
-    /// import's samples) also holds it in memory; other handles only store it.
+    /// publish reads back every file list and rpm entry it stored) also holds it in
+    /// memory; other handles only store it.
     pub async fn put_blob_and_hold(&self, bytes: Bytes) -> Result<super::BlobMeta> {
         let meta = self.put_blob(bytes.clone()).await?;
         if self.packer().is_some() {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use super::{BlobMeta, StoreError};
 use crate::util::digest::{Digest, Hasher};
 
-/// Copy buffers never exceed this; small packages get a buffer their own size,
-/// because zeroing a 1 MiB buffer per 4 KiB deb was a fifth of an import's CPU.
+/// Copy buffers never exceed this; small packages get a buffer their own size, rather
+/// than zeroing a 1 MiB buffer for each 4 KiB deb.
 const MAX_BUFFER: u64 = 1024 * 1024;
 
 pub(crate) fn buffer_for(size: u64) -> Vec<u8> {

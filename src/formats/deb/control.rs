@@ -519,15 +519,9 @@ mod hardening_tests {
         assert!(Control::parse(fields(MAX_CONTROL_FIELDS - 3).as_bytes()).is_ok());
         let err = syntax_error(&fields(MAX_CONTROL_FIELDS - 2));
         assert!(err.contains("more than 1000 fields"), "{err}");
-        // 94,000 distinct fields were 19 s of CPU with the quadratic check; a set makes
-        // each a constant-time lookup, and the bound stops the parse at field 1001.
-        let started = std::time::Instant::now();
+        // A paragraph of 94,000 distinct fields (once a quadratic duplicate check's worth of
+        // CPU) is refused at the bound, naming it.
         assert!(syntax_error(&fields(94_000)).contains("more than 1000 fields"));
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
     }
 
     #[test]

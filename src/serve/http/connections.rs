@@ -88,7 +88,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         // Without TCP_NODELAY, Nagle's algorithm and the client's delayed ACK hold back the last
-        // segment of every response for ~40 ms: bench/run.py measured 725 req/s against nginx's 53,000.
+        // segment of every response (see BENCHMARKS.md "Measurements behind the code").
         if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY on a connection");
         }

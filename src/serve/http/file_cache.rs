@@ -11,8 +11,9 @@ use bytes::Bytes;
 use crate::util::digest::Digest;
 
 /// Index files above this size stream from storage. A Packages.xz is a composite of a few
-/// hundred parts; streamed, one just over 1 MiB (a 20,000-deb suite) served at 0.52 of nginx's
-/// rate, held at 0.9. At 100,000 debs it is about 5 MiB; Packages and Contents stay above this.
+/// hundred parts, served much faster held than streamed part by part (BENCHMARKS.md
+/// "Measurements behind the code"); at 100,000 debs it is about 5 MiB, while Packages and
+/// Contents stay above this.
 pub const MAX_HOT_FILE: u64 = 8 << 20;
 /// Packages above this size stream: the rate of big transfers is bounded by copying, not by the trip.
 const MAX_HOT_PACKAGE: u64 = 256 << 10;

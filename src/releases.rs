@@ -8,6 +8,8 @@ use crate::formats::Format;
 use crate::repo::format::{RepoFormat, with_format};
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::repo::cells;
 use crate::repo::model::{
     AptPackage, AptSource, Cell, Chunk, ChunkRef, Publication, Record, RpmPackage, bucket_of,
@@ -713,6 +715,158 @@ async fn promote_cell<P: Record>(
     Ok(added)
 }
 
+// ---- release requests -------------------------------------------------------------------------
+
+/// One release manager's command, as the CLI and `POST /api/v1/release` take it: the same
+/// JSON over HTTP, and the same [`ReleaseRequest::apply`] either way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ReleaseRequest {
+    Promote {
+        repo: String,
+        from: String,
+        to: String,
+        #[serde(default)]
+        packages: Vec<String>,
+        #[serde(default)]
+        r#move: bool,
+    },
+    Rm {
+        target: String,
+        packages: Vec<String>,
+    },
+    Snapshot {
+        tree: String,
+        name: String,
+    },
+    SnapshotSwitch {
+        tree: String,
+        name: String,
+    },
+    Rollback {
+        tree: String,
+        #[serde(default)]
+        to: Option<u64>,
+    },
+}
+
+impl ReleaseRequest {
+    /// Every suite or release the request changes (what a cap must cover).
+    pub fn changes(&self) -> Result<Vec<SuiteOrRelease>> {
+        // Every suite or release the request changes: a move changes its source too. What it
+        // copies from (the source of a promotion, a snapshot switched to) may be any suite or
+        // release of the repository: the rule is that a cap changes nothing outside itself,
+        // and a publish cap's holder decides what its own suites list.
+        Ok(match self {
+            ReleaseRequest::Promote {
+                repo,
+                from,
+                to,
+                r#move,
+                ..
+            } => {
+                let mut changed = vec![SuiteOrRelease::parse(repo, to)?];
+                if *r#move {
+                    changed.push(SuiteOrRelease::parse(repo, from)?);
+                }
+                changed
+            }
+            ReleaseRequest::Rm { target, .. } => vec![unit_of_target(target)?],
+            ReleaseRequest::Snapshot { tree, .. }
+            | ReleaseRequest::SnapshotSwitch { tree, .. }
+            | ReleaseRequest::Rollback { tree, .. } => vec![PublishedTree::parse(tree)?.unit()],
+        })
+    }
+
+    /// Carries the request out as `actor`; the message says what changed.
+    pub async fn apply(self, store: &Store, actor: &str) -> Result<String> {
+        match self {
+            ReleaseRequest::Promote {
+                repo,
+                from,
+                to,
+                packages,
+                r#move,
+            } => {
+                let from = SuiteOrRelease::parse(&repo, &from)?;
+                let to = SuiteOrRelease::parse(&repo, &to)?;
+                let selectors: Vec<Selector> =
+                    packages.iter().map(|p| Selector::parse(p)).collect();
+                let n = promote(store, &from, &to, &selectors, r#move, actor).await?;
+                Ok(format!(
+                    "{} {n} package(s) from {} to {}",
+                    if r#move { "moved" } else { "copied" },
+                    from.display(),
+                    to.display()
+                ))
+            }
+            ReleaseRequest::Rm { target, packages } => {
+                let unit = unit_of_target(&target)?;
+                let selectors: Vec<Selector> =
+                    packages.iter().map(|p| Selector::parse(p)).collect();
+                let n = remove(store, &unit, &selectors, actor).await?;
+                if n == 0 {
+                    return Err(ReleaseError::NotFound(format!(
+                        "nothing matched in {}",
+                        unit.display()
+                    )));
+                }
+                Ok(format!(
+                    "removed {n} package record(s) from {}",
+                    unit.display()
+                ))
+            }
+            ReleaseRequest::Snapshot { tree, name } => {
+                let tree = PublishedTree::parse(&tree)?;
+                let entry = snapshot_create(store, &tree, &name, actor).await?;
+                Ok(format!("snapshot {name}: {}", entry.note))
+            }
+            ReleaseRequest::SnapshotSwitch { tree, name } => {
+                let tree = PublishedTree::parse(&tree)?;
+                let publication = snapshot_get(store, tree.format, &tree.repo, &name)
+                    .await?
+                    .ok_or_else(|| ReleaseError::NotFound(format!("no snapshot {name}")))?;
+                restore(
+                    store,
+                    &tree,
+                    &publication,
+                    actor,
+                    &format!("switch to snapshot {name}"),
+                )
+                .await?;
+                Ok(format!("{} switched to snapshot {name}", tree.display()))
+            }
+            ReleaseRequest::Rollback { tree, to } => {
+                let tree = PublishedTree::parse(&tree)?;
+                let (entry, publication) = publication_at(store, &tree, to).await?;
+                restore(
+                    store,
+                    &tree,
+                    &publication,
+                    actor,
+                    &format!("rollback to publication {}", entry.generation),
+                )
+                .await?;
+                Ok(format!(
+                    "{} rolled back to publication {}",
+                    tree.display(),
+                    entry.generation
+                ))
+            }
+        }
+    }
+}
+
+fn unit_of_target(target: &str) -> Result<SuiteOrRelease> {
+    let parts: Vec<&str> = target.split('/').collect();
+    match parts.as_slice() {
+        [kind, repo, name] => SuiteOrRelease::parse(&format!("{kind}/{repo}"), name),
+        _ => Err(ReleaseError::Invalid(format!(
+            "{target:?}: name apt/NAME/SUITE or rpm/NAME/RELEASE"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -896,5 +1050,68 @@ mod tests {
         assert_eq!(kept.files, first.publication.files);
         let again = snapshot_create(&store, &tree, "before-beta", "t").await;
         assert!(matches!(again, Err(ReleaseError::Invalid(_))), "{again:?}");
+    }
+
+    /// The request both the CLI and the HTTP API carry out: switching testing to a
+    /// snapshot of stable (blue/green across suites) restores testing's cells from it and
+    /// leaves stable as it is; a move names both suites it changes.
+    #[tokio::test]
+    async fn a_switch_request_restores_a_suite_from_a_snapshot_of_another() {
+        use crate::agent::sign::MemorySigner;
+        use crate::publish::apt::publish::publish_suite;
+        let store = repository().await;
+        store.put_blob(bytes::Bytes::new()).await.unwrap();
+        let signer = MemorySigner::new();
+        add(&store, "stable", vec![apt_package("alpha", "1", b"alpha")]).await;
+        publish_suite(&store, &signer, "farm", "stable")
+            .await
+            .unwrap();
+        let snapshot = ReleaseRequest::Snapshot {
+            tree: "apt/farm/stable".into(),
+            name: "s1".into(),
+        };
+        snapshot.apply(&store, "t").await.unwrap();
+        add(&store, "stable", vec![apt_package("beta", "1", b"beta")]).await;
+
+        let switch = ReleaseRequest::SnapshotSwitch {
+            tree: "apt/farm/testing".into(),
+            name: "s1".into(),
+        };
+        let changed: Vec<String> = switch
+            .changes()
+            .unwrap()
+            .iter()
+            .map(SuiteOrRelease::display)
+            .collect();
+        assert_eq!(changed, ["apt/farm/testing"]);
+        let message = switch.apply(&store, "t").await.unwrap();
+        assert_eq!(message, "apt/farm/testing switched to snapshot s1");
+        assert_eq!(listed(&store, "testing").await, ["alpha 1"]);
+        assert_eq!(listed(&store, "stable").await, ["alpha 1", "beta 1"]);
+
+        let missing = ReleaseRequest::SnapshotSwitch {
+            tree: "apt/farm/testing".into(),
+            name: "none".into(),
+        };
+        let refused = missing.apply(&store, "t").await;
+        assert!(
+            matches!(refused, Err(ReleaseError::NotFound(_))),
+            "{refused:?}"
+        );
+
+        let moved = ReleaseRequest::Promote {
+            repo: "apt/farm".into(),
+            from: "stable".into(),
+            to: "testing".into(),
+            packages: Vec::new(),
+            r#move: true,
+        };
+        let changed: Vec<String> = moved
+            .changes()
+            .unwrap()
+            .iter()
+            .map(SuiteOrRelease::display)
+            .collect();
+        assert_eq!(changed, ["apt/farm/testing", "apt/farm/stable"]);
     }
 }

@@ -11,7 +11,7 @@ use super::repo::open_store;
 use crate::releases::{self, PublishedTree, Selector, SuiteOrRelease};
 use crate::repo::model::Publication;
 use crate::serve::config::DataDir;
-use crate::serve::http::release_api::ReleaseRequest;
+use crate::releases::ReleaseRequest;
 use crate::store::{RefName, Store};
 
 #[derive(clap::Args)]

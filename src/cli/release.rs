@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::repo::open_store;
-use crate::releases::{self, PublishedTree, Selector, SuiteOrRelease};
+use crate::releases::ReleaseRequest;
+use crate::releases::{self, PublishedTree};
 use crate::repo::model::Publication;
 use crate::serve::config::DataDir;
-use crate::releases::ReleaseRequest;
 use crate::store::{RefName, Store};
 
 #[derive(clap::Args)]
@@ -135,18 +135,32 @@ pub struct AuditArgs {
 }
 
 /// Send a release change to a running server (`--server URL --cap CAP`).
-async fn remote(server: &str, cap: Option<&str>, request: &ReleaseRequest) -> Result<ExitCode> {
-    let answer = super::post_to_server(
-        server,
-        "release",
-        cap.unwrap_or_default(),
-        serde_json::to_vec(request)?,
-    )
-    .await?;
-    println!(
-        "{}; the server publishes it once",
-        answer["message"].as_str().unwrap_or("done")
-    );
+/// Carries a release request out: through a running server (`--server URL` with a publish
+/// cap), or on the data dir. Either way the same [`ReleaseRequest::apply`] runs and says
+/// what changed.
+async fn run(
+    request: ReleaseRequest,
+    data: &Option<PathBuf>,
+    server: Option<&str>,
+    cap: Option<&str>,
+) -> Result<ExitCode> {
+    let message = match server {
+        Some(server) => {
+            let answer = super::post_to_server(
+                server,
+                "release",
+                cap.unwrap_or_default(),
+                serde_json::to_vec(&request)?,
+            )
+            .await?;
+            answer["message"].as_str().unwrap_or("done").to_string()
+        }
+        None => {
+            let (store, _access) = local_store(data).await?;
+            request.apply(&store, "cli").await?
+        }
+    };
+    println!("{message}; the server publishes it once");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -157,63 +171,35 @@ async fn local_store(data: &Option<PathBuf>) -> Result<(Store, crate::store::fen
     super::repo::open_store_for_writing(&DataDir::new(data)).await
 }
 
-fn split_target(text: &str) -> Result<SuiteOrRelease> {
-    let parts: Vec<&str> = text.split('/').collect();
-    if parts.len() != 3 {
-        bail!("{text:?}: name a suite as apt/NAME/SUITE or a release as rpm/NAME/RELEASE");
-    }
-    Ok(SuiteOrRelease::parse(
-        &format!("{}/{}", parts[0], parts[1]),
-        parts[2],
-    )?)
-}
-
 pub async fn rm(args: RmArgs) -> Result<ExitCode> {
-    if let Some(server) = &args.server {
-        let request = ReleaseRequest::Rm {
-            target: args.target.clone(),
-            packages: args.packages.clone(),
-        };
-        return remote(server, args.cap.as_deref(), &request).await;
-    }
-    let (store, _access) = local_store(&args.data).await?;
-    let unit = split_target(&args.target)?;
-    let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
-    let removed = releases::remove(&store, &unit, &selectors, "cli").await?;
-    if removed == 0 {
-        bail!("nothing matched in {}; nothing changed", unit.display());
-    }
-    println!(
-        "removed {removed} package record(s) from {}; the server republishes it once",
-        unit.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    let request = ReleaseRequest::Rm {
+        target: args.target.clone(),
+        packages: args.packages.clone(),
+    };
+    run(
+        request,
+        &args.data,
+        args.server.as_deref(),
+        args.cap.as_deref(),
+    )
+    .await
 }
 
 pub async fn promote(args: PromoteArgs) -> Result<ExitCode> {
-    if let Some(server) = &args.server {
-        let request = ReleaseRequest::Promote {
-            repo: args.repo.clone(),
-            from: args.from.clone(),
-            to: args.to.clone(),
-            packages: args.packages.clone(),
-            r#move: args.move_them,
-        };
-        return remote(server, args.cap.as_deref(), &request).await;
-    }
-    let (store, _access) = local_store(&args.data).await?;
-    let from = SuiteOrRelease::parse(&args.repo, &args.from)?;
-    let to = SuiteOrRelease::parse(&args.repo, &args.to)?;
-    let selectors: Vec<Selector> = args.packages.iter().map(|p| Selector::parse(p)).collect();
-    let copied = releases::promote(&store, &from, &to, &selectors, args.move_them, "cli").await?;
-    println!(
-        "{} {copied} package(s) from {} to {}; the server publishes {} once",
-        if args.move_them { "moved" } else { "copied" },
-        from.display(),
-        to.display(),
-        to.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    let request = ReleaseRequest::Promote {
+        repo: args.repo.clone(),
+        from: args.from.clone(),
+        to: args.to.clone(),
+        packages: args.packages.clone(),
+        r#move: args.move_them,
+    };
+    run(
+        request,
+        &args.data,
+        args.server.as_deref(),
+        args.cap.as_deref(),
+    )
+    .await
 }
 
 pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
@@ -225,22 +211,8 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
             tree,
             name,
         } => {
-            if let Some(server) = &server {
-                return remote(
-                    server,
-                    cap.as_deref(),
-                    &ReleaseRequest::Snapshot { tree, name },
-                )
-                .await;
-            }
-            let (store, _access) = local_store(&data).await?;
-            let tree = PublishedTree::parse(&tree)?;
-            let entry = releases::snapshot_create(&store, &tree, &name, "cli").await?;
-            println!(
-                "snapshot {name}: {} as published now ({})",
-                tree.display(),
-                entry.note
-            );
+            let request = ReleaseRequest::Snapshot { tree, name };
+            return run(request, &data, server.as_deref(), cap.as_deref()).await;
         }
         SnapshotCommand::List { data, repo } => {
             let store = open_store(&DataDir::new(&data))?;
@@ -263,69 +235,25 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<ExitCode> {
             tree,
             name,
         } => {
-            if let Some(server) = &server {
-                return remote(
-                    server,
-                    cap.as_deref(),
-                    &ReleaseRequest::SnapshotSwitch { tree, name },
-                )
-                .await;
-            }
-            let (store, _access) = local_store(&data).await?;
-            let tree = PublishedTree::parse(&tree)?;
-            let publication = releases::snapshot_get(&store, tree.format, &tree.repo, &name)
-                .await?
-                .with_context(|| format!("no snapshot {name} of {}/{}", tree.format, tree.repo))?;
-            if publication.suite != tree.name {
-                bail!(
-                    "snapshot {name} is of {}, not {}",
-                    publication.suite,
-                    tree.name
-                );
-            }
-            let cells = releases::restore(
-                &store,
-                &tree,
-                &publication,
-                "cli",
-                &format!("switch to snapshot {name}"),
-            )
-            .await?;
-            println!(
-                "{} now holds snapshot {name} ({cells} cells); the server publishes it once",
-                tree.display()
-            );
+            let request = ReleaseRequest::SnapshotSwitch { tree, name };
+            return run(request, &data, server.as_deref(), cap.as_deref()).await;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
-    if let Some(server) = &args.server {
-        let request = ReleaseRequest::Rollback {
-            tree: args.tree.clone(),
-            to: args.to,
-        };
-        return remote(server, args.cap.as_deref(), &request).await;
-    }
-    let (store, _access) = local_store(&args.data).await?;
-    let tree = PublishedTree::parse(&args.tree)?;
-    let (entry, publication) = releases::publication_at(&store, &tree, args.to).await?;
-    releases::restore(
-        &store,
-        &tree,
-        &publication,
-        "cli",
-        &format!("rollback to publication {}", entry.generation),
+    let request = ReleaseRequest::Rollback {
+        tree: args.tree.clone(),
+        to: args.to,
+    };
+    run(
+        request,
+        &args.data,
+        args.server.as_deref(),
+        args.cap.as_deref(),
     )
-    .await?;
-    println!(
-        "{} rolled back to publication {} of {}; the server publishes it once",
-        tree.display(),
-        entry.generation,
-        crate::util::time::rfc3339(entry.time)
-    );
-    Ok(ExitCode::SUCCESS)
+    .await
 }
 
 /// What each publication of a tree changed: the cell ref entries between it and the one before.

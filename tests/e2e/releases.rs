@@ -242,6 +242,23 @@ fn promote_remove_snapshot_rollback_history_and_audit_through_real_apt() {
     server.wait_for(stable_index, "switched", |r| {
         !r.text().contains("2.10-3+b1") && r.text().contains("Version: 2.10-3\n")
     });
+    // Across suites, as over HTTP: testing takes stable's snapshot (the CLI refused this
+    // while the API allowed it; both now carry out one ReleaseRequest).
+    let switched = run_ok(
+        caprepo()
+            .args(["snapshot", "switch", "--data"])
+            .arg(&data.path)
+            .args(["apt/rel/testing", "before-b1"]),
+    );
+    assert!(
+        switched.contains("apt/rel/testing switched to snapshot before-b1"),
+        "{switched}"
+    );
+    server.wait_for(
+        "/rel/dists/testing/main/binary-amd64/Packages",
+        "testing switched",
+        |r| !r.text().contains("Package: tree\n") && r.text().contains("Version: 2.10-3\n"),
+    );
 
     // History names who changed what; audit has every kind of event.
     let history = run_ok(

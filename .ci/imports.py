@@ -36,6 +36,10 @@ def modules():
     return out
 
 
+# Macros exported at the crate root (`#[macro_export]`), by the module that defines them.
+MACROS = {"with_format": ("repo", "format")}
+
+
 def resolve(mods, path):
     """The longest module prefix of `path`."""
     for n in range(len(path), 0, -1):
@@ -118,6 +122,10 @@ def edges(mods):
                     found.append(base_path(root, module) + rest.strip(":").split("::") + item.split("::"))
         for root, rest in PATH.findall(text):
             found.append(base_path(root, module) + rest.strip(":").split("::"))
+        # Macros exported at the crate root expand to paths of the module defining them.
+        for macro, home in MACROS.items():
+            if re.search(r"\b" + macro + r"!", text) and module != home:
+                found.append(list(home))
         for path in found:
             path = [p for p in path if p]
             target = resolve(mods, path)

@@ -1,16 +1,16 @@
 //! The package formats caprepo takes in: Debian binary and source packages
 //! ([`deb`]) and RPM packages ([`rpm`]), each parsed with bounds of its own and
-//! refused where the reference tools (dpkg-deb, rpm -K) refuse; [`source`] is the
-//! bytes of one upload, in memory or in a spool file.
+//! refused where the reference tools (dpkg-deb, rpm -K) refuse; [`package_bytes`] is
+//! the bytes of one upload, in memory or in a spool file.
 
 pub mod deb;
 pub mod package_bytes;
 pub mod rpm;
 
-/// The repository formats caprepo serves. Everything that differs between them is
-/// behind this enum or the traits over it (`repo::format::RepoFormat`,
-/// `publish::PublishFormat`, `ingest::IngestFormat`); the name is how the format is
-/// written in scopes, refs and URLs (`apt/...`, `rpm/...`).
+/// The repository formats caprepo serves. What the manager, discovery, releases, uploads
+/// and imports do differently for each is behind the traits over it
+/// (`repo::format::RepoFormat`, `ingest::format::IngestFormat`, `publish::PublishFormat`);
+/// the name is how the format is written in scopes, refs and URLs (`apt/...`, `rpm/...`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]

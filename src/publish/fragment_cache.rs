@@ -1,4 +1,5 @@
-//! What a long-running process keeps of per-chunk index fragments (APT and RPM).
+//! What a store handle keeps of per-chunk index fragments (APT and RPM), for as long
+//! as the process runs.
 //! A fragment is named by its chunk's digest and how it is rendered ([`Rendering`]), and its bytes by
 //! their sha256, so nothing held here can go stale: a publish after one upload
 //! touches the store only for the chunk that changed.

@@ -314,7 +314,7 @@ impl PublishLayout {
     }
 }
 
-/// Notes that this process made `publication`'s layout, so its next publish does not
+/// Notes that this store handle made `publication`'s layout, so its next publish does not
 /// take up the record (written later, after hashing ahead) of what it holds already.
 pub fn made_here(store: &Store, publication: &Digest) {
     let memory = store.cache::<LayoutMemory>();
@@ -330,7 +330,7 @@ struct LayoutMemory {
     /// None when the change is not a pure addition. Keyed by kind, both digests and
     /// retention.
     deltas: FragmentCache<Option<(Digest, usize)>>,
-    /// Publications whose layout this process made or took up: their layout is in
+    /// Publications whose layout this handle made or took up: their layout is in
     /// memory already.
     taken_up: FragmentCache<()>,
 }

@@ -3,7 +3,8 @@
 //! fragments ([`fragment_cache`]) laid out over the last layout ([`layout`]), hashes
 //! the joins by resuming earlier states (`store::resumable_hash`), compresses them
 //! ([`compress`]), checks what it renders ([`publish_check`]), and flips one
-//! publication ref ([`publication`]).
+//! publication ref ([`publication`]). [`PublishFormat`] is how each format publishes a
+//! tree, and [`publish_if_changed`] publishes whichever a tree name says.
 
 pub mod apt;
 pub mod compress;

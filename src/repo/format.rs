@@ -3,7 +3,7 @@
 //! format is a unit type ([`Apt`], [`Rpm`]) implementing [`RepoFormat`]; code that
 //! works on any format is generic over it, and [`with_format!`] picks the type for a
 //! [`Format`] value in one place. The layers above extend the same types
-//! (`ingest::IngestFormat`, `publish::PublishFormat`).
+//! (`ingest::format::IngestFormat`, `publish::PublishFormat`).
 //!
 //! A third format would be one more `Format` variant, one more unit type here and in
 //! [`with_format!`], and its impls beside its parsing, ingest and publishing code.
@@ -266,6 +266,17 @@ impl RepoFormat for Rpm {
         &mut known.rpm
     }
 
+    /// Every architecture's tree and the source tree, from the architectures alone: a
+    /// daemon may hear of a release's batch before the definition that added it.
+    fn trees_of_unit(definition: &RpmRepo, unit: &str) -> Vec<String> {
+        definition
+            .architectures
+            .iter()
+            .map(|arch| format!("{unit}/{arch}"))
+            .chain([format!("{unit}/source")])
+            .collect()
+    }
+
     fn trees_of_cell(definition: &RpmRepo, cell: &[&str]) -> Vec<String> {
         let [release, cell_arch] = cell else {
             return Vec::new();
@@ -371,6 +382,8 @@ mod tests {
         );
         assert_eq!(Rpm::trees_of_cell(&rpm, &["9", "src"]), ["9/source"]);
         assert_eq!(Rpm::trees_of_unit(&rpm, "9"), Rpm::trees(&rpm));
+        // A release the cached definition does not list yet still names its trees.
+        assert_eq!(Rpm::trees_of_unit(&rpm, "10").len(), 3);
         assert_eq!(
             Apt::trees_of_cell(&apt, &["stable", "main", "all"]),
             ["stable"]

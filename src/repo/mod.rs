@@ -2,7 +2,7 @@
 //! publication are as stored manifests ([`model`]); repository definitions and
 //! retention ([`definitions`]); the cells build workers write into ([`cells`]); and
 //! the claims that keep one file name or source package to one upload across cells
-//! ([`claims`]).
+//! ([`claims`]); and what differs between APT and RPM repositories ([`format`]).
 
 pub mod cells;
 pub mod claims;

@@ -116,13 +116,12 @@ impl Store {
         // Written through this store since the last sweep this process knows of (what gc
         // may take is forgotten after it sweeps): an xz frame's header and an unchanged
         // file's tail are not written again on every publish.
-        let epoch = self.held_epoch();
-        if self.written_parts.contains(epoch, &digest) {
+        if self.written_parts.contains(self.held_epoch(), &digest) {
             return Ok((digest, bytes));
         }
         self.put_blob_with_digest(digest, bytes.clone()).await?;
         self.hold(&digest, &bytes);
-        self.written_parts.insert(epoch, digest);
+        self.written_parts.insert(self.held_epoch(), digest);
         Ok((digest, bytes))
     }
 

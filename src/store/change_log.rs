@@ -50,9 +50,6 @@ const MAX_REFS_PER_ENTRY: usize = 500;
 /// waiting (the write stands; the safety scan finds it).
 const APPEND_WAIT: Duration = Duration::from_secs(30);
 
-/// Compare-and-swap attempts per entry before the appender gives up on it.
-const APPEND_ATTEMPTS: u32 = 64;
-
 /// Entries younger than this are never pruned, whatever `keep` says: a follower that
 /// polls at all reads every entry before it can go. A follower that could not poll for
 /// longer finds the gap in its next listing (see [`Follower`]). Measured by the
@@ -228,34 +225,18 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(CHANGE_LOG_REF.to_string(), e.to_string()))?;
         let target = Digest::of(note.as_bytes());
         // The head this process last saw: appending costs one put while nobody else appends.
-        let mut head = match self.cached_head(&name) {
+        let head = match self.cached_head(&name) {
             Some(g) => Some(g),
             None => self.ref_head(&name).await?.map(|h| h.generation),
         };
-        for attempt in 0..APPEND_ATTEMPTS {
-            match self
-                .advance_unfenced(&name, head, target, "change-log", &note)
-                .await
-            {
-                Ok(entry) => {
-                    self.changes.appends.fetch_add(1, Ordering::Relaxed);
-                    return Ok(entry.generation);
-                }
-                Err(StoreError::Conflict(_)) => {
-                    self.changes
-                        .append_conflicts
-                        .fetch_add(1, Ordering::Relaxed);
-                    // Another process appended: find the new head (probing on from ours).
-                    head = self.ref_head(&name).await?.map(|h| h.generation);
-                    let jitter = u64::from(Digest::of(&attempt.to_le_bytes()).as_bytes()[0] % 8);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "{CHANGE_LOG_REF} (gave up after {APPEND_ATTEMPTS} attempts)"
-        )))
+        let (entry, conflicts) = self
+            .append_unfenced(&name, head, target, "change-log", &note)
+            .await?;
+        self.changes.appends.fetch_add(1, Ordering::Relaxed);
+        self.changes
+            .append_conflicts
+            .fetch_add(u64::from(conflicts), Ordering::Relaxed);
+        Ok(entry.generation)
     }
 
     fn cached_head(&self, name: &RefName) -> Option<u64> {

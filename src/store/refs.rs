@@ -264,6 +264,36 @@ impl Store {
         Err(StoreError::Conflict(format!("{name} (gave up after {REF_UPDATE_TRIES} tries)")).into())
     }
 
+    /// The same compare-and-swap loop for a ref whose entries are appended whatever its
+    /// head says (the change log): nothing to decide, so the first try advances from
+    /// `head`, the generation this process last saw, without reading the ref, and the head
+    /// is read only after a conflict; the same growing random pause and bound as
+    /// [`Store::update_ref`]. Not fenced: such a log names no blobs. Returns the entry and
+    /// how many conflicts it took.
+    pub(crate) async fn append_unfenced(
+        &self,
+        name: &RefName,
+        mut head: Option<u64>,
+        target: Digest,
+        actor: &str,
+        note: &str,
+    ) -> Result<(RefEntry, u32)> {
+        for tries in 1..=REF_UPDATE_TRIES {
+            match self.advance_unfenced(name, head, target, actor, note).await {
+                Ok(entry) => return Ok((entry, tries - 1)),
+                Err(StoreError::Conflict(_)) => {
+                    // Another process appended: find the new head (probing on from ours).
+                    head = self.ref_head(name).await?.map(|h| h.generation);
+                    tokio::time::sleep(conflict_pause(tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{name} (gave up after {REF_UPDATE_TRIES} tries)"
+        )))
+    }
+
     /// A ref advance that does not check the gc fence: for the gc lock itself.
     pub(crate) async fn advance_unfenced(
         &self,

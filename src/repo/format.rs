@@ -22,6 +22,10 @@ pub trait RepoFormat: Send + Sync + 'static {
     const FORMAT: Format;
     /// What the unit of a release change is called in messages: `suite` or `release`.
     const UNIT_NOUN: &'static str;
+    /// How many names follow the repository in a cell's ref (`<suite>/<component>/<arch>`,
+    /// `<release>/<arch>`) and in a tree's name (`<suite>`, `<release>/<arch>`).
+    const CELL_DEPTH: usize;
+    const TREE_DEPTH: usize;
     /// A repository's stored definition (`repos/<format>/<name>`).
     type Definition: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
 
@@ -53,6 +57,17 @@ pub trait RepoFormat: Send + Sync + 'static {
     /// The trees that list a cell, named by the parts of its ref after the repository
     /// (`<suite>/<component>/<arch>`, `<release>/<arch>`).
     fn trees_of_cell(definition: &Self::Definition, cell: &[&str]) -> Vec<String>;
+    /// The same when the cell's name alone says (an APT cell's suite), so that no
+    /// definition need be read; None when it does not (an RPM noarch cell feeds every
+    /// architecture of its release).
+    fn trees_of_cell_name(cell: &[&str]) -> Option<Vec<String>> {
+        let _ = cell;
+        None
+    }
+    /// The cell a whole-cell capability scope names (`apt/NAME/dists/SUITE/COMPONENT/binary-ARCH`,
+    /// `rpm/NAME/RELEASE/ARCH`), and whether it is shared by every architecture of its
+    /// suite or release (APT `all`, RPM `noarch` and `src`).
+    fn cell_of_scope(scope: &crate::caps::Scope) -> Option<(RefName, bool)>;
     /// How many versions of each package the published indices keep (None: all).
     fn retention_mut(definition: &mut Self::Definition) -> &mut Option<u32>;
     /// The capability scope that covers a unit: `apt/NAME/dists/SUITE`, `rpm/NAME/RELEASE`.
@@ -105,6 +120,8 @@ pub use with_format;
 impl RepoFormat for Apt {
     const FORMAT: Format = Format::Apt;
     const UNIT_NOUN: &'static str = "suite";
+    const CELL_DEPTH: usize = 3;
+    const TREE_DEPTH: usize = 1;
     type Definition = AptRepo;
 
     fn definition_ref(repo: &str) -> Result<RefName, StoreError> {
@@ -175,11 +192,41 @@ impl RepoFormat for Apt {
             .into_iter()
             .collect()
     }
+
+    /// The suite is the tree, whatever the definition says yet.
+    fn trees_of_unit(_: &AptRepo, unit: &str) -> Vec<String> {
+        vec![unit.to_string()]
+    }
+
+    fn trees_of_cell_name(cell: &[&str]) -> Option<Vec<String>> {
+        Some(
+            cell.first()
+                .map(|suite| suite.to_string())
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn cell_of_scope(scope: &crate::caps::Scope) -> Option<(RefName, bool)> {
+        let repo = scope.repo()?;
+        if scope.segments().len() != 6 {
+            return None;
+        }
+        let (Some(suite), Some(component), Some(arch)) = scope.apt_parts() else {
+            return None;
+        };
+        Some((
+            model::cell_ref(repo, suite, component, arch).ok()?,
+            arch == "all",
+        ))
+    }
 }
 
 impl RepoFormat for Rpm {
     const FORMAT: Format = Format::Rpm;
     const UNIT_NOUN: &'static str = "release";
+    const CELL_DEPTH: usize = 2;
+    const TREE_DEPTH: usize = 2;
     type Definition = RpmRepo;
 
     fn definition_ref(repo: &str) -> Result<RefName, StoreError> {
@@ -275,6 +322,14 @@ impl RepoFormat for Rpm {
             .map(|arch| format!("{unit}/{arch}"))
             .chain([format!("{unit}/source")])
             .collect()
+    }
+
+    fn cell_of_scope(scope: &crate::caps::Scope) -> Option<(RefName, bool)> {
+        let [_, repo, release, arch] = scope.segments() else {
+            return None;
+        };
+        let shared = arch == "noarch" || arch == "src";
+        Some((model::rpm_cell_ref(repo, release, arch).ok()?, shared))
     }
 
     fn trees_of_cell(definition: &RpmRepo, cell: &[&str]) -> Vec<String> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::formats::Format;
 use crate::publish::publication::current_inputs;
 use crate::repo::definitions;
-use crate::repo::format::{KnownDefinitions, RepoFormat, Rpm, with_format};
+use crate::repo::format::{KnownDefinitions, RepoFormat, with_format};
 use crate::serve::metrics::Metrics;
 use crate::serve::views::{TreeKey, Views};
 use crate::store::Store;
@@ -234,60 +234,28 @@ impl Discovery {
         name: &str,
         generation: u64,
     ) -> Result<Vec<TreeKey>, Error> {
-        // True if the view of (repo, suite) already has `name` at `generation` as an input.
-        let has_input = |repo: &str, suite: &str| {
-            views.get(repo, suite).is_some_and(|v| {
-                v.current
-                    .inputs
-                    .get(name)
-                    .is_some_and(|seen| *seen >= generation)
-            })
-        };
         let key = |repo: &str, suite: String| (repo.to_string(), suite);
         let parts: Vec<&str> = name.split('/').collect();
         let touched = match parts.as_slice() {
-            ["cells", "apt", repo, suite, _, _] if !has_input(repo, suite) => {
-                vec![key(repo, suite.to_string())]
-            }
-            ["cells", "rpm", repo, release, arch] => self
-                .rpm_trees(repo, release, Some(arch))
-                .await?
-                .into_iter()
-                .filter(|tree| !has_input(repo, tree))
-                .map(|tree| key(repo, tree))
-                .collect(),
-            // Another daemon published: serve what it published.
-            ["published", "apt", repo, suite]
-                if views
-                    .get(repo, suite)
-                    .is_none_or(|v| v.generation < generation) =>
-            {
-                let key = key(repo, suite.to_string());
-                self.adopt(views, name, key, generation).await?
-            }
-            ["published", "rpm", repo, release, arch]
-                if views
-                    .get(repo, &format!("{release}/{arch}"))
-                    .is_none_or(|v| v.generation < generation) =>
-            {
-                let key = key(repo, format!("{release}/{arch}"));
-                self.adopt(views, name, key, generation).await?
-            }
-            // A batch opened or closed: publishing waits for (and resumes after) it.
-            ["batches", "apt", repo, suite] => vec![key(repo, suite.to_string())],
-            ["batches", "rpm", repo, release] => self
-                .rpm_trees(repo, release, None)
-                .await?
-                .into_iter()
-                .map(|tree| key(repo, tree))
-                .collect(),
+            [
+                area @ ("cells" | "published" | "batches"),
+                format,
+                repo,
+                rest @ ..,
+            ] => match Format::parse(format) {
+                Some(format) => with_format!(format, F => {
+                    self.ref_changed::<F>(views, area, name, repo, rest, generation)
+                        .await?
+                }),
+                None => Vec::new(),
+            },
             ["repos", format, repo] => match Format::parse(format) {
                 Some(format) => {
                     let trees =
                         with_format!(format, F => self.definition_changed::<F>(views, repo).await?);
                     trees
                         .into_iter()
-                        .filter(|tree| !has_input(repo, tree))
+                        .filter(|tree| !has_input(views, repo, tree, name, generation))
                         .map(|tree| key(repo, tree))
                         .collect()
                 }
@@ -298,17 +266,51 @@ impl Discovery {
         Ok(touched)
     }
 
-    /// The trees of an RPM release that a cell of `arch` feeds (every tree: None).
-    async fn rpm_trees(
+    /// The trees a change to `<area>/<format>/<repo>/<rest>` touches, for format `F`:
+    /// a cell's trees that do not list it yet; a tree another daemon published, adopted;
+    /// every tree of a suite or release whose batch opened or closed.
+    async fn ref_changed<F: RepoFormat>(
         &mut self,
+        views: &Views,
+        area: &str,
+        name: &str,
         repo: &str,
-        release: &str,
-        arch: Option<&str>,
-    ) -> Result<Vec<String>, Error> {
-        let definition = self.definition::<Rpm>(repo).await?;
-        Ok(match arch {
-            Some(arch) => Rpm::trees_of_cell(definition, &[release, arch]),
-            None => Rpm::trees_of_unit(definition, release),
+        rest: &[&str],
+        generation: u64,
+    ) -> Result<Vec<TreeKey>, Error> {
+        let key = |tree: String| (repo.to_string(), tree);
+        Ok(match area {
+            "cells" if rest.len() == F::CELL_DEPTH => {
+                let trees = match F::trees_of_cell_name(rest) {
+                    Some(trees) => trees,
+                    None => F::trees_of_cell(self.definition::<F>(repo).await?, rest),
+                };
+                trees
+                    .into_iter()
+                    .filter(|tree| !has_input(views, repo, tree, name, generation))
+                    .map(key)
+                    .collect()
+            }
+            // Another daemon published: serve what it published.
+            "published" if rest.len() == F::TREE_DEPTH => {
+                let tree = rest.join("/");
+                if views
+                    .get(repo, &tree)
+                    .is_none_or(|v| v.generation < generation)
+                {
+                    self.adopt(views, name, key(tree), generation).await?
+                } else {
+                    Vec::new()
+                }
+            }
+            // A batch opened or closed: publishing waits for (and resumes after) it.
+            "batches" if rest.len() == 1 => {
+                F::trees_of_unit(self.definition::<F>(repo).await?, rest[0])
+                    .into_iter()
+                    .map(key)
+                    .collect()
+            }
+            _ => Vec::new(),
         })
     }
 
@@ -408,6 +410,16 @@ impl Discovery {
         }
         Ok(())
     }
+}
+
+/// True if the view of (repo, tree) already has `name` at `generation` as an input.
+fn has_input(views: &Views, repo: &str, tree: &str, name: &str, generation: u64) -> bool {
+    views.get(repo, tree).is_some_and(|v| {
+        v.current
+            .inputs
+            .get(name)
+            .is_some_and(|seen| *seen >= generation)
+    })
 }
 
 /// How long after a scan of `requests` requests the next safety scan runs.

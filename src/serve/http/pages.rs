@@ -104,7 +104,10 @@ pub fn setup_snippet(
     if trees.is_empty() {
         return None;
     }
-    if trees.iter().any(|t| t.current.suite.contains('/')) {
+    if trees
+        .iter()
+        .any(|t| crate::formats::Format::of_tree(&t.current.suite) == crate::formats::Format::Rpm)
+    {
         return Some(repo_file_snippet(base, uri, repo));
     }
     let suites = published_suites(views, repo, only);

@@ -5,7 +5,7 @@
 
 use crate::formats::Format;
 use crate::ingest::format::{IngestContext, IngestFormat};
-use crate::repo::format::{RepoFormat, Rpm, with_format};
+use crate::repo::format::{RepoFormat, with_format};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -303,7 +303,7 @@ pub async fn wait(
         return wait_for_source(&state, &grant, component, query.generation, query.timeout).await;
     }
     let cell: Scope = query.cell.parse().map_err(bad_cell)?;
-    let (repo, cell_ref, shared) = cell_ref_of(&cell).ok_or_else(|| {
+    let (format, repo, cell_ref, shared) = cell_ref_of(&cell).ok_or_else(|| {
         bad_cell(
             "name a whole cell: apt/<repo>/dists/<suite>/<component>/binary-<arch> or rpm/<repo>/<release>/<arch>",
         )
@@ -319,7 +319,7 @@ pub async fn wait(
         return Err(outside_scope(&cell));
     }
     let timeout = Duration::from_secs(query.timeout.unwrap_or(120).min(600));
-    let trees = trees_of_cell(&state, &cell).await?;
+    let trees = trees_of_cell(&state, format, &repo, &cell_ref).await?;
     let published = state
         .manager
         .wait_published(&repo, &trees, &cell_ref, query.generation, timeout)
@@ -349,42 +349,36 @@ fn outside_scope(scope: &Scope) -> ApiError {
 }
 
 /// The published trees that list a cell: its APT suite, or the RPM trees of its release.
-async fn trees_of_cell(state: &AppState, cell: &Scope) -> Result<Vec<String>, ApiError> {
-    let s = cell.segments();
-    if cell.kind() == "apt" {
-        return Ok(vec![s[3].clone()]);
-    }
-    match crate::repo::definitions::load_repo::<Rpm>(&state.store, &s[1]).await {
-        Ok(definition) => Ok(Rpm::trees_of_cell(&definition, &[&s[2], &s[3]])),
-        Err(e) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no-such-cell",
-            e.to_string(),
-        )),
-    }
+async fn trees_of_cell(
+    state: &AppState,
+    format: Format,
+    repo: &str,
+    cell_ref: &str,
+) -> Result<Vec<String>, ApiError> {
+    // The parts of the ref after `cells/<format>/<repo>/`.
+    let parts: Vec<&str> = cell_ref.split('/').skip(3).collect();
+    with_format!(format, F => {
+        if let Some(trees) = F::trees_of_cell_name(&parts) {
+            return Ok(trees);
+        }
+        match crate::repo::definitions::load_repo::<F>(&state.store, repo).await {
+            Ok(definition) => Ok(F::trees_of_cell(&definition, &parts)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no-such-cell",
+                e.to_string(),
+            )),
+        }
+    })
 }
 
-/// (repository, cell ref name, whether the cell is shared by every arch) for a whole-cell scope.
-fn cell_ref_of(cell: &Scope) -> Option<(String, String, bool)> {
+/// (format, repository, cell ref name, whether the cell is shared by every arch) for a
+/// whole-cell scope.
+fn cell_ref_of(cell: &Scope) -> Option<(Format, String, String, bool)> {
+    let format = Format::parse(cell.kind())?;
     let repo = cell.repo()?.to_string();
-    let s = cell.segments();
-    let (name, shared) = match (cell.kind(), s.len()) {
-        ("apt", 6) => {
-            let (Some(suite), Some(component), Some(arch)) = cell.apt_parts() else {
-                return None;
-            };
-            (
-                crate::repo::model::cell_ref(&repo, suite, component, arch).ok()?,
-                arch == "all",
-            )
-        }
-        ("rpm", 4) => (
-            crate::repo::model::rpm_cell_ref(&repo, &s[2], &s[3]).ok()?,
-            s[3] == "noarch" || s[3] == "src",
-        ),
-        _ => return None,
-    };
-    Some((repo, name.to_string(), shared))
+    let (name, shared) = with_format!(format, F => F::cell_of_scope(cell))?;
+    Some((format, repo, name.to_string(), shared))
 }
 
 async fn wait_for_source(

@@ -74,13 +74,9 @@ pub trait RepoFormat: Send + Sync + 'static {
     fn unit_scope(repo: &str, unit: &str) -> String;
     /// This format's part of `known`.
     fn known(known: &mut KnownDefinitions) -> &mut BTreeMap<String, Self::Definition>;
-    /// The trees of a unit (a suite or a release).
-    fn trees_of_unit(definition: &Self::Definition, unit: &str) -> Vec<String> {
-        Self::trees(definition)
-            .into_iter()
-            .filter(|tree| Self::unit_of(tree) == unit)
-            .collect()
-    }
+    /// The trees of a unit (a suite or a release), also when the definition does not list
+    /// the unit yet: a daemon may hear of a batch before the definition that added it.
+    fn trees_of_unit(definition: &Self::Definition, unit: &str) -> Vec<String>;
 }
 
 /// Repository definitions as last read, by format and name (a daemon's change
